@@ -1,0 +1,1 @@
+"""The ``fmforge`` command line: thin adapters over the library."""

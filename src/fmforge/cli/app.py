@@ -1,0 +1,220 @@
+"""``fmforge``: the root command and the repository-wide commands."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from fmforge import __version__
+from fmforge.cli import events
+from fmforge.cli.context import CliError, FmforgeGroup, console, open_repository, store_option
+from fmforge.demo import run_demo
+from fmforge.errors import RepositoryNotFound
+from fmforge.repository import Repository, find_repository
+from fmforge.settings import SETTINGS, STORE_ENV, load_settings
+
+app = typer.Typer(
+    cls=FmforgeGroup,
+    help="fmforge: version control, lineage and audit for foundation-model data and weights.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(events.app, name="events")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"fmforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store",
+            envvar=STORE_ENV,
+            help="Repository directory (default: the current directory or its nearest parent "
+            "holding .fmforge/).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Global options."""
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path | None, typer.Argument(help="Where to create .fmforge/ (default: --store or here).")
+    ] = None,
+    ledger_url: Annotated[
+        str | None, typer.Option(help="postgresql://... for a shared ledger (default: SQLite).")
+    ] = None,
+    objects_url: Annotated[
+        str | None, typer.Option(help="s3://BUCKET/PREFIX for shared objects (default: local).")
+    ] = None,
+    s3_endpoint_url: Annotated[
+        str | None, typer.Option(help="Endpoint of an S3-compatible service.")
+    ] = None,
+) -> None:
+    """Create a repository (.fmforge/) with its ledger and object store."""
+    target = directory or store_option(ctx) or Path.cwd()
+    config = {
+        "ledger.url": ledger_url,
+        "objects.url": objects_url,
+        "objects.s3_endpoint_url": s3_endpoint_url,
+    }
+    with Repository.init(target, config=config) as repo:
+        console.print(f"initialised {repo.path}")
+        console.print(f"  ledger  {repo.ledger.url}")
+        console.print(f"  objects {repo.objects.url}")
+
+
+@app.command()
+def log(
+    ctx: typer.Context,
+    stream: Annotated[
+        str | None, typer.Option("--stream", "-s", help="Only streams starting with this prefix.")
+    ] = None,
+    types: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="Only this event type (repeatable).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only events recorded at or after this UTC ISO time.")
+    ] = None,
+    from_seq: Annotated[int, typer.Option(help="First seq to show.")] = 1,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="At most this many.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
+) -> None:
+    """Show the ledger's events, oldest first."""
+    with open_repository(ctx) as repo:
+        selected = repo.ledger.read_all(
+            from_seq, types=types or None, streams=stream, limit=None if since else limit
+        )
+        if since:
+            selected = (e for e in selected if e.time >= since)
+        rows = []
+        for event in selected:
+            if limit is not None and len(rows) >= limit:
+                break
+            rows.append(event)
+    if as_json:
+        for event in rows:
+            sys.stdout.buffer.write(orjson.dumps(event.to_record()) + b"\n")
+        return
+    table = Table("seq", "time (UTC)", "stream", "v", "type", "actor", "data", "hash")
+    for event in rows:
+        data = orjson.dumps(event.data).decode() if not event.redacted else "<redacted>"
+        table.add_row(
+            str(event.seq),
+            event.time[:19].replace("T", " "),
+            event.stream,
+            str(event.version),
+            event.type,
+            str(event.meta.get("actor", "")),
+            data if len(data) <= 60 else data[:57] + "...",
+            event.hash.hex()[:12],
+        )
+    console.print(table)
+    console.print(f"{len(rows)} event(s)")
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    objects: Annotated[
+        bool, typer.Option("--objects/--no-objects", help="Also read back every referenced object.")
+    ] = True,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes for chain verification (default: automatic).")
+    ] = None,
+) -> None:
+    """Recompute the hash chain and re-hash every referenced object; exit 1 on the first fault."""
+    with open_repository(ctx) as repo:
+        report = repo.verify(objects=objects, workers=workers)
+    console.print(
+        f"ok: {report.events} events, chain verifies to head {report.head.hash.hex()}; "
+        f"{report.objects_checked} referenced objects intact"
+    )
+
+
+@app.command()
+def gc(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would go.")] = False,
+    grace_period: Annotated[
+        float | None,
+        typer.Option(help="Spare objects younger than this many seconds (default: setting)."),
+    ] = None,
+) -> None:
+    """Delete stored objects that no event refers to."""
+    with open_repository(ctx) as repo:
+        report = repo.gc(grace_period_s=grace_period, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(
+        f"{verb} {report.deleted} object(s), {report.bytes_freed} bytes; kept {report.kept} "
+        f"referenced, spared {report.young} younger than the grace period"
+    )
+
+
+@app.command("config")
+def config_(ctx: typer.Context) -> None:
+    """Show every setting: its value, where it came from, and what it does."""
+    try:
+        root_dir: Path | None = find_repository(store_option(ctx) or Path.cwd())
+    except RepositoryNotFound:
+        root_dir = None
+    settings = load_settings(root_dir / ".fmforge" / "config.toml" if root_dir else None)
+    table = Table("setting", "environment", "value", "source", "meaning")
+    for setting in SETTINGS:
+        table.add_row(
+            setting.name,
+            setting.env,
+            repr(settings[setting.name]),
+            settings.sources[setting.name],
+            setting.help,
+        )
+    console.print(table)
+
+
+@app.command()
+def demo(
+    keep: Annotated[
+        Path | None,
+        typer.Option(help="Run in this (new or empty) directory and keep it, instead of a temp dir."),
+    ] = None,
+) -> None:
+    """Run the main job end to end on the embedded default and print what it did."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        if any(keep.iterdir()):
+            raise CliError(f"{keep} is not empty")
+        _run_demo(keep)
+        console.print(f"\nkept the demo repository in {keep}")
+        return
+    with tempfile.TemporaryDirectory(prefix="fmforge-demo-") as tmp:
+        _run_demo(Path(tmp))
+
+
+def _run_demo(directory: Path) -> None:
+    for number, (step, lines) in enumerate(run_demo(directory), 1):
+        console.print(f"[bold]{number}. {step.title}[/bold]")
+        for line in lines:
+            console.print(f"   {line}", markup=False)
+    console.print("[bold green]demo finished[/bold green]")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,261 @@
+"""SQLite ledger backend: the embedded default (``.fmforge/ledger.db``).
+
+WAL journal with ``synchronous=FULL``: a returned append survives power loss. Writers from any
+number of processes serialise on SQLite's write lock (``BEGIN IMMEDIATE``); the head row is updated
+in the same transaction as the events, so seq is dense and commit-ordered. Each thread reads through
+its own connection, so a reader never sees another thread's uncommitted batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from fmforge.errors import BackendUnavailable, LedgerLocked
+from fmforge.ledger.events import GENESIS_HASH, ROW_COLUMNS, RawRow
+from fmforge.ledger.store import EventStore, Head, RowQuery
+from fmforge.ledger.upcasting import UpcasterRegistry
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS events (
+    seq            INTEGER PRIMARY KEY,
+    event_id       TEXT    NOT NULL UNIQUE,
+    stream         TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    type           TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data           BLOB,
+    meta           BLOB    NOT NULL,
+    key_id         TEXT,
+    refs           TEXT    NOT NULL DEFAULT '',
+    payload_hash   BLOB    NOT NULL,
+    prev_hash      BLOB    NOT NULL,
+    hash           BLOB    NOT NULL,
+    UNIQUE (stream, version)
+);
+CREATE INDEX IF NOT EXISTS events_by_type ON events (type, seq);
+CREATE TABLE IF NOT EXISTS ledger_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash BLOB    NOT NULL
+);
+INSERT OR IGNORE INTO ledger_head (id, seq, hash) VALUES (1, 0, X'{GENESIS_HASH.hex()}');
+"""
+_COLUMNS = ", ".join(ROW_COLUMNS)
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
+_FETCH = 1000
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def prefix_upper_bound(prefix: str) -> str:
+    """The smallest string greater than every string starting with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class _SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def head(self) -> Head:
+        seq, digest = self._conn.execute("SELECT seq, hash FROM ledger_head WHERE id = 1").fetchone()
+        return Head(seq, bytes(digest))
+
+    def find_events(self, event_ids: Sequence[str]) -> dict[str, tuple[int, str, int, str, bytes]]:
+        found: dict[str, tuple[int, str, int, str, bytes]] = {}
+        for start in range(0, len(event_ids), 500):
+            chunk = event_ids[start : start + 500]
+            rows = self._conn.execute(
+                "SELECT event_id, seq, stream, version, type, payload_hash FROM events "
+                f"WHERE event_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for event_id, seq, stream, version, etype, phash in rows:
+                found[event_id] = (seq, stream, version, etype, bytes(phash))
+        return found
+
+    def stream_version(self, stream: str) -> int:
+        row = self._conn.execute(
+            "SELECT max(version) FROM events WHERE stream = ?", (stream,)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def insert(self, rows: Sequence[RawRow]) -> None:
+        self._conn.executemany(_INSERT, rows)
+
+    def set_head(self, head: Head) -> None:
+        self._conn.execute("UPDATE ledger_head SET seq = ?, hash = ? WHERE id = 1", (head.seq, head.hash)
+        )
+
+
+class _DataVersionWaiter:
+    """Wakes when another connection commits, by polling ``PRAGMA data_version``."""
+
+    def __init__(self, store: SqliteEventStore, poll_interval: float) -> None:
+        self._conn = store._connect()
+        self._step = max(0.002, poll_interval / 10)
+        self._last = self._version()
+
+    def _version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self._version()
+            if current != self._last:
+                self._last = current
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(self._step, remaining))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class SqliteEventStore(EventStore):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 30.0,
+        upcasters: UpcasterRegistry | None = None,
+        actor: str | None = None,
+    ) -> None:
+        super().__init__(upcasters=upcasters, actor=actor)
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self.busy_timeout = busy_timeout
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._local = threading.local()
+        self._writer = self._connect()
+        try:
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            with self._locked_retry():
+                self._writer.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+        except sqlite3.DatabaseError as exc:
+            self._writer.close()
+            raise BackendUnavailable(f"cannot open ledger {self.path}: {exc}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout,
+            )
+            conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            raise BackendUnavailable(f"cannot open ledger {self.path}: {exc}") from None
+        return conn
+
+    @contextmanager
+    def _locked_retry(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if _is_locked(exc):
+                raise LedgerLocked(
+                    f"ledger {self.path} stayed locked for {self.busy_timeout:g}s by another writer"
+                ) from None
+            raise
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[_SqliteTx]:
+        conn = self._writer
+        with self._locked_retry():
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SqliteTx(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        with self._locked_retry():
+            conn.execute("COMMIT")
+
+    def _iter_rows(self, query: RowQuery) -> Iterator[RawRow]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if query.stream is not None:
+            clauses += ["stream = ?", "version >= ?"]
+            params += [query.stream, query.from_version]
+            order = "version"
+        else:
+            clauses.append("seq >= ?")
+            params.append(query.from_seq)
+            order = "seq"
+        if query.to_seq is not None:
+            clauses.append("seq <= ?")
+            params.append(query.to_seq)
+        if query.types is not None:
+            clauses.append(f"type IN ({','.join('?' * len(query.types))})")
+            params += query.types
+        if query.stream_prefix:
+            clauses += ["stream >= ?", "stream < ?"]
+            params += [query.stream_prefix, prefix_upper_bound(query.stream_prefix)]
+        sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY {order}"
+        if query.limit is not None:
+            sql += f" LIMIT {int(query.limit)}"
+        cursor = self._reader().execute(sql, params)
+        try:
+            while batch := cursor.fetchmany(_FETCH):
+                yield from batch
+        finally:
+            # The store may have been closed before an abandoned generator is collected.
+            with suppress(sqlite3.ProgrammingError):
+                cursor.close()
+
+    def _read_head(self) -> Head:
+        seq, digest = self._reader().execute(
+            "SELECT seq, hash FROM ledger_head WHERE id = 1"
+        ).fetchone()
+        return Head(seq, bytes(digest))
+
+    def _read_stream_version(self, stream: str) -> int:
+        row = self._reader().execute(
+            "SELECT max(version) FROM events WHERE stream = ?", (stream,)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def _iter_refs(self) -> Iterator[tuple[int, str]]:
+        yield from self._reader().execute(
+            "SELECT seq, refs FROM events WHERE refs != '' ORDER BY seq"
+        )
+
+    def _count_rows(self) -> int:
+        return int(self._reader().execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def _change_waiter(self, poll_interval: float) -> _DataVersionWaiter:
+        return _DataVersionWaiter(self, poll_interval)
+
+    def reopen(self) -> SqliteEventStore:
+        return SqliteEventStore(
+            self.path, busy_timeout=self.busy_timeout, upcasters=self.upcasters, actor=self.actor
+        )
+
+    def close(self) -> None:
+        self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._local = threading.local()

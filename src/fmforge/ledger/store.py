@@ -1,0 +1,633 @@
+"""The event store: the contract every ledger backend fulfils, and the logic they share.
+
+Backends (``SqliteEventStore``, ``PostgresEventStore``) supply a write transaction with five
+primitives and a row reader; everything else lives here once: encoding, the version and
+idempotency checks, the hash chain, group commit, decoding with upcasting, subscriptions,
+export/import and verification.
+
+Group commit: every append is a request handed to a leader thread. The first caller to find no
+leader becomes it, commits all requests queued by then in one transaction, then hands leadership to
+the next waiting caller. A lone caller pays nothing extra; concurrent callers share fsyncs.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fmforge.errors import (
+    IdempotencyConflict,
+    ImportMismatch,
+    InvalidEvent,
+    LedgerError,
+    StreamVersionConflict,
+)
+from fmforge.ledger.events import (
+    GENESIS_HASH,
+    Event,
+    NewEvent,
+    RawRow,
+    canonical_json,
+    chain_hash,
+    decode_json,
+    payload_digest,
+    split_refs,
+    utc_now,
+    validate_event_id,
+    validate_refs,
+    validate_stream,
+    validate_type,
+)
+from fmforge.ledger.upcasting import UpcasterRegistry
+
+logger = logging.getLogger(__name__)
+
+MAX_EVENTS_PER_COMMIT = 5000
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest position of the ledger (seq 0 and the genesis hash when empty)."""
+
+    seq: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where the events of one append landed. ``deduplicated``: an idempotent retry, nothing written."""
+
+    stream: str
+    positions: tuple[tuple[int, int], ...]  # (seq, version) per event, in order
+    deduplicated: bool = False
+
+    @property
+    def first_seq(self) -> int:
+        return self.positions[0][0]
+
+    @property
+    def last_seq(self) -> int:
+        return self.positions[-1][0]
+
+    @property
+    def version(self) -> int:
+        """The stream's version after this append."""
+        return self.positions[-1][1]
+
+
+@dataclass(frozen=True, slots=True)
+class RowQuery:
+    from_seq: int = 1
+    to_seq: int | None = None
+    types: tuple[str, ...] | None = None
+    stream: str | None = None
+    stream_prefix: str | None = None
+    from_version: int = 1
+    limit: int | None = None
+
+
+class WriteTransaction(Protocol):
+    """What a backend offers inside one atomic, serialised write transaction."""
+
+    def head(self) -> Head: ...
+
+    def find_events(self, event_ids: Sequence[str]) -> dict[str, tuple[int, str, int, str, bytes]]:
+        """event_id -> (seq, stream, version, type, payload_hash) for those already stored."""
+        ...
+
+    def stream_version(self, stream: str) -> int: ...
+
+    def insert(self, rows: Sequence[RawRow]) -> None: ...
+
+    def set_head(self, head: Head) -> None: ...
+
+
+class ChangeWaiter(Protocol):
+    def wait(self, timeout: float) -> None:
+        """Return when the ledger may have changed, or after ``timeout`` seconds."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Encoded:
+    event_id: str
+    type: str
+    schema_version: int
+    data: bytes
+    payload_hash: bytes
+    meta: bytes
+    refs: str
+    key_id: str | None
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    stream: str
+    events: list[_Encoded]
+    expected_version: int | None
+    done: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    result: AppendResult | None = None
+    error: BaseException | None = None
+
+
+class EventStore(ABC):
+    """An append-only, hash-chained ledger of events, grouped in streams."""
+
+    url: str
+
+    def __init__(self, *, upcasters: UpcasterRegistry | None = None, actor: str | None = None):
+        self.upcasters = upcasters or UpcasterRegistry()
+        self.upcasters.validate()
+        self.actor = actor or default_actor()
+        self._queue: list[_Request] = []
+        self._queue_lock = threading.Lock()
+        self._leader_active = False
+        # Held by whoever runs a write transaction in this process (the group-commit leader,
+        # or an import), so one connection never runs two transactions at once.
+        self._write_mutex = threading.Lock()
+        self.commits = 0
+        """Write transactions this object has committed (group commit makes it < appends)."""
+
+    # ---- backend primitives -------------------------------------------------------------
+
+    @abstractmethod
+    def _write_transaction(self) -> AbstractContextManager[WriteTransaction]: ...
+
+    @abstractmethod
+    def _iter_rows(self, query: RowQuery) -> Iterator[RawRow]: ...
+
+    @abstractmethod
+    def _read_head(self) -> Head: ...
+
+    @abstractmethod
+    def _read_stream_version(self, stream: str) -> int: ...
+
+    @abstractmethod
+    def _iter_refs(self) -> Iterator[tuple[int, str]]:
+        """(seq, comma-joined digests) of every event that refers to objects, in seq order."""
+
+    @abstractmethod
+    def _change_waiter(self, poll_interval: float) -> ChangeWaiter: ...
+
+    @abstractmethod
+    def _count_rows(self) -> int: ...
+
+    @abstractmethod
+    def reopen(self) -> EventStore:
+        """A new store object on the same ledger (new connections), e.g. for a worker process."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- writing ------------------------------------------------------------------------
+
+    def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent] | NewEvent,
+        *,
+        expected_version: int | None = None,
+    ) -> AppendResult:
+        """Append ``events`` to ``stream`` atomically.
+
+        ``expected_version``: ``None`` skips the check, ``0`` requires a new stream, ``n`` requires
+        the stream to be at version ``n`` (else ``StreamVersionConflict``). Appending events whose
+        ``event_id``s are already recorded returns their original positions and writes nothing.
+        """
+        if isinstance(events, NewEvent):
+            events = [events]
+        validate_stream(stream)
+        if not events:
+            raise InvalidEvent("append needs at least one event")
+        if len(events) > MAX_EVENTS_PER_COMMIT:
+            raise InvalidEvent(
+                f"{len(events)} events in one append; at most {MAX_EVENTS_PER_COMMIT} per call"
+            )
+        if expected_version is not None and expected_version < 0:
+            raise InvalidEvent(f"expected_version must be >= 0, got {expected_version}")
+        request = _Request(stream, self._encode(events), expected_version)
+        return self._submit(request)
+
+    def _encode(self, events: Sequence[NewEvent]) -> list[_Encoded]:
+        now = utc_now()
+        correlation = events[0].meta.get("correlation_id") or events[0].event_id
+        encoded = []
+        seen: set[str] = set()
+        for event in events:
+            if not isinstance(event, NewEvent):
+                raise InvalidEvent(f"expected NewEvent, got {type(event).__name__}")
+            validate_type(event.type)
+            validate_event_id(event.event_id)
+            if event.event_id in seen:
+                raise InvalidEvent(f"event_id {event.event_id} appears twice in one append")
+            seen.add(event.event_id)
+            if not isinstance(event.schema_version, int) or event.schema_version < 1:
+                raise InvalidEvent(f"{event.type}: schema_version must be an int >= 1")
+            if not isinstance(event.data, Mapping):
+                raise InvalidEvent(f"{event.type}: data must be a JSON object")
+            meta = {"actor": self.actor, "correlation_id": correlation, **event.meta, "time": now}
+            data = canonical_json(event.data)
+            encoded.append(
+                _Encoded(
+                    event.event_id,
+                    event.type,
+                    event.schema_version,
+                    data,
+                    payload_digest(data),
+                    canonical_json(meta, "meta"),
+                    validate_refs(event.refs),
+                    event.key_id,
+                )
+            )
+        return encoded
+
+    def _submit(self, request: _Request) -> AppendResult:
+        with self._queue_lock:
+            self._queue.append(request)
+            lead = not self._leader_active
+            if lead:
+                self._leader_active = True
+        if not lead:
+            request.done.wait()
+            if request.lead:  # handed leadership: our request is still queued
+                request.done.clear()
+                self._lead()
+                request.done.wait()
+        else:
+            self._lead()
+            request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def _lead(self) -> None:
+        with self._queue_lock:
+            batch: list[_Request] = []
+            count = 0
+            while self._queue and (not batch or count + len(self._queue[0].events) <= MAX_EVENTS_PER_COMMIT):
+                req = self._queue.pop(0)
+                batch.append(req)
+                count += len(req.events)
+        try:
+            with self._write_mutex:
+                self._commit_batch(batch)
+        except BaseException as exc:
+            # The transaction rolled back: nothing of this batch was written.
+            for req in batch:
+                if req.error is None:
+                    req.error = exc
+                    req.result = None
+        finally:
+            with self._queue_lock:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.done.set()
+                else:
+                    self._leader_active = False
+            for req in batch:
+                req.lead = False
+                req.done.set()
+
+    def _commit_batch(self, batch: list[_Request]) -> None:
+        ids = [e.event_id for req in batch for e in req.events]
+        with self._write_transaction() as tx:
+            head = tx.head()
+            existing = tx.find_events(ids)
+            versions: dict[str, int] = {}
+            rows: list[RawRow] = []
+            seq, prev = head.seq, head.hash
+            for req in batch:
+                try:
+                    dedup = self._deduplicate(req, existing)
+                except LedgerError as exc:
+                    req.error = exc
+                    continue
+                if dedup is not None:
+                    req.result = dedup
+                    continue
+                version = versions.get(req.stream)
+                if version is None:
+                    version = tx.stream_version(req.stream)
+                if req.expected_version is not None and req.expected_version != version:
+                    req.error = StreamVersionConflict(req.stream, req.expected_version, version)
+                    continue
+                positions = []
+                for e in req.events:
+                    seq += 1
+                    version += 1
+                    digest = chain_hash(
+                        prev, seq, e.event_id, req.stream, version, e.type, e.schema_version,
+                        e.key_id, e.refs, e.meta, e.payload_hash,
+                    )  # fmt: skip
+                    rows.append(
+                        (seq, e.event_id, req.stream, version, e.type, e.schema_version, e.data,
+                         e.meta, e.key_id, e.refs, e.payload_hash, prev, digest)
+                    )  # fmt: skip
+                    positions.append((seq, version))
+                    existing[e.event_id] = (seq, req.stream, version, e.type, e.payload_hash)
+                    prev = digest
+                versions[req.stream] = version
+                req.result = AppendResult(req.stream, tuple(positions))
+            if rows:
+                tx.insert(rows)
+                tx.set_head(Head(seq, prev))
+        self.commits += 1
+
+    @staticmethod
+    def _deduplicate(
+        req: _Request, existing: dict[str, tuple[int, str, int, str, bytes]]
+    ) -> AppendResult | None:
+        found = [existing.get(e.event_id) for e in req.events]
+        if all(f is None for f in found):
+            return None
+        positions = []
+        for e, f in zip(req.events, found, strict=True):
+            if f is None:
+                raise IdempotencyConflict(
+                    req.events[0].event_id, "with a different set of events in the same append"
+                )
+            seq, stream, version, etype, phash = f
+            if stream != req.stream:
+                raise IdempotencyConflict(e.event_id, f"in stream {stream!r}")
+            if etype != e.type or phash != e.payload_hash:
+                raise IdempotencyConflict(e.event_id, "with a different type or payload")
+            positions.append((seq, version))
+        return AppendResult(req.stream, tuple(positions), deduplicated=True)
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def head(self) -> Head:
+        return self._read_head()
+
+    def stream_version(self, stream: str) -> int:
+        """The stream's current version; 0 if it has no events."""
+        return self._read_stream_version(validate_stream(stream))
+
+    def read_stream(
+        self, stream: str, from_version: int = 1, *, limit: int | None = None
+    ) -> Iterator[Event]:
+        """Events of one stream from ``from_version`` on, in version order."""
+        query = RowQuery(stream=validate_stream(stream), from_version=from_version, limit=limit)
+        return map(self._decode, self._iter_rows(query))
+
+    def read_all(
+        self,
+        from_seq: int = 1,
+        *,
+        to_seq: int | None = None,
+        types: Iterable[str] | None = None,
+        streams: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Event]:
+        """Every event from ``from_seq`` on, in seq order; ``streams`` is a stream-name prefix."""
+        query = RowQuery(
+            from_seq=from_seq,
+            to_seq=to_seq,
+            types=tuple(types) if types is not None else None,
+            stream_prefix=streams or None,
+            limit=limit,
+        )
+        return map(self._decode, self._iter_rows(query))
+
+    def read_raw(self, from_seq: int = 1, to_seq: int | None = None) -> Iterator[RawRow]:
+        """Stored rows exactly as written (no decoding, no upcasting)."""
+        return self._iter_rows(RowQuery(from_seq=from_seq, to_seq=to_seq))
+
+    def count(self) -> int:
+        return self._count_rows()
+
+    def referenced_objects(self) -> dict[str, int]:
+        """Every object digest any event refers to, with the first seq referring to it."""
+        refs: dict[str, int] = {}
+        for seq, joined in self._iter_refs():
+            for digest in split_refs(joined):
+                refs.setdefault(digest, seq)
+        return refs
+
+    def _decode(self, row: RawRow) -> Event:
+        seq, event_id, stream, version, etype, sv, data, meta, key_id, refs, phash, prev, h = row
+        if data is None:
+            payload: dict[str, Any] = {}
+            redacted = True
+        else:
+            payload = decode_json(data)
+            redacted = False
+        if self.upcasters and not redacted:
+            sv, payload = self.upcasters.upcast(etype, sv, payload)
+        return Event(
+            seq, event_id, stream, version, etype, sv, payload, decode_json(meta),
+            split_refs(refs), key_id, bytes(phash), bytes(prev), bytes(h), redacted,
+        )  # fmt: skip
+
+    def subscribe(
+        self,
+        from_seq: int = 1,
+        *,
+        types: Iterable[str] | None = None,
+        streams: str | None = None,
+        poll_interval: float = 0.05,
+        idle_timeout: float | None = None,
+    ) -> Subscription:
+        """Catch up from ``from_seq``, then follow new events live; never skips one."""
+        return Subscription(self, from_seq, types, streams, poll_interval, idle_timeout)
+
+    # ---- export / import / verify -------------------------------------------------------
+
+    def export_records(self, from_seq: int = 1) -> Iterator[dict[str, Any]]:
+        """Every stored event as a JSON-ready record, as stored (no upcasting)."""
+        for row in self.read_raw(from_seq):
+            seq, event_id, stream, version, etype, sv, data, meta, key_id, refs, ph, prev, h = row
+            yield {
+                "seq": seq,
+                "event_id": event_id,
+                "stream": stream,
+                "version": version,
+                "type": etype,
+                "schema_version": sv,
+                "data": None if data is None else decode_json(data),
+                "meta": decode_json(meta),
+                "refs": list(split_refs(refs)),
+                "key_id": key_id,
+                "payload_hash": bytes(ph).hex(),
+                "prev_hash": bytes(prev).hex(),
+                "hash": bytes(h).hex(),
+            }
+
+    def import_records(self, records: Iterable[Mapping[str, Any]], batch_size: int = 1000) -> int:
+        """Append exported records, reproducing their seq and hashes exactly; returns the count."""
+        total = 0
+        batch: list[RawRow] = []
+        for record in records:
+            batch.append(_record_to_row(record))
+            if len(batch) >= batch_size:
+                total += self._import_batch(batch)
+                batch = []
+        if batch:
+            total += self._import_batch(batch)
+        return total
+
+    def _import_batch(self, rows: list[RawRow]) -> int:
+        with self._write_mutex, self._write_transaction() as tx:
+            head = tx.head()
+            existing = tx.find_events([r[1] for r in rows])
+            if existing:
+                first = next(iter(existing))
+                raise ImportMismatch(existing[first][0], f"event_id {first} is already recorded")
+            versions: dict[str, int] = {}
+            seq, prev = head.seq, head.hash
+            for row in rows:
+                r_seq, _eid, stream, version = row[0], row[1], row[2], row[3]
+                if r_seq != seq + 1:
+                    raise ImportMismatch(r_seq, f"the ledger's next seq is {seq + 1}")
+                if row[11] != prev:
+                    raise ImportMismatch(r_seq, "prev_hash does not match the ledger's head")
+                current = versions.get(stream)
+                if current is None:
+                    current = tx.stream_version(stream)
+                if version != current + 1:
+                    raise ImportMismatch(r_seq, f"stream {stream!r} is at version {current}")
+                if row[6] is not None and payload_digest(row[6]) != row[10]:
+                    raise ImportMismatch(r_seq, "payload does not match payload_hash")
+                recomputed = chain_hash(
+                    prev, r_seq, row[1], stream, version, row[4], row[5], row[8], row[9],
+                    row[7], row[10],
+                )  # fmt: skip
+                if recomputed != row[12]:
+                    raise ImportMismatch(r_seq, "recomputed hash differs from the recorded one")
+                versions[stream] = version
+                seq, prev = r_seq, recomputed
+            tx.insert(rows)
+            tx.set_head(Head(seq, prev))
+        return len(rows)
+
+    def verify(
+        self, *, workers: int | None = None, progress: Callable[[int], None] | None = None
+    ) -> Head:
+        """Recompute the whole chain; raise ``ChainBroken`` at the first bad seq, else the head."""
+        from fmforge.ledger.verify import verify_chain
+
+        return verify_chain(self, workers=workers, progress=progress)
+
+
+def _record_to_row(record: Mapping[str, Any]) -> RawRow:
+    try:
+        seq = int(record["seq"])
+        stream = validate_stream(record["stream"])
+        etype = validate_type(record["type"])
+        event_id = validate_event_id(record["event_id"])
+        data = None if record["data"] is None else canonical_json(record["data"])
+        meta = canonical_json(record["meta"], "meta")
+        refs = validate_refs(record.get("refs") or [])
+        row: RawRow = (
+            seq, event_id, stream, int(record["version"]), etype, int(record["schema_version"]),
+            data, meta, record.get("key_id"), refs, bytes.fromhex(record["payload_hash"]),
+            bytes.fromhex(record["prev_hash"]), bytes.fromhex(record["hash"]),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidEvent(f"malformed event record (seq {record.get('seq')!r}): {exc!r}") from None
+    return row
+
+
+class Subscription(Iterator[Event]):
+    """Iterates events from a start seq: first those stored, then new ones as they commit.
+
+    Each read asks for everything after the last position seen, up to the head read just before,
+    so an event can be delivered late but never skipped. ``close()`` (from any thread) or
+    ``idle_timeout`` seconds without a new event end the iteration.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        from_seq: int,
+        types: Iterable[str] | None,
+        streams: str | None,
+        poll_interval: float,
+        idle_timeout: float | None,
+    ) -> None:
+        self._store = store
+        self._next_seq = max(1, from_seq)
+        self._types = tuple(types) if types is not None else None
+        self._streams = streams
+        self._poll_interval = poll_interval
+        self._idle_timeout = idle_timeout
+        self._buffer: list[Event] = []
+        self._closed = threading.Event()
+        self._waiter = store._change_waiter(poll_interval)
+
+    @property
+    def position(self) -> int:
+        """The next seq this subscription will consider."""
+        return self._next_seq
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> Event:
+        idle_since = time.monotonic()
+        while not self._buffer:
+            if self._closed.is_set():
+                self._waiter.close()
+                raise StopIteration
+            head = self._store.head().seq
+            if head >= self._next_seq:
+                self._buffer = list(
+                    self._store.read_all(
+                        self._next_seq,
+                        to_seq=min(head, self._next_seq + 999),
+                        types=self._types,
+                        streams=self._streams,
+                    )
+                )
+                self._next_seq = min(head, self._next_seq + 999) + 1
+                self._buffer.reverse()
+                continue
+            if (
+                self._idle_timeout is not None
+                and time.monotonic() - idle_since >= self._idle_timeout
+            ):
+                self._waiter.close()
+                raise StopIteration
+            self._waiter.wait(self._poll_interval)
+        return self._buffer.pop()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        self._waiter.close()
+
+
+def genesis_head() -> Head:
+    return Head(0, GENESIS_HASH)

@@ -1,0 +1,193 @@
+"""A repository: the ``.fmforge/`` directory binding a ledger, an object store and settings.
+
+Found like git's: the directory given (``--store`` / ``FMFORGE_STORE``), else the current directory
+or the nearest parent holding ``.fmforge/``. The embedded default keeps everything inside it
+(``ledger.db``, ``objects/``, ``views.db``); settings point the ledger at PostgreSQL and the
+objects at S3 for teams.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fmforge.errors import (
+    ConfigError,
+    CorruptObject,
+    ObjectNotFound,
+    RepositoryExists,
+    RepositoryNotFound,
+)
+from fmforge.ledger import EventStore, NewEvent, ProjectionRunner, open_event_store
+from fmforge.ledger.store import Head
+from fmforge.objects import GcReport, ObjectStore, open_object_store
+from fmforge.settings import (
+    STORE_ENV,
+    Settings,
+    load_settings,
+    redact_url,
+    render_config_toml,
+)
+
+DIRNAME = ".fmforge"
+REPOSITORY_STREAM = "repository"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    head: Head
+    events: int
+    objects_checked: int
+
+
+def find_repository(start: Path) -> Path:
+    """The directory holding ``.fmforge/``: ``start`` or its nearest parent."""
+    start = start.resolve()
+    if start.name == DIRNAME and start.is_dir():
+        return start.parent
+    for candidate in (start, *start.parents):
+        if (candidate / DIRNAME).is_dir():
+            return candidate
+    raise RepositoryNotFound(str(start))
+
+
+class Repository:
+    def __init__(self, root: Path, settings: Settings) -> None:
+        self.root = root
+        self.path = root / DIRNAME
+        self.settings = settings
+        ledger_url = settings["ledger.url"] or str(self.path / "ledger.db")
+        self.ledger: EventStore = open_event_store(
+            ledger_url,
+            busy_timeout=settings["ledger.busy_timeout_s"],
+            actor=settings["actor"] or None,
+        )
+        try:
+            self.objects: ObjectStore = open_object_store(
+                settings["objects.url"] or str(self.path / "objects"),
+                endpoint_url=settings["objects.s3_endpoint_url"] or None,
+                create=True,
+                compression=settings["objects.compression"],
+                zstd_level=settings["objects.zstd_level"],
+            )
+        except BaseException:
+            self.ledger.close()
+            raise
+        self._views: ProjectionRunner | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        directory: str | os.PathLike[str] = ".",
+        *,
+        config: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Repository:
+        """Create ``.fmforge/`` in ``directory`` with the given settings (dotted names)."""
+        root = Path(directory).resolve()
+        path = root / DIRNAME
+        if path.exists():
+            raise RepositoryExists(f"{path} already exists")
+        if not root.is_dir():
+            raise ConfigError(f"directory {root} does not exist")
+        config = {k: v for k, v in (config or {}).items() if v not in (None, "")}
+        path.mkdir()
+        if config:
+            (path / "config.toml").write_text(render_config_toml(config))
+        try:
+            repo = cls(root, load_settings(path / "config.toml", environ))
+        except BaseException:
+            _remove_tree(path)
+            raise
+        repo.ledger.append(
+            REPOSITORY_STREAM,
+            NewEvent(
+                "RepositoryInitialized",
+                {"ledger": redact_url(repo.ledger.url), "objects": repo.objects.url},
+            ),
+        )
+        return repo
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> Repository:
+        """Open the repository at ``directory``, ``$FMFORGE_STORE`` or the nearest parent."""
+        env = os.environ if environ is None else environ
+        if directory is None and env.get(STORE_ENV):
+            directory = env[STORE_ENV]
+        root = find_repository(Path(directory) if directory is not None else Path.cwd())
+        return cls(root, load_settings(root / DIRNAME / "config.toml", env))
+
+    def close(self) -> None:
+        if self._views is not None:
+            self._views.close()
+        self.ledger.close()
+        self.objects.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- views, verification, gc --------------------------------------------------------
+
+    @property
+    def views(self) -> ProjectionRunner:
+        """Runner for projections, kept in ``.fmforge/views.db``."""
+        if self._views is None:
+            self._views = ProjectionRunner(self.ledger, self.path / "views.db")
+        return self._views
+
+    def verify(
+        self,
+        *,
+        objects: bool = True,
+        workers: int | None = None,
+        on_object: Callable[[str], None] | None = None,
+    ) -> VerifyReport:
+        """Verify the hash chain, then read back every referenced object and check its hash.
+
+        Raises at the first fault: ``ChainBroken``, ``ObjectNotFound`` or ``CorruptObject``, the
+        last two naming the first event that refers to the object.
+        """
+        head = self.ledger.verify(workers=workers)
+        checked = 0
+        if objects:
+            for digest, seq in sorted(self.ledger.referenced_objects().items(), key=lambda i: i[1]):
+                try:
+                    self.objects.verify_object(digest)
+                except ObjectNotFound:
+                    raise ObjectNotFound(digest, referenced_by=seq) from None
+                except CorruptObject as exc:
+                    raise CorruptObject(
+                        digest, f"{exc.reason} (referenced by event seq {seq})"
+                    ) from None
+                checked += 1
+                if on_object is not None:
+                    on_object(digest)
+        return VerifyReport(head, head.seq, checked)
+
+    def gc(self, *, grace_period_s: float | None = None, dry_run: bool = False) -> GcReport:
+        """Delete objects no event refers to, older than the grace period."""
+        grace = self.settings["gc.grace_period_s"] if grace_period_s is None else grace_period_s
+        keep = self.ledger.referenced_objects()
+        return self.objects.gc(keep, grace_period_s=grace, dry_run=dry_run)
+
+
+def _remove_tree(path: Path) -> None:
+    for child in sorted(path.rglob("*"), reverse=True):
+        if child.is_dir():
+            child.rmdir()
+        else:
+            child.unlink()
+    path.rmdir()

@@ -1,0 +1,173 @@
+"""Every setting fmforge reads, and the one place it reads them.
+
+Precedence, highest first: environment variable, ``.fmforge/config.toml``, built-in default.
+In ``config.toml`` a setting ``ledger.url`` is the key ``url`` of table ``[ledger]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fmforge.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    env: str
+    default: Any
+    help: str
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "ledger.url",
+        "FMFORGE_LEDGER_URL",
+        "",
+        "Ledger location: empty for .fmforge/ledger.db (SQLite), sqlite:///PATH, "
+        "or postgresql://USER:PASSWORD@HOST:PORT/DB for a shared PostgreSQL ledger.",
+    ),
+    Setting(
+        "ledger.busy_timeout_s",
+        "FMFORGE_LEDGER_BUSY_TIMEOUT_S",
+        30.0,
+        "Seconds a writer waits for another writer's lock before failing with 'ledger locked'.",
+    ),
+    Setting(
+        "objects.url",
+        "FMFORGE_OBJECTS_URL",
+        "",
+        "Object store location: empty for .fmforge/objects/, a directory, or s3://BUCKET/PREFIX.",
+    ),
+    Setting(
+        "objects.s3_endpoint_url",
+        "FMFORGE_S3_ENDPOINT_URL",
+        "",
+        "Endpoint of an S3-compatible service (MinIO, Ceph, ...); empty for AWS. Credentials come "
+        "from the standard AWS environment variables or ~/.aws.",
+    ),
+    Setting(
+        "objects.compression",
+        "FMFORGE_OBJECTS_COMPRESSION",
+        "auto",
+        "'auto': zstd when a probe of the object shrinks by 3% or more; 'off': store raw.",
+    ),
+    Setting(
+        "objects.zstd_level",
+        "FMFORGE_OBJECTS_ZSTD_LEVEL",
+        3,
+        "zstd compression level (1-22) for compressed objects.",
+    ),
+    Setting(
+        "gc.grace_period_s",
+        "FMFORGE_GC_GRACE_PERIOD_S",
+        3600.0,
+        "gc never deletes an object younger than this many seconds, since its writer may not "
+        "have recorded the event that refers to it yet.",
+    ),
+    Setting(
+        "actor",
+        "FMFORGE_ACTOR",
+        "",
+        "Identity recorded in every event's meta; empty for USER@HOST.",
+    ),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+
+STORE_ENV = "FMFORGE_STORE"
+"""Names the repository directory (the one holding ``.fmforge/``); not a config-file setting."""
+
+
+def _coerce(setting: Setting, value: Any, source: str) -> Any:
+    kind = setting.kind
+    try:
+        if kind is float:
+            return float(value)
+        if kind is int:
+            return int(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"setting {setting.name} from {source} must be {kind.__name__}, got {value!r}"
+        ) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Flatten ``config.toml`` to dotted names; unknown keys are an error (typos must not pass)."""
+    if not path.is_file():
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, table: Mapping[str, Any]) -> None:
+        for key, value in table.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                walk(f"{name}.", value)
+            elif name not in BY_NAME:
+                raise ConfigError(f"{path}: unknown setting {name!r} (see `fmforge config`)")
+            else:
+                flat[name] = _coerce(BY_NAME[name], value, str(path))
+
+    walk("", raw)
+    return flat
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+
+def load_settings(config_path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    from_file = read_config_file(config_path) if config_path is not None else {}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        if setting.env in environ:
+            values[setting.name] = _coerce(setting, environ[setting.env], setting.env)
+            sources[setting.name] = f"env {setting.env}"
+        elif setting.name in from_file:
+            values[setting.name] = from_file[setting.name]
+            sources[setting.name] = str(config_path)
+        else:
+            values[setting.name] = setting.default
+            sources[setting.name] = "default"
+    return Settings(values, sources)
+
+
+def render_config_toml(values: Mapping[str, Any]) -> str:
+    """A config.toml holding ``values`` (dotted names), grouped by table."""
+    tables: dict[str, list[str]] = {}
+    for name, value in values.items():
+        table, _, key = name.rpartition(".")
+        literal = json.dumps(value) if isinstance(value, str) else repr(value)
+        tables.setdefault(table, []).append(f"{key} = {literal}")
+    parts = []
+    # Top-level keys must come before the first [table] header.
+    for table, lines in sorted(tables.items(), key=lambda item: item[0] != ""):
+        parts.append((f"[{table}]\n" if table else "") + "\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for messages and events."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
