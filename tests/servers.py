@@ -11,6 +11,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -95,21 +96,29 @@ def running_postgres() -> Iterator[PostgresServer]:
 
 @contextmanager
 def running_s3() -> Iterator[str]:
-    """moto's S3-compatible HTTP server on 127.0.0.1; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
+    """moto's S3-compatible HTTP server, in its own process on 127.0.0.1; yields its endpoint.
 
+    A separate process keeps the server's memory out of the client's measurements.
+    """
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 30
+    while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
         except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto S3 server did not start") from None
             time.sleep(0.05)
     try:
         yield endpoint
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(10)

@@ -51,7 +51,12 @@ class S3ObjectStore(ObjectStore):
         self.bucket, self.prefix = parse_s3_url(url)
         self.endpoint_url = endpoint_url
         self._client = client or boto3.client("s3", endpoint_url=endpoint_url)
-        self._transfer = TransferConfig(multipart_chunksize=64 << 20, max_concurrency=4)
+        # Parts of the chunk size, two in flight: memory stays bounded by a few chunks.
+        self._transfer = TransferConfig(
+            multipart_threshold=2 * chunk_size,
+            multipart_chunksize=max(chunk_size, 5 << 20),
+            max_concurrency=2,
+        )
         self._staging = Path(tempfile.gettempdir())
         try:
             self._client.head_bucket(Bucket=self.bucket)

@@ -342,20 +342,24 @@ class _VerifyingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
         try:
-            data = self._source.read(len(buffer))
+            if hasattr(self._source, "readinto"):  # files and zstd readers: no extra copy
+                n = self._source.readinto(view)
+            else:
+                data = self._source.read(len(view))
+                n = len(data)
+                view[:n] = data
         except zstandard.ZstdError as exc:
             raise CorruptObject(self._digest, f"cannot decompress: {exc}") from None
-        n = len(data)
         if n == 0:
             self._check()
             return 0
         self._seen += n
         if self._seen > self._size:
             raise CorruptObject(self._digest, f"more than {self._size} bytes stored")
-        buffer[:n] = data
-        self._hasher.update(data)
-        return n
+        self._hasher.update(view[:n])
+        return int(n)
 
     def _check(self) -> None:
         if self._checked:
