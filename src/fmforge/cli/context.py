@@ -4,34 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
+from typing import Any
+
 import typer
 from rich.console import Console
 
 from fmforge.errors import FmforgeError
 from fmforge.repository import Repository
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: long lines stay whole, so output can be grepped and piped.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class CliError(click.ClickException):
-    """A user-facing failure: one line on stderr, exit status 1, no traceback."""
-
-    exit_code = 1
-
-    def show(self, file: object = None) -> None:
-        err_console.print(f"fmforge: error: {self.message}", markup=False, soft_wrap=True)
+class CliError(FmforgeError):
+    """A mistake in the command line itself (bad --data JSON, missing file, ...)."""
 
 
 class FmforgeGroup(typer.core.TyperGroup):
-    """Turns any ``FmforgeError`` raised by a command into a ``CliError``, in one place."""
+    """The one place errors become output: an ``FmforgeError`` is one line on stderr, exit 1."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except FmforgeError as exc:
-            raise CliError(str(exc)) from None
+            err_console.print(f"fmforge: error: {exc}", markup=False)
+            raise typer.Exit(1) from None
 
 
 def store_option(ctx: typer.Context) -> Path | None:

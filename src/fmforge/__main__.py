@@ -1,0 +1,3 @@
+from fmforge.cli.app import main
+
+main()
