@@ -15,11 +15,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from fmforge.errors import BackendUnavailable, LedgerLocked
 from fmforge.ledger.events import GENESIS_HASH, ROW_COLUMNS, RawRow
 from fmforge.ledger.sqlite import prefix_upper_bound
-from fmforge.ledger.store import EventStore, Head, RowQuery
+from fmforge.ledger.store import EventStore, Head, RowQuery, UniqueViolation
 from fmforge.ledger.upcasting import UpcasterRegistry
 from fmforge.settings import redact_url
 
@@ -84,12 +85,19 @@ class _PostgresTx:
         return int(row[0] or 0) if row else 0
 
     def insert(self, rows: Sequence[RawRow]) -> None:
-        with self._conn.cursor().copy(
-            f"COPY fmforge_events ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(_COPY_TYPES)
-            for row in rows:
-                copy.write_row(row)
+        cursor = self._conn.cursor()
+        try:
+            # The queued writer sends rows from a second thread, so the server indexes one
+            # block while Python encodes the next.
+            with cursor.copy(
+                f"COPY fmforge_events ({_COLUMNS}) FROM STDIN (FORMAT BINARY)",
+                writer=QueuedLibpqWriter(cursor),
+            ) as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation as exc:
+            raise UniqueViolation(str(exc).splitlines()[0]) from None
 
     def set_head(self, head: Head) -> None:
         self._conn.execute(

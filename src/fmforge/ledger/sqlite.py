@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fmforge.errors import BackendUnavailable, LedgerLocked
 from fmforge.ledger.events import GENESIS_HASH, ROW_COLUMNS, RawRow
-from fmforge.ledger.store import EventStore, Head, RowQuery
+from fmforge.ledger.store import EventStore, Head, RowQuery, UniqueViolation
 from fmforge.ledger.upcasting import UpcasterRegistry
 
 SCHEMA = f"""
@@ -87,7 +87,10 @@ class _SqliteTx:
         return int(row[0] or 0)
 
     def insert(self, rows: Sequence[RawRow]) -> None:
-        self._conn.executemany(_INSERT, rows)
+        try:
+            self._conn.executemany(_INSERT, rows)
+        except sqlite3.IntegrityError as exc:
+            raise UniqueViolation(str(exc)) from None
 
     def set_head(self, head: Head) -> None:
         self._conn.execute("UPDATE ledger_head SET seq = ?, hash = ? WHERE id = 1", (head.seq, head.hash)

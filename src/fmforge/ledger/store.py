@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from fmforge.errors import (
     IdempotencyConflict,
@@ -126,8 +126,7 @@ class ChangeWaiter(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(slots=True)
-class _Encoded:
+class _Encoded(NamedTuple):
     event_id: str
     type: str
     schema_version: int
@@ -136,6 +135,10 @@ class _Encoded:
     meta: bytes
     refs: str
     key_id: str | None
+
+
+class UniqueViolation(LedgerError):
+    """Raised by a backend's ``insert`` when a row collides with a stored one (event_id)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -157,6 +160,8 @@ class EventStore(ABC):
     def __init__(self, *, upcasters: UpcasterRegistry | None = None, actor: str | None = None):
         self.upcasters = upcasters or UpcasterRegistry()
         self.upcasters.validate()
+        # Upcasters are registered before a store opens (validated here, as a whole).
+        self._upcasting = bool(self.upcasters)
         self.actor = actor or default_actor()
         self._queue: list[_Request] = []
         self._queue_lock = threading.Lock()
@@ -166,6 +171,9 @@ class EventStore(ABC):
         self._write_mutex = threading.Lock()
         self.commits = 0
         """Write transactions this object has committed (group commit makes it < appends)."""
+        self.commit_delay = 0.0005
+        """Seconds a group-commit leader may wait for concurrent writers to queue up."""
+        self._last_group_size = 1
 
     # ---- backend primitives -------------------------------------------------------------
 
@@ -236,31 +244,40 @@ class EventStore(ABC):
     def _encode(self, events: Sequence[NewEvent]) -> list[_Encoded]:
         now = utc_now()
         correlation = events[0].meta.get("correlation_id") or events[0].event_id
+        base_meta = {"actor": self.actor, "correlation_id": correlation, "time": now}
+        # Events without meta of their own (the common case) share one encoding.
+        shared_meta = canonical_json(base_meta, "meta")
         encoded = []
         seen: set[str] = set()
         for event in events:
-            if not isinstance(event, NewEvent):
+            if type(event) is not NewEvent:
                 raise InvalidEvent(f"expected NewEvent, got {type(event).__name__}")
+            event_id = event.event_id
+            if event_id in seen:
+                raise InvalidEvent(f"event_id {event_id} appears twice in one append")
+            seen.add(event_id)
+            validate_event_id(event_id)
             validate_type(event.type)
-            validate_event_id(event.event_id)
-            if event.event_id in seen:
-                raise InvalidEvent(f"event_id {event.event_id} appears twice in one append")
-            seen.add(event.event_id)
-            if not isinstance(event.schema_version, int) or event.schema_version < 1:
+            schema_version = event.schema_version
+            if type(schema_version) is not int or schema_version < 1:
                 raise InvalidEvent(f"{event.type}: schema_version must be an int >= 1")
-            if not isinstance(event.data, Mapping):
+            if type(event.data) is not dict and not isinstance(event.data, Mapping):
                 raise InvalidEvent(f"{event.type}: data must be a JSON object")
-            meta = {"actor": self.actor, "correlation_id": correlation, **event.meta, "time": now}
             data = canonical_json(event.data)
+            meta = (
+                canonical_json({**base_meta, **event.meta, "time": now}, "meta")
+                if event.meta
+                else shared_meta
+            )
             encoded.append(
                 _Encoded(
-                    event.event_id,
+                    event_id,
                     event.type,
-                    event.schema_version,
+                    schema_version,
                     data,
                     payload_digest(data),
-                    canonical_json(meta, "meta"),
-                    validate_refs(event.refs),
+                    meta,
+                    validate_refs(event.refs) if event.refs else "",
                     event.key_id,
                 )
             )
@@ -287,6 +304,13 @@ class EventStore(ABC):
         return request.result
 
     def _lead(self) -> None:
+        # Commit delay (PostgreSQL's commit_delay): when the last group had several writers,
+        # give them a moment to queue up again, so one fsync serves them all.
+        expected = self._last_group_size
+        if expected > 1:
+            deadline = time.perf_counter() + self.commit_delay
+            while len(self._queue) < expected and time.perf_counter() < deadline:
+                time.sleep(0.00002)
         with self._queue_lock:
             batch: list[_Request] = []
             count = 0
@@ -294,6 +318,7 @@ class EventStore(ABC):
                 req = self._queue.pop(0)
                 batch.append(req)
                 count += len(req.events)
+        self._last_group_size = len(batch)
         try:
             with self._write_mutex:
                 self._commit_batch(batch)
@@ -316,49 +341,90 @@ class EventStore(ABC):
                 req.done.set()
 
     def _commit_batch(self, batch: list[_Request]) -> None:
-        ids = [e.event_id for req in batch for e in req.events]
+        # Optimistic: event_ids are fresh UUIDv7s almost always, so the UNIQUE index is the
+        # idempotency check. Only when it fires is the batch redone with explicit look-ups.
+        try:
+            self._commit_pass(batch, check_existing=False)
+        except UniqueViolation:
+            self._commit_pass(batch, check_existing=True)
+
+    def _commit_pass(self, batch: list[_Request], *, check_existing: bool) -> None:
+        for req in batch:
+            req.result = req.error = None
         with self._write_transaction() as tx:
             head = tx.head()
-            existing = tx.find_events(ids)
+            existing = (
+                tx.find_events([e.event_id for req in batch for e in req.events])
+                if check_existing
+                else {}
+            )
             versions: dict[str, int] = {}
             rows: list[RawRow] = []
             seq, prev = head.seq, head.hash
             for req in batch:
-                try:
-                    dedup = self._deduplicate(req, existing)
-                except LedgerError as exc:
-                    req.error = exc
-                    continue
-                if dedup is not None:
-                    req.result = dedup
-                    continue
-                version = versions.get(req.stream)
+                if check_existing:
+                    try:
+                        dedup = self._deduplicate(req, existing)
+                    except LedgerError as exc:
+                        req.error = exc
+                        continue
+                    if dedup is not None:
+                        req.result = dedup
+                        continue
+                stream = req.stream
+                version = versions.get(stream)
                 if version is None:
-                    version = tx.stream_version(req.stream)
+                    version = tx.stream_version(stream)
                 if req.expected_version is not None and req.expected_version != version:
-                    req.error = StreamVersionConflict(req.stream, req.expected_version, version)
+                    # A retry of a recorded append fails the version check before the UNIQUE
+                    # index could tell: look its event_ids up (only on this rare path).
+                    self._conflict_or_retry(tx, req, version, existing if check_existing else None)
                     continue
-                positions = []
-                for e in req.events:
+                first_seq, first_version = seq + 1, version + 1
+                for event_id, etype, sv, data, phash, meta, refs, key_id in req.events:
                     seq += 1
                     version += 1
                     digest = chain_hash(
-                        prev, seq, e.event_id, req.stream, version, e.type, e.schema_version,
-                        e.key_id, e.refs, e.meta, e.payload_hash,
-                    )  # fmt: skip
+                        prev, seq, event_id, stream, version, etype, sv, key_id, refs, meta, phash
+                    )
                     rows.append(
-                        (seq, e.event_id, req.stream, version, e.type, e.schema_version, e.data,
-                         e.meta, e.key_id, e.refs, e.payload_hash, prev, digest)
+                        (seq, event_id, stream, version, etype, sv, data, meta, key_id, refs,
+                         phash, prev, digest)
                     )  # fmt: skip
-                    positions.append((seq, version))
-                    existing[e.event_id] = (seq, req.stream, version, e.type, e.payload_hash)
                     prev = digest
-                versions[req.stream] = version
-                req.result = AppendResult(req.stream, tuple(positions))
+                if check_existing:
+                    for offset, e in enumerate(req.events):
+                        existing[e.event_id] = (
+                            first_seq + offset, stream, first_version + offset, e.type,
+                            e.payload_hash,
+                        )  # fmt: skip
+                versions[stream] = version
+                req.result = AppendResult(
+                    stream,
+                    tuple(zip(range(first_seq, seq + 1), range(first_version, version + 1), strict=True)),
+                )
             if rows:
                 tx.insert(rows)
                 tx.set_head(Head(seq, prev))
         self.commits += 1
+
+    def _conflict_or_retry(
+        self,
+        tx: WriteTransaction,
+        req: _Request,
+        version: int,
+        existing: dict[str, tuple[int, str, int, str, bytes]] | None,
+    ) -> None:
+        if existing is None:
+            existing = tx.find_events([e.event_id for e in req.events])
+        try:
+            req.result = self._deduplicate(req, existing)
+        except LedgerError as exc:
+            req.error = exc
+            return
+        if req.result is None:
+            assert req.expected_version is not None
+            req.error = StreamVersionConflict(req.stream, req.expected_version, version)
 
     @staticmethod
     def _deduplicate(
@@ -439,11 +505,11 @@ class EventStore(ABC):
         else:
             payload = decode_json(data)
             redacted = False
-        if self.upcasters and not redacted:
+        if self._upcasting and not redacted:
             sv, payload = self.upcasters.upcast(etype, sv, payload)
         return Event(
             seq, event_id, stream, version, etype, sv, payload, decode_json(meta),
-            split_refs(refs), key_id, bytes(phash), bytes(prev), bytes(h), redacted,
+            tuple(refs.split(",")) if refs else (), key_id, phash, prev, h, redacted,
         )  # fmt: skip
 
     def subscribe(

@@ -1,0 +1,261 @@
+"""Ledger throughput: ours beside raw SQLite / PostgreSQL doing the same writes and reads.
+
+    python benchmarks/ledger.py            # full sizes (about 2-3 minutes on 2 cores)
+    python benchmarks/ledger.py --quick    # smaller, for a smoke run
+
+Every baseline writes the same rows into the same table layout (same indexes), durably
+(SQLite WAL + synchronous=FULL; PostgreSQL with fsync on), in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sqlite3
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._report import Row, best_of, print_table, rate, timed  # noqa: E402
+from fmforge.ledger import NewEvent, open_event_store  # noqa: E402
+from fmforge.ledger.events import ROW_COLUMNS, RawRow  # noqa: E402
+from fmforge.ledger.sqlite import SCHEMA  # noqa: E402
+from fmforge.ledger.store import EventStore  # noqa: E402
+
+PAYLOAD = {"step": 0, "loss": 0.4821, "lr": 3e-4, "note": "checkpoint saved", "tags": ["a", "b"]}
+
+
+def events(n: int, offset: int = 0) -> list[NewEvent]:
+    return [NewEvent("MetricsLogged", {**PAYLOAD, "step": offset + i}) for i in range(n)]
+
+
+def raw_sqlite(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def rows_of(store: EventStore) -> list[RawRow]:
+    return list(store.read_raw())
+
+
+INSERT = f"INSERT INTO events ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * 13)})"
+
+
+def bench_batched(tmp: Path, calls: int) -> tuple[Row, Path]:
+    path = tmp / "batched.db"
+    store = open_event_store(str(path))
+    batches = [events(1000, c * 1000) for c in range(calls)]
+    gc.freeze()  # the pre-built inputs (ours and the baseline's) are not garbage to scan
+
+    def ours() -> None:
+        version = 0
+        for batch in batches:
+            version = store.append("run/1", batch, expected_version=version).version
+
+    ours_s = timed(ours)
+    rows = rows_of(store)
+    store.close()
+    gc.freeze()
+    conn = raw_sqlite(tmp / "raw-batched.db")
+
+    def raw() -> None:
+        for c in range(calls):
+            conn.execute("BEGIN")
+            conn.executemany(INSERT, rows[c * 1000 : (c + 1) * 1000])
+            conn.execute("COMMIT")
+
+    raw_s = timed(raw)
+    conn.close()
+    ratio = raw_s / ours_s
+    n = calls * 1000
+    return Row(
+        "durable batched append, 1000 events/call (version check, idempotency key, hash chain)",
+        rate(n, ours_s), f"{rate(n, raw_s)} raw executemany", ratio, ">= 0.6x", ratio >= 0.6,
+    ), path  # fmt: skip
+
+
+def bench_single(tmp: Path, n: int) -> tuple[Row, float]:
+    store = open_event_store(str(tmp / "single.db"))
+    prepared = events(n)
+
+    def ours() -> None:
+        for event in prepared:
+            store.append("run/1", event)
+
+    ours_s = timed(ours)
+    rows = rows_of(store)
+    store.close()
+    conn = raw_sqlite(tmp / "raw-single.db")
+
+    def raw() -> None:
+        for row in rows:
+            conn.execute("BEGIN")
+            conn.execute(INSERT, row)
+            conn.execute("COMMIT")
+
+    raw_s = timed(raw)
+    conn.close()
+    ratio = raw_s / ours_s
+    return Row(
+        "durable single-event append, one caller",
+        rate(n, ours_s), f"{rate(n, raw_s)} raw one-row transactions", ratio, ">= 0.8x",
+        ratio >= 0.8,
+    ), n / ours_s  # fmt: skip
+
+
+def bench_threads(tmp: Path, per_thread: int, single_rate: float) -> Row:
+    store = open_event_store(str(tmp / "threads.db"))
+    barrier = threading.Barrier(9)
+
+    def work(worker: int) -> None:
+        prepared = events(per_thread)
+        barrier.wait()
+        for event in prepared:
+            store.append(f"run/{worker}", event)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+
+    def run() -> None:
+        barrier.wait()
+        for thread in threads:
+            thread.join()
+
+    seconds = timed(run)
+    n = 8 * per_thread
+    commits = store.commits
+    store.verify()
+    store.close()
+    ratio = (n / seconds) / single_rate
+    return Row(
+        f"8 threads appending single events (group commit: {n / commits:.1f} events/transaction)",
+        rate(n, seconds), f"{rate(1, 1 / single_rate)} ours, one caller", ratio, ">= 10x",
+        ratio >= 10,
+    )  # fmt: skip
+
+
+def bench_replay(path: Path) -> Row:
+    store = open_event_store(str(path))
+    n = store.count()
+    seen = [0]
+
+    def callback(event: object) -> None:
+        seen[0] += 1
+
+    def ours() -> None:
+        for event in store.read_all():
+            callback(event)
+
+    ours_s = best_of(3, ours)
+    store.close()
+    conn = sqlite3.connect(path)
+
+    def raw() -> None:
+        for row in conn.execute("SELECT * FROM events ORDER BY seq"):
+            callback(json.loads(row[6]))
+
+    raw_s = best_of(3, raw)
+    conn.close()
+    ratio = raw_s / ours_s
+    return Row(
+        "replay of all events to a callback, decoded", rate(n, ours_s),
+        f"{rate(n, raw_s)} raw SELECT + json.loads", ratio, ">= 1.0x", ratio >= 1.0,
+    )  # fmt: skip
+
+
+def bench_verify(tmp: Path, n: int) -> Row:
+    path = tmp / "verify.db"
+    store = open_event_store(str(path))
+    for start in range(0, n, 5000):
+        store.append(f"run/{start % 7}", events(5000, start))
+    store.close()
+    # Drop the page cache's advantage as far as we can without root tricks: reopen fresh.
+    store = open_event_store(str(path))
+    seconds = timed(store.verify)
+    store.close()
+    return Row(
+        f"verify of a {n / 1e6:g}M-event chain from disk (2 worker processes)",
+        f"{seconds:.2f} s", "", None, "<= 2 s", seconds <= 2.0,
+    )  # fmt: skip
+
+
+def bench_postgres(calls: int) -> Row:
+    import psycopg
+
+    from fmforge.ledger.postgres import _COPY_TYPES
+    from tests.servers import running_postgres
+
+    with running_postgres() as server:
+        url = server.url()
+        store = open_event_store(url)
+        batches = [events(1000, c * 1000) for c in range(calls)]
+        gc.freeze()
+
+        def ours() -> None:
+            version = 0
+            for batch in batches:
+                version = store.append("run/1", batch, expected_version=version).version
+
+        ours_s = timed(ours)
+        rows = rows_of(store)
+        store.close()
+        gc.freeze()
+        with psycopg.connect(url) as conn:
+            conn.execute("CREATE TABLE raw_events (LIKE fmforge_events INCLUDING ALL)")
+            conn.commit()
+            columns = ", ".join(ROW_COLUMNS)
+
+            def raw() -> None:
+                for c in range(calls):
+                    with conn.transaction(), conn.cursor().copy(
+                        f"COPY raw_events ({columns}) FROM STDIN (FORMAT BINARY)"
+                    ) as copy:
+                        copy.set_types(_COPY_TYPES)
+                        for row in rows[c * 1000 : (c + 1) * 1000]:
+                            copy.write_row(row)
+
+            raw_s = timed(raw)
+    ratio = raw_s / ours_s
+    n = calls * 1000
+    return Row(
+        "PostgreSQL batched append, 1000 events/call, gap-free seq",
+        rate(n, ours_s), f"{rate(n, raw_s)} raw binary COPY", ratio, ">= 0.8x", ratio >= 0.8,
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL figure")
+    args = parser.parse_args()
+    calls, singles, per_thread, chain = (
+        (20, 300, 100, 100_000) if args.quick else (200, 2000, 500, 1_000_000)
+    )
+    steps: list[Callable[[], Row]] = []
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="fmforge-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        row, batched_path = bench_batched(tmp, calls)
+        rows.append(row)
+        row, single_rate = bench_single(tmp, singles)
+        rows.append(row)
+        rows.append(bench_threads(tmp, per_thread, single_rate))
+        if not args.no_postgres:
+            rows.append(bench_postgres(calls))
+        rows.append(bench_replay(batched_path))
+        rows.append(bench_verify(tmp, chain))
+    del steps
+    print_table("Ledger (benchmarks/ledger.py)", rows)
+
+
+if __name__ == "__main__":
+    main()
