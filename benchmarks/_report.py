@@ -39,11 +39,15 @@ def rate(n: int, seconds: float) -> str:
 
 def print_table(title: str, rows: list[Row]) -> None:
     print(f"\n## {title}\n")
-    print(f"Machine: {platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, {__import__('os').cpu_count()} cores\n")
+    print(
+        f"Machine: {platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}, {__import__('os').cpu_count()} cores\n"
+    )
     print("| figure | ours | baseline | ratio | bar | met |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         ratio = "" if r.ratio is None else f"{r.ratio:.2f}x"
-        print(f"| {r.figure} | {r.ours} | {r.baseline} | {ratio} | {r.bar} | "
-              f"{'yes' if r.met else '**no**'} |")
+        print(
+            f"| {r.figure} | {r.ours} | {r.baseline} | {ratio} | {r.bar} | "
+            f"{'yes' if r.met else '**no**'} |"
+        )

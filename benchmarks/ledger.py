@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import Row, best_of, print_table, rate, timed  # noqa: E402
-from fmforge.ledger import NewEvent, open_event_store  # noqa: E402
-from fmforge.ledger.events import ROW_COLUMNS, RawRow  # noqa: E402
-from fmforge.ledger.sqlite import SCHEMA  # noqa: E402
-from fmforge.ledger.store import EventStore  # noqa: E402
+from benchmarks._report import Row, best_of, print_table, rate, timed
+from fmforge.ledger import NewEvent, open_event_store
+from fmforge.ledger.events import ROW_COLUMNS, RawRow
+from fmforge.ledger.sqlite import SCHEMA
+from fmforge.ledger.store import EventStore
 
 PAYLOAD = {"step": 0, "loss": 0.4821, "lr": 3e-4, "note": "checkpoint saved", "tags": ["a", "b"]}
 
@@ -190,9 +190,9 @@ def bench_verify(tmp: Path, n: int) -> Row:
 
 def bench_postgres(calls: int) -> Row:
     import psycopg
+    from tests.servers import running_postgres
 
     from fmforge.ledger.postgres import _COPY_TYPES
-    from tests.servers import running_postgres
 
     with running_postgres() as server:
         url = server.url()
@@ -216,9 +216,12 @@ def bench_postgres(calls: int) -> Row:
 
             def raw() -> None:
                 for c in range(calls):
-                    with conn.transaction(), conn.cursor().copy(
-                        f"COPY raw_events ({columns}) FROM STDIN (FORMAT BINARY)"
-                    ) as copy:
+                    with (
+                        conn.transaction(),
+                        conn.cursor().copy(
+                            f"COPY raw_events ({columns}) FROM STDIN (FORMAT BINARY)"
+                        ) as copy,
+                    ):
                         copy.set_types(_COPY_TYPES)
                         for row in rows[c * 1000 : (c + 1) * 1000]:
                             copy.write_row(row)

@@ -88,10 +88,10 @@ def _read(ctx: DemoContext) -> list[str]:
     notes = list(ledger.read_stream("demo/notes"))
     everything = list(ledger.read_all())
     return [
-        f"read_stream('demo/notes'): {len(notes)} events, versions "
-        f"{[e.version for e in notes]}",
+        f"read_stream('demo/notes'): {len(notes)} events, versions {[e.version for e in notes]}",
         f"read_all(): {len(everything)} events, types {sorted({e.type for e in everything})}",
-        f"newest hash {everything[-1].hash.hex()[:16]}... links to {everything[-1].prev_hash.hex()[:16]}...",
+        f"newest hash {everything[-1].hash.hex()[:16]}... "
+        f"links to {everything[-1].prev_hash.hex()[:16]}...",
     ]
 
 

@@ -66,9 +66,7 @@ class StreamVersionConflict(LedgerError):
     """The stream is not at the version the caller expected."""
 
     def __init__(self, stream: str, expected: int, actual: int) -> None:
-        super().__init__(
-            f"stream {stream!r} is at version {actual}, expected {expected}"
-        )
+        super().__init__(f"stream {stream!r} is at version {actual}, expected {expected}")
         self.stream = stream
         self.expected_version = expected
         self.actual_version = actual

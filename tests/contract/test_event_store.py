@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import sqlite3
 import threading
@@ -63,16 +64,20 @@ class EventStoreContract:
         result = store.append("model/sentiment", [event])
         assert result.positions == ((1, 1),)
         (read,) = store.read_stream("model/sentiment")
-        assert read.seq == 1 and read.version == 1 and read.stream == "model/sentiment"
+        assert read.seq == 1
+        assert read.version == 1
+        assert read.stream == "model/sentiment"
         assert read.event_id == event.event_id
-        assert read.type == "ModelCommitted" and read.schema_version == 1
+        assert read.type == "ModelCommitted"
+        assert read.schema_version == 1
         assert read.data == event.data
         assert read.refs == ("ab" * 32,)
         assert read.meta["actor"] == "alice@test"
         assert read.meta["causation_id"] == "cmd-1"
         assert read.meta["correlation_id"] == event.event_id
         assert read.time.endswith("Z")
-        assert read.prev_hash == GENESIS_HASH and len(read.hash) == 32
+        assert read.prev_hash == GENESIS_HASH
+        assert len(read.hash) == 32
 
     def test_seq_is_dense_across_streams_and_versions_per_stream(self, store: EventStore) -> None:
         for i in range(5):
@@ -82,8 +87,9 @@ class EventStoreContract:
         assert [e.version for e in events] == [1, 1, 2, 2, 3]
         assert store.stream_version("s/0") == 3
         assert store.stream_version("nope") == 0
-        assert store.head().seq == 5 and store.head().hash == events[-1].hash
-        for prev, event in zip(events, events[1:], strict=False):
+        assert store.head().seq == 5
+        assert store.head().hash == events[-1].hash
+        for prev, event in itertools.pairwise(events):
             assert event.prev_hash == prev.hash
 
     def test_multi_event_append_is_atomic(self, store: EventStore) -> None:
@@ -107,7 +113,8 @@ class EventStoreContract:
         first = store.append("s", events, expected_version=0)
         store.append("other", NewEvent("C"))
         retry = store.append("s", events, expected_version=0)
-        assert retry.deduplicated and retry.positions == first.positions
+        assert retry.deduplicated
+        assert retry.positions == first.positions
         assert store.count() == 3
 
     def test_reused_event_id_with_other_content_is_refused(self, store: EventStore) -> None:
@@ -213,7 +220,8 @@ class EventStoreContract:
         for n in range(50):
             store.append(f"s/{n % 4}", NewEvent("Ticked", {"n": n}))
         head = store.verify()
-        assert head.seq == 50 and head == store.head()
+        assert head.seq == 50
+        assert head == store.head()
 
     def test_verify_in_parallel_agrees(self, store: EventStore) -> None:
         for n in range(0, 3000, 500):
@@ -267,7 +275,8 @@ class EventStoreContract:
         self.raw_sql(url, f"UPDATE {self.events_table} SET data = NULL WHERE seq = 3")
         assert store.verify().seq == 10
         event = next(store.read_all(3))
-        assert event.redacted and event.data == {}
+        assert event.redacted
+        assert event.data == {}
 
     def test_export_import_reproduces_the_chain(self, url: str, store: EventStore) -> None:
         for n in range(30):
@@ -333,9 +342,7 @@ class EventStoreContract:
         for worker in range(8):
             assert [e.data["n"] for e in store.read_stream(f"t/{worker}")] == list(range(40))
 
-    def test_a_failing_request_in_a_group_does_not_sink_the_others(
-        self, store: EventStore
-    ) -> None:
+    def test_a_failing_request_in_a_group_does_not_sink_the_others(self, store: EventStore) -> None:
         barrier = threading.Barrier(6)
         outcomes: list[str] = []
 

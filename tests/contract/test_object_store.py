@@ -111,9 +111,7 @@ class ObjectStoreContract:
                 store.get(bad)
 
     @pytest.mark.parametrize("kind", ["flipped byte", "truncated", "bad header"])
-    def test_corruption_is_detected_on_every_read_path(
-        self, store: ObjectStore, kind: str
-    ) -> None:
+    def test_corruption_is_detected_on_every_read_path(self, store: ObjectStore, kind: str) -> None:
         payload = os.urandom(50_000)
         digest = store.put(payload)
         stored = bytearray(self.stored_bytes(store, digest))
@@ -145,12 +143,16 @@ class ObjectStoreContract:
         keep = store.put(b"referenced")
         orphan = store.put(b"orphan")
         young_report = store.gc({keep}, grace_period_s=3600)
-        assert young_report.deleted == 0 and young_report.young == 1
+        assert young_report.deleted == 0
+        assert young_report.young == 1
         dry = store.gc({keep}, grace_period_s=0, dry_run=True, now=time.time() + 10)
-        assert dry.deleted_digests == (orphan,) and store.has(orphan)
+        assert dry.deleted_digests == (orphan,)
+        assert store.has(orphan)
         report = store.gc({keep}, grace_period_s=0, now=time.time() + 10)
-        assert report.deleted_digests == (orphan,) and report.kept == 1
-        assert store.has(keep) and not store.has(orphan)
+        assert report.deleted_digests == (orphan,)
+        assert report.kept == 1
+        assert store.has(keep)
+        assert not store.has(orphan)
         store.delete(keep)
         assert not store.has(keep)
 
@@ -186,7 +188,7 @@ class ObjectStoreContract:
 class TestLocalObjectStore(ObjectStoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[ObjectStore]:
-        yield LocalObjectStore(tmp_path / "objects")
+        return LocalObjectStore(tmp_path / "objects")
 
     def stored_bytes(self, store: ObjectStore, digest: str) -> bytes:
         assert isinstance(store, LocalObjectStore)

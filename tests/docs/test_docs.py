@@ -41,7 +41,8 @@ def test_every_cli_command_is_documented() -> None:
 
 def test_readme_gives_the_two_commands() -> None:
     text = (ROOT / "README.md").read_text()
-    assert "make demo" in text and "make test" in text
+    assert "make demo" in text
+    assert "make test" in text
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.MULTILINE)
 

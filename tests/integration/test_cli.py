@@ -44,11 +44,13 @@ class TestRepositoryCommands:
         sub = project / "a" / "b"
         sub.mkdir(parents=True)
         code, out = fm("events", "append", "notes/x", "NoteTaken", "--data", '{"t": 1}', cwd=sub)
-        assert code == 0 and "seq 2" in out
+        assert code == 0
+        assert "seq 2" in out
         code, out = fm("log", "--json", cwd=sub)
         records = [json.loads(line) for line in out.splitlines()]
         assert [r["type"] for r in records] == ["RepositoryInitialized", "NoteTaken"]
-        assert records[1]["data"] == {"t": 1} and records[1]["meta"]["actor"] == "tester@fmforge"
+        assert records[1]["data"] == {"t": 1}
+        assert records[1]["meta"]["actor"] == "tester@fmforge"
 
     def test_store_option_and_environment_variable(self, project: Path, tmp_path: Path) -> None:
         elsewhere = tmp_path / "elsewhere"
@@ -56,11 +58,14 @@ class TestRepositoryCommands:
         code, _ = fm("--store", str(project), "events", "append", "s", "A", cwd=elsewhere)
         assert code == 0
         code, out = fm("log", cwd=elsewhere, env={"FMFORGE_STORE": str(project)})
-        assert code == 0 and "A" in out and "2 event(s)" in out
+        assert code == 0
+        assert "A" in out
+        assert "2 event(s)" in out
 
     def test_init_twice_is_refused(self, project: Path) -> None:
         code, out = fm("init", str(project))
-        assert code == 1 and "already exists" in out
+        assert code == 1
+        assert "already exists" in out
 
     def test_log_filters(self, project: Path) -> None:
         for stream, etype in [("model/a", "ModelCommitted"), ("data/b", "DatasetAdded"),
@@ -81,13 +86,16 @@ class TestRepositoryCommands:
         code, _ = fm(*args, "--event-id", event_id)
         assert code == 0
         code, out = fm(*args, "--event-id", event_id)
-        assert code == 0 and "already recorded" in out
+        assert code == 0
+        assert "already recorded" in out
         code, out = fm(*args)
-        assert code == 1 and "is at version 1, expected 0" in out
+        assert code == 1
+        assert "is at version 1, expected 0" in out
 
     def test_bad_json_data_is_one_line(self, project: Path) -> None:
         code, out = fm("--store", str(project), "events", "append", "s", "A", "--data", "{oops")
-        assert code == 1 and out.startswith("fmforge: error: --data is not valid JSON")
+        assert code == 1
+        assert out.startswith("fmforge: error: --data is not valid JSON")
 
     def test_export_import_into_a_fresh_store_reproduces_the_chain(
         self, project: Path, tmp_path: Path
@@ -97,7 +105,8 @@ class TestRepositoryCommands:
                "--data", json.dumps({"n": n, "f": n / 3}))  # fmt: skip
         export = tmp_path / "events.jsonl"
         code, _ = fm("--store", str(project), "events", "export", "-o", str(export))
-        assert code == 0 and len(export.read_text().splitlines()) == 21
+        assert code == 0
+        assert len(export.read_text().splitlines()) == 21
         fresh = tmp_path / "fresh"
         fresh.mkdir()
         (fresh / ".fmforge").mkdir()  # a bare store: no RepositoryInitialized of its own
@@ -115,7 +124,8 @@ class TestRepositoryCommands:
         fresh = tmp_path / "fresh"
         (fresh / ".fmforge").mkdir(parents=True)
         code, out = fm("--store", str(fresh), "events", "import", str(export))
-        assert code == 1 and "cannot import event seq 1" in out
+        assert code == 1
+        assert "cannot import event seq 1" in out
 
 
 class TestVerifyAndGc:
@@ -130,7 +140,9 @@ class TestVerifyAndGc:
     def test_verify_ok(self, project: Path) -> None:
         self._with_object(project)
         code, out = fm("--store", str(project), "verify")
-        assert code == 0 and "ok: 2 events" in out and "1 referenced objects intact" in out
+        assert code == 0
+        assert "ok: 2 events" in out
+        assert "1 referenced objects intact" in out
 
     def test_verify_reports_a_tampered_event(self, project: Path) -> None:
         self._with_object(project)
@@ -150,7 +162,8 @@ class TestVerifyAndGc:
         with Repository.open(project) as repo:
             repo.objects.delete(digest)
         code, out = fm("--store", str(project), "verify")
-        assert code == 1 and f"object {digest} not found (referenced by event seq 2)" in out
+        assert code == 1
+        assert f"object {digest} not found (referenced by event seq 2)" in out
 
     def test_verify_reports_a_corrupt_object(self, project: Path) -> None:
         digest = self._with_object(project)
@@ -159,26 +172,33 @@ class TestVerifyAndGc:
         data[-1] ^= 0xFF
         path.write_bytes(bytes(data))
         code, out = fm("--store", str(project), "verify")
-        assert code == 1 and f"object {digest} is corrupt" in out and "seq 2" in out
+        assert code == 1
+        assert f"object {digest} is corrupt" in out
+        assert "seq 2" in out
 
     def test_gc_deletes_only_old_unreferenced_objects(self, project: Path) -> None:
         kept = self._with_object(project)
         with Repository.open(project) as repo:
             orphan = repo.objects.put(b"orphan")
         code, out = fm("--store", str(project), "gc")
-        assert code == 0 and "deleted 0 object(s)" in out and "spared 1" in out
+        assert code == 0
+        assert "deleted 0 object(s)" in out
+        assert "spared 1" in out
         code, out = fm("--store", str(project), "gc", "--grace-period", "0", "--dry-run")
         assert "would delete 1 object(s)" in out
         code, out = fm("--store", str(project), "gc", "--grace-period", "0")
-        assert code == 0 and "deleted 1 object(s)" in out
+        assert code == 0
+        assert "deleted 1 object(s)" in out
         with Repository.open(project) as repo:
-            assert repo.objects.has(kept) and not repo.objects.has(orphan)
+            assert repo.objects.has(kept)
+            assert not repo.objects.has(orphan)
 
 
 class TestErrors:
     def test_no_repository(self, tmp_path: Path) -> None:
         code, out = fm("log", cwd=tmp_path)
-        assert code == 1 and out.startswith("fmforge: error: no fmforge repository in")
+        assert code == 1
+        assert out.startswith("fmforge: error: no fmforge repository in")
 
     def test_locked_store(self, project: Path) -> None:
         blocker = sqlite3.connect(project / ".fmforge" / "ledger.db", isolation_level=None)
@@ -191,17 +211,20 @@ class TestErrors:
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        assert code == 1 and "stayed locked for 0.2s" in out
+        assert code == 1
+        assert "stayed locked for 0.2s" in out
 
     def test_bad_ledger_url(self, tmp_path: Path) -> None:
         code, out = fm("init", str(tmp_path), "--ledger-url", "mysql://nope")
-        assert code == 1 and "unsupported ledger URL" in out
+        assert code == 1
+        assert "unsupported ledger URL" in out
         assert not (tmp_path / ".fmforge").exists(), "a failed init must leave nothing behind"
 
     def test_unknown_config_key(self, project: Path) -> None:
         (project / ".fmforge" / "config.toml").write_text("[objects]\ncompresion = 'off'\n")
         code, out = fm("--store", str(project), "log")
-        assert code == 1 and "unknown setting 'objects.compresion'" in out
+        assert code == 1
+        assert "unknown setting 'objects.compresion'" in out
 
     def test_config_lists_every_setting(self, project: Path) -> None:
         from fmforge.settings import SETTINGS
@@ -241,4 +264,6 @@ class TestTeamBackends:
             assert type(repo.ledger).__name__ == "PostgresEventStore"
             assert type(repo.objects).__name__ == "S3ObjectStore"
         code, out = fm("--store", str(tmp_path), "verify")
-        assert code == 0 and "ok: 2 events" in out and "1 referenced objects intact" in out
+        assert code == 0
+        assert "ok: 2 events" in out
+        assert "1 referenced objects intact" in out

@@ -13,7 +13,8 @@ class TestSettings:
         config = tmp_path / "config.toml"
         config.write_text(render_config_toml({"gc.grace_period_s": 60.0, "actor": "file"}))
         settings = load_settings(config, {"FMFORGE_ACTOR": "env"})
-        assert settings["actor"] == "env" and settings.sources["actor"] == "env FMFORGE_ACTOR"
+        assert settings["actor"] == "env"
+        assert settings.sources["actor"] == "env FMFORGE_ACTOR"
         assert settings["gc.grace_period_s"] == 60.0
         assert settings.sources["gc.grace_period_s"] == str(config)
         assert settings["objects.compression"] == "auto"
@@ -22,7 +23,7 @@ class TestSettings:
     def test_unknown_key_is_an_error_naming_it(self, tmp_path: Path) -> None:
         config = tmp_path / "config.toml"
         config.write_text("[ledger]\nurll = 'x'\n")
-        with pytest.raises(ConfigError, match="unknown setting 'ledger.urll'"):
+        with pytest.raises(ConfigError, match=r"unknown setting 'ledger\.urll'"):
             load_settings(config, {})
 
     def test_wrong_type_is_an_error(self, tmp_path: Path) -> None:
@@ -32,15 +33,20 @@ class TestSettings:
     def test_broken_toml_is_an_error(self, tmp_path: Path) -> None:
         config = tmp_path / "config.toml"
         config.write_text("[ledger\n")
-        with pytest.raises(ConfigError, match="config.toml"):
+        with pytest.raises(ConfigError, match=r"config\.toml"):
             load_settings(config, {})
 
     def test_every_setting_has_an_env_var_and_help(self) -> None:
         for setting in SETTINGS:
-            assert setting.env.startswith("FMFORGE_") and len(setting.help) > 20
+            assert setting.env.startswith("FMFORGE_")
+            assert len(setting.help) > 20
 
     def test_rendered_config_reads_back(self, tmp_path: Path) -> None:
-        values = {"actor": 'quote " me', "ledger.url": "postgresql://u@h/db", "objects.zstd_level": 7}
+        values = {
+            "actor": 'quote " me',
+            "ledger.url": "postgresql://u@h/db",
+            "objects.zstd_level": 7,
+        }
         config = tmp_path / "config.toml"
         config.write_text(render_config_toml(values))
         settings = load_settings(config, {})

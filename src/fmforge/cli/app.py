@@ -16,6 +16,7 @@ from fmforge.cli import events
 from fmforge.cli.context import CliError, FmforgeGroup, console, open_repository, store_option
 from fmforge.demo import run_demo
 from fmforge.errors import RepositoryNotFound
+from fmforge.ledger import Event
 from fmforge.repository import Repository, find_repository
 from fmforge.settings import SETTINGS, STORE_ENV, load_settings
 
@@ -105,7 +106,7 @@ def log(
         )
         if since:
             selected = (e for e in selected if e.time >= since)
-        rows = []
+        rows: list[Event] = []
         for event in selected:
             if limit is not None and len(rows) >= limit:
                 break
@@ -193,7 +194,9 @@ def config_(ctx: typer.Context) -> None:
 def demo(
     keep: Annotated[
         Path | None,
-        typer.Option(help="Run in this (new or empty) directory and keep it, instead of a temp dir."),
+        typer.Option(
+            help="Run in this (new or empty) directory and keep it, instead of a temp dir."
+        ),
     ] = None,
 ) -> None:
     """Run the main job end to end on the embedded default and print what it did."""

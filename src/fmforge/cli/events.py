@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,9 @@ import typer
 from fmforge.cli.context import CliError, FmforgeGroup, console, open_repository
 from fmforge.ledger import NewEvent
 
-app = typer.Typer(cls=FmforgeGroup, help="Append, export and import raw events.", no_args_is_help=True)
+app = typer.Typer(
+    cls=FmforgeGroup, help="Append, export and import raw events.", no_args_is_help=True
+)
 
 
 @app.command("append")
@@ -56,16 +59,11 @@ def export(
     from_seq: Annotated[int, typer.Option(help="First seq to export.")] = 1,
 ) -> None:
     """Write every event as JSON Lines, one event per line with its hashes."""
-    with open_repository(ctx) as repo:
-        handle = open(output, "wb") if output else sys.stdout.buffer
-        try:
-            for record in repo.ledger.export_records(from_seq):
-                handle.write(orjson.dumps(record) + b"\n")
-        finally:
-            if output:
-                handle.close()
-            else:
-                handle.flush()
+    with open_repository(ctx) as repo, ExitStack() as stack:
+        handle = stack.enter_context(open(output, "wb")) if output else sys.stdout.buffer
+        for record in repo.ledger.export_records(from_seq):
+            handle.write(orjson.dumps(record) + b"\n")
+        handle.flush()
         if output:
             console.print(f"exported {repo.ledger.head().seq - from_seq + 1} events to {output}")
 
@@ -78,8 +76,10 @@ def import_(
     """Append exported events, reproducing their seq and hashes exactly."""
 
     def records() -> Any:
-        handle = sys.stdin.buffer if str(source) == "-" else open(source, "rb")
-        with handle:
+        with ExitStack() as stack:
+            handle = (
+                sys.stdin.buffer if str(source) == "-" else stack.enter_context(open(source, "rb"))
+            )
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue

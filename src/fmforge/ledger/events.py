@@ -1,7 +1,8 @@
 """Event records, their canonical bytes, and the hash chain over them.
 
-An event's ``hash`` is ``blake3(prev_hash + header + payload_hash)``. The header holds everything but
-the payload (``data``); the payload enters only through its own blake3 digest. A payload can therefore
+An event's ``hash`` is ``blake3(prev_hash + header + payload_hash)``. The header holds everything
+but the payload (``data``); the payload enters only through its own blake3 digest. A payload can
+therefore
 be redacted or crypto-shredded later (``data`` set to NULL, or replaced by ciphertext under the
 subject key named by ``key_id``) and the chain still verifies.
 """
@@ -11,10 +12,10 @@ from __future__ import annotations
 import math
 import re
 import time
-from random import getrandbits
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from random import getrandbits
 from typing import Any, NamedTuple
 
 import blake3
@@ -129,7 +130,9 @@ def validate_event_id(event_id: str) -> str:
 def validate_refs(refs: Sequence[str]) -> str:
     for ref in refs:
         if not isinstance(ref, str) or not _DIGEST_RE.match(ref):
-            raise InvalidEvent(f"invalid object reference {ref!r}: a 64-character blake3 hex digest")
+            raise InvalidEvent(
+                f"invalid object reference {ref!r}: a 64-character blake3 hex digest"
+            )
     return ",".join(refs)
 
 

@@ -9,7 +9,7 @@ order, and no reader can see seq n+1 before seq n. Rows go in with binary ``COPY
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -172,7 +172,7 @@ class PostgresEventStore(EventStore):
                 f"ledger head stayed locked for {self.busy_timeout:g}s by another writer"
             ) from None
 
-    def _iter_rows(self, query: RowQuery) -> Iterator[RawRow]:
+    def _iter_rows(self, query: RowQuery) -> Generator[RawRow, None, None]:
         # Keyset pagination: no cursor stays open between pages, so callers may use the store
         # while iterating, and memory stays bounded by one page.
         by_version = query.stream is not None
@@ -198,11 +198,15 @@ class PostgresEventStore(EventStore):
                 params += [query.stream_prefix, prefix_upper_bound(query.stream_prefix)]
             page = _PAGE if remaining is None else min(_PAGE, remaining)
             order = "version" if by_version else "seq"
-            rows = self._reader().execute(
-                f"SELECT {_COLUMNS} FROM fmforge_events WHERE {' AND '.join(clauses)} "
-                f"ORDER BY {order} LIMIT {page}",
-                params,
-            ).fetchall()
+            rows = (
+                self._reader()
+                .execute(
+                    f"SELECT {_COLUMNS} FROM fmforge_events WHERE {' AND '.join(clauses)} "
+                    f"ORDER BY {order} LIMIT {page}",
+                    params,
+                )
+                .fetchall()
+            )
             for row in rows:
                 yield tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)  # type: ignore[misc]
             if len(rows) < page:
@@ -217,17 +221,20 @@ class PostgresEventStore(EventStore):
         return Head(row[0], bytes(row[1]))
 
     def _read_stream_version(self, stream: str) -> int:
-        row = self._reader().execute(
-            "SELECT max(version) FROM fmforge_events WHERE stream = %s", (stream,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT max(version) FROM fmforge_events WHERE stream = %s", (stream,))
+            .fetchone()
+        )
         return int(row[0] or 0) if row else 0
 
     def _iter_refs(self) -> Iterator[tuple[int, str]]:
-        rows = self._reader().execute(
-            "SELECT seq, refs FROM fmforge_events WHERE refs != '' ORDER BY seq"
-        ).fetchall()
-        for seq, refs in rows:
-            yield seq, refs
+        rows = (
+            self._reader()
+            .execute("SELECT seq, refs FROM fmforge_events WHERE refs != '' ORDER BY seq")
+            .fetchall()
+        )
+        yield from rows
 
     def _count_rows(self) -> int:
         row = self._reader().execute("SELECT count(*) FROM fmforge_events").fetchone()

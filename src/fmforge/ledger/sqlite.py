@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -64,7 +64,9 @@ class _SqliteTx:
         self._conn = conn
 
     def head(self) -> Head:
-        seq, digest = self._conn.execute("SELECT seq, hash FROM ledger_head WHERE id = 1").fetchone()
+        seq, digest = self._conn.execute(
+            "SELECT seq, hash FROM ledger_head WHERE id = 1"
+        ).fetchone()
         return Head(seq, bytes(digest))
 
     def find_events(self, event_ids: Sequence[str]) -> dict[str, tuple[int, str, int, str, bytes]]:
@@ -93,7 +95,8 @@ class _SqliteTx:
             raise UniqueViolation(str(exc)) from None
 
     def set_head(self, head: Head) -> None:
-        self._conn.execute("UPDATE ledger_head SET seq = ?, hash = ? WHERE id = 1", (head.seq, head.hash)
+        self._conn.execute(
+            "UPDATE ledger_head SET seq = ?, hash = ? WHERE id = 1", (head.seq, head.hash)
         )
 
 
@@ -195,7 +198,7 @@ class SqliteEventStore(EventStore):
         with self._locked_retry():
             conn.execute("COMMIT")
 
-    def _iter_rows(self, query: RowQuery) -> Iterator[RawRow]:
+    def _iter_rows(self, query: RowQuery) -> Generator[RawRow, None, None]:
         clauses: list[str] = []
         params: list[object] = []
         if query.stream is not None:
@@ -228,15 +231,17 @@ class SqliteEventStore(EventStore):
                 cursor.close()
 
     def _read_head(self) -> Head:
-        seq, digest = self._reader().execute(
-            "SELECT seq, hash FROM ledger_head WHERE id = 1"
-        ).fetchone()
+        seq, digest = (
+            self._reader().execute("SELECT seq, hash FROM ledger_head WHERE id = 1").fetchone()
+        )
         return Head(seq, bytes(digest))
 
     def _read_stream_version(self, stream: str) -> int:
-        row = self._reader().execute(
-            "SELECT max(version) FROM events WHERE stream = ?", (stream,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT max(version) FROM events WHERE stream = ?", (stream,))
+            .fetchone()
+        )
         return int(row[0] or 0)
 
     def _iter_refs(self) -> Iterator[tuple[int, str]]:

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -71,7 +71,10 @@ class Head:
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """Where the events of one append landed. ``deduplicated``: an idempotent retry, nothing written."""
+    """Where the events of one append landed.
+
+    ``deduplicated``: the append was an idempotent retry and nothing was written.
+    """
 
     stream: str
     positions: tuple[tuple[int, int], ...]  # (seq, version) per event, in order
@@ -181,7 +184,7 @@ class EventStore(ABC):
     def _write_transaction(self) -> AbstractContextManager[WriteTransaction]: ...
 
     @abstractmethod
-    def _iter_rows(self, query: RowQuery) -> Iterator[RawRow]: ...
+    def _iter_rows(self, query: RowQuery) -> Generator[RawRow, None, None]: ...
 
     @abstractmethod
     def _read_head(self) -> Head: ...
@@ -314,7 +317,9 @@ class EventStore(ABC):
         with self._queue_lock:
             batch: list[_Request] = []
             count = 0
-            while self._queue and (not batch or count + len(self._queue[0].events) <= MAX_EVENTS_PER_COMMIT):
+            while self._queue and (
+                not batch or count + len(self._queue[0].events) <= MAX_EVENTS_PER_COMMIT
+            ):
                 req = self._queue.pop(0)
                 batch.append(req)
                 count += len(req.events)
@@ -401,7 +406,13 @@ class EventStore(ABC):
                 versions[stream] = version
                 req.result = AppendResult(
                     stream,
-                    tuple(zip(range(first_seq, seq + 1), range(first_version, version + 1), strict=True)),
+                    tuple(
+                        zip(
+                            range(first_seq, seq + 1),
+                            range(first_version, version + 1),
+                            strict=True,
+                        )
+                    ),
                 )
             if rows:
                 tx.insert(rows)
@@ -482,7 +493,9 @@ class EventStore(ABC):
         )
         return map(self._decode, self._iter_rows(query))
 
-    def read_raw(self, from_seq: int = 1, to_seq: int | None = None) -> Iterator[RawRow]:
+    def read_raw(
+        self, from_seq: int = 1, to_seq: int | None = None
+    ) -> Generator[RawRow, None, None]:
         """Stored rows exactly as written (no decoding, no upcasting)."""
         return self._iter_rows(RowQuery(from_seq=from_seq, to_seq=to_seq))
 

@@ -23,7 +23,8 @@ from fmforge.ledger.store import EventStore, Head
 
 PARALLEL_THRESHOLD = 200_000
 
-RangeResult = tuple[bytes | None, bytes | None, int] | tuple[int, str]
+Link = tuple[bytes | None, bytes | None, int]  # (first prev_hash, last hash, events) of a range
+RangeResult = Link | ChainBroken
 
 
 def verify_rows(
@@ -31,7 +32,7 @@ def verify_rows(
     first_seq: int,
     last_seq: int,
     progress: Callable[[int], None] | None = None,
-) -> tuple[bytes | None, bytes | None, int]:
+) -> Link:
     """Verify rows ``first_seq..last_seq`` on their own; return (first prev_hash, last hash, n)."""
     hasher = blake3.blake3
     expected = first_seq
@@ -71,7 +72,7 @@ def _verify_range_in_child(first_seq: int, last_seq: int) -> RangeResult:
         with closing(store.read_raw(first_seq, last_seq)) as rows:
             return verify_rows(rows, first_seq, last_seq)
     except ChainBroken as exc:
-        return (exc.seq, exc.reason)
+        return exc
     finally:
         store.close()
 
@@ -101,9 +102,7 @@ def verify_chain(
     return head
 
 
-def _verify_parallel(
-    store: EventStore, last_seq: int, workers: int
-) -> list[tuple[bytes | None, bytes | None, int]]:
+def _verify_parallel(store: EventStore, last_seq: int, workers: int) -> list[Link]:
     global _parent_store
     step = -(-last_seq // workers)
     ranges = [(lo, min(lo + step - 1, last_seq)) for lo in range(1, last_seq + 1, step)]
@@ -114,14 +113,13 @@ def _verify_parallel(
             results = list(pool.map(_verify_range_in_child, *zip(*ranges, strict=True)))
     finally:
         _parent_store = None
-    failures = [r for r in results if isinstance(r[0], int)]
+    failures = [r for r in results if isinstance(r, ChainBroken)]
     if failures:
-        seq, reason = min(failures, key=lambda r: r[0])  # type: ignore[arg-type,return-value]
-        raise ChainBroken(int(seq), str(reason))  # type: ignore[call-overload]
-    return [r for r in results if not isinstance(r[0], int)]  # type: ignore[misc]
+        raise min(failures, key=lambda exc: exc.seq)
+    return [r for r in results if not isinstance(r, ChainBroken)]
 
 
-def _stitch(links: list[tuple[bytes | None, bytes | None, int]]) -> None:
+def _stitch(links: list[Link]) -> None:
     expected_prev = GENESIS_HASH
     seq = 1
     for first_prev, last_hash, count in links:

@@ -25,7 +25,7 @@ from typing import IO, Any, BinaryIO, Literal
 
 import zstandard
 
-from fmforge.errors import ConfigError, CorruptObject, ObjectNotFound
+from fmforge.errors import ConfigError, CorruptObject
 from fmforge.objects.hashing import check_digest, hash_bytes, new_hasher
 
 logger = logging.getLogger(__name__)
@@ -366,7 +366,9 @@ class _VerifyingReader(io.RawIOBase):
             return
         self._checked = True
         if self._seen != self._size:
-            raise CorruptObject(self._digest, f"{self._seen} bytes stored, header says {self._size}")
+            raise CorruptObject(
+                self._digest, f"{self._seen} bytes stored, header says {self._size}"
+            )
         if self._hasher.hexdigest() != self._digest:
             raise CorruptObject(self._digest, "content does not hash to its digest")
 

@@ -16,8 +16,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -30,7 +31,9 @@ class TestCanonicalJson:
         assert canonical_json(decode_json(encoded)) == encoded
 
     def test_key_order_does_not_matter(self) -> None:
-        assert canonical_json({"b": 1, "a": 2}) == canonical_json({"a": 2, "b": 1}) == b'{"a":2,"b":1}'
+        assert (
+            canonical_json({"b": 1, "a": 2}) == canonical_json({"a": 2, "b": 1}) == b'{"a":2,"b":1}'
+        )
 
     @pytest.mark.parametrize("bad", [float("nan"), float("inf"), [1, {"x": float("-inf")}]])
     def test_non_finite_numbers_are_refused(self, bad: object) -> None:
@@ -74,7 +77,8 @@ class TestChainHash:
 
     def test_fields_cannot_be_shifted_between_neighbours(self) -> None:
         common = dict(prev_hash=bytes(32), seq=1, event_id=new_event_id(), version=1,
-                      schema_version=1, key_id=None, refs="", meta=b"{}", payload_hash=bytes(32))  # fmt: skip
+                      schema_version=1, key_id=None, refs="", meta=b"{}",
+                      payload_hash=bytes(32))  # fmt: skip
         a = chain_hash(stream="ab", event_type="C", **common)  # type: ignore[arg-type]
         b = chain_hash(stream="a", event_type="BC", **common)  # type: ignore[arg-type]
         assert a != b
@@ -97,7 +101,7 @@ class TestUpcasters:
         registry.register("E", 3, lambda d: d)
         with pytest.raises(UpcasterError, match="version\\(s\\) 2"):
             registry.validate()
-        with pytest.raises(UpcasterError, match="already|registered"):
+        with pytest.raises(UpcasterError, match=r"already|registered"):
             registry.register("E", 1, lambda d: d)
 
     def test_a_failing_upcaster_names_the_type(self) -> None:

@@ -35,8 +35,7 @@ class Balances(Projection):
 
 def fill(store: EventStore, count: int) -> None:
     events = [
-        NewEvent("Deposited" if n % 3 else "Withdrew", {"n": n, "amount": n})
-        for n in range(count)
+        NewEvent("Deposited" if n % 3 else "Withdrew", {"n": n, "amount": n}) for n in range(count)
     ]
     for start in range(0, count, 500):
         for n, event in enumerate(events[start : start + 500], start):
