@@ -144,6 +144,26 @@ class EventStoreContract:
             store.append(stream, event)
         assert store.count() == 0
 
+    def test_large_append_with_a_bad_event_writes_nothing(self, store: EventStore) -> None:
+        store.append("s", NewEvent("Before"))
+        events = [NewEvent("Ticked", {"n": n}) for n in range(300)]
+        events[250] = NewEvent("Ticked", {"n": float("inf")})
+        with pytest.raises(InvalidEvent, match="NaN or Infinity"):
+            store.append("s", events)
+        assert store.count() == 1
+        assert store.head().seq == 1
+        events[250] = NewEvent("Ticked", {"n": 250})
+        result = store.append("s", events, expected_version=1)
+        assert result.positions[0] == (2, 2)
+        assert result.positions[-1] == (301, 301)
+        retry = store.append("s", events, expected_version=1)
+        assert retry.deduplicated
+        assert retry.positions == result.positions
+        duplicated = [*events[:100], events[0]]
+        with pytest.raises(InvalidEvent, match="twice"):
+            store.append("s", duplicated)
+        assert store.verify().seq == 301
+
     def test_read_all_filters(self, store: EventStore) -> None:
         store.append("model/a", [NewEvent("ModelCommitted"), NewEvent("TagCreated")])
         store.append("models-archive/x", NewEvent("ModelCommitted"))
@@ -342,6 +362,27 @@ class EventStoreContract:
         for worker in range(8):
             assert [e.data["n"] for e in store.read_stream(f"t/{worker}")] == list(range(40))
 
+    def test_large_and_small_appends_from_threads_interleave_safely(
+        self, store: EventStore
+    ) -> None:
+        barrier = threading.Barrier(6)
+
+        def append_some(worker: int) -> None:
+            barrier.wait()
+            for n in range(10):
+                size = 150 if worker % 2 else 1
+                store.append(
+                    f"t/{worker}", [NewEvent("Ticked", {"n": n, "i": i}) for i in range(size)]
+                )
+
+        threads = [threading.Thread(target=append_some, args=(w,)) for w in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert store.count() == 3 * 10 * 150 + 3 * 10
+        assert store.verify().seq == store.count()
+
     def test_a_failing_request_in_a_group_does_not_sink_the_others(self, store: EventStore) -> None:
         barrier = threading.Barrier(6)
         outcomes: list[str] = []
@@ -388,6 +429,19 @@ class TestSqliteEventStore(EventStoreContract):
 
     def fresh_url(self, url: str) -> str:
         return str(Path(url).with_name("fresh.db"))
+
+    def test_preimages_built_in_sql_match_python(self, store: EventStore) -> None:
+        store.append(
+            "modèle/ünïcode ✓",
+            [
+                NewEvent("A", {"text": "naïve \u0000 nul", "n": -1}, key_id="subject-7"),
+                NewEvent("B", refs=("d" * 64, "e" * 64), meta={"why": "ß"}),
+            ],
+        )
+        in_sql = list(store.read_chain(1, 2))
+        in_python = list(EventStore.read_chain(store, 1, 2))
+        assert in_sql == in_python
+        assert store.verify().seq == 2
 
     def test_sqlite_settings_are_durable(self, store: EventStore) -> None:
         conn = store._reader()  # type: ignore[attr-defined]

@@ -223,6 +223,35 @@ def payload_digest(data: bytes) -> bytes:
     return blake3.blake3(data).digest()
 
 
+def chain_preimage(
+    prev_hash: bytes,
+    seq: int,
+    event_id: str,
+    stream: str,
+    version: int,
+    event_type: str,
+    schema_version: int,
+    key_id: str | None,
+    refs: str,
+    meta: bytes,
+    payload_hash: bytes,
+) -> bytes:
+    """The bytes an event's hash is taken over: ``prev_hash ‖ header ‖ payload_hash``."""
+    # Fields are NUL-separated; none may contain NUL (names are validated, meta is JSON), and meta
+    # is followed only by the fixed-size payload hash, so the encoding is unambiguous.
+    header = b"%d\x00%s\x00%s\x00%d\x00%s\x00%d\x00%s\x00%s\x00" % (
+        seq,
+        event_id.encode(),
+        stream.encode(),
+        version,
+        event_type.encode(),
+        schema_version,
+        (key_id or "").encode(),
+        refs.encode(),
+    )
+    return prev_hash + header + meta + payload_hash
+
+
 def chain_hash(
     prev_hash: bytes,
     seq: int,
@@ -236,19 +265,11 @@ def chain_hash(
     meta: bytes,
     payload_hash: bytes,
 ) -> bytes:
-    # Fields are NUL-separated; none may contain NUL (names are validated, meta is JSON), and meta
-    # is followed only by the fixed-size payload hash, so the encoding is unambiguous.
-    header = b"%d\x00%s\x00%s\x00%d\x00%s\x00%d\x00%s\x00%s\x00" % (
-        seq,
-        event_id.encode(),
-        stream.encode(),
-        version,
-        event_type.encode(),
-        schema_version,
-        (key_id or "").encode(),
-        refs.encode(),
-    )
-    return blake3.blake3(prev_hash + header + meta + payload_hash).digest()
+    preimage = chain_preimage(
+        prev_hash, seq, event_id, stream, version, event_type, schema_version, key_id, refs,
+        meta, payload_hash,
+    )  # fmt: skip
+    return blake3.blake3(preimage).digest()
 
 
 def row_hash(row: RawRow) -> bytes:

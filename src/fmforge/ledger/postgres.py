@@ -9,12 +9,13 @@ order, and no reader can see seq n+1 before seq n. Rows go in with binary ``COPY
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.adapt import PyFormat
 from psycopg.copy import QueuedLibpqWriter
 
 from fmforge.errors import BackendUnavailable, LedgerLocked
@@ -59,6 +60,15 @@ ON CONFLICT (id) DO NOTHING;
 _COLUMNS = ", ".join(ROW_COLUMNS)
 
 
+def fast_bytes_dumper(conn: psycopg.Connection[Any]) -> None:
+    """Dump ``bytea`` columns with psycopg's C bytes dumper.
+
+    psycopg's DB-API module registers a pure-Python ``Binary`` dumper for the bytea OID last, so
+    ``COPY ... set_types([... "bytea"])`` would otherwise run Python code for every value.
+    """
+    conn.adapters.register_dumper(bytes, conn.adapters.get_dumper(bytes, PyFormat.BINARY))
+
+
 class _PostgresTx:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
@@ -84,7 +94,7 @@ class _PostgresTx:
         ).fetchone()
         return int(row[0] or 0) if row else 0
 
-    def insert(self, rows: Sequence[RawRow]) -> None:
+    def insert(self, rows: Iterable[RawRow], count: int) -> None:
         cursor = self._conn.cursor()
         try:
             # The queued writer sends rows from a second thread, so the server indexes one
@@ -148,6 +158,7 @@ class PostgresEventStore(EventStore):
             raise BackendUnavailable(
                 f"cannot connect to PostgreSQL ledger {redact_url(self.url)}: {message}"
             ) from None
+        fast_bytes_dumper(conn)
         conn.execute(f"SET lock_timeout = '{int(self.busy_timeout * 1000)}ms'")
         if not autocommit:
             conn.commit()

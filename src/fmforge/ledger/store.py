@@ -20,7 +20,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from fmforge.errors import (
@@ -37,6 +37,7 @@ from fmforge.ledger.events import (
     RawRow,
     canonical_json,
     chain_hash,
+    chain_preimage,
     decode_json,
     payload_digest,
     split_refs,
@@ -51,6 +52,7 @@ from fmforge.ledger.upcasting import UpcasterRegistry
 logger = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_COMMIT = 5000
+LAZY_FROM = 64
 
 
 def default_actor() -> str:
@@ -116,7 +118,9 @@ class WriteTransaction(Protocol):
 
     def stream_version(self, stream: str) -> int: ...
 
-    def insert(self, rows: Sequence[RawRow]) -> None: ...
+    def insert(self, rows: Iterable[RawRow], count: int) -> None:
+        """Insert ``count`` rows, consuming ``rows`` in order."""
+        ...
 
     def set_head(self, head: Head) -> None: ...
 
@@ -140,6 +144,54 @@ class _Encoded(NamedTuple):
     key_id: str | None
 
 
+class _Encoder:
+    """Turns the NewEvents of one append into canonical bytes and hashes."""
+
+    def __init__(self, actor: str, first: NewEvent) -> None:
+        self.now = utc_now()
+        correlation = first.meta.get("correlation_id") or first.event_id
+        self.base_meta = {"actor": actor, "correlation_id": correlation, "time": self.now}
+        # Events without meta of their own (the common case) share one encoding.
+        self.shared_meta = canonical_json(self.base_meta, "meta")
+
+    def encode_all(self, events: Sequence[NewEvent]) -> list[_Encoded]:
+        seen: set[str] = set()
+        encoded = []
+        for event in events:
+            if type(event) is not NewEvent:
+                raise InvalidEvent(f"expected NewEvent, got {type(event).__name__}")
+            if event.event_id in seen:
+                raise InvalidEvent(f"event_id {event.event_id} appears twice in one append")
+            seen.add(event.event_id)
+            encoded.append(self.encode(event))
+        return encoded
+
+    def encode(self, event: NewEvent) -> _Encoded:
+        validate_event_id(event.event_id)
+        validate_type(event.type)
+        schema_version = event.schema_version
+        if type(schema_version) is not int or schema_version < 1:
+            raise InvalidEvent(f"{event.type}: schema_version must be an int >= 1")
+        if type(event.data) is not dict and not isinstance(event.data, Mapping):
+            raise InvalidEvent(f"{event.type}: data must be a JSON object")
+        data = canonical_json(event.data)
+        meta = (
+            canonical_json({**self.base_meta, **event.meta, "time": self.now}, "meta")
+            if event.meta
+            else self.shared_meta
+        )
+        return _Encoded(
+            event.event_id,
+            event.type,
+            schema_version,
+            data,
+            payload_digest(data),
+            meta,
+            validate_refs(event.refs) if event.refs else "",
+            event.key_id,
+        )
+
+
 class UniqueViolation(LedgerError):
     """Raised by a backend's ``insert`` when a row collides with a stored one (event_id)."""
 
@@ -149,10 +201,50 @@ class _Request:
     stream: str
     events: list[_Encoded]
     expected_version: int | None
-    done: threading.Event = field(default_factory=threading.Event)
+    encoder: _Encoder | None = None
+    pending: Sequence[NewEvent] | None = None  # not encoded yet (large appends)
+    done: threading.Event | None = None  # only followers wait on one
     lead: bool = False
     result: AppendResult | None = None
     error: BaseException | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.pending) if self.pending is not None else len(self.events)
+
+    def encoded(self) -> list[_Encoded]:
+        """Every event encoded (encodes pending ones now)."""
+        if self.pending is not None:
+            assert self.encoder is not None
+            self.events = self.encoder.encode_all(self.pending)
+            self.pending = None
+        return self.events
+
+
+class _Chain:
+    """Hashes planned events into rows, in seq order, remembering the last hash."""
+
+    def __init__(self, prev: bytes) -> None:
+        self.prev = prev
+
+    def rows(self, plan: list[tuple[_Request, int, int]]) -> Iterator[RawRow]:
+        prev = self.prev
+        for req, seq, version in plan:
+            stream = req.stream
+            events: Iterable[_Encoded] = req.events
+            if req.pending is not None:
+                assert req.encoder is not None
+                events = map(req.encoder.encode, req.pending)
+            for event_id, etype, sv, data, phash, meta, refs, key_id in events:
+                digest = chain_hash(
+                    prev, seq, event_id, stream, version, etype, sv, key_id, refs, meta, phash
+                )
+                row = (seq, event_id, stream, version, etype, sv, data, meta, key_id, refs,
+                       phash, prev, digest)  # fmt: skip
+                prev = self.prev = digest  # before yielding: the last row is never resumed
+                yield row
+                seq += 1
+                version += 1
 
 
 class EventStore(ABC):
@@ -241,50 +333,19 @@ class EventStore(ABC):
             )
         if expected_version is not None and expected_version < 0:
             raise InvalidEvent(f"expected_version must be >= 0, got {expected_version}")
-        request = _Request(stream, self._encode(events), expected_version)
+        encoder = _Encoder(self.actor, events[0])
+        if len(events) >= LAZY_FROM:
+            # Large appends are encoded while their rows stream into the backend, so our CPU
+            # work overlaps the database's; such a request is committed in a group of its own.
+            for event in events:
+                if type(event) is not NewEvent:
+                    raise InvalidEvent(f"expected NewEvent, got {type(event).__name__}")
+            if len({e.event_id for e in events}) != len(events):
+                raise InvalidEvent("an event_id appears twice in one append")
+            request = _Request(stream, [], expected_version, encoder, events)
+        else:
+            request = _Request(stream, encoder.encode_all(events), expected_version)
         return self._submit(request)
-
-    def _encode(self, events: Sequence[NewEvent]) -> list[_Encoded]:
-        now = utc_now()
-        correlation = events[0].meta.get("correlation_id") or events[0].event_id
-        base_meta = {"actor": self.actor, "correlation_id": correlation, "time": now}
-        # Events without meta of their own (the common case) share one encoding.
-        shared_meta = canonical_json(base_meta, "meta")
-        encoded = []
-        seen: set[str] = set()
-        for event in events:
-            if type(event) is not NewEvent:
-                raise InvalidEvent(f"expected NewEvent, got {type(event).__name__}")
-            event_id = event.event_id
-            if event_id in seen:
-                raise InvalidEvent(f"event_id {event_id} appears twice in one append")
-            seen.add(event_id)
-            validate_event_id(event_id)
-            validate_type(event.type)
-            schema_version = event.schema_version
-            if type(schema_version) is not int or schema_version < 1:
-                raise InvalidEvent(f"{event.type}: schema_version must be an int >= 1")
-            if type(event.data) is not dict and not isinstance(event.data, Mapping):
-                raise InvalidEvent(f"{event.type}: data must be a JSON object")
-            data = canonical_json(event.data)
-            meta = (
-                canonical_json({**base_meta, **event.meta, "time": now}, "meta")
-                if event.meta
-                else shared_meta
-            )
-            encoded.append(
-                _Encoded(
-                    event_id,
-                    event.type,
-                    schema_version,
-                    data,
-                    payload_digest(data),
-                    meta,
-                    validate_refs(event.refs) if event.refs else "",
-                    event.key_id,
-                )
-            )
-        return encoded
 
     def _submit(self, request: _Request) -> AppendResult:
         with self._queue_lock:
@@ -292,15 +353,14 @@ class EventStore(ABC):
             lead = not self._leader_active
             if lead:
                 self._leader_active = True
+            else:
+                request.done = threading.Event()
         if not lead:
+            assert request.done is not None
             request.done.wait()
-            if request.lead:  # handed leadership: our request is still queued
-                request.done.clear()
-                self._lead()
-                request.done.wait()
-        else:
-            self._lead()
-            request.done.wait()
+            lead = request.lead  # handed leadership: our request heads the queue
+        if lead:
+            self._lead()  # a leader's own request is always in the group it commits
         if request.error is not None:
             raise request.error
         assert request.result is not None
@@ -317,12 +377,16 @@ class EventStore(ABC):
         with self._queue_lock:
             batch: list[_Request] = []
             count = 0
-            while self._queue and (
-                not batch or count + len(self._queue[0].events) <= MAX_EVENTS_PER_COMMIT
-            ):
-                req = self._queue.pop(0)
-                batch.append(req)
-                count += len(req.events)
+            while self._queue:
+                head = self._queue[0]
+                if batch and (
+                    head.pending is not None or count + head.count > MAX_EVENTS_PER_COMMIT
+                ):
+                    break
+                batch.append(self._queue.pop(0))
+                count += head.count
+                if head.pending is not None:
+                    break  # an unencoded request commits alone: its errors surface mid-insert
         self._last_group_size = len(batch)
         try:
             with self._write_mutex:
@@ -338,12 +402,13 @@ class EventStore(ABC):
                 if self._queue:
                     successor = self._queue[0]
                     successor.lead = True
+                    assert successor.done is not None
                     successor.done.set()
                 else:
                     self._leader_active = False
             for req in batch:
-                req.lead = False
-                req.done.set()
+                if req.done is not None and not req.lead:
+                    req.done.set()
 
     def _commit_batch(self, batch: list[_Request]) -> None:
         # Optimistic: event_ids are fresh UUIDv7s almost always, so the UNIQUE index is the
@@ -359,13 +424,15 @@ class EventStore(ABC):
         with self._write_transaction() as tx:
             head = tx.head()
             existing = (
-                tx.find_events([e.event_id for req in batch for e in req.events])
+                tx.find_events([e.event_id for req in batch for e in req.encoded()])
                 if check_existing
                 else {}
             )
             versions: dict[str, int] = {}
-            rows: list[RawRow] = []
-            seq, prev = head.seq, head.hash
+            # (request, first seq, first version): positions are assigned here; the hashes are
+            # computed while the rows stream into the backend (overlapping its work with ours).
+            plan: list[tuple[_Request, int, int]] = []
+            seq = head.seq
             for req in batch:
                 if check_existing:
                     try:
@@ -386,17 +453,9 @@ class EventStore(ABC):
                     self._conflict_or_retry(tx, req, version, existing if check_existing else None)
                     continue
                 first_seq, first_version = seq + 1, version + 1
-                for event_id, etype, sv, data, phash, meta, refs, key_id in req.events:
-                    seq += 1
-                    version += 1
-                    digest = chain_hash(
-                        prev, seq, event_id, stream, version, etype, sv, key_id, refs, meta, phash
-                    )
-                    rows.append(
-                        (seq, event_id, stream, version, etype, sv, data, meta, key_id, refs,
-                         phash, prev, digest)
-                    )  # fmt: skip
-                    prev = digest
+                plan.append((req, first_seq, first_version))
+                seq += req.count
+                version += req.count
                 if check_existing:
                     for offset, e in enumerate(req.events):
                         existing[e.event_id] = (
@@ -414,9 +473,10 @@ class EventStore(ABC):
                         )
                     ),
                 )
-            if rows:
-                tx.insert(rows)
-                tx.set_head(Head(seq, prev))
+            if plan:
+                chain = _Chain(head.hash)
+                tx.insert(chain.rows(plan), seq - head.seq)
+                tx.set_head(Head(seq, chain.prev))
         self.commits += 1
 
     def _conflict_or_retry(
@@ -427,7 +487,7 @@ class EventStore(ABC):
         existing: dict[str, tuple[int, str, int, str, bytes]] | None,
     ) -> None:
         if existing is None:
-            existing = tx.find_events([e.event_id for e in req.events])
+            existing = tx.find_events([e.event_id for e in req.encoded()])
         try:
             req.result = self._deduplicate(req, existing)
         except LedgerError as exc:
@@ -441,7 +501,7 @@ class EventStore(ABC):
     def _deduplicate(
         req: _Request, existing: dict[str, tuple[int, str, int, str, bytes]]
     ) -> AppendResult | None:
-        found = [existing.get(e.event_id) for e in req.events]
+        found = [existing.get(e.event_id) for e in req.encoded()]
         if all(f is None for f in found):
             return None
         positions = []
@@ -498,6 +558,20 @@ class EventStore(ABC):
     ) -> Generator[RawRow, None, None]:
         """Stored rows exactly as written (no decoding, no upcasting)."""
         return self._iter_rows(RowQuery(from_seq=from_seq, to_seq=to_seq))
+
+    def read_chain(
+        self, from_seq: int, to_seq: int
+    ) -> Generator[tuple[int, bytes, bytes | None, bytes, bytes, bytes], None, None]:
+        """(seq, prev_hash, data, payload_hash, hash, hash preimage) per stored row, for verify.
+
+        Backends may build the preimage in SQL; this default builds it from ``read_raw``.
+        """
+        for row in self.read_raw(from_seq, to_seq):
+            seq, event_id, stream, version, etype, sv, data, meta, key_id, refs, ph, prev, h = row
+            preimage = chain_preimage(
+                prev, seq, event_id, stream, version, etype, sv, key_id, refs, meta, ph
+            )
+            yield seq, prev, data, ph, h, preimage
 
     def count(self) -> int:
         return self._count_rows()
@@ -602,7 +676,7 @@ class EventStore(ABC):
                     raise ImportMismatch(r_seq, "recomputed hash differs from the recorded one")
                 versions[stream] = version
                 seq, prev = r_seq, recomputed
-            tx.insert(rows)
+            tx.insert(rows, len(rows))
             tx.set_head(Head(seq, prev))
         return len(rows)
 

@@ -18,17 +18,18 @@ from contextlib import closing
 import blake3
 
 from fmforge.errors import ChainBroken
-from fmforge.ledger.events import GENESIS_HASH, RawRow
+from fmforge.ledger.events import GENESIS_HASH
 from fmforge.ledger.store import EventStore, Head
 
 PARALLEL_THRESHOLD = 200_000
 
+ChainRow = tuple[int, bytes, bytes | None, bytes, bytes, bytes]
 Link = tuple[bytes | None, bytes | None, int]  # (first prev_hash, last hash, events) of a range
 RangeResult = Link | ChainBroken
 
 
 def verify_rows(
-    rows: Iterable[RawRow],
+    rows: Iterable[ChainRow],
     first_seq: int,
     last_seq: int,
     progress: Callable[[int], None] | None = None,
@@ -38,7 +39,7 @@ def verify_rows(
     expected = first_seq
     prev: bytes | None = None
     first_prev: bytes | None = None
-    for seq, event_id, stream, version, etype, sv, data, meta, key_id, refs, ph, p, h in rows:
+    for seq, p, data, ph, h, preimage in rows:
         if seq != expected:
             raise ChainBroken(expected, "event is missing (seq gap)")
         if prev is None:
@@ -47,11 +48,7 @@ def verify_rows(
             raise ChainBroken(seq, "prev_hash does not link to the previous event's hash")
         if data is not None and hasher(data).digest() != ph:
             raise ChainBroken(seq, "payload does not match its recorded payload hash")
-        header = b"%d\x00%s\x00%s\x00%d\x00%s\x00%d\x00%s\x00%s\x00" % (
-            seq, event_id.encode(), stream.encode(), version, etype.encode(), sv,
-            (key_id or "").encode(), refs.encode(),
-        )  # fmt: skip
-        if hasher(p + header + meta + ph).digest() != h:
+        if hasher(preimage).digest() != h:
             raise ChainBroken(seq, "event header does not match its recorded hash")
         prev = h
         expected += 1
@@ -69,7 +66,7 @@ def _verify_range_in_child(first_seq: int, last_seq: int) -> RangeResult:
     assert _parent_store is not None
     store = _parent_store.reopen()
     try:
-        with closing(store.read_raw(first_seq, last_seq)) as rows:
+        with closing(store.read_chain(first_seq, last_seq)) as rows:
             return verify_rows(rows, first_seq, last_seq)
     except ChainBroken as exc:
         return exc
@@ -89,7 +86,7 @@ def verify_chain(
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
         links = _verify_parallel(store, head.seq, workers)
     else:
-        with closing(store.read_raw(1, head.seq)) as rows:
+        with closing(store.read_chain(1, head.seq)) as rows:
             links = [verify_rows(rows, 1, head.seq, progress)]
     _stitch(links)
     last_hash = links[-1][1] if head.seq else GENESIS_HASH
