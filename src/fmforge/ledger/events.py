@@ -28,7 +28,7 @@ GENESIS_HASH = bytes(32)
 
 # Only plain JSON types are accepted: datetimes, dataclasses and str/int subclasses would be
 # silently turned into other types, and the caller would not get back what it recorded.
-_DUMP_OPTIONS = (
+JSON_OPTIONS = (
     orjson.OPT_SORT_KEYS
     | orjson.OPT_PASSTHROUGH_DATETIME
     | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -45,7 +45,7 @@ _valid_types: set[str] = set()
 def canonical_json(value: Any, what: str = "data") -> bytes:
     """Sorted-key compact UTF-8 JSON; rejects NaN/Inf and non-JSON types instead of coercing."""
     try:
-        out = orjson.dumps(value, option=_DUMP_OPTIONS)
+        out = orjson.dumps(value, option=JSON_OPTIONS)
     except (orjson.JSONEncodeError, TypeError) as exc:
         raise InvalidEvent(f"event {what} is not plain JSON: {exc}") from None
     # orjson writes NaN/Inf as null; only then is the slower walk needed.
