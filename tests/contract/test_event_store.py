@@ -135,6 +135,7 @@ class EventStoreContract:
             ("", NewEvent("A"), "invalid stream"),
             ("s", NewEvent("A", event_id="not-a-uuid"), "invalid event_id"),
             ("s", NewEvent("A", refs=("../etc/passwd",)), "object reference"),
+            ("s", NewEvent("A", key_id="subject\x001"), "invalid key_id"),
         ],
     )
     def test_bad_events_are_refused_with_a_reason(

@@ -7,7 +7,8 @@ from pathlib import Path
 from fmforge.errors import ConfigError
 from fmforge.ledger.events import GENESIS_HASH, Event, NewEvent, new_event_id
 from fmforge.ledger.projections import Projection, ProjectionRunner, handles
-from fmforge.ledger.store import AppendResult, EventStore, Head, Subscription
+from fmforge.ledger.store import AppendResult, EventStore, Head
+from fmforge.ledger.subscriptions import Subscription
 from fmforge.ledger.upcasting import UpcasterRegistry
 
 

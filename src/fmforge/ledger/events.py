@@ -36,6 +36,7 @@ JSON_OPTIONS = (
 )
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,127}\Z")
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+_KEY_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}\Z")
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}\Z")
 # Names seen valid once need no second regex match (bounded, so memory stays small).
 _valid_streams: set[str] = set()
@@ -125,6 +126,14 @@ def validate_event_id(event_id: str) -> str:
     if not isinstance(event_id, str) or not _UUID_RE.match(event_id):
         raise InvalidEvent(f"invalid event_id {event_id!r}: a lowercase hyphenated UUID (v7)")
     return event_id
+
+
+def validate_key_id(key_id: str) -> str:
+    if not isinstance(key_id, str) or not _KEY_ID_RE.match(key_id):
+        raise InvalidEvent(
+            f"invalid key_id {key_id!r}: 1-128 characters from letters, digits and '_.:-'"
+        )
+    return key_id
 
 
 def validate_refs(refs: Sequence[str]) -> str:

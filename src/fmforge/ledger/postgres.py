@@ -19,9 +19,10 @@ from psycopg.adapt import PyFormat
 from psycopg.copy import QueuedLibpqWriter
 
 from fmforge.errors import BackendUnavailable, LedgerLocked
+from fmforge.ledger.appending import UniqueViolation
 from fmforge.ledger.events import GENESIS_HASH, ROW_COLUMNS, RawRow
 from fmforge.ledger.sqlite import prefix_upper_bound
-from fmforge.ledger.store import EventStore, Head, RowQuery, UniqueViolation
+from fmforge.ledger.store import EventStore, Head, RowQuery
 from fmforge.ledger.upcasting import UpcasterRegistry
 from fmforge.settings import redact_url
 

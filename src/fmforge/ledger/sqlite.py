@@ -17,8 +17,9 @@ from itertools import islice
 from pathlib import Path
 
 from fmforge.errors import BackendUnavailable, LedgerLocked
+from fmforge.ledger.appending import UniqueViolation
 from fmforge.ledger.events import GENESIS_HASH, ROW_COLUMNS, RawRow
-from fmforge.ledger.store import EventStore, Head, RowQuery, UniqueViolation
+from fmforge.ledger.store import EventStore, Head, RowQuery
 from fmforge.ledger.upcasting import UpcasterRegistry
 
 SCHEMA = f"""

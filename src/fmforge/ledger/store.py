@@ -21,10 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
-
-import blake3
-import orjson
+from typing import Any, Protocol
 
 from fmforge.errors import (
     IdempotencyConflict,
@@ -33,9 +30,9 @@ from fmforge.errors import (
     LedgerError,
     StreamVersionConflict,
 )
+from fmforge.ledger.appending import AppendRequest, Chain, Encoder, UniqueViolation
 from fmforge.ledger.events import (
     GENESIS_HASH,
-    JSON_OPTIONS,
     Event,
     NewEvent,
     RawRow,
@@ -45,12 +42,12 @@ from fmforge.ledger.events import (
     decode_json,
     payload_digest,
     split_refs,
-    utc_now,
     validate_event_id,
     validate_refs,
     validate_stream,
     validate_type,
 )
+from fmforge.ledger.subscriptions import Subscription
 from fmforge.ledger.upcasting import UpcasterRegistry
 
 logger = logging.getLogger(__name__)
@@ -137,131 +134,6 @@ class ChangeWaiter(Protocol):
     def close(self) -> None: ...
 
 
-class _Encoded(NamedTuple):
-    event_id: str
-    type: str
-    schema_version: int
-    data: bytes
-    payload_hash: bytes
-    meta: bytes
-    refs: str
-    key_id: str | None
-
-
-class _Encoder:
-    """Turns the NewEvents of one append into canonical bytes and hashes."""
-
-    def __init__(self, actor: str, first: NewEvent) -> None:
-        self.now = utc_now()
-        correlation = first.meta.get("correlation_id") or first.event_id
-        self.base_meta = {"actor": actor, "correlation_id": correlation, "time": self.now}
-        # Events without meta of their own (the common case) share one encoding.
-        self.shared_meta = canonical_json(self.base_meta, "meta")
-
-    def encode_all(self, events: Sequence[NewEvent]) -> list[_Encoded]:
-        seen: set[str] = set()
-        encoded = []
-        for event in events:
-            if type(event) is not NewEvent:
-                raise InvalidEvent(f"expected NewEvent, got {type(event).__name__}")
-            if event.event_id in seen:
-                raise InvalidEvent(f"event_id {event.event_id} appears twice in one append")
-            seen.add(event.event_id)
-            encoded.append(self.encode(event))
-        return encoded
-
-    def encode(self, event: NewEvent) -> _Encoded:
-        validate_event_id(event.event_id)
-        validate_type(event.type)
-        schema_version = event.schema_version
-        if type(schema_version) is not int or schema_version < 1:
-            raise InvalidEvent(f"{event.type}: schema_version must be an int >= 1")
-        if type(event.data) is not dict and not isinstance(event.data, Mapping):
-            raise InvalidEvent(f"{event.type}: data must be a JSON object")
-        try:
-            data = orjson.dumps(event.data, option=JSON_OPTIONS)
-        except (orjson.JSONEncodeError, TypeError):
-            data = canonical_json(event.data)  # raises InvalidEvent with the reason
-        if b"null" in data:
-            data = canonical_json(event.data)  # the slow path that refuses NaN/Infinity
-        meta = (
-            canonical_json({**self.base_meta, **event.meta, "time": self.now}, "meta")
-            if event.meta
-            else self.shared_meta
-        )
-        return _Encoded(
-            event.event_id,
-            event.type,
-            schema_version,
-            data,
-            blake3.blake3(data).digest(),
-            meta,
-            validate_refs(event.refs) if event.refs else "",
-            event.key_id,
-        )
-
-
-class UniqueViolation(LedgerError):
-    """Raised by a backend's ``insert`` when a row collides with a stored one (event_id)."""
-
-
-@dataclass(eq=False, slots=True)
-class _Request:
-    stream: str
-    events: list[_Encoded]
-    expected_version: int | None
-    encoder: _Encoder | None = None
-    pending: Sequence[NewEvent] | None = None  # not encoded yet (large appends)
-    done: threading.Event | None = None  # only followers wait on one
-    lead: bool = False
-    result: AppendResult | None = None
-    error: BaseException | None = None
-
-    @property
-    def count(self) -> int:
-        return len(self.pending) if self.pending is not None else len(self.events)
-
-    def encoded(self) -> list[_Encoded]:
-        """Every event encoded (encodes pending ones now)."""
-        if self.pending is not None:
-            assert self.encoder is not None
-            self.events = self.encoder.encode_all(self.pending)
-            self.pending = None
-        return self.events
-
-
-class _Chain:
-    """Hashes planned events into rows, in seq order, remembering the last hash."""
-
-    def __init__(self, prev: bytes) -> None:
-        self.prev = prev
-
-    def rows(self, plan: list[tuple[_Request, int, int]]) -> Iterator[RawRow]:
-        prev = self.prev
-        hasher = blake3.blake3
-        for req, seq, version in plan:
-            stream = req.stream
-            stream_bytes = stream.encode()
-            events: Iterable[_Encoded] = req.events
-            if req.pending is not None:
-                assert req.encoder is not None
-                events = map(req.encoder.encode, req.pending)
-            for event_id, etype, sv, data, phash, meta, refs, key_id in events:
-                # Inlined events.chain_preimage (the hot loop of every append); a test keeps the
-                # two in step.
-                header = b"%d\x00%s\x00%s\x00%d\x00%s\x00%d\x00%s\x00%s\x00" % (
-                    seq, event_id.encode(), stream_bytes, version, etype.encode(), sv,
-                    (key_id or "").encode(), refs.encode(),
-                )  # fmt: skip
-                digest = hasher(prev + header + meta + phash).digest()
-                row = (seq, event_id, stream, version, etype, sv, data, meta, key_id, refs,
-                       phash, prev, digest)  # fmt: skip
-                prev = self.prev = digest  # before yielding: the last row is never resumed
-                yield row
-                seq += 1
-                version += 1
-
-
 class EventStore(ABC):
     """An append-only, hash-chained ledger of events, grouped in streams."""
 
@@ -273,7 +145,7 @@ class EventStore(ABC):
         # Upcasters are registered before a store opens (validated here, as a whole).
         self._upcasting = bool(self.upcasters)
         self.actor = actor or default_actor()
-        self._queue: list[_Request] = []
+        self._queue: list[AppendRequest] = []
         self._queue_lock = threading.Lock()
         self._leader_active = False
         # Held by whoever runs a write transaction in this process (the group-commit leader,
@@ -348,7 +220,7 @@ class EventStore(ABC):
             )
         if expected_version is not None and expected_version < 0:
             raise InvalidEvent(f"expected_version must be >= 0, got {expected_version}")
-        encoder = _Encoder(self.actor, events[0])
+        encoder = Encoder(self.actor, events[0])
         if len(events) >= LAZY_FROM:
             # Large appends are encoded while their rows stream into the backend, so our CPU
             # work overlaps the database's; such a request is committed in a group of its own.
@@ -357,12 +229,12 @@ class EventStore(ABC):
                     raise InvalidEvent(f"expected NewEvent, got {type(event).__name__}")
             if len({e.event_id for e in events}) != len(events):
                 raise InvalidEvent("an event_id appears twice in one append")
-            request = _Request(stream, [], expected_version, encoder, events)
+            request = AppendRequest(stream, [], expected_version, encoder, events)
         else:
-            request = _Request(stream, encoder.encode_all(events), expected_version)
+            request = AppendRequest(stream, encoder.encode_all(events), expected_version)
         return self._submit(request)
 
-    def _submit(self, request: _Request) -> AppendResult:
+    def _submit(self, request: AppendRequest) -> AppendResult:
         with self._queue_lock:
             self._queue.append(request)
             lead = not self._leader_active
@@ -390,7 +262,7 @@ class EventStore(ABC):
             while len(self._queue) < expected and time.perf_counter() < deadline:
                 time.sleep(0.00002)
         with self._queue_lock:
-            batch: list[_Request] = []
+            batch: list[AppendRequest] = []
             count = 0
             while self._queue:
                 head = self._queue[0]
@@ -425,7 +297,7 @@ class EventStore(ABC):
                 if req.done is not None and not req.lead:
                     req.done.set()
 
-    def _commit_batch(self, batch: list[_Request]) -> None:
+    def _commit_batch(self, batch: list[AppendRequest]) -> None:
         # Optimistic: event_ids are fresh UUIDv7s almost always, so the UNIQUE index is the
         # idempotency check. Only when it fires is the batch redone with explicit look-ups.
         try:
@@ -433,7 +305,7 @@ class EventStore(ABC):
         except UniqueViolation:
             self._commit_pass(batch, check_existing=True)
 
-    def _commit_pass(self, batch: list[_Request], *, check_existing: bool) -> None:
+    def _commit_pass(self, batch: list[AppendRequest], *, check_existing: bool) -> None:
         for req in batch:
             req.result = req.error = None
         with self._write_transaction() as tx:
@@ -446,7 +318,7 @@ class EventStore(ABC):
             versions: dict[str, int] = {}
             # (request, first seq, first version): positions are assigned here; the hashes are
             # computed while the rows stream into the backend (overlapping its work with ours).
-            plan: list[tuple[_Request, int, int]] = []
+            plan: list[tuple[AppendRequest, int, int]] = []
             seq = head.seq
             for req in batch:
                 if check_existing:
@@ -489,7 +361,7 @@ class EventStore(ABC):
                     ),
                 )
             if plan:
-                chain = _Chain(head.hash)
+                chain = Chain(head.hash)
                 tx.insert(chain.rows(plan), seq - head.seq)
                 tx.set_head(Head(seq, chain.prev))
         self.commits += 1
@@ -497,7 +369,7 @@ class EventStore(ABC):
     def _conflict_or_retry(
         self,
         tx: WriteTransaction,
-        req: _Request,
+        req: AppendRequest,
         version: int,
         existing: dict[str, tuple[int, str, int, str, bytes]] | None,
     ) -> None:
@@ -514,7 +386,7 @@ class EventStore(ABC):
 
     @staticmethod
     def _deduplicate(
-        req: _Request, existing: dict[str, tuple[int, str, int, str, bytes]]
+        req: AppendRequest, existing: dict[str, tuple[int, str, int, str, bytes]]
     ) -> AppendResult | None:
         found = [existing.get(e.event_id) for e in req.encoded()]
         if all(f is None for f in found):
@@ -721,80 +593,6 @@ def _record_to_row(record: Mapping[str, Any]) -> RawRow:
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidEvent(f"malformed event record (seq {record.get('seq')!r}): {exc!r}") from None
     return row
-
-
-class Subscription(Iterator[Event]):
-    """Iterates events from a start seq: first those stored, then new ones as they commit.
-
-    Each read asks for everything after the last position seen, up to the head read just before,
-    so an event can be delivered late but never skipped. ``close()`` (from any thread) or
-    ``idle_timeout`` seconds without a new event end the iteration.
-    """
-
-    def __init__(
-        self,
-        store: EventStore,
-        from_seq: int,
-        types: Iterable[str] | None,
-        streams: str | None,
-        poll_interval: float,
-        idle_timeout: float | None,
-    ) -> None:
-        self._store = store
-        self._next_seq = max(1, from_seq)
-        self._types = tuple(types) if types is not None else None
-        self._streams = streams
-        self._poll_interval = poll_interval
-        self._idle_timeout = idle_timeout
-        self._buffer: list[Event] = []
-        self._closed = threading.Event()
-        self._waiter = store._change_waiter(poll_interval)
-
-    @property
-    def position(self) -> int:
-        """The next seq this subscription will consider."""
-        return self._next_seq
-
-    def __iter__(self) -> Subscription:
-        return self
-
-    def __next__(self) -> Event:
-        idle_since = time.monotonic()
-        while not self._buffer:
-            if self._closed.is_set():
-                self._waiter.close()
-                raise StopIteration
-            head = self._store.head().seq
-            if head >= self._next_seq:
-                self._buffer = list(
-                    self._store.read_all(
-                        self._next_seq,
-                        to_seq=min(head, self._next_seq + 999),
-                        types=self._types,
-                        streams=self._streams,
-                    )
-                )
-                self._next_seq = min(head, self._next_seq + 999) + 1
-                self._buffer.reverse()
-                continue
-            if (
-                self._idle_timeout is not None
-                and time.monotonic() - idle_since >= self._idle_timeout
-            ):
-                self._waiter.close()
-                raise StopIteration
-            self._waiter.wait(self._poll_interval)
-        return self._buffer.pop()
-
-    def close(self) -> None:
-        self._closed.set()
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-        self._waiter.close()
 
 
 def genesis_head() -> Head:
