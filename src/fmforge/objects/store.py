@@ -39,7 +39,7 @@ _PROBE = 1 << 20
 # Compress only when the probe shrinks by at least this much: float weights barely compress,
 # and zstd on a GB of them would cost far more than the few bytes it saves.
 _WORTH_IT = 0.97
-_WRITEBACK_EVERY = 64 << 20
+_WRITEBACK_EVERY = 128 << 20
 
 Source = bytes | bytearray | memoryview | os.PathLike[str] | IO[bytes] | Iterable[bytes]
 Compression = Literal["auto", "off"]
