@@ -9,7 +9,7 @@ objects at S3 for teams.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,8 +87,14 @@ class Repository:
         *,
         config: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
+        records: Iterable[Mapping[str, Any]] | None = None,
     ) -> Repository:
-        """Create ``.fmforge/`` in ``directory`` with the given settings (dotted names)."""
+        """Create ``.fmforge/`` in ``directory`` with the given settings (dotted names).
+
+        With ``records`` (an ``events export``), the new ledger is that ledger, hash for hash,
+        instead of starting with ``RepositoryInitialized``; if they do not import, nothing of
+        the new repository is left behind.
+        """
         root = Path(directory).resolve()
         path = root / DIRNAME
         if path.exists():
@@ -104,6 +110,14 @@ class Repository:
         except BaseException:
             _remove_tree(path)
             raise
+        if records is not None:
+            try:
+                repo.ledger.import_records(records)
+            except BaseException:
+                repo.close()
+                _remove_tree(path)
+                raise
+            return repo
         repo.ledger.append(
             REPOSITORY_STREAM,
             NewEvent(

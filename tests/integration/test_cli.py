@@ -109,9 +109,9 @@ class TestRepositoryCommands:
         assert len(export.read_text().splitlines()) == 21
         fresh = tmp_path / "fresh"
         fresh.mkdir()
-        (fresh / ".fmforge").mkdir()  # a bare store: no RepositoryInitialized of its own
-        code, out = fm("--store", str(fresh), "events", "import", str(export))
+        code, out = fm("init", str(fresh), "--import", str(export))
         assert code == 0, out
+        assert "imported 21 events" in out
         with Repository.open(project) as a, Repository.open(fresh) as b:
             assert a.ledger.head() == b.ledger.head()
             assert list(a.ledger.read_raw()) == list(b.ledger.read_raw())
@@ -122,10 +122,14 @@ class TestRepositoryCommands:
         forged = export.read_text().replace("RepositoryInitialized", "RepositoryHijacked")
         export.write_text(forged)
         fresh = tmp_path / "fresh"
-        (fresh / ".fmforge").mkdir(parents=True)
-        code, out = fm("--store", str(fresh), "events", "import", str(export))
+        fresh.mkdir()
+        code, out = fm("init", str(fresh), "--import", str(export))
         assert code == 1
         assert "cannot import event seq 1" in out
+        assert not (fresh / ".fmforge").exists(), "a failed import leaves no half repository"
+        code, out = fm("--store", str(project), "events", "import", str(export))
+        assert code == 1
+        assert "already recorded" in out
 
 
 class TestVerifyAndGc:

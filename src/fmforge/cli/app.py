@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from rich.table import Table
 from fmforge import __version__
 from fmforge.cli import events
 from fmforge.cli.context import CliError, FmforgeGroup, console, open_repository, store_option
+from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
 from fmforge.errors import RepositoryNotFound
 from fmforge.ledger import Event
@@ -69,15 +71,29 @@ def init(
     s3_endpoint_url: Annotated[
         str | None, typer.Option(help="Endpoint of an S3-compatible service.")
     ] = None,
+    import_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--import", help="Start from an `events export` file: the same chain, hash for hash."
+        ),
+    ] = None,
 ) -> None:
     """Create a repository (.fmforge/) with its ledger and object store."""
+    if import_file is not None and not import_file.is_file():
+        raise CliError(f"{import_file}: no such file")
     target = directory or store_option(ctx) or Path.cwd()
     config = {
         "ledger.url": ledger_url,
         "objects.url": objects_url,
         "objects.s3_endpoint_url": s3_endpoint_url,
     }
-    with Repository.init(target, config=config) as repo:
+    with ExitStack() as stack:
+        records = None
+        if import_file is not None:
+            records = read_jsonl(stack.enter_context(open(import_file, "rb")), import_file)
+        repo = stack.enter_context(Repository.init(target, config=config, records=records))
+        if import_file is not None:
+            console.print(f"imported {repo.ledger.count()} events from {import_file}")
         console.print(f"initialised {repo.path}")
         console.print(f"  ledger  {repo.ledger.url}")
         console.print(f"  objects {repo.objects.url}")

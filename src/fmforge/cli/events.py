@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import orjson
 import typer
@@ -16,6 +17,17 @@ from fmforge.ledger import NewEvent
 app = typer.Typer(
     cls=FmforgeGroup, help="Append, export and import raw events.", no_args_is_help=True
 )
+
+
+def read_jsonl(handle: IO[bytes], name: object) -> Iterator[Any]:
+    """Records of a JSON Lines file; a malformed line is an error naming file and line."""
+    for number, line in enumerate(handle, 1):
+        if not line.strip():
+            continue
+        try:
+            yield orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise CliError(f"{name}:{number}: not JSON: {exc}") from None
 
 
 @app.command("append")
@@ -74,23 +86,10 @@ def import_(
     source: Annotated[Path, typer.Argument(help="JSONL file from `events export`; - for stdin.")],
 ) -> None:
     """Append exported events, reproducing their seq and hashes exactly."""
-
-    def records() -> Any:
-        with ExitStack() as stack:
-            handle = (
-                sys.stdin.buffer if str(source) == "-" else stack.enter_context(open(source, "rb"))
-            )
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise CliError(f"{source}:{number}: not JSON: {exc}") from None
-
     if str(source) != "-" and not source.is_file():
         raise CliError(f"{source}: no such file")
-    with open_repository(ctx) as repo:
-        count = repo.ledger.import_records(records())
+    with open_repository(ctx) as repo, ExitStack() as stack:
+        handle = sys.stdin.buffer if str(source) == "-" else stack.enter_context(open(source, "rb"))
+        count = repo.ledger.import_records(read_jsonl(handle, source))
         head = repo.ledger.head()
     console.print(f"imported {count} events; head seq {head.seq} hash {head.hash.hex()}")
