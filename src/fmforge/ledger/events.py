@@ -261,29 +261,12 @@ def chain_preimage(
     return prev_hash + header + meta + payload_hash
 
 
-def chain_hash(
-    prev_hash: bytes,
-    seq: int,
-    event_id: str,
-    stream: str,
-    version: int,
-    event_type: str,
-    schema_version: int,
-    key_id: str | None,
-    refs: str,
-    meta: bytes,
-    payload_hash: bytes,
-) -> bytes:
-    preimage = chain_preimage(
-        prev_hash, seq, event_id, stream, version, event_type, schema_version, key_id, refs,
-        meta, payload_hash,
-    )  # fmt: skip
-    return blake3.blake3(preimage).digest()
-
-
 def row_hash(row: RawRow) -> bytes:
     seq, event_id, stream, version, etype, sv, _data, meta, key_id, refs, phash, prev, _h = row
-    return chain_hash(prev, seq, event_id, stream, version, etype, sv, key_id, refs, meta, phash)
+    preimage = chain_preimage(
+        prev, seq, event_id, stream, version, etype, sv, key_id, refs, meta, phash
+    )
+    return blake3.blake3(preimage).digest()
 
 
 def split_refs(refs: str) -> tuple[str, ...]:

@@ -12,9 +12,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from fmforge.errors import BackendUnavailable, LedgerLocked
 from fmforge.ledger.appending import UniqueViolation
@@ -68,6 +69,17 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+def _fetch(cursor: sqlite3.Cursor) -> Generator[Any, None, None]:
+    """Rows of ``cursor`` in batches, closing it however the caller stops."""
+    try:
+        while batch := cursor.fetchmany(_FETCH):
+            yield from batch
+    finally:
+        # The store may have been closed before an abandoned generator is collected.
+        with suppress(sqlite3.ProgrammingError):
+            cursor.close()
+
+
 def prefix_upper_bound(prefix: str) -> str:
     """The smallest string greater than every string starting with ``prefix``."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
@@ -92,15 +104,50 @@ class _WriterCache:
 
 
 class _SqliteTx:
-    def __init__(self, conn: sqlite3.Connection, cache: _WriterCache) -> None:
-        self._conn = conn
-        self._cache = cache
+    """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) on the writer connection.
+
+    A plain class rather than a generator-based context manager: it runs once per append.
+    """
+
+    def __init__(self, store: SqliteEventStore) -> None:
+        self._store = store
+        self._conn = store._writer
+        self._cache = store._cache
+        self.pending_head: Head | None = None
+        self.pending_versions: dict[str, int] = {}
+
+    def __enter__(self) -> _SqliteTx:
+        conn, cache = self._conn, self._cache
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._store._locked(exc) from None
         data_version = conn.execute("PRAGMA data_version").fetchone()[0]
         if data_version != cache.data_version:
             cache.clear()
             cache.data_version = data_version
-        self.pending_head: Head | None = None
-        self.pending_versions: dict[str, int] = {}
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        conn, cache = self._conn, self._cache
+        if exc_type is None:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._abort()
+                raise self._store._locked(exc) from None
+            if self.pending_head is not None:
+                cache.head = self.pending_head
+            if len(cache.versions) > 10_000:
+                cache.versions.clear()
+            cache.versions.update(self.pending_versions)
+        else:
+            self._abort()
+
+    def _abort(self) -> None:
+        self._cache.clear()
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def head(self) -> Head:
         if self._cache.head is not None:
@@ -206,8 +253,10 @@ class SqliteEventStore(EventStore):
         self._cache = _WriterCache()
         try:
             self._writer.execute("PRAGMA journal_mode=WAL")
-            with self._locked_retry():
+            try:
                 self._writer.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+            except sqlite3.OperationalError as exc:
+                raise self._locked(exc) from None
         except sqlite3.DatabaseError as exc:
             self._writer.close()
             raise BackendUnavailable(f"cannot open ledger {self.path}: {exc}") from None
@@ -225,16 +274,13 @@ class SqliteEventStore(EventStore):
             raise BackendUnavailable(f"cannot open ledger {self.path}: {exc}") from None
         return conn
 
-    @contextmanager
-    def _locked_retry(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            if _is_locked(exc):
-                raise LedgerLocked(
-                    f"ledger {self.path} stayed locked for {self.busy_timeout:g}s by another writer"
-                ) from None
-            raise
+    def _locked(self, exc: sqlite3.OperationalError) -> Exception:
+        """``LedgerLocked`` for a busy-timeout error, the error itself otherwise."""
+        if _is_locked(exc):
+            return LedgerLocked(
+                f"ledger {self.path} stayed locked for {self.busy_timeout:g}s by another writer"
+            )
+        return exc
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -245,27 +291,8 @@ class SqliteEventStore(EventStore):
                 self._readers.append(conn)
         return conn
 
-    @contextmanager
-    def _write_transaction(self) -> Iterator[_SqliteTx]:
-        conn = self._writer
-        cache = self._cache
-        with self._locked_retry():
-            conn.execute("BEGIN IMMEDIATE")
-        try:
-            tx = _SqliteTx(conn, cache)
-            yield tx
-            with self._locked_retry():
-                conn.execute("COMMIT")
-        except BaseException:
-            cache.clear()
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        if tx.pending_head is not None:
-            cache.head = tx.pending_head
-        if len(cache.versions) > 10_000:
-            cache.versions.clear()
-        cache.versions.update(tx.pending_versions)
+    def _write_transaction(self) -> _SqliteTx:
+        return _SqliteTx(self)
 
     def _iter_rows(self, query: RowQuery) -> Generator[RawRow, None, None]:
         clauses: list[str] = []
@@ -290,27 +317,14 @@ class SqliteEventStore(EventStore):
         sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY {order}"
         if query.limit is not None:
             sql += f" LIMIT {int(query.limit)}"
-        cursor = self._reader().execute(sql, params)
-        try:
-            while batch := cursor.fetchmany(_FETCH):
-                yield from batch
-        finally:
-            # The store may have been closed before an abandoned generator is collected.
-            with suppress(sqlite3.ProgrammingError):
-                cursor.close()
+        return _fetch(self._reader().execute(sql, params))
 
     def read_chain(
         self, from_seq: int, to_seq: int
     ) -> Generator[tuple[int, bytes, bytes | None, bytes, bytes, bytes], None, None]:
         # SQLite concatenates length-counted strings byte for byte, so it can build the hash
         # preimage in C: one bytes object per row instead of eleven Python values.
-        cursor = self._reader().execute(_CHAIN_SQL, (from_seq, to_seq))
-        try:
-            while batch := cursor.fetchmany(_FETCH):
-                yield from batch
-        finally:
-            with suppress(sqlite3.ProgrammingError):
-                cursor.close()
+        return _fetch(self._reader().execute(_CHAIN_SQL, (from_seq, to_seq)))
 
     def _read_head(self) -> Head:
         seq, digest = (

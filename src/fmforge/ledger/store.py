@@ -37,10 +37,10 @@ from fmforge.ledger.events import (
     NewEvent,
     RawRow,
     canonical_json,
-    chain_hash,
     chain_preimage,
     decode_json,
     payload_digest,
+    row_hash,
     split_refs,
     validate_event_id,
     validate_refs,
@@ -555,10 +555,7 @@ class EventStore(ABC):
                     raise ImportMismatch(r_seq, f"stream {stream!r} is at version {current}")
                 if row[6] is not None and payload_digest(row[6]) != row[10]:
                     raise ImportMismatch(r_seq, "payload does not match payload_hash")
-                recomputed = chain_hash(
-                    prev, r_seq, row[1], stream, version, row[4], row[5], row[8], row[9],
-                    row[7], row[10],
-                )  # fmt: skip
+                recomputed = row_hash(row)  # its prev_hash was checked just above
                 if recomputed != row[12]:
                     raise ImportMismatch(r_seq, "recomputed hash differs from the recorded one")
                 versions[stream] = version
