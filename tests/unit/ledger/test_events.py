@@ -15,6 +15,7 @@ from fmforge.ledger.upcasting import UpcasterRegistry
 def chain_hash(**fields: object) -> bytes:
     return blake3.blake3(chain_preimage(**fields)).digest()  # type: ignore[arg-type]
 
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
