@@ -16,10 +16,13 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── ImportMismatch          an imported event does not reproduce its recorded hash
     │   ├── UpcasterError           upcaster chain has a gap or an upcaster failed
     │   └── ProjectionError         a projection handler failed (.projection, .seq)
-    └── ObjectStoreError
-        ├── InvalidDigest           not a 64-character lowercase blake3 hex digest
-        ├── ObjectNotFound          (.digest)
-        └── CorruptObject           stored bytes do not hash to their digest (.digest)
+    ├── ObjectStoreError
+    │   ├── InvalidDigest           not a 64-character lowercase blake3 hex digest
+    │   ├── ObjectNotFound          (.digest)
+    │   └── CorruptObject           stored bytes do not hash to their digest (.digest)
+    └── TensorError
+        ├── InvalidTensor           unknown dtype, bytes that do not fit the shape, ...
+        └── CorruptTensor           an encoded tensor cannot be decoded
 
 The CLI maps this whole tree to a one-line message and exit code 1 (see ``fmforge.cli.app``).
 """
@@ -143,3 +146,15 @@ class CorruptObject(ObjectStoreError):
         super().__init__(f"object {digest} is corrupt: {reason}")
         self.digest = digest
         self.reason = reason
+
+
+class TensorError(FmforgeError):
+    """Family of tensor encoding errors."""
+
+
+class InvalidTensor(TensorError):
+    """A tensor (or its dtype, shape or parent) cannot be encoded as given."""
+
+
+class CorruptTensor(TensorError):
+    """An encoded tensor does not decode."""
