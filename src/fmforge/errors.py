@@ -20,9 +20,14 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── InvalidDigest           not a 64-character lowercase blake3 hex digest
     │   ├── ObjectNotFound          (.digest)
     │   └── CorruptObject           stored bytes do not hash to their digest (.digest)
-    └── TensorError
-        ├── InvalidTensor           unknown dtype, bytes that do not fit the shape, ...
-        └── CorruptTensor           an encoded tensor cannot be decoded
+    ├── TensorError
+    │   ├── InvalidTensor           unknown dtype, bytes that do not fit the shape, ...
+    │   └── CorruptTensor           an encoded tensor cannot be decoded
+    └── ModelError
+        ├── ModelNotFound           no such model, or an invalid model name
+        ├── RefNotFound             a branch, tag, commit or REF expression that resolves to nothing
+        ├── InvalidModelSource      a PATH to commit that is not a model file or directory
+        └── BranchConflict          the branch moved while committing (.branch, .model)
 
 The CLI maps this whole tree to a one-line message and exit code 1 (see ``fmforge.cli.app``).
 """
@@ -158,3 +163,31 @@ class InvalidTensor(TensorError):
 
 class CorruptTensor(TensorError):
     """An encoded tensor does not decode."""
+
+
+class ModelError(FmforgeError):
+    """Family of model registry errors."""
+
+
+class ModelNotFound(ModelError):
+    """No model of that name, or the name is not a valid model name."""
+
+
+class RefNotFound(ModelError):
+    """A REF that names no commit."""
+
+
+class InvalidModelSource(ModelError):
+    """What was given to commit is not a safetensors file or model directory."""
+
+
+class BranchConflict(ModelError):
+    """Another writer moved the branch first; nothing was recorded."""
+
+    def __init__(self, model: str, branch: str) -> None:
+        super().__init__(
+            f"branch {branch!r} of model {model!r} moved while committing; nothing was recorded "
+            "(look at `fmforge model log` and commit again)"
+        )
+        self.model = model
+        self.branch = branch

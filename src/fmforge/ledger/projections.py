@@ -66,7 +66,8 @@ class Projection(ABC):
 
     @abstractmethod
     def create_tables(self, db: sqlite3.Connection) -> None:
-        """Create this projection's tables (called inside a transaction)."""
+        """Create this projection's tables (inside the runner's transaction: use ``execute``;
+        ``executescript`` would commit it)."""
 
 
 class ProjectionRunner:

@@ -1,0 +1,248 @@
+"""Model version control on real safetensors directories: commit, refs, bit-exact checkout."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fmforge.errors import BranchConflict, InvalidModelSource, ModelNotFound, RefNotFound
+from fmforge.models import checkout, commit_model, refs
+from fmforge.models.storage import KEYFRAME_EVERY
+from fmforge.repository import Repository
+
+
+def write_model(directory: Path, tensors: dict[str, torch.Tensor], note: str = "v") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps({"hidden_size": 64, "note": note}))
+    (directory / "tokenizer").mkdir(exist_ok=True)
+    (directory / "tokenizer" / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\n")
+    return directory
+
+
+def base_weights(seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "embed.weight": (torch.randn(100, 64, generator=g) * 0.05).to(dtype),
+        "layer.0.attn.q.weight": (torch.randn(64, 64, generator=g) * 0.05).to(dtype),
+        "layer.0.attn.v.weight": (torch.randn(64, 64, generator=g) * 0.05).to(dtype),
+        "layer.0.norm.bias": torch.zeros(64, dtype=dtype),
+        "step": torch.tensor(3, dtype=torch.int64),
+    }
+
+
+def adam_step(tensors: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in tensors.items():
+        if t.is_floating_point():
+            noise = torch.randn(t.shape, generator=g).to(t.dtype)
+            out[name] = (t.float() * (1 + 0.005 * noise.float())).to(t.dtype)
+        else:
+            out[name] = t + 1
+    return out
+
+
+def same_files(a: Path, b: Path) -> bool:
+    names = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    others = sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    return names == others and all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+class TestCommitAndCheckout:
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+    def test_versions_check_out_byte_identical(
+        self, repo: Repository, tmp_path: Path, dtype: torch.dtype
+    ) -> None:
+        weights = base_weights(dtype=dtype)
+        sources = []
+        for version in range(4):
+            source = write_model(tmp_path / f"src{version}", weights, note=str(version))
+            commit_model(repo, "tiny", source, f"version {version}")
+            sources.append(source)
+            weights = adam_step(weights, version)
+        history = refs(repo).history(refs(repo).resolve("tiny", "main"))
+        assert [c.message for c in history] == [f"version {v}" for v in (3, 2, 1, 0)]
+        for back, source in zip(range(4), reversed(sources), strict=True):
+            out = tmp_path / f"out{back}"
+            result = checkout(repo, f"tiny@main~{back}", out)
+            assert result.commit == history[back].commit
+            assert same_files(source, out), f"main~{back} differs"
+
+    def test_unchanged_tensors_cost_only_a_manifest_entry(
+        self, repo: Repository, tmp_path: Path
+    ) -> None:
+        weights = base_weights()
+        first = commit_model(repo, "tiny", write_model(tmp_path / "a", weights), "base")
+        weights["layer.0.norm.bias"] = weights["layer.0.norm.bias"] + 0.5
+        second = commit_model(repo, "tiny", write_model(tmp_path / "b", weights), "bias only")
+        assert (first.full, first.reused) == (5, 0)
+        assert (second.reused, second.full + second.deltas) == (4, 1)
+        assert second.stored_bytes < first.stored_bytes / 20
+
+    def test_dense_updates_are_stored_as_deltas(self, repo: Repository, tmp_path: Path) -> None:
+        weights = base_weights()
+        first = commit_model(repo, "tiny", write_model(tmp_path / "a", weights), "base")
+        second = commit_model(
+            repo, "tiny", write_model(tmp_path / "b", adam_step(weights, 1)), "step"
+        )
+        assert second.deltas >= 3, second.kinds
+        assert second.stored_bytes < 0.8 * first.stored_bytes
+
+    def test_delta_chains_are_cut_by_keyframes(self, repo: Repository, tmp_path: Path) -> None:
+        weights = base_weights()
+        sources = []
+        for version in range(KEYFRAME_EVERY + 3):
+            source = write_model(tmp_path / f"s{version}", weights)
+            commit_model(repo, "tiny", source, f"v{version}")
+            sources.append(source)
+            weights = adam_step(weights, version)
+        index = refs(repo)
+        depths = [
+            index.stored_tensor(h).depth  # type: ignore[union-attr]
+            for c in index.history(index.resolve("tiny", "main"))
+            for h in _tensor_hashes(repo, c.manifest, "layer.0.attn.q.weight")
+        ]
+        assert max(depths) < KEYFRAME_EVERY
+        assert 0 in depths[:KEYFRAME_EVERY], "a keyframe within every KEYFRAME_EVERY versions"
+        assert same_files(sources[0], checkout(repo, "tiny@main~10", tmp_path / "o").directory)
+
+    def test_tensor_glob_writes_a_loadable_subset(self, repo: Repository, tmp_path: Path) -> None:
+        weights = base_weights()
+        commit_model(repo, "tiny", write_model(tmp_path / "a", weights), "base")
+        out = checkout(repo, "tiny", tmp_path / "o", tensors="layer.0.attn.*").directory
+        loaded = load_file(str(out / "model.safetensors"))
+        assert sorted(loaded) == ["layer.0.attn.q.weight", "layer.0.attn.v.weight"]
+        for name, tensor in loaded.items():
+            assert torch.equal(tensor, weights[name])
+        assert (out / "config.json").exists()
+
+    def test_a_single_safetensors_file(self, repo: Repository, tmp_path: Path) -> None:
+        source = write_model(tmp_path / "a", base_weights()) / "model.safetensors"
+        commit_model(repo, "single", source, "one file")
+        out = checkout(repo, "single@main", tmp_path / "o").directory
+        assert (out / "model.safetensors").read_bytes() == source.read_bytes()
+
+
+def _tensor_hashes(repo: Repository, manifest_digest: str, name: str) -> list[str]:
+    from fmforge.models.commits import load_manifest
+
+    manifest = load_manifest(repo, manifest_digest)
+    return [h for f in manifest["files"] if f["kind"] == "safetensors"
+            for n, h in f["tensors"] if n == name]  # fmt: skip
+
+
+class TestRefs:
+    def test_branches_tags_and_prefixes(self, repo: Repository, tmp_path: Path) -> None:
+        weights = base_weights()
+        base = commit_model(repo, "tiny", write_model(tmp_path / "a", weights), "base")
+        feature = commit_model(
+            repo, "tiny", write_model(tmp_path / "b", adam_step(weights, 1)), "feature work",
+            branch="feature", parent="main",
+        )  # fmt: skip
+        index = refs(repo)
+        assert index.branches("tiny") == {"main": base.commit, "feature": feature.commit}
+        assert index.resolve("tiny", "feature~1") == base.commit
+        assert index.resolve("tiny", base.commit[:8]) == base.commit
+        assert feature.parents == (base.commit,)
+        with pytest.raises(RefNotFound, match="no branch, tag or commit 'nope'"):
+            index.resolve("tiny", "nope")
+        with pytest.raises(RefNotFound, match="shorter than"):
+            index.resolve("tiny", "main~5")
+        with pytest.raises(ModelNotFound):
+            index.resolve("other", "main")
+
+    def test_time_travel_through_the_ledger(self, repo: Repository, tmp_path: Path) -> None:
+        first = commit_model(repo, "tiny", write_model(tmp_path / "a", base_weights()), "one")
+        index = refs(repo)
+        moment = index.commit(first.commit).time
+        second = commit_model(repo, "tiny", write_model(tmp_path / "b", base_weights(1)), "two")
+        index = refs(repo)
+        assert index.resolve("tiny", f"main@{{{moment}}}") == first.commit
+        assert index.resolve("tiny", "main@{2999-01-01}") == second.commit
+        with pytest.raises(RefNotFound, match="did not exist then"):
+            index.resolve("tiny", "main@{2000-01-01}")
+
+    def test_concurrent_commits_one_wins_one_conflicts(self, tmp_path: Path) -> None:
+        root = tmp_path / "repo"
+        root.mkdir()
+        Repository.init(root).close()
+        with Repository.open(root) as repo:
+            commit_model(repo, "tiny", write_model(tmp_path / "a", base_weights()), "base")
+            head = refs(repo).resolve("tiny", "main")
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def commit(i: int) -> None:
+            source = write_model(tmp_path / f"c{i}", base_weights(10 + i))
+            with Repository.open(root) as repo:
+                refs(repo)
+                barrier.wait()
+                try:
+                    # Both saw `head`; a commit onto a branch that has moved must not land.
+                    commit_model(repo, "tiny", source, f"racer {i}", expected_head=head)
+                    outcomes.append("won")
+                except BranchConflict:
+                    outcomes.append("conflict")
+
+        threads = [threading.Thread(target=commit, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == ["conflict", "won"]
+        with Repository.open(root) as repo:
+            history = refs(repo).history(refs(repo).resolve("tiny", "main"))
+            assert len(history) == 1 + outcomes.count("won")
+            repo.verify()
+
+    def test_bad_sources_are_refused(self, repo: Repository, tmp_path: Path) -> None:
+        (tmp_path / "notes.txt").write_text("hi")
+        with pytest.raises(InvalidModelSource, match=r"must be a \.safetensors file"):
+            commit_model(repo, "tiny", tmp_path / "notes.txt", "x")
+        with pytest.raises(InvalidModelSource, match="no such file"):
+            commit_model(repo, "tiny", tmp_path / "missing", "x")
+        with pytest.raises(ModelNotFound, match="invalid model name"):
+            commit_model(repo, "bad name!", tmp_path, "x")
+
+
+class TestIntegrity:
+    def test_tampered_tensor_object_is_detected(self, repo: Repository, tmp_path: Path) -> None:
+        from fmforge.errors import CorruptObject
+
+        commit_model(repo, "tiny", write_model(tmp_path / "a", base_weights()), "base")
+        index = refs(repo)
+        record = index.stored_tensor(
+            _tensor_hashes(repo, index.commit(index.resolve("tiny", "main")).manifest,
+                           "embed.weight")[0]
+        )  # fmt: skip
+        assert record is not None
+        path = repo.objects.path_of(record.blob)  # type: ignore[attr-defined]
+        data = bytearray(path.read_bytes())
+        data[-5] ^= 0xFF
+        path.write_bytes(bytes(data))
+        with pytest.raises(CorruptObject):
+            checkout(repo, "tiny", tmp_path / "o")
+        with pytest.raises(CorruptObject):
+            repo.verify()
+
+    def test_rebuilding_the_projection_gives_the_same_refs(
+        self, repo: Repository, tmp_path: Path
+    ) -> None:
+        from fmforge.models import ModelRefs
+
+        weights = base_weights()
+        commit_model(repo, "tiny", write_model(tmp_path / "a", weights), "base")
+        commit_model(repo, "tiny", write_model(tmp_path / "b", adam_step(weights, 2)), "step",
+                     branch="exp", parent="main")  # fmt: skip
+        before = {t: repo.views.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+                  for t in ModelRefs.tables}  # fmt: skip
+        repo.views.rebuild(ModelRefs(repo.objects))
+        after = {t: repo.views.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+                 for t in ModelRefs.tables}  # fmt: skip
+        assert before == after
