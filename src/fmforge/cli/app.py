@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from fmforge import __version__
-from fmforge.cli import events
+from fmforge.cli import events, model
 from fmforge.cli.context import CliError, FmforgeGroup, console, open_repository, store_option
 from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
@@ -30,6 +30,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(events.app, name="events")
+app.add_typer(model.app, name="model")
 
 
 def _version(value: bool) -> None:

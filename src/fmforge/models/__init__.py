@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fmforge.models.branches import create_branch, create_tag, reset_branch
 from fmforge.models.checkout import CheckoutResult, checkout
 from fmforge.models.commits import CommitResult, commit_model, refs
 from fmforge.models.refs import CommitInfo, ModelRefs, RefIndex
@@ -14,5 +15,8 @@ __all__ = [
     "RefIndex",
     "checkout",
     "commit_model",
+    "create_branch",
+    "create_tag",
     "refs",
+    "reset_branch",
 ]

@@ -1,0 +1,187 @@
+"""``fmforge model``: version control for weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from fmforge.cli.context import FmforgeGroup, console, open_repository
+from fmforge.models import (
+    checkout,
+    commit_model,
+    create_branch,
+    create_tag,
+    refs,
+    reset_branch,
+)
+from fmforge.models.refs import split_model_ref
+
+app = typer.Typer(cls=FmforgeGroup, help="Version control for model weights.", no_args_is_help=True)
+
+
+def _short(commit: str) -> str:
+    return commit[:12]
+
+
+@app.command("commit")
+def commit(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name, e.g. 'minilm'.")],
+    path: Annotated[Path, typer.Argument(help="A .safetensors file or a model directory.")],
+    message: Annotated[str, typer.Option("-m", "--message", help="What changed.")],
+    branch: Annotated[str, typer.Option(help="Branch to commit to.")] = "main",
+    parent: Annotated[
+        str | None, typer.Option(help="Parent REF (default: the branch's head).")
+    ] = None,
+) -> None:
+    """Commit a model version: unchanged tensors cost nothing, changed ones are stored as deltas."""
+    with open_repository(ctx) as repo:
+        result = commit_model(repo, name, path, message, branch=branch, parent=parent)
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.kinds.items())) or "none"
+    console.print(
+        f"[{name} {branch} {_short(result.commit)}] {message}\n"
+        f"  {result.tensors} tensors: {result.reused} unchanged, {result.deltas} deltas, "
+        f"{result.full} full (encodings: {kinds})\n"
+        f"  stored {result.stored_bytes:,} new bytes for {result.raw_bytes:,} bytes of files "
+        f"({result.stored_bytes / max(result.raw_bytes, 1):.3f} of a full copy)"
+    )
+
+
+@app.command("log")
+def log(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]", help="Model and start REF.")],
+    limit: Annotated[int | None, typer.Option("-n", help="At most this many commits.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
+) -> None:
+    """First-parent history of a branch (or any REF), newest first."""
+    name, ref = split_model_ref(target)
+    with open_repository(ctx) as repo:
+        index = refs(repo)
+        history = index.history(index.resolve(name, ref), limit)
+        labels: dict[str, list[str]] = {}
+        for branch, head in index.branches(name).items():
+            labels.setdefault(head, []).append(branch)
+        for tag, head in index.tags(name).items():
+            labels.setdefault(head, []).append(f"tag: {tag}")
+    for info in history:
+        if as_json:
+            record = {**dataclasses.asdict(info), "refs": labels.get(info.commit, [])}
+            typer.echo(orjson.dumps(record))
+            continue
+        names = f" ({', '.join(labels[info.commit])})" if info.commit in labels else ""
+        console.print(f"[yellow]{_short(info.commit)}[/yellow]{names} {info.message}")
+        console.print(
+            f"    {info.time[:19].replace('T', ' ')}  {info.actor}  {info.tensors} tensors, "
+            f"{info.stored_bytes:,} bytes stored",
+            markup=False,
+        )
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME@REF")],
+) -> None:
+    """One commit: parents, message, sizes."""
+    name, ref = split_model_ref(target)
+    with open_repository(ctx) as repo:
+        index = refs(repo)
+        info = index.commit(index.resolve(name, ref))
+    console.print(f"commit   {info.commit}", markup=False)
+    console.print(f"model    {info.model}", markup=False)
+    console.print(f"parents  {' '.join(info.parents) or '(none)'}", markup=False)
+    console.print(f"author   {info.actor}  {info.time}", markup=False)
+    console.print(f"manifest {info.manifest}", markup=False)
+    console.print(
+        f"size     {info.tensors} tensors, {info.raw_bytes:,} bytes of files, "
+        f"{info.stored_bytes:,} new bytes stored",
+        markup=False,
+    )
+    console.print(f"\n    {info.message}", markup=False)
+
+
+@app.command("branch")
+def branch(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    new_branch: Annotated[str | None, typer.Argument(metavar="BRANCH", help="Create it.")] = None,
+    ref: Annotated[str, typer.Argument(metavar="REF", help="Where it starts.")] = "main",
+) -> None:
+    """List branches, or create BRANCH at REF."""
+    with open_repository(ctx) as repo:
+        if new_branch is not None:
+            commit = create_branch(repo, name, new_branch, ref)
+            console.print(f"created branch {new_branch} at {_short(commit)}")
+            return
+        for branch_name, head in refs(repo).branches(name).items():
+            console.print(f"{branch_name:20} {_short(head)}", markup=False)
+
+
+@app.command("tag")
+def tag(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    new_tag: Annotated[str | None, typer.Argument(metavar="TAG", help="Create it.")] = None,
+    ref: Annotated[str, typer.Argument(metavar="REF")] = "main",
+) -> None:
+    """List tags, or tag REF (tags never move)."""
+    with open_repository(ctx) as repo:
+        if new_tag is not None:
+            commit = create_tag(repo, name, new_tag, ref)
+            console.print(f"tagged {_short(commit)} as {new_tag}")
+            return
+        for tag_name, head in refs(repo).tags(name).items():
+            console.print(f"{tag_name:20} {_short(head)}", markup=False)
+
+
+@app.command("reset")
+def reset(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    branch_name: Annotated[str, typer.Argument(metavar="BRANCH")],
+    ref: Annotated[str, typer.Argument(metavar="REF")],
+) -> None:
+    """Move BRANCH to REF; recorded as an event, nothing is deleted."""
+    with open_repository(ctx) as repo:
+        commit = reset_branch(repo, name, branch_name, ref)
+    console.print(f"{branch_name} now at {_short(commit)}")
+
+
+@app.command("checkout")
+def checkout_(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME@REF")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write.")],
+    tensors: Annotated[
+        str | None, typer.Option(help="Only tensors whose names match this glob.")
+    ] = None,
+) -> None:
+    """Write a version to a directory; safetensors files come back byte-identical."""
+    with open_repository(ctx) as repo:
+        result = checkout(repo, target, output, tensors=tensors)
+    console.print(
+        f"checked out {result.model}@{_short(result.commit)} into {result.directory}: "
+        f"{result.files} files, {result.tensors} tensors, {result.bytes_written:,} bytes, verified"
+    )
+
+
+@app.command("ls")
+def ls(ctx: typer.Context) -> None:
+    """Every model with its branches."""
+    with open_repository(ctx) as repo:
+        index = refs(repo)
+        table = Table("model", "branches", "tags", "commits")
+        for model in index.models():
+            table.add_row(
+                model,
+                ", ".join(index.branches(model)),
+                ", ".join(index.tags(model)),
+                str(len(index.all_commits(model))),
+            )
+    console.print(table)

@@ -1,0 +1,91 @@
+"""`fmforge model ...` through the CLI runner, on a real repository and real safetensors files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from fmforge.cli.app import app
+from tests.integration.models.test_registry import adam_step, base_weights, same_files, write_model
+
+runner = CliRunner()
+
+
+def fm(store: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["--store", str(store), *args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def test_a_whole_model_workflow(tmp_path: Path) -> None:
+    store = tmp_path / "repo"
+    store.mkdir()
+    assert fm(store, "init")[0] == 0
+    weights = base_weights()
+    v1 = write_model(tmp_path / "v1", weights)
+    v2 = write_model(tmp_path / "v2", adam_step(weights, 1))
+
+    code, out = fm(store, "model", "commit", "tiny", str(v1), "-m", "base model")
+    assert code == 0, out
+    assert "5 tensors: 0 unchanged" in out
+    code, out = fm(store, "model", "commit", "tiny", str(v2), "-m", "one step")
+    assert code == 0, out
+    assert "of a full copy" in out
+
+    code, out = fm(store, "model", "tag", "tiny", "v1.0", "main~1")
+    assert code == 0, out
+    code, out = fm(store, "model", "branch", "tiny", "experiment", "v1.0")
+    assert code == 0, out
+    code, out = fm(store, "model", "branch", "tiny")
+    assert "experiment" in out
+    assert "main" in out
+
+    code, out = fm(store, "model", "log", "tiny", "--json")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["message"] for r in records] == ["one step", "base model"]
+    assert "tag: v1.0" in records[1]["refs"]
+    assert "experiment" in records[1]["refs"]
+
+    code, out = fm(store, "model", "checkout", "tiny@v1.0", "-o", str(tmp_path / "out1"))
+    assert code == 0, out
+    assert same_files(v1, tmp_path / "out1")
+
+    code, out = fm(store, "model", "reset", "tiny", "main", "v1.0")
+    assert code == 0, out
+    code, out = fm(store, "model", "checkout", "tiny", "-o", str(tmp_path / "out2"))
+    assert same_files(v1, tmp_path / "out2")
+    code, out = fm(store, "model", "checkout", "tiny@main@{2999-01-01}", "-o", str(tmp_path / "o3"))
+    assert same_files(v1, tmp_path / "o3")
+
+    code, out = fm(store, "model", "show", "tiny@v1.0")
+    assert "base model" in out
+    assert "(none)" in out
+    code, out = fm(store, "model", "ls")
+    assert "tiny" in out
+
+    code, out = fm(store, "verify")
+    assert code == 0, out
+
+
+def test_model_errors_are_one_line(tmp_path: Path) -> None:
+    store = tmp_path / "repo"
+    store.mkdir()
+    fm(store, "init")
+    code, out = fm(store, "model", "log", "ghost")
+    assert code == 1
+    assert out.startswith("fmforge: error: no model named 'ghost'")
+    code, out = fm(store, "model", "commit", "tiny", str(tmp_path / "nothing"), "-m", "x")
+    assert code == 1
+    assert "no such file or directory" in out
+    write_model(tmp_path / "v1", base_weights())
+    fm(store, "model", "commit", "tiny", str(tmp_path / "v1"), "-m", "base")
+    code, out = fm(store, "model", "tag", "tiny", "v1")
+    code, out = fm(store, "model", "tag", "tiny", "v1")
+    assert code == 1
+    assert "tags do not move" in out
+    code, out = fm(store, "model", "checkout", "tiny@nope", "-o", str(tmp_path / "o"))
+    assert code == 1
+    assert "no branch, tag or commit 'nope'" in out
