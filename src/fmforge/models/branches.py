@@ -31,30 +31,27 @@ def _record(repo: Repository, model: str, event: NewEvent, version: int) -> None
 
 def create_branch(repo: Repository, model: str, branch: str, ref: str = "main") -> str:
     """Create ``branch`` at the commit ``ref`` names; returns that commit id."""
-    validate_model_name(model)
-    _ref_name("branch", branch)
-    index = refs(repo)
-    version = repo.ledger.stream_version(STREAM_PREFIX + model)
-    commit = index.resolve(model, ref)
-    if branch in index.branches(model):
-        raise RefNotFound(f"{model} already has a branch {branch!r} (use reset to move it)")
-    event = NewEvent("BranchCreated", {"model": model, "branch": branch, "commit": commit})
-    _record(repo, model, event, version)
-    return commit
+    return _create_ref(repo, model, "branch", branch, ref)
 
 
 def create_tag(repo: Repository, model: str, tag: str, ref: str = "main") -> str:
     """Tag the commit ``ref`` names; tags never move."""
+    return _create_ref(repo, model, "tag", tag, ref)
+
+
+def _create_ref(repo: Repository, model: str, kind: str, name: str, ref: str) -> str:
     validate_model_name(model)
-    _ref_name("tag", tag)
+    _ref_name(kind, name)
     index = refs(repo)
     version = repo.ledger.stream_version(STREAM_PREFIX + model)
     commit = index.resolve(model, ref)
-    if tag in index.tags(model):
-        raise RefNotFound(f"{model} already has a tag {tag!r}; tags do not move")
-    _record(
-        repo, model, NewEvent("TagCreated", {"model": model, "tag": tag, "commit": commit}), version
-    )
+    existing = index.branches(model) if kind == "branch" else index.tags(model)
+    if name in existing:
+        hint = "use reset to move it" if kind == "branch" else "tags do not move"
+        raise RefNotFound(f"{model} already has a {kind} {name!r} ({hint})")
+    event_type = "BranchCreated" if kind == "branch" else "TagCreated"
+    event = NewEvent(event_type, {"model": model, kind: name, "commit": commit})
+    _record(repo, model, event, version)
     return commit
 
 
