@@ -114,13 +114,7 @@ def branch(
     ref: Annotated[str, typer.Argument(metavar="REF", help="Where it starts.")] = "main",
 ) -> None:
     """List branches, or create BRANCH at REF."""
-    with open_repository(ctx) as repo:
-        if new_branch is not None:
-            commit = create_branch(repo, name, new_branch, ref)
-            console.print(f"created branch {new_branch} at {_short(commit)}")
-            return
-        for branch_name, head in refs(repo).branches(name).items():
-            console.print(f"{branch_name:20} {_short(head)}", markup=False)
+    _list_or_create(ctx, name, "branch", new_branch, ref)
 
 
 @app.command("tag")
@@ -131,13 +125,20 @@ def tag(
     ref: Annotated[str, typer.Argument(metavar="REF")] = "main",
 ) -> None:
     """List tags, or tag REF (tags never move)."""
+    _list_or_create(ctx, name, "tag", new_tag, ref)
+
+
+def _list_or_create(ctx: typer.Context, model: str, kind: str, new: str | None, ref: str) -> None:
     with open_repository(ctx) as repo:
-        if new_tag is not None:
-            commit = create_tag(repo, name, new_tag, ref)
-            console.print(f"tagged {_short(commit)} as {new_tag}")
+        if new is not None:
+            create = create_branch if kind == "branch" else create_tag
+            commit = create(repo, model, new, ref)
+            console.print(f"created {kind} {new} at {_short(commit)}")
             return
-        for tag_name, head in refs(repo).tags(name).items():
-            console.print(f"{tag_name:20} {_short(head)}", markup=False)
+        index = refs(repo)
+        existing = index.branches(model) if kind == "branch" else index.tags(model)
+        for ref_name, head in existing.items():
+            console.print(f"{ref_name:20} {_short(head)}", markup=False)
 
 
 @app.command("reset")

@@ -107,7 +107,7 @@ def commit_model(
     parent_tensors = _parent_tensors(repo, index, parent_id)
 
     result = CommitResult(name, "", branch, parents)
-    new_objects: list[str] = []
+    new_objects: dict[str, int] = {}  # digest -> raw size of every object this commit put
     files: list[dict[str, Any]] = []
     stored: dict[str, dict[str, object]] = {}
     for relative, source in _source_files(Path(path)):
@@ -117,17 +117,15 @@ def commit_model(
             )
         else:
             digest = repo.objects.put(source)
-            new_objects.append(digest)
             size = source.stat().st_size
+            new_objects[digest] = size
             entry = {"path": relative, "kind": "blob", "object": digest, "size": size}
             result.raw_bytes += size
         files.append(entry)
     manifest = {"format": MANIFEST_FORMAT, "files": files, "stored": stored}
     manifest_digest = repo.objects.put(canonical_json(manifest, "manifest"))
-    new_objects.append(manifest_digest)
-    result.stored_bytes += sum(
-        repo.objects.size(d) for d in set(new_objects) if d != manifest_digest
-    )
+    result.stored_bytes += sum(new_objects.values())  # sizes known when put: no re-reads
+    new_objects[manifest_digest] = 0
 
     now = utc_now()
     commit_id = blake3.blake3(
@@ -158,7 +156,7 @@ def commit_model(
                 "raw_bytes": result.raw_bytes,
                 "stored_bytes": result.stored_bytes,
             },
-            refs=tuple(sorted(set(new_objects))),
+            refs=tuple(sorted(new_objects)),
         ),
         _branch_event(name, branch, commit_id, previous, "commit"),
     ]
@@ -207,7 +205,7 @@ def _commit_safetensors(
     source: Path,
     parent_tensors: dict[tuple[str, str], StoredTensor],
     stored: dict[str, dict[str, object]],
-    new_objects: list[str],
+    new_objects: dict[str, int],
     result: CommitResult,
 ) -> dict[str, Any]:
     file_hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
@@ -215,7 +213,7 @@ def _commit_safetensors(
     tensors: list[list[str]] = []
     with open_tensors(source) as (layout, views):
         header_digest = repo.objects.put(layout.header)
-        new_objects.append(header_digest)
+        new_objects[header_digest] = len(layout.header)
         for entry, view in views:
             digest = blake3.blake3(view).hexdigest()
             tensors.append([entry.name, digest])
@@ -232,7 +230,7 @@ def _commit_safetensors(
                 record = store_tensor(
                     repo.objects, view, entry.spec, digest=digest, base=base, base_bytes=base_bytes
                 )
-                new_objects.append(record.blob)
+                new_objects[record.blob] = record.stored_bytes
                 result.kinds[record.kind] = result.kinds.get(record.kind, 0) + 1
                 if record.kind == "raw":
                     result.full += 1
