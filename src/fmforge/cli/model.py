@@ -19,7 +19,8 @@ from fmforge.models import (
     refs,
     reset_branch,
 )
-from fmforge.models.refs import split_model_ref
+from fmforge.models.diff import diff_models
+from fmforge.models.refs import RefIndex, split_model_ref
 
 app = typer.Typer(cls=FmforgeGroup, help="Version control for model weights.", no_args_is_help=True)
 
@@ -38,10 +39,18 @@ def commit(
     parent: Annotated[
         str | None, typer.Option(help="Parent REF (default: the branch's head).")
     ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(metavar="NAME@REF", help="For an adapter: the model it adapts."),
+    ] = None,
 ) -> None:
-    """Commit a model version: unchanged tensors cost nothing, changed ones are stored as deltas."""
+    """Commit a model version: unchanged tensors cost nothing, changed ones are stored as deltas.
+
+    PATH: a .safetensors file, a Hugging Face model directory (safetensors shards or PyTorch
+    .bin weights, config and tokenizer files) or a PEFT adapter directory.
+    """
     with open_repository(ctx) as repo:
-        result = commit_model(repo, name, path, message, branch=branch, parent=parent)
+        result = commit_model(repo, name, path, message, branch=branch, parent=parent, base=base)
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.kinds.items())) or "none"
     console.print(
         f"[{name} {branch} {_short(result.commit)}] {message}\n"
@@ -58,11 +67,17 @@ def log(
     target: Annotated[str, typer.Argument(metavar="NAME[@REF]", help="Model and start REF.")],
     limit: Annotated[int | None, typer.Option("-n", help="At most this many commits.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
+    graph: Annotated[
+        bool, typer.Option("--graph", help="Every commit of the model, with branch lines.")
+    ] = False,
 ) -> None:
-    """First-parent history of a branch (or any REF), newest first."""
+    """First-parent history of a branch (or any REF), newest first; --graph: all branches."""
     name, ref = split_model_ref(target)
     with open_repository(ctx) as repo:
         index = refs(repo)
+        if graph:
+            _print_graph(index, name, limit)
+            return
         history = index.history(index.resolve(name, ref), limit)
         labels: dict[str, list[str]] = {}
         for branch, head in index.branches(name).items():
@@ -83,6 +98,87 @@ def log(
         )
 
 
+def _print_graph(index: RefIndex, name: str, limit: int | None) -> None:
+    """Commits newest first, one column per line of history (as ``git log --graph``)."""
+    commits = index.all_commits(name)[:limit]
+    labels: dict[str, list[str]] = {}
+    for branch_name, head in index.branches(name).items():
+        labels.setdefault(head, []).append(branch_name)
+    for tag_name, head in index.tags(name).items():
+        labels.setdefault(head, []).append(f"tag: {tag_name}")
+    lanes: list[str | None] = []  # the commit each column waits for
+    for info in commits:
+        column = lanes.index(info.commit) if info.commit in lanes else None
+        if column is None:
+            column = lanes.index(None) if None in lanes else len(lanes)
+            if column == len(lanes):
+                lanes.append(None)
+        # other columns waiting for the same commit merge into this one
+        lanes = [None if (c == info.commit and i != column) else c for i, c in enumerate(lanes)]
+        row = " ".join("*" if i == column else ("|" if c else " ") for i, c in enumerate(lanes))
+        names = f" ({', '.join(labels[info.commit])})" if info.commit in labels else ""
+        console.print(f"{row.rstrip()} {_short(info.commit)}{names} {info.message}", markup=False)
+        lanes[column] = info.parents[0] if info.parents else None
+        for extra in info.parents[1:]:
+            if extra not in lanes:
+                lanes.append(extra)
+        while lanes and lanes[-1] is None:
+            lanes.pop()
+
+
+@app.command("diff")
+def diff(
+    ctx: typer.Context,
+    old: Annotated[str, typer.Argument(metavar="NAME@REF", help="The version compared from.")],
+    new: Annotated[str, typer.Argument(metavar="[NAME@]REF", help="The version compared to.")],
+    as_json: Annotated[bool, typer.Option("--json", help="The whole report as JSON.")] = False,
+    tensors: Annotated[
+        str | None, typer.Option(help="Only tensors whose names match this glob.")
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="List unchanged tensors too.")] = False,
+) -> None:
+    """Per tensor: changed / added / removed, L2 and relative change, max |delta|, fraction of
+    entries changed, cosine, rank of the delta; then a summary per layer."""
+    with open_repository(ctx) as repo:
+        report = diff_models(repo, old, new, tensors=tensors)
+    if as_json:
+        typer.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
+        return
+    table = Table(
+        "tensor", "status", "dtype/shape", "L2", "rel", "max|d|", "changed", "cos", "rank"
+    )
+
+    def num(value: float | None, fmt: str = ".3g") -> str:
+        return "" if value is None else format(value, fmt)
+
+    for t in report.tensors:
+        if t.status == "unchanged" and not show_all:
+            continue
+        layout = f"{t.dtype}{t.shape}"
+        if t.old_dtype or t.old_shape:
+            layout = f"{t.old_dtype or t.dtype}{t.old_shape or t.shape} -> {layout}"
+        table.add_row(
+            t.name, t.status, layout, num(t.l2), num(t.relative), num(t.max_abs),
+            num(t.fraction_changed, ".1%"), num(t.cosine, ".6f"),
+            "" if t.rank is None else str(t.rank),
+        )  # fmt: skip
+    console.print(table)
+    layers = Table("layer", "tensors", "changed", "added", "removed", "L2 of delta", "relative")
+    for s in report.layers:
+        layers.add_row(
+            s.layer, str(s.tensors), str(s.changed), str(s.added), str(s.removed),
+            f"{s.l2:.4g}", f"{s.relative:.4g}",
+        )  # fmt: skip
+    console.print(layers)
+    counts = report.counts()
+    console.print(
+        f"{counts['changed']} changed, {counts['added']} added, {counts['removed']} removed, "
+        f"{counts['unchanged']} unchanged tensors; files: "
+        + ", ".join(f"{len(v)} {k}" for k, v in report.files.items()),
+        markup=False,
+    )
+
+
 @app.command("show")
 def show(
     ctx: typer.Context,
@@ -98,6 +194,8 @@ def show(
     console.print(f"parents  {' '.join(info.parents) or '(none)'}", markup=False)
     console.print(f"author   {info.actor}  {info.time}", markup=False)
     console.print(f"manifest {info.manifest}", markup=False)
+    if info.base:
+        console.print(f"adapts   {info.base}", markup=False)
     console.print(
         f"size     {info.tensors} tensors, {info.raw_bytes:,} bytes of files, "
         f"{info.stored_bytes:,} new bytes stored",

@@ -1,22 +1,40 @@
-"""Checking out a model version: every file back, safetensors byte for byte, hashes verified."""
+"""Reading a model version: checkout to a directory, lazy state dicts, a loadable path.
+
+Every tensor is rebuilt through its delta chain and checked against its raw hash. A safetensors
+file has no holes, so its verbatim header plus its verified tensors in buffer order are the
+committed file byte for byte. PyTorch ``.bin`` files come back tensor for tensor (the pickle
+container is written anew by ``torch.save``).
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import json
 import os
+import shutil
 import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-import blake3
+import numpy as np
 
-from fmforge.errors import CorruptObject, InvalidModelSource
+from fmforge.errors import InvalidModelSource, InvalidTensor
 from fmforge.models.commits import load_manifest, refs, stored_lookup
 from fmforge.models.refs import split_model_ref
 from fmforge.models.storage import StoredTensor, load_tensor
 from fmforge.repository import Repository
+from fmforge.tensors.codec import TensorSpec
 from fmforge.tensors.layout import parse_header
+
+_NUMPY = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
+    "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "U16": np.uint16,
+    "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_,
+    # no numpy dtype: the raw bits, as unsigned integers of the same width
+    "BF16": np.uint16, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -29,6 +47,31 @@ class CheckoutResult:
     bytes_written: int
 
 
+class CommitReader:
+    """One resolved commit: its manifest and a way to rebuild any of its tensors."""
+
+    def __init__(self, repo: Repository, target: str) -> None:
+        self.repo = repo
+        self.model, ref = split_model_ref(target)
+        index = refs(repo)
+        self.commit = index.resolve(self.model, ref)
+        self.info = index.commit(self.commit)
+        self.manifest = load_manifest(repo, self.info.manifest)
+        self.stored = {h: StoredTensor.from_record(r) for h, r in self.manifest["stored"].items()}
+        self.lookup = stored_lookup(index)
+
+    def tensor_bytes(self, raw_hash: str) -> bytes:
+        return load_tensor(self.repo.objects, self.stored[raw_hash], self.lookup, {})
+
+    def tensors(self) -> Iterator[tuple[str, str, TensorSpec]]:
+        """(name, raw hash, spec) of every tensor of every weights file, in manifest order."""
+        for entry in self.manifest["files"]:
+            if entry["kind"] in ("safetensors", "torch"):
+                for item in entry["tensors"]:
+                    record = self.stored[item[1]]
+                    yield item[0], item[1], TensorSpec(record.dtype, record.shape)
+
+
 def checkout(
     repo: Repository,
     target: str,
@@ -38,52 +81,63 @@ def checkout(
 ) -> CheckoutResult:
     """Write ``NAME@REF`` into directory ``out``.
 
-    Without ``tensors``, each safetensors file comes back byte-identical to the committed one
-    (checked against its recorded blake3). With a glob, only matching tensors are written, in a
-    valid safetensors file with a new header, and non-tensor files are still written.
+    Without ``tensors``, each safetensors file comes back byte-identical to the committed one.
+    With a glob, only matching tensors are written, in a valid safetensors file with a new
+    header, and non-tensor files are still written.
     """
-    name, ref = split_model_ref(target)
-    index = refs(repo)
-    commit = index.resolve(name, ref)
-    manifest = load_manifest(repo, index.commit(commit).manifest)
-    stored = {h: StoredTensor.from_record(r) for h, r in manifest["stored"].items()}
-    lookup = stored_lookup(index)
+    reader = CommitReader(repo, target)
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     written = files = count = 0
-    for entry in manifest["files"]:
+    for entry in reader.manifest["files"]:
         destination = directory / entry["path"]
         if not destination.resolve().is_relative_to(directory.resolve()):
             raise InvalidModelSource(f"manifest path {entry['path']!r} leaves the directory")
         destination.parent.mkdir(parents=True, exist_ok=True)
         if entry["kind"] == "blob":
             repo.objects.copy_to(entry["object"], destination)
+        elif entry["kind"] == "torch":
+            count += _write_torch(reader, entry, destination, tensors)
         else:
-            header = repo.objects.get(entry["header"])
-            names = [
-                (n, h) for n, h in entry["tensors"]
-                if tensors is None or fnmatch.fnmatchcase(n, tensors)
-            ]  # fmt: skip
-            if tensors is not None:
-                header = _subset_header(header, {n for n, _ in names})
-            count += len(names)
-            hasher = blake3.blake3()
-            tmp = destination.with_name(f".{destination.name}.fmforge-tmp")
-            with open(tmp, "wb") as handle:
-                prefix = struct.pack("<Q", len(header)) + header
-                handle.write(prefix)
-                hasher.update(prefix)
-                for _tensor_name, raw_hash in _in_buffer_order(header, names):
-                    data = load_tensor(repo.objects, stored[raw_hash], lookup, {})
-                    handle.write(data)
-                    hasher.update(data)
-            if tensors is None and hasher.hexdigest() != entry["file_hash"]:
-                tmp.unlink()
-                raise CorruptObject(entry["header"], f"{entry['path']} does not rebuild exactly")
-            os.replace(tmp, destination)
+            count += _write_safetensors(reader, entry, destination, tensors)
         written += destination.stat().st_size
         files += 1
-    return CheckoutResult(name, commit, directory, files, count, written)
+    return CheckoutResult(reader.model, reader.commit, directory, files, count, written)
+
+
+def _write_safetensors(
+    reader: CommitReader, entry: dict[str, Any], destination: Path, pattern: str | None
+) -> int:
+    header = reader.repo.objects.get(entry["header"])
+    names = [
+        (n, h) for n, h in entry["tensors"] if pattern is None or fnmatch.fnmatchcase(n, pattern)
+    ]
+    if pattern is not None:
+        header = _subset_header(header, {n for n, _ in names})
+    tmp = destination.with_name(f".{destination.name}.fmforge-tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(struct.pack("<Q", len(header)) + header)
+            for _tensor_name, raw_hash in _in_buffer_order(header, names):
+                handle.write(reader.tensor_bytes(raw_hash))  # verified against raw_hash
+        os.replace(tmp, destination)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(names)
+
+
+def _write_torch(
+    reader: CommitReader, entry: dict[str, Any], destination: Path, pattern: str | None
+) -> int:
+    from fmforge.tensors.torch_files import save_torch_state_dict
+
+    chosen = {
+        name: (TensorSpec(dtype, tuple(shape)), reader.tensor_bytes(raw_hash))
+        for name, raw_hash, dtype, shape in entry["tensors"]
+        if pattern is None or fnmatch.fnmatchcase(name, pattern)
+    }
+    save_torch_state_dict(destination, chosen)
+    return len(chosen)
 
 
 def _in_buffer_order(header: bytes, names: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -109,3 +163,87 @@ def _subset_header(header: bytes, keep: set[str]) -> bytes:
             offset += size
     encoded = json.dumps(out, separators=(",", ":")).encode()
     return encoded + b" " * (-len(encoded) % 8)
+
+
+# ---- lazy state dicts and loadable paths ------------------------------------------------------
+
+
+class LazyStateDict(Mapping[str, Any]):
+    """A model version's tensors, each rebuilt (and hash-checked) only when it is read.
+
+    Iterating ``items()`` holds about one tensor in memory at a time. Values are torch tensors
+    (``framework="pt"``) or numpy arrays (``"numpy"``; bfloat16 and fp8 as their raw bits).
+    """
+
+    def __init__(
+        self, reader: CommitReader, pattern: str | None, framework: Literal["pt", "numpy"]
+    ) -> None:
+        if framework not in ("pt", "numpy"):
+            raise InvalidTensor(f"unknown framework {framework!r}: use 'pt' or 'numpy'")
+        self.reader = reader
+        self.framework = framework
+        self._entries = {
+            name: (raw_hash, spec)
+            for name, raw_hash, spec in reader.tensors()
+            if pattern is None or fnmatch.fnmatchcase(name, pattern)
+        }
+
+    @property
+    def commit(self) -> str:
+        return self.reader.commit
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            raw_hash, spec = self._entries[name]
+        except KeyError:
+            raise KeyError(
+                f"{self.reader.model}@{self.commit[:12]} has no tensor {name!r}"
+            ) from None
+        array: np.ndarray[Any, Any] = np.frombuffer(
+            self.reader.tensor_bytes(raw_hash), dtype=_NUMPY[spec.dtype]
+        )
+        array = array.reshape(spec.shape)
+        if self.framework == "numpy":
+            return array
+        from fmforge.tensors.torch_files import to_torch
+
+        return to_torch(array, spec)
+
+
+def load_state_dict(
+    target: str,
+    *,
+    repo: Repository | None = None,
+    tensors: str | None = None,
+    framework: Literal["pt", "numpy"] = "pt",
+) -> LazyStateDict:
+    """The tensors of ``NAME@REF`` (those matching the glob ``tensors``), read lazily."""
+    if repo is None:
+        repo = Repository.open()  # stays open while the state dict is read
+    return LazyStateDict(CommitReader(repo, target), tensors, framework)
+
+
+def open_model(target: str, *, repo: Repository | None = None) -> Path:
+    """A directory holding ``NAME@REF``, for ``from_pretrained``; checked out once per commit.
+
+    The copy lives in ``.fmforge/checkouts/<commit>``; a marker written last makes a copy left
+    half-written by a crash count as absent.
+    """
+    if repo is None:
+        with Repository.open() as opened:
+            return open_model(target, repo=opened)
+    reader = CommitReader(repo, target)
+    directory = repo.path / "checkouts" / reader.commit
+    marker = directory / ".fmforge-complete"
+    if marker.exists():
+        return directory
+    shutil.rmtree(directory, ignore_errors=True)
+    checkout(repo, f"{reader.model}@{reader.commit}", directory)
+    marker.write_text(reader.commit + "\n")
+    return directory

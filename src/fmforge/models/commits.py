@@ -4,9 +4,15 @@ A commit stores a manifest object::
 
     {"format": 1,
      "files": [{"path": "model.safetensors", "kind": "safetensors", "header": DIGEST,
-                "file_hash": BLAKE3, "size": N, "tensors": [[name, raw_hash], ...]},
+                "size": N, "tensors": [[name, raw_hash], ...]},
+               {"path": "pytorch_model.bin", "kind": "torch", "size": N,
+                "tensors": [[name, raw_hash, dtype, shape], ...]},
                {"path": "config.json", "kind": "blob", "object": DIGEST, "size": N}],
-     "stored": {raw_hash: StoredTensor record, ...}}   # every tensor this commit uses
+     "stored": {raw_hash: StoredTensor record, ...},   # every tensor this commit uses
+     "adapter": {...}}                                 # a PEFT adapter's config, if one
+
+A safetensors file has no holes, so its header (kept verbatim) and its tensors in buffer order
+are the whole file: checking the header's digest and every tensor's hash checks the file.
 
 and records ``ModelCommitted`` plus ``BranchCreated``/``BranchMoved`` on the stream
 ``model/<name>`` in one append, guarded by the stream version read when the parent was resolved:
@@ -17,24 +23,35 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import blake3
 import orjson
+from threadpoolctl import threadpool_limits
 
 from fmforge.errors import (
     BranchConflict,
     CorruptTensor,
     InvalidModelSource,
+    ModelNotFound,
+    RefNotFound,
     StreamVersionConflict,
 )
 from fmforge.ledger import NewEvent
 from fmforge.ledger.events import canonical_json, utc_now
-from fmforge.models.refs import STREAM_PREFIX, ModelRefs, RefIndex, validate_model_name
-from fmforge.models.storage import StoredTensor, load_tensor, store_tensor
+from fmforge.models.refs import (
+    STREAM_PREFIX,
+    ModelRefs,
+    RefIndex,
+    split_model_ref,
+    validate_model_name,
+)
+from fmforge.models.storage import StoredTensor, load_tensor, raw_hash, store_tensor
 from fmforge.repository import Repository
+from fmforge.tensors.codec import TensorSpec
 from fmforge.tensors.layout import open_tensors
 
 MANIFEST_FORMAT = 1
@@ -63,8 +80,10 @@ def refs(repo: Repository) -> RefIndex:
 
 def _source_files(path: Path) -> list[tuple[str, Path]]:
     if path.is_file():
-        if path.suffix != ".safetensors":
-            raise InvalidModelSource(f"{path}: a single file must be a .safetensors file")
+        if path.suffix != ".safetensors" and not _is_torch_weights(path):
+            raise InvalidModelSource(
+                f"{path}: a single file must be a .safetensors file or a PyTorch weights file"
+            )
         return [(path.name, path)]
     if not path.is_dir():
         raise InvalidModelSource(f"{path}: no such file or directory")
@@ -78,6 +97,32 @@ def _source_files(path: Path) -> list[tuple[str, Path]]:
     return files
 
 
+def _is_torch_weights(path: Path) -> bool:
+    """PyTorch state dicts as transformers and PEFT name them (``training_args.bin`` is not)."""
+    return path.suffix in (".bin", ".pt", ".pth") and (
+        path.name.startswith(("pytorch_model", "adapter_model")) or path.suffix != ".bin"
+    )
+
+
+def _adapter_info(path: Path) -> dict[str, Any] | None:
+    """``adapter_config.json`` of a PEFT adapter directory, if ``path`` is one."""
+    config = path / "adapter_config.json" if path.is_dir() else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        parsed = orjson.loads(config.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidModelSource(f"{config}: not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidModelSource(f"{config}: expected a JSON object")
+    return {
+        "peft_type": parsed.get("peft_type"),
+        "base_model_name_or_path": parsed.get("base_model_name_or_path"),
+        "r": parsed.get("r"),
+        "target_modules": parsed.get("target_modules"),
+    }
+
+
 def commit_model(
     repo: Repository,
     name: str,
@@ -87,14 +132,22 @@ def commit_model(
     branch: str = "main",
     parent: str | None = None,
     expected_head: str | None = None,
+    base: str | None = None,
+    workers: int | None = None,
 ) -> CommitResult:
-    """Commit the safetensors file or model directory at ``path`` to ``name`` on ``branch``.
+    """Commit the weights file or model directory at ``path`` to ``name`` on ``branch``.
 
+    ``path``: a ``.safetensors`` file, a Hugging Face model directory (safetensors shards or
+    PyTorch ``.bin`` state dicts, config and tokenizer files), or a PEFT adapter directory.
+    ``base``: ``NAME@REF`` of the model an adapter adapts; recorded with the commit (for a PEFT
+    adapter without it, ``base_model_name_or_path`` is used when it names a registered model).
     ``expected_head``: refuse (``BranchConflict``) unless the branch points at this commit when
     the commit is recorded, as ``git push --force-with-lease`` does. Without it, a commit still
     never lands on a branch that moved after its parent was read.
+    ``workers``: threads encoding changed tensors (default: one per core).
     """
     validate_model_name(name)
+    source_path = Path(path)
     index = refs(repo)
     stream = STREAM_PREFIX + name
     version = repo.ledger.stream_version(stream)
@@ -104,26 +157,39 @@ def commit_model(
         raise BranchConflict(name, branch)
     parent_id = index.resolve(name, parent) if parent is not None else previous
     parents = (parent_id,) if parent_id else ()
-    parent_tensors = _parent_tensors(repo, index, parent_id)
+    adapter = _adapter_info(source_path)
+    adapts = _resolve_base(index, base, adapter)
+    sources = _source_files(source_path)
 
     result = CommitResult(name, "", branch, parents)
-    new_objects: dict[str, int] = {}  # digest -> raw size of every object this commit put
+    parent_tensors = _parent_tensors(repo, index, parent_id)
     files: list[dict[str, Any]] = []
-    stored: dict[str, dict[str, object]] = {}
-    for relative, source in _source_files(Path(path)):
-        if source.suffix == ".safetensors":
-            entry = _commit_safetensors(
-                repo, index, relative, source, parent_tensors, stored, new_objects, result
-            )
-        else:
-            digest = repo.objects.put(source)
-            size = source.stat().st_size
-            new_objects[digest] = size
-            entry = {"path": relative, "kind": "blob", "object": digest, "size": size}
-            result.raw_bytes += size
-        files.append(entry)
-    manifest = {"format": MANIFEST_FORMAT, "files": files, "stored": stored}
+    # Tensors are encoded in parallel already; BLAS threads on top would only spin.
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        _TensorWriter(repo, index, parent_tensors, result, workers) as writer,
+    ):
+        for relative, source in sources:
+            entry: dict[str, Any] | None
+            if source.suffix == ".safetensors":
+                entry = _commit_safetensors(writer, relative, source)
+            elif _is_torch_weights(source):
+                entry = _commit_torch(writer, relative, source)
+            else:
+                entry = None
+            if entry is None:
+                digest = repo.objects.put(source)
+                size = source.stat().st_size
+                writer.new_objects[digest] = size
+                entry = {"path": relative, "kind": "blob", "object": digest, "size": size}
+            result.raw_bytes += int(entry["size"])
+            files.append(entry)
+        writer.finish()
+    manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "files": files, "stored": writer.stored}
+    if adapter is not None:
+        manifest["adapter"] = adapter
     manifest_digest = repo.objects.put(canonical_json(manifest, "manifest"))
+    new_objects = writer.new_objects
     result.stored_bytes += sum(new_objects.values())  # sizes known when put: no re-reads
     new_objects[manifest_digest] = 0
 
@@ -142,22 +208,21 @@ def commit_model(
         )
     ).hexdigest()
     result.commit = commit_id
+    data: dict[str, Any] = {
+        "model": name,
+        "commit": commit_id,
+        "parents": list(parents),
+        "manifest": manifest_digest,
+        "message": message,
+        "branch": branch,
+        "tensors": result.tensors,
+        "raw_bytes": result.raw_bytes,
+        "stored_bytes": result.stored_bytes,
+    }
+    if adapts is not None:
+        data["base"] = adapts
     events = [
-        NewEvent(
-            "ModelCommitted",
-            {
-                "model": name,
-                "commit": commit_id,
-                "parents": list(parents),
-                "manifest": manifest_digest,
-                "message": message,
-                "branch": branch,
-                "tensors": result.tensors,
-                "raw_bytes": result.raw_bytes,
-                "stored_bytes": result.stored_bytes,
-            },
-            refs=tuple(sorted(new_objects)),
-        ),
+        NewEvent("ModelCommitted", data, refs=tuple(sorted(new_objects))),
         _branch_event(name, branch, commit_id, previous, "commit"),
     ]
     try:
@@ -166,6 +231,21 @@ def commit_model(
         raise BranchConflict(name, branch) from None
     refs(repo)
     return result
+
+
+def _resolve_base(index: RefIndex, base: str | None, adapter: dict[str, Any] | None) -> str | None:
+    """``NAME@COMMIT`` of the model an adapter adapts, or None."""
+    if base is not None:
+        model, ref = split_model_ref(base)
+        return f"{model}@{index.resolve(model, ref)}"
+    hint = adapter.get("base_model_name_or_path") if adapter else None
+    if isinstance(hint, str) and hint:
+        try:
+            model, ref = split_model_ref(hint)
+            return f"{model}@{index.resolve(model, ref)}"
+        except (ModelNotFound, RefNotFound):
+            return None  # a hub id or a path: kept in the manifest's adapter record
+    return None
 
 
 def _branch_event(model: str, branch: str, commit: str, previous: str | None, why: str) -> NewEvent:
@@ -180,17 +260,26 @@ def _branch_event(model: str, branch: str, commit: str, previous: str | None, wh
 def _parent_tensors(
     repo: Repository, index: RefIndex, parent_id: str | None
 ) -> dict[tuple[str, str], StoredTensor]:
-    """(file path, tensor name) -> stored tensor, for the parent commit."""
+    """(file path, tensor name) -> stored tensor, for the parent commit.
+
+    Also ("", tensor name) for names found in one file only, so a tensor still gets its delta
+    base when the file was renamed (a single checkpoint file committed under a new name).
+    """
     if parent_id is None:
         return {}
     manifest = load_manifest(repo, index.commit(parent_id).manifest)
     stored = {h: StoredTensor.from_record(r) for h, r in manifest["stored"].items()}
-    return {
-        (f["path"], tensor_name): stored[h]
-        for f in manifest["files"]
-        if f["kind"] == "safetensors"
-        for tensor_name, h in f["tensors"]
-    }
+    by_path: dict[tuple[str, str], StoredTensor] = {}
+    by_name: dict[str, list[StoredTensor]] = {}
+    for f in manifest["files"]:
+        if f["kind"] in ("safetensors", "torch"):
+            for tensor in f["tensors"]:
+                by_path[(f["path"], tensor[0])] = stored[tensor[1]]
+                by_name.setdefault(tensor[0], []).append(stored[tensor[1]])
+    for name, found in by_name.items():
+        if len(found) == 1:
+            by_path[("", name)] = found[0]
+    return by_path
 
 
 def load_manifest(repo: Repository, digest: str) -> dict[str, Any]:
@@ -198,57 +287,131 @@ def load_manifest(repo: Repository, digest: str) -> dict[str, Any]:
     return manifest
 
 
-def _commit_safetensors(
-    repo: Repository,
-    index: RefIndex,
-    relative: str,
-    source: Path,
-    parent_tensors: dict[tuple[str, str], StoredTensor],
-    stored: dict[str, dict[str, object]],
-    new_objects: dict[str, int],
-    result: CommitResult,
-) -> dict[str, Any]:
-    file_hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    file_hasher.update_mmap(source)
-    tensors: list[list[str]] = []
-    with open_tensors(source) as (layout, views):
-        header_digest = repo.objects.put(layout.header)
-        new_objects[header_digest] = len(layout.header)
-        for entry, view in views:
-            digest = blake3.blake3(view).hexdigest()
-            tensors.append([entry.name, digest])
-            result.tensors += 1
-            known = stored.get(digest)
-            record = StoredTensor.from_record(known) if known else index.stored_tensor(digest)
-            if record is None:
-                base = parent_tensors.get((relative, entry.name))
-                base_bytes = (
-                    load_tensor(repo.objects, base, stored_lookup(index), {})
-                    if base is not None
-                    else None
-                )
-                record = store_tensor(
-                    repo.objects, view, entry.spec, digest=digest, base=base, base_bytes=base_bytes
-                )
-                new_objects[record.blob] = record.stored_bytes
-                result.kinds[record.kind] = result.kinds.get(record.kind, 0) + 1
-                if record.kind == "raw":
-                    result.full += 1
-                else:
-                    result.deltas += 1
+class _TensorWriter:
+    """Stores a commit's tensors: dedup by raw hash, deltas on the parent's tensor of the same
+    name, encodings computed by a thread pool (numpy, zstd and blake3 release the GIL) with a
+    bound on the bytes in flight, so memory stays near a few tensors whatever the model size."""
+
+    _IN_FLIGHT_BYTES = 32 << 20
+
+    def __init__(
+        self,
+        repo: Repository,
+        index: RefIndex,
+        parent_tensors: dict[tuple[str, str], StoredTensor],
+        result: CommitResult,
+        workers: int | None,
+    ) -> None:
+        self.repo = repo
+        self.index = index
+        self.lookup = stored_lookup(index)
+        self.parent_tensors = parent_tensors
+        self.result = result
+        self.stored: dict[str, dict[str, Any]] = {}
+        self.new_objects: dict[str, int] = {}  # digest -> size of every object this commit put
+        self.pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+        self.pending: dict[str, tuple[Future[StoredTensor], int]] = {}
+
+    def hash_all(self, views: list[memoryview]) -> list[str]:
+        return list(self.pool.map(raw_hash, views))
+
+    def add(
+        self, relative: str, name: str, view: memoryview, spec: TensorSpec, digest: str
+    ) -> None:
+        """Record tensor ``name`` of file ``relative``; encode it unless already stored."""
+        self.result.tensors += 1
+        if digest in self.stored or digest in self.pending:
+            self.result.reused += 1
+            return
+        known = self.index.stored_tensor(digest)
+        if known is not None:
+            self.result.reused += 1
+            self.stored[digest] = known.to_record()
+            return
+        self._wait_for_room(spec.nbytes)
+        base = self.parent_tensors.get((relative, name)) or self.parent_tensors.get(("", name))
+        future = self.pool.submit(self._encode, view, spec, digest, base)
+        self.pending[digest] = (future, spec.nbytes)
+
+    def _encode(
+        self, view: memoryview, spec: TensorSpec, digest: str, base: StoredTensor | None
+    ) -> StoredTensor:
+        base_bytes = None
+        if base is not None and base.dtype == spec.dtype and base.shape == spec.shape:
+            base_bytes = load_tensor(self.repo.objects, base, self.lookup, {})
+        return store_tensor(
+            self.repo.objects, view, spec, digest=digest, base=base, base_bytes=base_bytes
+        )
+
+    def _wait_for_room(self, nbytes: int) -> None:
+        while self.pending and (
+            sum(size for _, size in self.pending.values()) + nbytes > self._IN_FLIGHT_BYTES
+        ):
+            wait([f for f, _ in self.pending.values()], return_when=FIRST_COMPLETED)
+            self._collect(only_done=True)
+
+    def _collect(self, *, only_done: bool) -> None:
+        for digest, (future, _size) in list(self.pending.items()):
+            if only_done and not future.done():
+                continue
+            record = future.result()
+            del self.pending[digest]
+            self.stored[digest] = record.to_record()
+            self.new_objects[record.blob] = record.stored_bytes
+            self.result.kinds[record.kind] = self.result.kinds.get(record.kind, 0) + 1
+            if record.kind == "raw":
+                self.result.full += 1
             else:
-                result.reused += 1
-            stored[digest] = record.to_record()
-    size = source.stat().st_size
-    result.raw_bytes += size
+                self.result.deltas += 1
+
+    def finish(self) -> None:
+        """Wait for every encoding (views into mmaps must not outlive their file's block)."""
+        self._collect(only_done=False)
+
+    def __enter__(self) -> _TensorWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _commit_safetensors(writer: _TensorWriter, relative: str, source: Path) -> dict[str, Any]:
+    with open_tensors(source) as (layout, views):
+        header_digest = writer.repo.objects.put(layout.header)
+        writer.new_objects[header_digest] = len(layout.header)
+        pairs = list(views)
+        digests = writer.hash_all([view for _, view in pairs])
+        for (entry, view), digest in zip(pairs, digests, strict=True):
+            writer.add(relative, entry.name, view, entry.spec, digest)
+        writer.finish()
+        del pairs
     return {
         "path": relative,
         "kind": "safetensors",
         "header": header_digest,
-        "file_hash": file_hasher.hexdigest(),
-        "size": size,
-        "tensors": tensors,
+        "size": source.stat().st_size,
+        "tensors": [
+            [entry.name, digest] for entry, digest in zip(layout.entries, digests, strict=True)
+        ],
     }
+
+
+def _commit_torch(writer: _TensorWriter, relative: str, source: Path) -> dict[str, Any] | None:
+    """A PyTorch state dict, loaded with ``weights_only=True``; None if it is not one (then the
+    file is stored as an opaque blob). Its tensors are stored like safetensors tensors."""
+    from fmforge.tensors.torch_files import load_torch_state_dict
+
+    loaded = load_torch_state_dict(source)
+    if loaded is None:
+        return None
+    tensors = []
+    items = list(loaded.items())
+    digests = writer.hash_all([data for _, (_spec, data) in items])
+    for (tensor_name, (spec, data)), digest in zip(items, digests, strict=True):
+        writer.add(relative, tensor_name, data, spec, digest)
+        tensors.append([tensor_name, digest, spec.dtype, list(spec.shape)])
+    writer.finish()
+    return {"path": relative, "kind": "torch", "size": source.stat().st_size, "tensors": tensors}
 
 
 def stored_lookup(index: RefIndex) -> Callable[[str], StoredTensor]:

@@ -31,7 +31,7 @@ CREATE TABLE model_commits (
     commit_id TEXT PRIMARY KEY, model TEXT NOT NULL, parents TEXT NOT NULL,
     manifest TEXT NOT NULL, message TEXT NOT NULL, actor TEXT NOT NULL,
     time TEXT NOT NULL, seq INTEGER NOT NULL, tensors INTEGER NOT NULL,
-    raw_bytes INTEGER NOT NULL, stored_bytes INTEGER NOT NULL
+    raw_bytes INTEGER NOT NULL, stored_bytes INTEGER NOT NULL, base TEXT
 );
 CREATE INDEX model_commits_by_model ON model_commits (model, seq);
 CREATE TABLE model_branches (
@@ -79,11 +79,12 @@ class CommitInfo:
     tensors: int
     raw_bytes: int
     stored_bytes: int
+    base: str | None = None  # "NAME@COMMIT" of the model an adapter adapts
 
 
 class ModelRefs(Projection):
     name = "model_refs"
-    version = 1
+    version = 2
     tables = (
         "model_commits",
         "model_branches",
@@ -104,11 +105,11 @@ class ModelRefs(Projection):
     def committed(self, db: sqlite3.Connection, event: Event) -> None:
         d = event.data
         db.execute(
-            "INSERT INTO model_commits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO model_commits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 d["commit"], d["model"], json.dumps(d["parents"]), d["manifest"], d["message"],
                 str(event.meta.get("actor", "")), event.time, event.seq, d["tensors"],
-                d["raw_bytes"], d["stored_bytes"],
+                d["raw_bytes"], d["stored_bytes"], d.get("base"),
             ),
         )  # fmt: skip
         manifest = orjson.loads(self.objects.get(d["manifest"]))
@@ -240,10 +241,10 @@ class RefIndex:
 
 
 def _commit_info(row: Any) -> CommitInfo:
-    commit, model, parents, manifest, message, actor, when, seq, tensors, raw, stored = row
+    commit, model, parents, manifest, message, actor, when, seq, tensors, raw, stored, base = row
     return CommitInfo(
         model, commit, tuple(json.loads(parents)), manifest, message, actor, when, seq,
-        tensors, raw, stored,
+        tensors, raw, stored, base,
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ Every encoding works on the tensor's raw little-endian bytes and gives them back
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,7 +44,13 @@ ITEMSIZE: dict[str, int] = {
 }  # fmt: skip
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _FLOAT = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
-_LEVEL = 3
+# Byte planes of weights hold few long matches: what compresses is their skewed byte histogram.
+# Level 1 with a small hash table and min match 7 compresses them as well as level 3 (even a
+# little better) at ~1/3 of its time; a match finder working harder finds nothing more.
+_PARAMS = zstandard.ZstdCompressionParameters.from_level(
+    1, hash_log=10, min_match=7, write_content_size=True
+)
+_local = threading.local()
 _MAX_RANK = 64
 _SPARSE_MAX_FRACTION = 0.25
 
@@ -75,7 +82,7 @@ class TensorSpec:
 @dataclass(frozen=True, slots=True)
 class EncodedTensor:
     kind: Kind
-    payload: bytes
+    payload: bytes | memoryview
 
     @property
     def size(self) -> int:
@@ -90,50 +97,67 @@ def _bits(data: bytes | bytearray | memoryview, spec: TensorSpec) -> np.ndarray[
     return np.frombuffer(data, dtype=_UINT[spec.itemsize])
 
 
-def _group(bits: np.ndarray[Any, Any]) -> bytes:
-    """Byte-group: plane k holds byte k of every element."""
+def _planes(bits: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+    """Byte planes: plane k holds byte k of every element (compressed one by one)."""
     itemsize = bits.dtype.itemsize
-    if itemsize == 1:
-        return bits.tobytes()
-    return np.ascontiguousarray(bits.view(np.uint8).reshape(-1, itemsize).T).tobytes()
+    as_bytes = bits.view(np.uint8).reshape(-1, itemsize)
+    return [np.ascontiguousarray(as_bytes[:, k]) for k in range(itemsize)]
 
 
-def _ungroup(planes: bytes, itemsize: int) -> np.ndarray[Any, Any]:
-    flat = np.frombuffer(planes, dtype=np.uint8)
-    if itemsize == 1:
-        return flat
-    return np.ascontiguousarray(flat.reshape(itemsize, -1).T).view(_UINT[itemsize]).reshape(-1)
+def _unplanes(planes: Sequence[bytes], itemsize: int) -> np.ndarray[Any, Any]:
+    if len(planes) != itemsize or len({len(p) for p in planes}) > 1:
+        raise CorruptTensor("byte planes disagree in count or length")
+    out = np.empty((len(planes[0]), itemsize), dtype=np.uint8)
+    for k, plane in enumerate(planes):
+        out[:, k] = np.frombuffer(plane, dtype=np.uint8)
+    return out.reshape(-1).view(_UINT[itemsize])
 
 
 def _zigzag_diff(child: np.ndarray[Any, Any], base: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """``child - base`` modulo 2**bits, zigzag-mapped so small steps either way stay small."""
-    diff = child - base  # unsigned: wraps
-    top = diff.dtype.type(diff.dtype.itemsize * 8 - 1)
-    one = diff.dtype.type(1)
-    return (diff << one) ^ (diff.dtype.type(0) - (diff >> top))  # type: ignore[no-any-return]
+    diff: np.ndarray[Any, Any] = np.subtract(child, base)  # unsigned: wraps
+    sign = diff >> diff.dtype.type(diff.dtype.itemsize * 8 - 1)
+    np.subtract(diff.dtype.type(0), sign, out=sign)  # all ones where the difference is negative
+    diff <<= diff.dtype.type(1)
+    diff ^= sign
+    return diff
 
 
 def _undo_zigzag_diff(
     zigzag: np.ndarray[Any, Any], base: np.ndarray[Any, Any]
 ) -> np.ndarray[Any, Any]:
     one = zigzag.dtype.type(1)
-    diff = (zigzag >> one) ^ (zigzag.dtype.type(0) - (zigzag & one))
-    return base + diff  # type: ignore[no-any-return]
+    sign = zigzag & one
+    np.subtract(zigzag.dtype.type(0), sign, out=sign)
+    out: np.ndarray[Any, Any] = zigzag >> one
+    out ^= sign
+    out += base
+    return out
 
 
-def _pack(*parts: bytes) -> bytes:
-    compressor = zstandard.ZstdCompressor(level=_LEVEL)
+def _compressor() -> zstandard.ZstdCompressor:
+    """One per thread (a compressor is not safe to share between threads)."""
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(compression_params=_PARAMS)
+    return compressor
+
+
+def _pack(*parts: Any) -> bytes:
+    """Each part (bytes or a contiguous array) compressed alone, behind a table of sizes."""
+    compressor = _compressor()
     blocks = [compressor.compress(p) for p in parts]
     return struct.pack(f"<{len(blocks)}Q", *map(len, blocks)) + b"".join(blocks)
 
 
-def _unpack(payload: bytes, count: int) -> list[bytes]:
+def _unpack(payload: bytes | memoryview, count: int) -> list[bytes]:
+    view = memoryview(payload)
     head = 8 * count
-    sizes = struct.unpack(f"<{count}Q", payload[:head])
+    sizes = struct.unpack(f"<{count}Q", view[:head])
     decompressor = zstandard.ZstdDecompressor()
     parts, offset = [], head
     for size in sizes:
-        parts.append(decompressor.decompress(payload[offset : offset + size]))
+        parts.append(decompressor.decompress(view[offset : offset + size]))
         offset += size
     if offset != len(payload):
         raise CorruptTensor("payload length does not match its block table")
@@ -168,8 +192,10 @@ def _approximate(
     rows, cols = spec.shape
     acc = _as_float64(parent_bits, spec.dtype).reshape(rows, cols)
     u64, v64 = u.astype(np.float64), v.astype(np.float64)
-    for k in range(u.shape[1]):
-        acc += np.multiply.outer(u64[:, k], v64[k])
+    term = np.empty_like(acc)
+    for k in range(u.shape[1]):  # separate multiply and add: two roundings, no FMA, any machine
+        np.multiply(u64[:, k, None], v64[None, k], out=term)
+        acc += term
     return _from_float64(acc.reshape(-1), spec.dtype)
 
 
@@ -185,6 +211,7 @@ def _low_rank_factors(
     sketch = min(max_rank + 8, rows, cols)
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(delta @ rng.standard_normal((cols, sketch)))
+    q, _ = np.linalg.qr(delta @ (delta.T @ q))  # one power iteration: rounding noise is large
     b = q.T @ delta
     ub, s, vt = np.linalg.svd(b, full_matrices=False)
     if s.size < 2 or s[0] == 0:
@@ -200,59 +227,12 @@ def _low_rank_factors(
     return u.astype(np.float32), vt[:rank].astype(np.float32)
 
 
-def _refine(
-    factors: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
-    bits: np.ndarray[Any, Any],
-    parent_bits: np.ndarray[Any, Any],
-    spec: TensorSpec,
-    iterations: int = 4,
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Pull ``parent + U @ V`` into each element's rounding interval (alternating projections).
-
-    The SVD fits the merge's rounding noise too; what decoding needs is that ``parent + U @ V``
-    rounds to the stored value. Clipping the fit into the intervals and re-fitting the rank
-    moves it there, so the residual becomes mostly zeros. Encoder-only, so BLAS is fine here.
-    """
-    rows, cols = spec.shape
-    u, v = factors
-    rank = u.shape[1]
-    with np.errstate(all="ignore"):
-        parent = _as_float64(parent_bits, spec.dtype)
-        value = _as_float64(bits, spec.dtype)
-        one = bits.dtype.type(1)
-        below = _as_float64(bits - one, spec.dtype)
-        above = _as_float64(bits + one, spec.dtype)
-        lo = np.minimum((value + below) / 2, (value + above) / 2) - parent
-        hi = np.maximum((value + below) / 2, (value + above) / 2) - parent
-        usable = np.isfinite(lo) & np.isfinite(hi)
-        lo, hi = lo.reshape(rows, cols), hi.reshape(rows, cols)
-        usable = usable.reshape(rows, cols)
-        best = (u, v)
-        best_misses = _misses(u, v, bits, parent_bits, spec)
-        for _ in range(iterations):
-            fit = u.astype(np.float64) @ v.astype(np.float64)
-            target = np.where(usable, np.clip(fit, lo, hi), fit)
-            refit = _low_rank_factors(target, rank, fixed_rank=True)
-            if refit is None:
-                break
-            u, v = refit
-            misses = _misses(u, v, bits, parent_bits, spec)
-            if misses < best_misses:
-                best, best_misses = (u, v), misses
-    return best
-
-
-def _misses(
-    u: np.ndarray[Any, Any],
-    v: np.ndarray[Any, Any],
-    bits: np.ndarray[Any, Any],
-    parent_bits: np.ndarray[Any, Any],
-    spec: TensorSpec,
-) -> int:
-    return int(np.count_nonzero(_approximate(parent_bits, u, v, spec) != bits))
-
-
 # ---- encode / decode ------------------------------------------------------------------------
+
+_SAMPLE_CHUNKS = 16  # the dense encodings are compared on this many slices of the tensor ...
+_SAMPLE_CHUNK = 4096  # ... of this many elements each, and only the winner is run in full
+_RANK_PROBE_ROWS = 128
+_PROBE_RANK = 16  # first probe for ranks up to this; a wider one only when the first is unsure
 
 
 def encode(
@@ -262,40 +242,80 @@ def encode(
     *,
     kinds: Iterable[Kind] = KINDS,
 ) -> EncodedTensor:
-    """The smallest of the applicable encodings of ``data`` (against ``parent`` if given)."""
+    """A small lossless encoding of ``data`` (against ``parent`` if given).
+
+    Sparse and low-rank are tried when they can apply (few changed entries; a rank probe on a
+    sample of rows finds a gap in the singular values). The dense encodings (raw, xor, diff) are
+    compared on a sample and only the best one runs on the whole tensor, so encoding costs about
+    one pass of compression, not one per candidate.
+    """
     kinds = tuple(kinds)
     bits = _bits(data, spec)
+    if parent is None:
+        if "raw" not in kinds and kinds != KINDS:
+            raise InvalidTensor(f"none of the encodings {kinds} applies without a parent")
+        return EncodedTensor("raw", _pack(*_planes(bits)))
+    parent_bits = _bits(parent, spec)
     candidates: list[EncodedTensor] = []
-    if "raw" in kinds or parent is None:
-        candidates.append(EncodedTensor("raw", _pack(_group(bits))))
-    if parent is not None:
-        parent_bits = _bits(parent, spec)
-        xor = bits ^ parent_bits
-        if "xor" in kinds:
-            candidates.append(EncodedTensor("xor", _pack(_group(xor))))
-        if "diff" in kinds:
-            with np.errstate(over="ignore"):
-                candidates.append(
-                    EncodedTensor("diff", _pack(_group(_zigzag_diff(bits, parent_bits))))
-                )
-        changed = np.flatnonzero(xor)
-        if "sparse" in kinds and changed.size <= _SPARSE_MAX_FRACTION * max(bits.size, 1):
-            candidates.append(_encode_sparse(xor, changed))
-        if "lowrank" in kinds and _low_rank_applies(spec, changed.size):
-            lowrank = _encode_low_rank(bits, parent_bits, spec)
-            if lowrank is not None:
-                candidates.append(lowrank)
+    changed = int(np.count_nonzero(bits != parent_bits))
+    if "sparse" in kinds and changed <= _SPARSE_MAX_FRACTION * max(bits.size, 1):
+        candidates.append(_encode_sparse(bits, parent_bits))
+    if "lowrank" in kinds and _low_rank_applies(spec, changed):
+        lowrank = _encode_low_rank(bits, parent_bits, spec)
+        if lowrank is not None:
+            candidates.append(lowrank)
+    dense: list[Kind] = [k for k in ("raw", "xor", "diff") if k in kinds]
+    best_so_far = min((c.size for c in candidates), default=None)
+    if dense and (best_so_far is None or best_so_far > spec.nbytes // 64):
+        kind, estimate = _best_dense_kind(bits, parent_bits, dense)
+        if best_so_far is None or estimate < best_so_far:
+            planes = _planes(_dense(kind, bits, parent_bits))
+            candidates.append(EncodedTensor(kind, _pack(*planes)))
     if not candidates:
         raise InvalidTensor(f"none of the encodings {kinds} applies to this tensor")
     return min(candidates, key=lambda c: c.size)
 
 
-def _encode_sparse(xor: np.ndarray[Any, Any], changed: np.ndarray[Any, Any]) -> EncodedTensor:
+def _dense(
+    kind: Kind, bits: np.ndarray[Any, Any], parent_bits: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    if kind == "raw":
+        return bits
+    if kind == "xor":
+        return bits ^ parent_bits  # type: ignore[no-any-return]
+    with np.errstate(over="ignore"):
+        return _zigzag_diff(bits, parent_bits)
+
+
+def _best_dense_kind(
+    bits: np.ndarray[Any, Any], parent_bits: np.ndarray[Any, Any], kinds: Sequence[Kind]
+) -> tuple[Kind, float]:
+    """The dense encoding that compresses a sample best, and its size scaled to the tensor."""
+    if len(kinds) == 1:
+        return kinds[0], 0.0
+    sample = _SAMPLE_CHUNKS * _SAMPLE_CHUNK
+    if bits.size <= sample:
+        picked = np.arange(bits.size)
+    else:
+        starts = np.linspace(0, bits.size - _SAMPLE_CHUNK, _SAMPLE_CHUNKS).astype(np.int64)
+        picked = (starts[:, None] + np.arange(_SAMPLE_CHUNK)).reshape(-1)
+    child, base = bits[picked], parent_bits[picked]
+
+    estimates = {k: len(_pack(*_planes(_dense(k, child, base)))) for k in kinds}
+    best = min(kinds, key=estimates.__getitem__)
+    return best, estimates[best] * bits.size / max(picked.size, 1)
+
+
+def _encode_sparse(bits: np.ndarray[Any, Any], parent_bits: np.ndarray[Any, Any]) -> EncodedTensor:
+    """Gaps between changed positions, then the changed values as zigzag differences."""
+    changed = np.flatnonzero(bits != parent_bits)
     gaps = np.diff(changed, prepend=-1).astype(np.uint64)
     wide = bool(gaps.size) and int(gaps.max()) > 0xFFFFFFFF
     gaps = gaps if wide else gaps.astype(np.uint32)
+    with np.errstate(over="ignore"):
+        values = _zigzag_diff(bits[changed], parent_bits[changed])
     header = struct.pack("<QB", changed.size, 8 if wide else 4)
-    return EncodedTensor("sparse", header + _pack(_group(gaps), _group(xor[changed])))
+    return EncodedTensor("sparse", header + _pack(*_planes(gaps), *_planes(values)))
 
 
 def _low_rank_applies(spec: TensorSpec, changed: int) -> bool:
@@ -307,9 +327,49 @@ def _low_rank_applies(spec: TensorSpec, changed: int) -> bool:
     )
 
 
+def _looks_low_rank(
+    bits: np.ndarray[Any, Any], parent_bits: np.ndarray[Any, Any], spec: TensorSpec
+) -> bool:
+    """Whether the delta on a sample of rows shows a clear gap in its singular values.
+
+    A rank-r delta stays rank <= r on any subset of rows, and a full-rank one does not drop to
+    rank r there; a random sketch of those rows keeps the leading singular values. So the probe
+    costs one small matrix product and a tiny SVD instead of a factorisation of the delta.
+    """
+    rows, cols = spec.shape
+    picked = np.unique(np.linspace(0, rows - 1, min(rows, _RANK_PROBE_ROWS)).astype(np.int64))
+    matrix_bits, matrix_parent = bits.reshape(rows, cols), parent_bits.reshape(rows, cols)
+    with np.errstate(all="ignore"):
+        sample = _as_float64(matrix_bits[picked].reshape(-1), spec.dtype) - _as_float64(
+            matrix_parent[picked].reshape(-1), spec.dtype
+        )
+        if not np.isfinite(sample).all():
+            return False
+        sample = sample.reshape(picked.size, cols)
+        for max_rank in (_PROBE_RANK, _MAX_RANK):
+            max_rank = min(max_rank, min(picked.size, cols) // 4)
+            if max_rank < 1:
+                return False
+            sketch = np.random.default_rng(0).standard_normal((cols, max_rank + 8))
+            try:
+                s = np.linalg.svd(sample @ sketch, compute_uv=False)
+            except np.linalg.LinAlgError:
+                return False
+            if s.size < 2 or s[0] == 0:
+                return False
+            gaps = s[:-1] / np.maximum(s[1:], s[0] * 1e-30)
+            if gaps[:max_rank].max() >= 8:
+                return True
+            if s[-1] > 0.25 * s[0]:  # flat spectrum: full rank, no need for a wider sketch
+                return False
+    return False
+
+
 def _encode_low_rank(
     bits: np.ndarray[Any, Any], parent_bits: np.ndarray[Any, Any], spec: TensorSpec
 ) -> EncodedTensor | None:
+    if not _looks_low_rank(bits, parent_bits, spec):
+        return None
     rows, cols = spec.shape
     with np.errstate(all="ignore"):
         delta = (_as_float64(bits, spec.dtype) - _as_float64(parent_bits, spec.dtype)).reshape(
@@ -319,10 +379,14 @@ def _encode_low_rank(
         if not np.isfinite(delta).all() or np.abs(delta).max(initial=0.0) > 1e150:
             return None
         try:
-            factors = _low_rank_factors(delta, min(_MAX_RANK, min(rows, cols) // 4))
+            factors = None
+            for max_rank in (_PROBE_RANK, _MAX_RANK):  # a small sketch first: LoRA ranks
+                factors = _low_rank_factors(delta, min(max_rank, min(rows, cols) // 4))
+                if factors is not None:
+                    break
             if factors is None:
                 return None
-            u, v = _refine(factors, bits, parent_bits, spec)
+            u, v = factors
         except np.linalg.LinAlgError:
             return None
     # Factors of 16-bit tensors are stored as bfloat16: their rounding (2**-9 relative) is far
@@ -339,7 +403,7 @@ def _encode_low_rank(
         else (u.tobytes(), v.tobytes())
     )  # fmt: skip
     header = struct.pack("<IB", u.shape[1], 1 if half else 0)
-    return EncodedTensor("lowrank", header + _pack(u_bytes, v_bytes, _group(residual)))
+    return EncodedTensor("lowrank", header + _pack(u_bytes, v_bytes, *_planes(residual)))
 
 
 def _bf16_round_trip(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -357,19 +421,17 @@ def decode(
     itemsize = spec.itemsize
     try:
         if encoded.kind == "raw":
-            (planes,) = _unpack(encoded.payload, 1)
-            out = _ungroup(planes, itemsize)
+            out = _unplanes(_unpack(encoded.payload, itemsize), itemsize)
         else:
             if parent is None:
                 raise InvalidTensor(f"a {encoded.kind} encoding needs its parent tensor")
             parent_bits = _bits(parent, spec)
             if encoded.kind == "xor":
-                (planes,) = _unpack(encoded.payload, 1)
-                out = parent_bits ^ _ungroup(planes, itemsize)
+                out = parent_bits ^ _unplanes(_unpack(encoded.payload, itemsize), itemsize)
             elif encoded.kind == "diff":
-                (planes,) = _unpack(encoded.payload, 1)
+                planes = _unplanes(_unpack(encoded.payload, itemsize), itemsize)
                 with np.errstate(over="ignore"):
-                    out = _undo_zigzag_diff(_ungroup(planes, itemsize), parent_bits)
+                    out = _undo_zigzag_diff(planes, parent_bits)
             elif encoded.kind == "sparse":
                 out = _decode_sparse(encoded.payload, parent_bits, itemsize)
             elif encoded.kind == "lowrank":
@@ -384,24 +446,29 @@ def decode(
 
 
 def _decode_sparse(
-    payload: bytes, parent_bits: np.ndarray[Any, Any], itemsize: int
+    payload: bytes | memoryview, parent_bits: np.ndarray[Any, Any], itemsize: int
 ) -> np.ndarray[Any, Any]:
     count, gap_width = struct.unpack("<QB", payload[:9])
-    gap_planes, value_planes = _unpack(payload[9:], 2)
-    positions = np.cumsum(_ungroup(gap_planes, gap_width).astype(np.int64)) - 1
-    values = _ungroup(value_planes, itemsize)
+    if gap_width not in (4, 8):
+        raise CorruptTensor(f"sparse payload has gap width {gap_width}")
+    parts = _unpack(payload[9:], gap_width + itemsize)
+    positions = np.cumsum(_unplanes(parts[:gap_width], gap_width).astype(np.int64)) - 1
+    values = _unplanes(parts[gap_width:], itemsize)
     if positions.size != count or values.size != count:
         raise CorruptTensor("sparse payload counts disagree")
+    if count and (positions[0] < 0 or positions[-1] >= parent_bits.size):
+        raise CorruptTensor("sparse payload points outside the tensor")
     out = parent_bits.copy()
-    out[positions] ^= values
+    with np.errstate(over="ignore"):
+        out[positions] = _undo_zigzag_diff(values, parent_bits[positions])
     return out
 
 
 def _decode_low_rank(
-    payload: bytes, parent_bits: np.ndarray[Any, Any], spec: TensorSpec
+    payload: bytes | memoryview, parent_bits: np.ndarray[Any, Any], spec: TensorSpec
 ) -> np.ndarray[Any, Any]:
     rank, half = struct.unpack("<IB", payload[:5])
-    u_bytes, v_bytes, residual_planes = _unpack(payload[5:], 3)
+    u_bytes, v_bytes, *residual_planes = _unpack(payload[5:], 2 + spec.itemsize)
     rows, cols = spec.shape
 
     def factor(raw: bytes, shape: tuple[int, int]) -> np.ndarray[Any, Any]:
@@ -413,7 +480,7 @@ def _decode_low_rank(
     u, v = factor(u_bytes, (rows, rank)), factor(v_bytes, (rank, cols))
     with np.errstate(over="ignore"):
         return _undo_zigzag_diff(
-            _ungroup(residual_planes, spec.itemsize), _approximate(parent_bits, u, v, spec)
+            _unplanes(residual_planes, spec.itemsize), _approximate(parent_bits, u, v, spec)
         )
 
 

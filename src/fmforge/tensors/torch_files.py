@@ -1,0 +1,89 @@
+"""PyTorch state-dict files (``pytorch_model.bin``), read safely and written back.
+
+Reading uses ``torch.load(weights_only=True)``: the restricted unpickler that builds tensors and
+plain containers only, never arbitrary objects. A file that holds anything else is not a state
+dict for us (the caller stores it as an opaque file). Torch is imported only here, when needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fmforge.errors import InvalidModelSource
+from fmforge.tensors.codec import TensorSpec
+
+# torch dtype name -> safetensors dtype name
+_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
+    "uint16": "U16", "uint32": "U32", "uint64": "U64", "bool": "BOOL",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+}  # fmt: skip
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise InvalidModelSource(
+            "reading or writing PyTorch .bin weights needs torch (pip install torch)"
+        ) from None
+    return torch
+
+
+def load_torch_state_dict(
+    path: str | os.PathLike[str],
+) -> dict[str, tuple[TensorSpec, memoryview]] | None:
+    """name -> (spec, raw little-endian bytes) of a flat state dict, or None if not one."""
+    torch = _torch()
+    try:
+        loaded = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    if not isinstance(loaded, Mapping) or not loaded:
+        return None
+    out: dict[str, tuple[TensorSpec, memoryview]] = {}
+    for name, tensor in loaded.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            return None
+        dtype = _DTYPES.get(str(tensor.dtype).removeprefix("torch."))
+        if dtype is None:
+            raise InvalidModelSource(
+                f"{path}: tensor {name!r} has unsupported dtype {tensor.dtype}"
+            )
+        spec = TensorSpec(dtype, tuple(tensor.shape))
+        flat = tensor.detach().contiguous().reshape(-1)
+        data = flat.view(torch.uint8).numpy() if flat.numel() else b""
+        out[name] = (spec, memoryview(data).cast("B"))
+    return out
+
+
+def save_torch_state_dict(
+    path: str | os.PathLike[str], tensors: Mapping[str, tuple[TensorSpec, bytes]]
+) -> None:
+    """Write a state dict whose tensors have exactly these bytes."""
+    torch = _torch()
+    by_name = {v: k for k, v in _DTYPES.items()}
+    state = {}
+    for name, (spec, data) in tensors.items():
+        dtype = getattr(torch, by_name[spec.dtype])
+        flat = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else None
+        if flat is None:
+            state[name] = torch.empty(spec.shape, dtype=dtype)
+        else:
+            state[name] = flat.view(dtype).reshape(spec.shape).clone()
+    torch.save(state, Path(path))
+
+
+def to_torch(array: Any, spec: TensorSpec) -> Any:
+    """A torch tensor over ``array``'s bytes, with ``spec``'s dtype (bfloat16 and fp8 too)."""
+    torch = _torch()
+    by_name = {v: k for k, v in _DTYPES.items()}
+    dtype = getattr(torch, by_name[spec.dtype])
+    if array.size == 0:
+        return torch.empty(spec.shape, dtype=dtype)
+    raw = torch.from_numpy(array.reshape(-1).view("uint8").copy())
+    return raw.view(dtype).reshape(spec.shape)
