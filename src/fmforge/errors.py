@@ -23,11 +23,15 @@ The tree (each family is one domain; catch the root to catch them all)::
     ├── TensorError
     │   ├── InvalidTensor           unknown dtype, bytes that do not fit the shape, ...
     │   └── CorruptTensor           an encoded tensor cannot be decoded
-    └── ModelError
-        ├── ModelNotFound           no such model, or an invalid model name
-        ├── RefNotFound             a branch, tag, commit or REF expression that resolves to nothing
-        ├── InvalidModelSource      a PATH to commit that is not a model file or directory
-        └── BranchConflict          the branch moved while committing (.branch, .model)
+    ├── ModelError
+    │   ├── ModelNotFound           no such model, or an invalid model name
+    │   ├── RefNotFound             a branch, tag, commit or REF expression that resolves to nothing
+    │   ├── InvalidModelSource      a PATH to commit that is not a model file or directory
+    │   └── BranchConflict          the branch moved while committing (.branch, .model)
+    └── RemoteError
+        ├── RemoteNotFound          no remote of that name is configured
+        ├── NonFastForward          a push or pull would drop the other side's commits
+        └── RemoteConflict          the remote changed during a push (nothing lost; push again)
 
 The CLI maps this whole tree to a one-line message and exit code 1 (see ``fmforge.cli.app``).
 """
@@ -191,3 +195,19 @@ class BranchConflict(ModelError):
         )
         self.model = model
         self.branch = branch
+
+
+class RemoteError(FmforgeError):
+    """A push, pull or clone that cannot proceed."""
+
+
+class RemoteNotFound(RemoteError):
+    """No remote of that name is configured."""
+
+
+class NonFastForward(RemoteError):
+    """The other side's branch has commits this side lacks: nothing was moved."""
+
+
+class RemoteConflict(RemoteError):
+    """The remote changed while pushing; what was sent is kept, push again."""

@@ -144,25 +144,23 @@ def diff(
     if as_json:
         typer.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
         return
-    table = Table(
-        "tensor", "status", "dtype/shape", "L2", "rel", "max|d|", "changed", "cos", "rank"
-    )
 
-    def num(value: float | None, fmt: str = ".3g") -> str:
-        return "" if value is None else format(value, fmt)
+    def num(label: str, value: float | None, fmt: str = ".3g") -> str:
+        return "" if value is None else f" {label}={format(value, fmt)}"
 
+    # One line per tensor, never truncated: names are what people grep for.
     for t in report.tensors:
         if t.status == "unchanged" and not show_all:
             continue
         layout = f"{t.dtype}{t.shape}"
         if t.old_dtype or t.old_shape:
             layout = f"{t.old_dtype or t.dtype}{t.old_shape or t.shape} -> {layout}"
-        table.add_row(
-            t.name, t.status, layout, num(t.l2), num(t.relative), num(t.max_abs),
-            num(t.fraction_changed, ".1%"), num(t.cosine, ".6f"),
-            "" if t.rank is None else str(t.rank),
+        stats = (
+            num("l2", t.l2) + num("rel", t.relative) + num("max|d|", t.max_abs)
+            + num("changed", t.fraction_changed, ".1%") + num("cos", t.cosine, ".6f")
+            + ("" if t.rank is None else f" rank={t.rank}")
         )  # fmt: skip
-    console.print(table)
+        console.print(f"{t.status:9} {t.name} {layout}{stats}", markup=False)
     layers = Table("layer", "tensors", "changed", "added", "removed", "L2 of delta", "relative")
     for s in report.layers:
         layers.add_row(

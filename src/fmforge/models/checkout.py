@@ -58,7 +58,9 @@ class CommitReader:
         self.info = index.commit(self.commit)
         self.manifest = load_manifest(repo, self.info.manifest)
         self.stored = {h: StoredTensor.from_record(r) for h, r in self.manifest["stored"].items()}
-        self.lookup = stored_lookup(index)
+        index_lookup = stored_lookup(index)
+        # A manifest lists every tensor down each delta chain; the index is the fallback.
+        self.lookup = lambda raw_hash: self.stored.get(raw_hash) or index_lookup(raw_hash)
 
     def tensor_bytes(self, raw_hash: str) -> bytes:
         return load_tensor(self.repo.objects, self.stored[raw_hash], self.lookup, {})

@@ -8,7 +8,7 @@ A commit stores a manifest object::
                {"path": "pytorch_model.bin", "kind": "torch", "size": N,
                 "tensors": [[name, raw_hash, dtype, shape], ...]},
                {"path": "config.json", "kind": "blob", "object": DIGEST, "size": N}],
-     "stored": {raw_hash: StoredTensor record, ...},   # every tensor this commit uses
+     "stored": {raw_hash: StoredTensor record, ...},   # every tensor used, and its delta chain
      "adapter": {...}}                                 # a PEFT adapter's config, if one
 
 A safetensors file has no holes, so its header (kept verbatim) and its tensors in buffer order
@@ -218,12 +218,13 @@ def commit_model(
         "tensors": result.tensors,
         "raw_bytes": result.raw_bytes,
         "stored_bytes": result.stored_bytes,
+        "time": now,  # the commit id covers it; kept when the event is pushed elsewhere
     }
     if adapts is not None:
         data["base"] = adapts
     events = [
         NewEvent("ModelCommitted", data, refs=tuple(sorted(new_objects))),
-        _branch_event(name, branch, commit_id, previous, "commit"),
+        branch_event(name, branch, commit_id, previous, "commit"),
     ]
     try:
         repo.ledger.append(stream, events, expected_version=version)
@@ -248,7 +249,7 @@ def _resolve_base(index: RefIndex, base: str | None, adapter: dict[str, Any] | N
     return None
 
 
-def _branch_event(model: str, branch: str, commit: str, previous: str | None, why: str) -> NewEvent:
+def branch_event(model: str, branch: str, commit: str, previous: str | None, why: str) -> NewEvent:
     if previous is None:
         return NewEvent("BranchCreated", {"model": model, "branch": branch, "commit": commit})
     return NewEvent(
@@ -280,6 +281,19 @@ def _parent_tensors(
         if len(found) == 1:
             by_path[("", name)] = found[0]
     return by_path
+
+
+def manifest_objects(manifest_digest: str, manifest: dict[str, Any]) -> set[str]:
+    """Every object a commit needs: its manifest, file objects, headers, tensor encodings down
+    each delta chain. What push and pull transfer, and what gc keeps for a reachable commit."""
+    needed = {manifest_digest}
+    for entry in manifest["files"]:
+        if entry["kind"] == "blob":
+            needed.add(entry["object"])
+        elif entry["kind"] == "safetensors":
+            needed.add(entry["header"])
+    needed.update(record["blob"] for record in manifest["stored"].values())
+    return needed
 
 
 def load_manifest(repo: Repository, digest: str) -> dict[str, Any]:
@@ -326,7 +340,7 @@ class _TensorWriter:
         known = self.index.stored_tensor(digest)
         if known is not None:
             self.result.reused += 1
-            self.stored[digest] = known.to_record()
+            self._keep(known)
             return
         self._wait_for_room(spec.nbytes)
         base = self.parent_tensors.get((relative, name)) or self.parent_tensors.get(("", name))
@@ -356,13 +370,21 @@ class _TensorWriter:
                 continue
             record = future.result()
             del self.pending[digest]
-            self.stored[digest] = record.to_record()
+            self._keep(record)
             self.new_objects[record.blob] = record.stored_bytes
             self.result.kinds[record.kind] = self.result.kinds.get(record.kind, 0) + 1
             if record.kind == "raw":
                 self.result.full += 1
             else:
                 self.result.deltas += 1
+
+    def _keep(self, record: StoredTensor) -> None:
+        """Record ``record`` and every tensor down its delta chain: a manifest alone tells how
+        to rebuild each of its tensors (what push, pull and gc rely on)."""
+        self.stored[record.raw_hash] = record.to_record()
+        while record.base is not None and record.base not in self.stored:
+            record = self.lookup(record.base)
+            self.stored[record.raw_hash] = record.to_record()
 
     def finish(self) -> None:
         """Wait for every encoding (views into mmaps must not outlive their file's block)."""

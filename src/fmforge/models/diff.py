@@ -24,7 +24,7 @@ from fmforge.tensors.codec import TensorSpec
 _CHUNK_ELEMENTS = 1 << 22
 _ENERGY = 0.99
 _MAX_RANK_SIDE = 8192  # the Gram matrix is side^2 float64s; larger matrices get no rank
-_LAYER_RE = re.compile(r"^(.*?\.(?:layer|layers|h|blocks|block|decoder\.layers)\.\d+)\.")
+_LAYER_RE = re.compile(r"^((?:.*?\.)?(?:layer|layers|h|blocks|block)\.\d+)\.")
 
 
 @dataclass

@@ -108,8 +108,8 @@ class ModelRefs(Projection):
             "INSERT INTO model_commits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 d["commit"], d["model"], json.dumps(d["parents"]), d["manifest"], d["message"],
-                str(event.meta.get("actor", "")), event.time, event.seq, d["tensors"],
-                d["raw_bytes"], d["stored_bytes"], d.get("base"),
+                str(event.meta.get("actor", "")), event.time, event.seq,
+                d["tensors"], d["raw_bytes"], d["stored_bytes"], d.get("base"),
             ),
         )  # fmt: skip
         manifest = orjson.loads(self.objects.get(d["manifest"]))

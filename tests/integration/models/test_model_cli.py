@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from fmforge.cli.app import app
-from tests.integration.models.test_registry import adam_step, base_weights, same_files, write_model
+from tests.modelfiles import adam_step, base_weights, same_files, write_model
 
 runner = CliRunner()
 
@@ -89,3 +89,52 @@ def test_model_errors_are_one_line(tmp_path: Path) -> None:
     code, out = fm(store, "model", "checkout", "tiny@nope", "-o", str(tmp_path / "o"))
     assert code == 1
     assert "no branch, tag or commit 'nope'" in out
+
+
+def test_diff_graph_and_remotes_through_the_cli(tmp_path: Path) -> None:
+    store = tmp_path / "repo"
+    store.mkdir()
+    fm(store, "init")
+    weights = base_weights()
+    fm(store, "model", "commit", "tiny", str(write_model(tmp_path / "v1", weights)), "-m", "base")
+    changed = dict(weights)
+    changed["layer.0.norm.bias"] = changed["layer.0.norm.bias"] + 0.5
+    code, out = fm(
+        store, "model", "commit", "tiny", str(write_model(tmp_path / "v2", changed)),
+        "-m", "bias", "--branch", "exp", "--parent", "main",
+    )  # fmt: skip
+    assert code == 0, out
+
+    code, out = fm(store, "model", "diff", "tiny@main", "exp", "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["counts"] == {"unchanged": 4, "changed": 1, "added": 0, "removed": 0}
+    (bias,) = [t for t in report["tensors"] if t["status"] == "changed"]
+    assert bias["name"] == "layer.0.norm.bias"
+    assert bias["max_abs"] == 0.5
+    assert bias["fraction_changed"] == 1.0
+    assert [layer["layer"] for layer in report["layers"] if layer["changed"]] == ["layer.0"]
+    code, out = fm(store, "model", "diff", "tiny@main", "exp")
+    assert "layer.0.norm.bias" in out
+    assert "1 changed, 0 added, 0 removed, 4 unchanged" in out
+
+    code, out = fm(store, "model", "log", "tiny", "--graph")
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert "(exp) bias" in lines[0]
+    assert "(main) base" in lines[1]
+
+    remote = tmp_path / "shared"
+    assert fm(store, "remote", "add", "origin", str(remote))[0] == 0
+    assert "origin" in fm(store, "remote", "ls")[1]
+    code, out = fm(store, "push", "origin", "tiny")
+    assert code == 0, out
+    assert "pushed tiny: 2 commits" in out
+    code, out = fm(tmp_path, "clone", str(remote), str(tmp_path / "copy"))
+    assert code == 0, out
+    code, out = fm(tmp_path / "copy", "model", "checkout", "tiny@exp", "-o", str(tmp_path / "o"))
+    assert code == 0, out
+    assert same_files(tmp_path / "v2", tmp_path / "o")
+    code, out = fm(store, "push", "nowhere", "tiny")
+    assert code == 1
+    assert out.startswith("fmforge: error: no remote named 'nowhere'")
