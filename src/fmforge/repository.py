@@ -9,7 +9,7 @@ objects at S3 for teams.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from fmforge.settings import (
 )
 
 DIRNAME = ".fmforge"
+PRUNE_STREAM = "objects/pruned"
 REPOSITORY_STREAM = "repository"
 
 
@@ -177,7 +178,11 @@ class Repository:
         head = self.ledger.verify(workers=workers)
         checked = 0
         if objects:
-            for digest, seq in sorted(self.ledger.referenced_objects().items(), key=lambda i: i[1]):
+            pruned = self.pruned_objects()
+            referenced = self.ledger.referenced_objects()
+            for digest, seq in sorted(referenced.items(), key=lambda i: i[1]):
+                if digest in pruned:
+                    continue
                 try:
                     self.objects.verify_object(digest)
                 except ObjectNotFound:
@@ -191,11 +196,38 @@ class Repository:
                     on_object(digest)
         return VerifyReport(head, head.seq, checked)
 
-    def gc(self, *, grace_period_s: float | None = None, dry_run: bool = False) -> GcReport:
-        """Delete objects no event refers to, older than the grace period."""
+    def gc(
+        self,
+        *,
+        grace_period_s: float | None = None,
+        dry_run: bool = False,
+        prune: Collection[str] = (),
+        reason: str = "",
+    ) -> GcReport:
+        """Delete objects no event refers to, and those in ``prune``, older than the grace period.
+
+        ``prune`` names referenced objects a domain has found unreachable (the model registry:
+        objects only old commits outside every branch and tag use). Their deletion is recorded
+        as an ``ObjectsPruned`` event, so ``verify`` knows they are gone on purpose and the
+        ledger tells when and why.
+        """
         grace = self.settings["gc.grace_period_s"] if grace_period_s is None else grace_period_s
-        keep = self.ledger.referenced_objects()
-        return self.objects.gc(keep, grace_period_s=grace, dry_run=dry_run)
+        prune = set(prune)
+        keep = set(self.ledger.referenced_objects()) - prune
+        report = self.objects.gc(keep, grace_period_s=grace, dry_run=dry_run)
+        pruned = sorted(prune.intersection(report.deleted_digests))
+        if pruned and not dry_run:
+            self.ledger.append(
+                PRUNE_STREAM, NewEvent("ObjectsPruned", {"objects": pruned, "reason": reason})
+            )
+        return report
+
+    def pruned_objects(self) -> set[str]:
+        """Objects deleted on purpose by ``gc`` (see ``ObjectsPruned``)."""
+        pruned: set[str] = set()
+        for event in self.ledger.read_all(types=["ObjectsPruned"], streams=PRUNE_STREAM):
+            pruned.update(event.data["objects"])
+        return pruned
 
 
 def _remove_tree(path: Path) -> None:

@@ -77,6 +77,13 @@ SETTINGS: tuple[Setting, ...] = (
         "have recorded the event that refers to it yet.",
     ),
     Setting(
+        "gc.retention_s",
+        "FMFORGE_GC_RETENTION_S",
+        30 * 86400.0,
+        "gc keeps the objects of every model commit reachable from a branch or tag, and of any "
+        "commit recorded, or pointed at by a branch, within this many seconds.",
+    ),
+    Setting(
         "actor",
         "FMFORGE_ACTOR",
         "",

@@ -138,7 +138,7 @@ class TestVerifyAndGc:
             from fmforge.ledger import NewEvent
 
             digest = repo.objects.put(b"weights" * 1000)
-            repo.ledger.append("model/m", NewEvent("ModelCommitted", {"d": digest}, refs=(digest,)))
+            repo.ledger.append("blobs/b", NewEvent("BlobAdded", {"d": digest}, refs=(digest,)))
             return digest
 
     def test_verify_ok(self, project: Path) -> None:
@@ -264,7 +264,7 @@ class TestTeamBackends:
             from fmforge.ledger import NewEvent
 
             digest = repo.objects.put(b"shared weights" * 10_000)
-            repo.ledger.append("model/m", NewEvent("ModelCommitted", refs=(digest,)))
+            repo.ledger.append("blobs/b", NewEvent("BlobAdded", refs=(digest,)))
             assert type(repo.ledger).__name__ == "PostgresEventStore"
             assert type(repo.objects).__name__ == "S3ObjectStore"
         code, out = fm("--store", str(tmp_path), "verify")

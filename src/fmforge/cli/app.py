@@ -19,6 +19,7 @@ from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
 from fmforge.errors import RepositoryNotFound
 from fmforge.ledger import Event
+from fmforge.models.maintenance import prunable_objects, verify_tensors
 from fmforge.repository import Repository, find_repository
 from fmforge.settings import SETTINGS, STORE_ENV, load_settings
 
@@ -162,14 +163,31 @@ def verify(
     workers: Annotated[
         int | None, typer.Option(help="Processes for chain verification (default: automatic).")
     ] = None,
+    tensors: Annotated[
+        bool,
+        typer.Option(
+            "--tensors/--no-tensors", help="Also rebuild model tensors from their deltas."
+        ),
+    ] = True,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Rebuild a random sample of 64 tensors, not all.")
+    ] = False,
 ) -> None:
-    """Recompute the hash chain and re-hash every referenced object; exit 1 on the first fault."""
+    """Recompute the hash chain, re-hash every referenced object and rebuild every model tensor
+    through its delta chain, checking its hash; exit 1 on the first fault."""
     with open_repository(ctx) as repo:
         report = repo.verify(objects=objects, workers=workers)
+        check = verify_tensors(repo, quick=quick) if tensors else None
     console.print(
         f"ok: {report.events} events, chain verifies to head {report.head.hash.hex()}; "
         f"{report.objects_checked} referenced objects intact"
     )
+    if check is not None:
+        pruned = f" ({check.skipped_commits} pruned by gc skipped)" if check.skipped_commits else ""
+        console.print(
+            f"ok: {check.tensors} distinct tensors of {check.commits} model commits rebuilt "
+            f"bit-exact{' (a sample)' if quick else ''}{pruned}"
+        )
 
 
 @app.command()
@@ -180,14 +198,28 @@ def gc(
         float | None,
         typer.Option(help="Spare objects younger than this many seconds (default: setting)."),
     ] = None,
+    retention: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep model commits recorded or on a branch within this many seconds, "
+            "besides all reachable from a branch or tag (default: setting gc.retention_s)."
+        ),
+    ] = None,
 ) -> None:
-    """Delete stored objects that no event refers to."""
+    """Delete stored objects that no event refers to, and those only old model commits outside
+    every branch and tag use (recorded as an ObjectsPruned event)."""
     with open_repository(ctx) as repo:
-        report = repo.gc(grace_period_s=grace_period, dry_run=dry_run)
+        keep_for = repo.settings["gc.retention_s"] if retention is None else retention
+        prune, commits = prunable_objects(repo, keep_for)
+        report = repo.gc(
+            grace_period_s=grace_period, dry_run=dry_run, prune=prune,
+            reason=f"{len(commits)} model commits unreachable and older than {keep_for:g} s",
+        )  # fmt: skip
     verb = "would delete" if dry_run else "deleted"
     console.print(
-        f"{verb} {report.deleted} object(s), {report.bytes_freed} bytes; kept {report.kept} "
-        f"referenced, spared {report.young} younger than the grace period"
+        f"{verb} {report.deleted} object(s), {report.bytes_freed} bytes "
+        f"({len(commits)} model commits outside every branch and tag and the retention window); "
+        f"kept {report.kept}, spared {report.young} younger than the grace period"
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fmforge.errors import InvalidModelSource, InvalidTensor
+from fmforge.errors import InvalidModelSource, InvalidTensor, ObjectNotFound, RefNotFound
 from fmforge.models.commits import load_manifest, refs, stored_lookup
 from fmforge.models.refs import split_model_ref
 from fmforge.models.storage import StoredTensor, load_tensor
@@ -56,7 +56,15 @@ class CommitReader:
         index = refs(repo)
         self.commit = index.resolve(self.model, ref)
         self.info = index.commit(self.commit)
-        self.manifest = load_manifest(repo, self.info.manifest)
+        try:
+            self.manifest = load_manifest(repo, self.info.manifest)
+        except ObjectNotFound:
+            if self.info.manifest in repo.pruned_objects():
+                raise RefNotFound(
+                    f"{self.model}@{self.commit[:12]}: gc pruned this commit's objects (it was "
+                    "outside every branch and tag and older than gc.retention_s)"
+                ) from None
+            raise
         self.stored = {h: StoredTensor.from_record(r) for h, r in self.manifest["stored"].items()}
         index_lookup = stored_lookup(index)
         # A manifest lists every tensor down each delta chain; the index is the fallback.
