@@ -70,7 +70,7 @@ class CommitReader:
         # A manifest lists every tensor down each delta chain; the index is the fallback.
         self.lookup = lambda raw_hash: self.stored.get(raw_hash) or index_lookup(raw_hash)
 
-    def tensor_bytes(self, raw_hash: str) -> bytes:
+    def tensor_bytes(self, raw_hash: str) -> memoryview:
         return load_tensor(self.repo.objects, self.stored[raw_hash], self.lookup, {})
 
     def tensors(self) -> Iterator[tuple[str, str, TensorSpec]]:

@@ -170,7 +170,7 @@ _NUMERIC = {
 }  # fmt: skip
 
 
-def _values(raw: bytes, spec: TensorSpec) -> np.ndarray[Any, Any] | None:
+def _values(raw: bytes | memoryview, spec: TensorSpec) -> np.ndarray[Any, Any] | None:
     """A view of the elements in a numpy dtype, or None (fp8: no numeric reading here)."""
     dtype = _NUMERIC.get(spec.dtype)
     return None if dtype is None else np.frombuffer(raw, dtype)
@@ -183,7 +183,11 @@ def _float64(values: np.ndarray[Any, Any], spec: TensorSpec) -> np.ndarray[Any, 
 
 
 def _statistics(
-    entry: TensorDiff, old_raw: bytes, new_raw: bytes, spec: TensorSpec, with_rank: bool
+    entry: TensorDiff,
+    old_raw: bytes | memoryview,
+    new_raw: bytes | memoryview,
+    spec: TensorSpec,
+    with_rank: bool,
 ) -> None:
     """Fill ``entry``'s statistics, in float64 chunks of rows (memory ~ the two tensors)."""
     old_bits = np.frombuffer(old_raw, np.uint8).reshape(spec.numel, spec.itemsize)

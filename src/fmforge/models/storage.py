@@ -76,7 +76,7 @@ def store_tensor(
     *,
     digest: str | None = None,
     base: StoredTensor | None = None,
-    base_bytes: bytes | None = None,
+    base_bytes: bytes | memoryview | None = None,
 ) -> StoredTensor:
     """Encode ``data`` (a delta on ``base`` unless a keyframe is due) and store it."""
     digest = digest or raw_hash(data)
@@ -101,10 +101,12 @@ def store_tensor(
         bytes.fromhex(base_hash) if base_hash else _NO_BASE,
         depth,
     )
-    stored = header + encoded.payload
-    blob = objects.put(stored, compress=False)  # the payload is compressed already
+    # Written part by part (never joined in memory); the payload is compressed already.
+    parts: list[bytes | memoryview] = [header, *encoded.parts]
+    blob = objects.put(parts, compress=False)
+    stored_bytes = len(header) + encoded.size
     return StoredTensor(
-        digest, blob, encoded.kind, base_hash, depth, spec.dtype, spec.shape, len(stored)
+        digest, blob, encoded.kind, base_hash, depth, spec.dtype, spec.shape, stored_bytes
     )
 
 
@@ -112,8 +114,8 @@ def load_tensor(
     objects: ObjectStore,
     stored: StoredTensor,
     lookup: Callable[[str], StoredTensor],
-    cache: dict[str, bytes] | None = None,
-) -> bytes:
+    cache: dict[str, memoryview] | None = None,
+) -> memoryview:
     """The tensor's exact bytes, replaying its delta chain; verified against ``raw_hash``."""
     if cache is not None and stored.raw_hash in cache:
         return cache[stored.raw_hash]
@@ -125,14 +127,14 @@ def load_tensor(
         raise CorruptTensor(f"tensor object {stored.blob} has an unknown header")
     kind = KINDS[kind_index]
     spec = TensorSpec(stored.dtype, stored.shape)
-    parent: bytes | None = None
+    parent: memoryview | None = None
     if kind != "raw":
         if base_raw == _NO_BASE:
             raise CorruptTensor(f"tensor object {stored.blob} is a {kind} delta without a base")
         base = lookup(base_raw.hex())
         parent = load_tensor(objects, base, lookup, cache)
     try:
-        data = decode(EncodedTensor(kind, memoryview(blob)[_HEADER.size :]), spec, parent)
+        data = decode(EncodedTensor(kind, (memoryview(blob)[_HEADER.size :],)), spec, parent)
     except CorruptTensor as exc:
         raise CorruptTensor(f"tensor object {stored.blob} is damaged: {exc}") from None
     if raw_hash(data) != stored.raw_hash:

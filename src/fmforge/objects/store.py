@@ -41,7 +41,9 @@ _PROBE = 1 << 20
 _WORTH_IT = 0.97
 _WRITEBACK_EVERY = 128 << 20
 
-Source = bytes | bytearray | memoryview | os.PathLike[str] | IO[bytes] | Iterable[bytes]
+Source = (
+    bytes | bytearray | memoryview | os.PathLike[str] | IO[bytes] | Iterable[bytes | memoryview]
+)
 Compression = Literal["auto", "off"]
 
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -81,12 +82,19 @@ class TensorSpec:
 
 @dataclass(frozen=True, slots=True)
 class EncodedTensor:
+    """An encoding: its kind and its payload, kept in parts so large ones are never joined
+    in memory (the object store writes the parts one after the other)."""
+
     kind: Kind
-    payload: bytes | memoryview
+    parts: tuple[bytes | memoryview, ...]
+
+    @property
+    def payload(self) -> bytes | memoryview:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
     @property
     def size(self) -> int:
-        return len(self.payload)
+        return sum(len(p) for p in self.parts)
 
 
 def _bits(data: bytes | bytearray | memoryview, spec: TensorSpec) -> np.ndarray[Any, Any]:
@@ -97,41 +105,63 @@ def _bits(data: bytes | bytearray | memoryview, spec: TensorSpec) -> np.ndarray[
     return np.frombuffer(data, dtype=_UINT[spec.itemsize])
 
 
-def _planes(bits: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
-    """Byte planes: plane k holds byte k of every element (compressed one by one)."""
+def _planes(bits: np.ndarray[Any, Any]) -> Iterator[np.ndarray[Any, Any]]:
+    """Byte planes, one at a time: plane k holds byte k of every element."""
     itemsize = bits.dtype.itemsize
     as_bytes = bits.view(np.uint8).reshape(-1, itemsize)
-    return [np.ascontiguousarray(as_bytes[:, k]) for k in range(itemsize)]
+    for k in range(itemsize):
+        yield np.ascontiguousarray(as_bytes[:, k])
 
 
-def _unplanes(planes: Sequence[bytes], itemsize: int) -> np.ndarray[Any, Any]:
-    if len(planes) != itemsize or len({len(p) for p in planes}) > 1:
-        raise CorruptTensor("byte planes disagree in count or length")
-    out = np.empty((len(planes[0]), itemsize), dtype=np.uint8)
-    for k, plane in enumerate(planes):
-        out[:, k] = np.frombuffer(plane, dtype=np.uint8)
+def _unplanes(blocks: Sequence[memoryview], itemsize: int) -> np.ndarray[Any, Any]:
+    """Elements from their compressed byte planes, decompressing one plane at a time."""
+    if len(blocks) != itemsize:
+        raise CorruptTensor(f"{len(blocks)} byte planes for {itemsize}-byte elements")
+    decompressor = zstandard.ZstdDecompressor()
+    out: np.ndarray[Any, Any] | None = None
+    for k, block in enumerate(blocks):
+        plane = np.frombuffer(decompressor.decompress(block), dtype=np.uint8)
+        if out is None:
+            out = np.empty((plane.size, itemsize), dtype=np.uint8)
+        elif plane.size != out.shape[0]:
+            raise CorruptTensor("byte planes disagree in length")
+        out[:, k] = plane
+        del plane
+    assert out is not None
     return out.reshape(-1).view(_UINT[itemsize])
+
+
+_CHUNK = 1 << 20  # elements per step of the elementwise passes: temporaries stay small
 
 
 def _zigzag_diff(child: np.ndarray[Any, Any], base: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """``child - base`` modulo 2**bits, zigzag-mapped so small steps either way stay small."""
-    diff: np.ndarray[Any, Any] = np.subtract(child, base)  # unsigned: wraps
-    sign = diff >> diff.dtype.type(diff.dtype.itemsize * 8 - 1)
-    np.subtract(diff.dtype.type(0), sign, out=sign)  # all ones where the difference is negative
-    diff <<= diff.dtype.type(1)
-    diff ^= sign
-    return diff
+    out = np.empty_like(child)
+    top = child.dtype.type(child.dtype.itemsize * 8 - 1)
+    one, zero = child.dtype.type(1), child.dtype.type(0)
+    for start in range(0, child.size, _CHUNK):
+        diff = out[start : start + _CHUNK]
+        np.subtract(child[start : start + _CHUNK], base[start : start + _CHUNK], out=diff)
+        sign = diff >> top
+        np.subtract(zero, sign, out=sign)  # all ones where the difference is negative
+        diff <<= one
+        diff ^= sign
+    return out
 
 
 def _undo_zigzag_diff(
     zigzag: np.ndarray[Any, Any], base: np.ndarray[Any, Any]
 ) -> np.ndarray[Any, Any]:
-    one = zigzag.dtype.type(1)
-    sign = zigzag & one
-    np.subtract(zigzag.dtype.type(0), sign, out=sign)
-    out: np.ndarray[Any, Any] = zigzag >> one
-    out ^= sign
-    out += base
+    """Inverse of ``_zigzag_diff``, in place in ``zigzag`` when it is writable."""
+    out = zigzag if zigzag.flags.writeable else zigzag.copy()
+    one, zero = out.dtype.type(1), out.dtype.type(0)
+    for start in range(0, out.size, _CHUNK):
+        chunk = out[start : start + _CHUNK]
+        sign = chunk & one
+        np.subtract(zero, sign, out=sign)
+        chunk >>= one
+        chunk ^= sign
+        chunk += base[start : start + _CHUNK]
     return out
 
 
@@ -143,25 +173,30 @@ def _compressor() -> zstandard.ZstdCompressor:
     return compressor
 
 
-def _pack(*parts: Any) -> bytes:
+def _pack(parts: Iterable[Any]) -> tuple[bytes, ...]:
     """Each part (bytes or a contiguous array) compressed alone, behind a table of sizes."""
     compressor = _compressor()
     blocks = [compressor.compress(p) for p in parts]
-    return struct.pack(f"<{len(blocks)}Q", *map(len, blocks)) + b"".join(blocks)
+    return (struct.pack(f"<{len(blocks)}Q", *map(len, blocks)), *blocks)
 
 
-def _unpack(payload: bytes | memoryview, count: int) -> list[bytes]:
+def _unpack(payload: bytes | memoryview, count: int) -> list[memoryview]:
+    """The ``count`` compressed blocks behind the table of sizes (not yet decompressed)."""
     view = memoryview(payload)
     head = 8 * count
     sizes = struct.unpack(f"<{count}Q", view[:head])
-    decompressor = zstandard.ZstdDecompressor()
-    parts, offset = [], head
+    blocks, offset = [], head
     for size in sizes:
-        parts.append(decompressor.decompress(view[offset : offset + size]))
+        blocks.append(view[offset : offset + size])
         offset += size
-    if offset != len(payload):
+    if offset != len(view):
         raise CorruptTensor("payload length does not match its block table")
-    return parts
+    return blocks
+
+
+def _decompress(block: memoryview) -> bytes:
+    data: bytes = zstandard.ZstdDecompressor().decompress(block)
+    return data
 
 
 # ---- low-rank approximation -----------------------------------------------------------------
@@ -254,7 +289,7 @@ def encode(
     if parent is None:
         if "raw" not in kinds and kinds != KINDS:
             raise InvalidTensor(f"none of the encodings {kinds} applies without a parent")
-        return EncodedTensor("raw", _pack(*_planes(bits)))
+        return EncodedTensor("raw", _pack(_planes(bits)))
     parent_bits = _bits(parent, spec)
     candidates: list[EncodedTensor] = []
     changed = int(np.count_nonzero(bits != parent_bits))
@@ -270,7 +305,7 @@ def encode(
         kind, estimate = _best_dense_kind(bits, parent_bits, dense)
         if best_so_far is None or estimate < best_so_far:
             planes = _planes(_dense(kind, bits, parent_bits))
-            candidates.append(EncodedTensor(kind, _pack(*planes)))
+            candidates.append(EncodedTensor(kind, _pack(planes)))
     if not candidates:
         raise InvalidTensor(f"none of the encodings {kinds} applies to this tensor")
     return min(candidates, key=lambda c: c.size)
@@ -301,7 +336,7 @@ def _best_dense_kind(
         picked = (starts[:, None] + np.arange(_SAMPLE_CHUNK)).reshape(-1)
     child, base = bits[picked], parent_bits[picked]
 
-    estimates = {k: len(_pack(*_planes(_dense(k, child, base)))) for k in kinds}
+    estimates = {k: sum(map(len, _pack(_planes(_dense(k, child, base))))) for k in kinds}
     best = min(kinds, key=estimates.__getitem__)
     return best, estimates[best] * bits.size / max(picked.size, 1)
 
@@ -315,7 +350,7 @@ def _encode_sparse(bits: np.ndarray[Any, Any], parent_bits: np.ndarray[Any, Any]
     with np.errstate(over="ignore"):
         values = _zigzag_diff(bits[changed], parent_bits[changed])
     header = struct.pack("<QB", changed.size, 8 if wide else 4)
-    return EncodedTensor("sparse", header + _pack(*_planes(gaps), *_planes(values)))
+    return EncodedTensor("sparse", (header, *_pack(chain(_planes(gaps), _planes(values)))))
 
 
 def _low_rank_applies(spec: TensorSpec, changed: int) -> bool:
@@ -403,7 +438,8 @@ def _encode_low_rank(
         else (u.tobytes(), v.tobytes())
     )  # fmt: skip
     header = struct.pack("<IB", u.shape[1], 1 if half else 0)
-    return EncodedTensor("lowrank", header + _pack(u_bytes, v_bytes, *_planes(residual)))
+    parts = chain((u_bytes, v_bytes), _planes(residual))
+    return EncodedTensor("lowrank", (header, *_pack(parts)))
 
 
 def _bf16_round_trip(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -416,7 +452,7 @@ def decode(
     encoded: EncodedTensor,
     spec: TensorSpec,
     parent: bytes | bytearray | memoryview | None = None,
-) -> bytes:
+) -> memoryview:
     """The tensor's exact bytes. Deltas need the same ``parent`` they were encoded against."""
     itemsize = spec.itemsize
     try:
@@ -427,7 +463,8 @@ def decode(
                 raise InvalidTensor(f"a {encoded.kind} encoding needs its parent tensor")
             parent_bits = _bits(parent, spec)
             if encoded.kind == "xor":
-                out = parent_bits ^ _unplanes(_unpack(encoded.payload, itemsize), itemsize)
+                out = _unplanes(_unpack(encoded.payload, itemsize), itemsize)
+                out ^= parent_bits
             elif encoded.kind == "diff":
                 planes = _unplanes(_unpack(encoded.payload, itemsize), itemsize)
                 with np.errstate(over="ignore"):
@@ -442,7 +479,7 @@ def decode(
         raise CorruptTensor(f"cannot decode {encoded.kind} payload: {exc}") from None
     if out.size != spec.numel:
         raise CorruptTensor(f"decoded {out.size} elements, expected {spec.numel}")
-    return out.tobytes()
+    return memoryview(out.data).cast("B")  # no copy: the caller hashes or writes it
 
 
 def _decode_sparse(
@@ -468,7 +505,8 @@ def _decode_low_rank(
     payload: bytes | memoryview, parent_bits: np.ndarray[Any, Any], spec: TensorSpec
 ) -> np.ndarray[Any, Any]:
     rank, half = struct.unpack("<IB", payload[:5])
-    u_bytes, v_bytes, *residual_planes = _unpack(payload[5:], 2 + spec.itemsize)
+    u_block, v_block, *residual_planes = _unpack(payload[5:], 2 + spec.itemsize)
+    u_bytes, v_bytes = _decompress(u_block), _decompress(v_block)
     rows, cols = spec.shape
 
     def factor(raw: bytes, shape: tuple[int, int]) -> np.ndarray[Any, Any]:

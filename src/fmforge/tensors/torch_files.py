@@ -62,7 +62,7 @@ def load_torch_state_dict(
 
 
 def save_torch_state_dict(
-    path: str | os.PathLike[str], tensors: Mapping[str, tuple[TensorSpec, bytes]]
+    path: str | os.PathLike[str], tensors: Mapping[str, tuple[TensorSpec, bytes | memoryview]]
 ) -> None:
     """Write a state dict whose tensors have exactly these bytes."""
     torch = _torch()

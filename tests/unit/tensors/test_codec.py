@@ -170,6 +170,6 @@ class TestErrors:
     def test_damaged_payload(self) -> None:
         spec = TensorSpec("F32", (64,))
         encoded = encode(weights((64,)), spec)
-        damaged = EncodedTensor(encoded.kind, encoded.payload[:-3])
+        damaged = EncodedTensor(encoded.kind, (encoded.payload[:-3],))
         with pytest.raises(CorruptTensor):
             decode(damaged, spec)
