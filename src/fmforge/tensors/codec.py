@@ -24,8 +24,8 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Literal
 
 import numpy as np
