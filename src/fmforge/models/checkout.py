@@ -124,7 +124,7 @@ def _write_safetensors(
     ]
     if pattern is not None:
         header = _subset_header(header, {n for n, _ in names})
-    tmp = destination.with_name(f".{destination.name}.fmforge-tmp")
+    tmp = destination.with_name(f".fmforge-tmp-{destination.name}")
     try:
         with open(tmp, "wb") as handle:
             handle.write(struct.pack("<Q", len(header)) + header)

@@ -90,11 +90,19 @@ def _source_files(path: Path) -> list[tuple[str, Path]]:
     files = sorted(
         (p.relative_to(path).as_posix(), p)
         for p in path.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        if p.is_file() and not any(_skipped(part) for part in p.relative_to(path).parts)
     )
     if not files:
         raise InvalidModelSource(f"{path}: the directory has no files to commit")
     return files
+
+
+_SKIPPED_DIRS = {".git", ".cache", ".ipynb_checkpoints", ".huggingface"}
+
+
+def _skipped(part: str) -> bool:
+    """VCS and cache folders, and fmforge's own temporary and marker files, are not model files."""
+    return part in _SKIPPED_DIRS or part.startswith(".fmforge")
 
 
 def _is_torch_weights(path: Path) -> bool:
