@@ -15,6 +15,7 @@ from typing import Any
 
 from fmforge.errors import StreamVersionConflict
 from fmforge.ledger import Event, NewEvent, Projection, handles
+from fmforge.models import demo as model_demo
 from fmforge.repository import Repository
 
 
@@ -151,6 +152,19 @@ def _gc(ctx: DemoContext) -> list[str]:
     ]
 
 
+def _models(
+    chapter: Callable[[Repository, Path, dict[str, Any]], list[str]],
+) -> Callable[[DemoContext], list[str]]:
+    """A model-registry step, given a scratch folder for the model files it writes."""
+
+    def step(ctx: DemoContext) -> list[str]:
+        scratch = ctx.directory / "model-files"
+        scratch.mkdir(exist_ok=True)
+        return chapter(ctx.repository, scratch, ctx.facts)
+
+    return step
+
+
 STEPS: list[DemoStep] = [
     DemoStep("Initialise a repository (embedded default: SQLite + local objects)", _init),
     DemoStep("Append events: optimistic concurrency and idempotent retries", _append),
@@ -159,6 +173,12 @@ STEPS: list[DemoStep] = [
     DemoStep("Build a projection and rebuild it", _projection),
     DemoStep("Verify the ledger and every referenced object", _verify),
     DemoStep("Garbage-collect unreferenced objects", _gc),
+    DemoStep("Commit the all-MiniLM-L6-v2 model", _models(model_demo.commit_minilm)),
+    DemoStep("Commit two finetune-like versions on branches", _models(model_demo.commit_finetunes)),
+    DemoStep("Diff them against main", _models(model_demo.diff_finetunes)),
+    DemoStep(
+        "Check out the first version and verify it bit for bit", _models(model_demo.checkout_first)
+    ),
 ]
 
 

@@ -20,6 +20,8 @@ def test_fmforge_demo_runs_every_step(tmp_path: Path) -> None:
         assert f"{number}. {step.title}" in result.stdout
     assert "deduplicated=True, nothing written" in result.stdout
     assert "rebuilt from seq 1: identical=True" in result.stdout
+    assert "every file's blake3 equal to the original: True" in result.stdout
+    assert "saved against full copies" in result.stdout
     assert "demo finished" in result.stdout
     assert list(tmp_path.iterdir()) == [], "the default demo cleans up after itself"
 
@@ -30,4 +32,4 @@ def test_demo_leaves_a_repository_that_verifies(tmp_path: Path) -> None:
     with Repository.open(tmp_path) as repo:
         report = repo.verify()
         assert report.events == repo.ledger.count() >= 6
-        assert report.objects_checked == 2
+        assert report.objects_checked > 100  # MiniLM's tensors, files and manifests
