@@ -21,7 +21,6 @@ thread) per version. Peak memory is tracemalloc's peak (numpy reports its buffer
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import sys
@@ -72,31 +71,18 @@ def base_weights() -> tuple[dict[str, np.ndarray], Path]:
 
 
 def save(tensors: dict[str, np.ndarray], path: Path, dtype: str) -> Path:
-    from safetensors.numpy import save_file
+    """A safetensors file of ``tensors``; float32 ones cast to bfloat16 when ``dtype`` is bf16."""
+    import torch
+    from safetensors.torch import save_file
 
-    out: dict[str, np.ndarray] = {}
+    out = {}
     for name, value in tensors.items():
         if dtype == "bf16" and value.dtype == np.float32:
-            # safetensors.numpy has no bfloat16: write the bits, then patch the dtype below.
-            out[name] = to_bf16(value)
+            out[name] = torch.from_numpy(to_bf16(value).view(np.int16)).view(torch.bfloat16)
         else:
-            out[name] = value
+            out[name] = torch.from_numpy(np.ascontiguousarray(value))
     save_file(out, str(path), metadata={"format": "pt"})
-    if dtype == "bf16":
-        _mark_bf16(path, {n for n, v in tensors.items() if v.dtype == np.float32})
     return path
-
-
-def _mark_bf16(path: Path, names: set[str]) -> None:
-    raw = path.read_bytes()
-    size = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + size])
-    for name in names:
-        header[name]["dtype"] = "BF16"
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (size - len(encoded))
-    assert len(encoded) == size
-    path.write_bytes(raw[:8] + encoded + raw[8 + size :])
 
 
 class Adam:

@@ -114,20 +114,28 @@ def _planes(bits: np.ndarray[Any, Any]) -> Iterator[np.ndarray[Any, Any]]:
 
 
 def _unplanes(blocks: Sequence[memoryview], itemsize: int) -> np.ndarray[Any, Any]:
-    """Elements from their compressed byte planes, decompressing one plane at a time."""
+    """Elements from their compressed byte planes. Each plane is streamed through a buffer of
+    ``_CHUNK`` bytes, so memory holds the result and little else."""
     if len(blocks) != itemsize:
         raise CorruptTensor(f"{len(blocks)} byte planes for {itemsize}-byte elements")
+    sizes = {zstandard.frame_content_size(block) for block in blocks}
+    if len(sizes) != 1 or min(sizes) < 0:
+        raise CorruptTensor("byte planes disagree in length or do not record it")
+    count = sizes.pop()
+    out = np.empty((count, itemsize), dtype=np.uint8)
     decompressor = zstandard.ZstdDecompressor()
-    out: np.ndarray[Any, Any] | None = None
+    buffer = np.empty(min(count, _CHUNK), dtype=np.uint8)
     for k, block in enumerate(blocks):
-        plane = np.frombuffer(decompressor.decompress(block), dtype=np.uint8)
-        if out is None:
-            out = np.empty((plane.size, itemsize), dtype=np.uint8)
-        elif plane.size != out.shape[0]:
-            raise CorruptTensor("byte planes disagree in length")
-        out[:, k] = plane
-        del plane
-    assert out is not None
+        with decompressor.stream_reader(block) as reader:
+            for start in range(0, count, _CHUNK):
+                view = memoryview(buffer.data)[: min(_CHUNK, count - start)]
+                filled = 0
+                while filled < len(view):
+                    got = reader.readinto(view[filled:])
+                    if not got:
+                        raise CorruptTensor("a byte plane ends early")
+                    filled += got
+                out[start : start + len(view), k] = buffer[: len(view)]
     return out.reshape(-1).view(_UINT[itemsize])
 
 
@@ -192,6 +200,30 @@ def _unpack(payload: bytes | memoryview, count: int) -> list[memoryview]:
     if offset != len(view):
         raise CorruptTensor("payload length does not match its block table")
     return blocks
+
+
+def _pack_dense(
+    kind: Kind, bits: np.ndarray[Any, Any], parent_bits: np.ndarray[Any, Any]
+) -> tuple[bytes, ...]:
+    """``_pack(_planes(_dense(...)))`` computed ``_CHUNK`` elements at a time: each plane goes
+    through its own streaming compressor, so no full-size temporary is ever allocated."""
+    if bits.size <= _CHUNK:
+        return _pack(_planes(_dense(kind, bits, parent_bits)))
+    itemsize = bits.dtype.itemsize
+    streams = [
+        zstandard.ZstdCompressor(compression_params=_PARAMS).compressobj(size=bits.size)
+        for _ in range(itemsize)
+    ]
+    pieces: list[list[bytes]] = [[] for _ in range(itemsize)]
+    for start in range(0, bits.size, _CHUNK):
+        stop = start + _CHUNK
+        chunk = _dense(kind, bits[start:stop], parent_bits[start:stop])
+        for k, plane in enumerate(_planes(chunk)):
+            pieces[k].append(streams[k].compress(plane.data))
+    for k in range(itemsize):
+        pieces[k].append(streams[k].flush())
+    table = struct.pack(f"<{itemsize}Q", *(sum(map(len, p)) for p in pieces))
+    return (table, *(piece for plane in pieces for piece in plane if piece))
 
 
 def _decompress(block: memoryview) -> bytes:
@@ -301,11 +333,14 @@ def encode(
             candidates.append(lowrank)
     dense: list[Kind] = [k for k in ("raw", "xor", "diff") if k in kinds]
     best_so_far = min((c.size for c in candidates), default=None)
-    if dense and (best_so_far is None or best_so_far > spec.nbytes // 64):
-        kind, estimate = _best_dense_kind(bits, parent_bits, dense)
-        if best_so_far is None or estimate < best_so_far:
-            planes = _planes(_dense(kind, bits, parent_bits))
-            candidates.append(EncodedTensor(kind, _pack(planes)))
+    # A sparse or low-rank encoding under 1/16 of the tensor is not beaten by a dense one.
+    if dense and (best_so_far is None or best_so_far > spec.nbytes // 16):
+        if bits.size <= _SAMPLE_CHUNKS * _SAMPLE_CHUNK:  # small: the sample is the tensor
+            candidates += [EncodedTensor(k, _pack_dense(k, bits, parent_bits)) for k in dense]
+        else:
+            kind, estimate = _best_dense_kind(bits, parent_bits, dense)
+            if best_so_far is None or estimate < best_so_far:
+                candidates.append(EncodedTensor(kind, _pack_dense(kind, bits, parent_bits)))
     if not candidates:
         raise InvalidTensor(f"none of the encodings {kinds} applies to this tensor")
     return min(candidates, key=lambda c: c.size)
@@ -328,12 +363,8 @@ def _best_dense_kind(
     """The dense encoding that compresses a sample best, and its size scaled to the tensor."""
     if len(kinds) == 1:
         return kinds[0], 0.0
-    sample = _SAMPLE_CHUNKS * _SAMPLE_CHUNK
-    if bits.size <= sample:
-        picked = np.arange(bits.size)
-    else:
-        starts = np.linspace(0, bits.size - _SAMPLE_CHUNK, _SAMPLE_CHUNKS).astype(np.int64)
-        picked = (starts[:, None] + np.arange(_SAMPLE_CHUNK)).reshape(-1)
+    starts = np.linspace(0, bits.size - _SAMPLE_CHUNK, _SAMPLE_CHUNKS).astype(np.int64)
+    picked = (starts[:, None] + np.arange(_SAMPLE_CHUNK)).reshape(-1)
     child, base = bits[picked], parent_bits[picked]
 
     estimates = {k: sum(map(len, _pack(_planes(_dense(k, child, base))))) for k in kinds}
