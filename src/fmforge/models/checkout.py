@@ -71,7 +71,7 @@ class CommitReader:
         self.lookup = lambda raw_hash: self.stored.get(raw_hash) or index_lookup(raw_hash)
 
     def tensor_bytes(self, raw_hash: str) -> memoryview:
-        return load_tensor(self.repo.objects, self.stored[raw_hash], self.lookup, {})
+        return load_tensor(self.repo.objects, self.stored[raw_hash], self.lookup)
 
     def tensors(self) -> Iterator[tuple[str, str, TensorSpec]]:
         """(name, raw hash, spec) of every tensor of every weights file, in manifest order."""

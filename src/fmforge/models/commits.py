@@ -49,7 +49,14 @@ from fmforge.models.refs import (
     split_model_ref,
     validate_model_name,
 )
-from fmforge.models.storage import StoredTensor, load_tensor, raw_hash, store_tensor
+from fmforge.models.storage import (
+    KEYFRAME_EVERY,
+    StoredTensor,
+    chain_of,
+    load_tensor,
+    raw_hash,
+    store_tensor,
+)
 from fmforge.repository import Repository
 from fmforge.tensors.codec import TensorSpec
 from fmforge.tensors.layout import open_tensors
@@ -358,9 +365,13 @@ class _TensorWriter:
     def _encode(
         self, view: memoryview, spec: TensorSpec, digest: str, base: StoredTensor | None
     ) -> StoredTensor:
-        base_bytes = None
-        if base is not None and base.dtype == spec.dtype and base.shape == spec.shape:
-            base_bytes = load_tensor(self.repo.objects, base, self.lookup, {})
+        if base is None or base.dtype != spec.dtype or base.shape != spec.shape:
+            return store_tensor(self.repo.objects, view, spec, digest=digest)
+        if base.depth + 1 >= KEYFRAME_EVERY:
+            # The chain would grow too long: encode against its full encoding instead (depth
+            # 1), which the encoder stores in full when that is smaller.
+            base = chain_of(base, self.lookup)[-1]
+        base_bytes = load_tensor(self.repo.objects, base, self.lookup)
         return store_tensor(
             self.repo.objects, view, spec, digest=digest, base=base, base_bytes=base_bytes
         )

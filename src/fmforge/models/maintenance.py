@@ -102,7 +102,7 @@ def verify_tensors(
     for raw_hash in chosen:
         where, stored, reader = work[raw_hash]
         try:
-            load_tensor(repo.objects, stored, reader.lookup, {})
+            load_tensor(repo.objects, stored, reader.lookup)
         except CorruptTensor as exc:
             raise CorruptTensor(f"{where}: {exc}") from None
         if on_tensor is not None:

@@ -2,9 +2,11 @@
 
 A stored tensor is addressed by the blake3 of its raw bytes (``raw_hash``). Its object holds a
 small header (magic, encoding, base ``raw_hash``, chain depth) and the codec payload. A delta's
-base is the same tensor in the parent commit; ``depth`` counts deltas down to a full encoding,
-and a keyframe (a full encoding) is forced every ``KEYFRAME_EVERY`` versions so a checkout never
-replays more than that many deltas. Every reconstruction is checked against ``raw_hash``.
+base is the same tensor in the parent commit; ``depth`` counts deltas down to a full encoding.
+Where a chain would reach ``KEYFRAME_EVERY`` deltas, the new version is encoded against the
+chain's full encoding instead (depth 1), or in full when that is smaller, so a checkout never
+replays more than ``KEYFRAME_EVERY - 1`` deltas. Every reconstruction is checked against
+``raw_hash``.
 """
 
 from __future__ import annotations
@@ -110,15 +112,33 @@ def store_tensor(
     )
 
 
+def chain_of(stored: StoredTensor, lookup: Callable[[str], StoredTensor]) -> list[StoredTensor]:
+    """``stored`` and its bases down to the full encoding, nearest first."""
+    chain = [stored]
+    while chain[-1].base is not None:
+        if len(chain) > KEYFRAME_EVERY * 4:  # far past any chain we write: a cycle or damage
+            raise CorruptTensor(f"tensor {stored.raw_hash} has a delta chain that never ends")
+        chain.append(lookup(chain[-1].base))
+    return chain
+
+
 def load_tensor(
     objects: ObjectStore,
     stored: StoredTensor,
     lookup: Callable[[str], StoredTensor],
-    cache: dict[str, memoryview] | None = None,
 ) -> memoryview:
-    """The tensor's exact bytes, replaying its delta chain; verified against ``raw_hash``."""
-    if cache is not None and stored.raw_hash in cache:
-        return cache[stored.raw_hash]
+    """The tensor's exact bytes, replaying its delta chain from the full encoding up; each
+    version is checked against its raw hash. Memory holds two versions at a time."""
+    data: memoryview | None = None
+    for record in reversed(chain_of(stored, lookup)):
+        data = _decode_object(objects, record, data)
+    assert data is not None
+    return data
+
+
+def _decode_object(
+    objects: ObjectStore, stored: StoredTensor, parent: memoryview | None
+) -> memoryview:
     blob = objects.get(stored.blob, verify=False)  # the rebuilt tensor's raw hash is checked
     if len(blob) < _HEADER.size:
         raise CorruptTensor(f"tensor object {stored.blob} is truncated")
@@ -126,21 +146,20 @@ def load_tensor(
     if magic != _MAGIC or kind_index >= len(KINDS):
         raise CorruptTensor(f"tensor object {stored.blob} has an unknown header")
     kind = KINDS[kind_index]
-    spec = TensorSpec(stored.dtype, stored.shape)
-    parent: memoryview | None = None
-    if kind != "raw":
-        if base_raw == _NO_BASE:
-            raise CorruptTensor(f"tensor object {stored.blob} is a {kind} delta without a base")
-        base = lookup(base_raw.hex())
-        parent = load_tensor(objects, base, lookup, cache)
+    if (kind == "raw") != (parent is None) or (
+        parent is not None and base_raw != bytes.fromhex(stored.base or "")
+    ):
+        raise CorruptTensor(f"tensor object {stored.blob} does not match its record's base")
     try:
-        data = decode(EncodedTensor(kind, (memoryview(blob)[_HEADER.size :],)), spec, parent)
+        data = decode(
+            EncodedTensor(kind, (memoryview(blob)[_HEADER.size :],)),
+            TensorSpec(stored.dtype, stored.shape),
+            parent,
+        )
     except CorruptTensor as exc:
         raise CorruptTensor(f"tensor object {stored.blob} is damaged: {exc}") from None
     if raw_hash(data) != stored.raw_hash:
         raise CorruptTensor(
             f"tensor {stored.raw_hash} rebuilt from object {stored.blob} does not match its hash"
         )
-    if cache is not None:
-        cache[stored.raw_hash] = data
     return data
