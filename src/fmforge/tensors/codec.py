@@ -266,10 +266,12 @@ def _approximate(
     return _from_float64(acc.reshape(-1), spec.dtype)
 
 
-def _low_rank_factors(
-    delta: np.ndarray[Any, Any], max_rank: int, *, fixed_rank: bool = False
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
-    """Float32 factors of ``delta`` when it is low rank plus rounding noise.
+Factors = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+
+def _low_rank_factors(delta: np.ndarray[Any, Any], max_rank: int) -> tuple[Factors | None, bool]:
+    """Float32 factors of ``delta`` when it is low rank plus rounding noise, and whether its
+    spectrum looked flat (full rank: a wider sketch would find nothing either).
 
     The rank is where the singular values drop by a clear gap (>= 8x): a merged LoRA's delta is
     rank r plus the noise of rounding the merge to the tensor's dtype (large in bf16).
@@ -282,16 +284,13 @@ def _low_rank_factors(
     b = q.T @ delta
     ub, s, vt = np.linalg.svd(b, full_matrices=False)
     if s.size < 2 or s[0] == 0:
-        return None
-    if fixed_rank:
-        rank = min(max_rank, s.size)
-    else:
-        gaps = s[:-1] / np.maximum(s[1:], s[0] * 1e-30)
-        rank = int(np.argmax(gaps[:max_rank])) + 1
-        if gaps[rank - 1] < 8:
-            return None
+        return None, True
+    gaps = s[:-1] / np.maximum(s[1:], s[0] * 1e-30)
+    rank = int(np.argmax(gaps[:max_rank])) + 1
+    if gaps[rank - 1] < 8:
+        return None, bool(s[-1] > 0.25 * s[0])
     u = (q @ ub[:, :rank]) * s[:rank]
-    return u.astype(np.float32), vt[:rank].astype(np.float32)
+    return (u.astype(np.float32), vt[:rank].astype(np.float32)), False
 
 
 # ---- encode / decode ------------------------------------------------------------------------
@@ -300,6 +299,7 @@ _SAMPLE_CHUNKS = 16  # the dense encodings are compared on this many slices of t
 _SAMPLE_CHUNK = 4096  # ... of this many elements each, and only the winner is run in full
 _RANK_PROBE_ROWS = 128
 _PROBE_RANK = 16  # first probe for ranks up to this; a wider one only when the first is unsure
+_PROBE_ABOVE = 1 << 20  # matrices with more elements are probed on a sample of rows first
 
 
 def encode(
@@ -333,8 +333,8 @@ def encode(
             candidates.append(lowrank)
     dense: list[Kind] = [k for k in ("raw", "xor", "diff") if k in kinds]
     best_so_far = min((c.size for c in candidates), default=None)
-    # A sparse or low-rank encoding under 1/16 of the tensor is not beaten by a dense one.
-    if dense and (best_so_far is None or best_so_far > spec.nbytes // 16):
+    # A sparse or low-rank encoding under 1/8 of the tensor is not beaten by a dense one.
+    if dense and (best_so_far is None or best_so_far > spec.nbytes // 8):
         if bits.size <= _SAMPLE_CHUNKS * _SAMPLE_CHUNK:  # small: the sample is the tensor
             candidates += [EncodedTensor(k, _pack_dense(k, bits, parent_bits)) for k in dense]
         else:
@@ -434,9 +434,11 @@ def _looks_low_rank(
 def _encode_low_rank(
     bits: np.ndarray[Any, Any], parent_bits: np.ndarray[Any, Any], spec: TensorSpec
 ) -> EncodedTensor | None:
-    if not _looks_low_rank(bits, parent_bits, spec):
-        return None
     rows, cols = spec.shape
+    # Small matrices are factorised straight away (as cheap as probing them); large ones are
+    # probed on a sample of rows first, so a full-rank delta is never factorised.
+    if rows * cols > _PROBE_ABOVE and not _looks_low_rank(bits, parent_bits, spec):
+        return None
     with np.errstate(all="ignore"):
         delta = (_as_float64(bits, spec.dtype) - _as_float64(parent_bits, spec.dtype)).reshape(
             rows, cols
@@ -447,8 +449,8 @@ def _encode_low_rank(
         try:
             factors = None
             for max_rank in (_PROBE_RANK, _MAX_RANK):  # a small sketch first: LoRA ranks
-                factors = _low_rank_factors(delta, min(max_rank, min(rows, cols) // 4))
-                if factors is not None:
+                factors, flat = _low_rank_factors(delta, min(max_rank, min(rows, cols) // 4))
+                if factors is not None or flat:
                     break
             if factors is None:
                 return None
