@@ -155,3 +155,38 @@ class TestLazyReading:
         mtime = (path / "model.safetensors").stat().st_mtime_ns
         assert open_model("odd", repo=repo) == path
         assert (path / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+class TestShards:
+    def test_a_sharded_model_with_its_index_round_trips(
+        self, repo: Repository, tmp_path: Path
+    ) -> None:
+        import json
+
+        tensors = odd_tensors(4)
+        names = sorted(tensors)
+        shards = {
+            "model-00001-of-00002.safetensors": names[::2],
+            "model-00002-of-00002.safetensors": names[1::2],
+        }
+        source = tmp_path / "sharded"
+        source.mkdir()
+        for shard, members in shards.items():
+            save_file({n: tensors[n] for n in members}, str(source / shard))
+        index = {"weight_map": {n: s for s, members in shards.items() for n in members}}
+        (source / "model.safetensors.index.json").write_text(json.dumps(index))
+        first = commit_model(repo, "sharded", source, "two shards")
+        assert first.tensors == len(tensors)
+        # a tensor moving to the other shard is still stored as a delta on its old self
+        moved = dict(tensors)
+        moved["float32"] = tensors["float32"] * 1.001
+        (source / "model-00001-of-00002.safetensors").unlink()
+        (source / "model-00002-of-00002.safetensors").unlink()
+        save_file(moved, str(source / "model-00001-of-00002.safetensors"))
+        save_file({"extra": torch.ones(3)}, str(source / "model-00002-of-00002.safetensors"))
+        second = commit_model(repo, "sharded", source, "resharded")
+        assert second.kinds.get("raw", 0) == 1  # only the new 'extra' tensor is stored in full
+        out = tmp_path / "out"
+        checkout(repo, "sharded", out)
+        for path in source.iterdir():
+            assert (out / path.name).read_bytes() == path.read_bytes()
