@@ -49,6 +49,7 @@ from fmforge.models.refs import (
     split_model_ref,
     validate_model_name,
 )
+from fmforge.models.sources import ParentFiles, remember
 from fmforge.models.storage import (
     KEYFRAME_EVERY,
     StoredTensor,
@@ -182,7 +183,8 @@ def commit_model(
     # Tensors are encoded in parallel already; BLAS threads on top would only spin.
     with (
         threadpool_limits(limits=1, user_api="blas"),
-        _TensorWriter(repo, index, parent_tensors, result, workers) as writer,
+        ParentFiles(repo, parent_id) as parent_files,
+        _TensorWriter(repo, index, parent_tensors, parent_files, result, workers) as writer,
     ):
         for relative, source in sources:
             entry: dict[str, Any] | None
@@ -245,6 +247,7 @@ def commit_model(
         repo.ledger.append(stream, events, expected_version=version)
     except StreamVersionConflict:
         raise BranchConflict(name, branch) from None
+    remember(repo, commit_id, [p for _, p in sources if p.suffix == ".safetensors"])
     refs(repo)
     return result
 
@@ -328,10 +331,12 @@ class _TensorWriter:
         repo: Repository,
         index: RefIndex,
         parent_tensors: dict[tuple[str, str], StoredTensor],
+        parent_files: ParentFiles,
         result: CommitResult,
         workers: int | None,
     ) -> None:
         self.repo = repo
+        self.parent_files = parent_files
         self.index = index
         self.lookup = stored_lookup(index)
         self.parent_tensors = parent_tensors
@@ -359,19 +364,23 @@ class _TensorWriter:
             return
         self._wait_for_room(spec.nbytes)
         base = self.parent_tensors.get((relative, name)) or self.parent_tensors.get(("", name))
-        future = self.pool.submit(self._encode, view, spec, digest, base)
+        future = self.pool.submit(self._encode, name, view, spec, digest, base)
         self.pending[digest] = (future, spec.nbytes)
 
     def _encode(
-        self, view: memoryview, spec: TensorSpec, digest: str, base: StoredTensor | None
+        self, name: str, view: memoryview, spec: TensorSpec, digest: str, base: StoredTensor | None
     ) -> StoredTensor:
         if base is None or base.dtype != spec.dtype or base.shape != spec.shape:
             return store_tensor(self.repo.objects, view, spec, digest=digest)
+        base_bytes = None
         if base.depth + 1 >= KEYFRAME_EVERY:
             # The chain would grow too long: encode against its full encoding instead (depth
             # 1), which the encoder stores in full when that is smaller.
             base = chain_of(base, self.lookup)[-1]
-        base_bytes = load_tensor(self.repo.objects, base, self.lookup)
+        else:  # the parent's file, if still on disk as committed, spares replaying its chain
+            base_bytes = self.parent_files.bytes_of(name, base)
+        if base_bytes is None:
+            base_bytes = load_tensor(self.repo.objects, base, self.lookup)
         return store_tensor(
             self.repo.objects, view, spec, digest=digest, base=base, base_bytes=base_bytes
         )

@@ -219,3 +219,45 @@ class TestIntegrity:
         after = {t: repo.views.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
                  for t in ModelRefs.tables}  # fmt: skip
         assert before == after
+
+
+class TestParentFromDisk:
+    """A parent's tensors come from its file when that is unchanged, else from its chain."""
+
+    def _two_versions(self, repo: Repository, tmp_path: Path) -> tuple[Path, Path, str]:
+        weights = base_weights()
+        first = write_model(tmp_path / "a", weights)
+        commit_model(repo, "tiny", first, "one")
+        second = write_model(tmp_path / "b", adam_step(weights, 1))
+        index = refs(repo)
+        (blob,) = {
+            index.stored_tensor(h).blob  # type: ignore[union-attr]
+            for h in _tensor_hashes(repo, index.commit(index.resolve("tiny", "main")).manifest,
+                                    "embed.weight")
+        }  # fmt: skip
+        return first, second, blob
+
+    def test_an_unchanged_parent_file_spares_the_chain(
+        self, repo: Repository, tmp_path: Path
+    ) -> None:
+        _first, second, blob = self._two_versions(repo, tmp_path)
+        repo.objects.path_of(blob).unlink()  # type: ignore[attr-defined]
+        result = commit_model(repo, "tiny", second, "two")  # read embed.weight from a/ instead
+        assert result.deltas >= 3
+
+    def test_a_parent_file_edited_in_place_is_not_trusted(
+        self, repo: Repository, tmp_path: Path
+    ) -> None:
+        import os
+
+        first, second, _ = self._two_versions(repo, tmp_path)
+        target = first / "model.safetensors"
+        stat = target.stat()
+        data = bytearray(target.read_bytes())
+        data[-10] ^= 0xFF  # same size, same inode, mtime put back: only the hash can tell
+        with open(target, "r+b") as handle:
+            handle.write(bytes(data))
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        commit_model(repo, "tiny", second, "two")
+        out = checkout(repo, "tiny@main", tmp_path / "o").directory
+        assert same_files(second, out)
