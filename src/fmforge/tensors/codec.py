@@ -269,9 +269,8 @@ def _approximate(
 Factors = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
 
 
-def _low_rank_factors(delta: np.ndarray[Any, Any], max_rank: int) -> tuple[Factors | None, bool]:
-    """Float32 factors of ``delta`` when it is low rank plus rounding noise, and whether its
-    spectrum looked flat (full rank: a wider sketch would find nothing either).
+def _low_rank_factors(delta: np.ndarray[Any, Any], max_rank: int) -> Factors | None:
+    """Float32 factors of ``delta`` when it is low rank plus rounding noise.
 
     The rank is where the singular values drop by a clear gap (>= 8x): a merged LoRA's delta is
     rank r plus the noise of rounding the merge to the tensor's dtype (large in bf16).
@@ -284,22 +283,21 @@ def _low_rank_factors(delta: np.ndarray[Any, Any], max_rank: int) -> tuple[Facto
     b = q.T @ delta
     ub, s, vt = np.linalg.svd(b, full_matrices=False)
     if s.size < 2 or s[0] == 0:
-        return None, True
+        return None
     gaps = s[:-1] / np.maximum(s[1:], s[0] * 1e-30)
     rank = int(np.argmax(gaps[:max_rank])) + 1
     if gaps[rank - 1] < 8:
-        return None, bool(s[-1] > 0.25 * s[0])
+        return None
     u = (q @ ub[:, :rank]) * s[:rank]
-    return (u.astype(np.float32), vt[:rank].astype(np.float32)), False
+    return u.astype(np.float32), vt[:rank].astype(np.float32)
 
 
 # ---- encode / decode ------------------------------------------------------------------------
 
-_SAMPLE_CHUNKS = 16  # the dense encodings are compared on this many slices of the tensor ...
+_SAMPLE_CHUNKS = 8  # the dense encodings are compared on this many slices of the tensor ...
 _SAMPLE_CHUNK = 4096  # ... of this many elements each, and only the winner is run in full
 _RANK_PROBE_ROWS = 128
 _PROBE_RANK = 16  # first probe for ranks up to this; a wider one only when the first is unsure
-_PROBE_ABOVE = 1 << 20  # matrices with more elements are probed on a sample of rows first
 
 
 def encode(
@@ -393,10 +391,11 @@ def _low_rank_applies(spec: TensorSpec, changed: int) -> bool:
     )
 
 
-def _looks_low_rank(
+def _probe_rank(
     bits: np.ndarray[Any, Any], parent_bits: np.ndarray[Any, Any], spec: TensorSpec
-) -> bool:
-    """Whether the delta on a sample of rows shows a clear gap in its singular values.
+) -> int:
+    """The largest rank worth factorising for, when the delta on a sample of rows shows a
+    clear gap in its singular values; 0 when it does not (full rank, or not finite).
 
     A rank-r delta stays rank <= r on any subset of rows, and a full-rank one does not drop to
     rank r there; a random sketch of those rows keeps the leading singular values. So the probe
@@ -410,34 +409,33 @@ def _looks_low_rank(
             matrix_parent[picked].reshape(-1), spec.dtype
         )
         if not np.isfinite(sample).all():
-            return False
+            return 0
         sample = sample.reshape(picked.size, cols)
         for max_rank in (_PROBE_RANK, _MAX_RANK):
             max_rank = min(max_rank, min(picked.size, cols) // 4)
             if max_rank < 1:
-                return False
+                return 0
             sketch = np.random.default_rng(0).standard_normal((cols, max_rank + 8))
             try:
                 s = np.linalg.svd(sample @ sketch, compute_uv=False)
             except np.linalg.LinAlgError:
-                return False
+                return 0
             if s.size < 2 or s[0] == 0:
-                return False
+                return 0
             gaps = s[:-1] / np.maximum(s[1:], s[0] * 1e-30)
             if gaps[:max_rank].max() >= 8:
-                return True
+                return max_rank
             if s[-1] > 0.25 * s[0]:  # flat spectrum: full rank, no need for a wider sketch
-                return False
-    return False
+                return 0
+    return 0
 
 
 def _encode_low_rank(
     bits: np.ndarray[Any, Any], parent_bits: np.ndarray[Any, Any], spec: TensorSpec
 ) -> EncodedTensor | None:
     rows, cols = spec.shape
-    # Small matrices are factorised straight away (as cheap as probing them); large ones are
-    # probed on a sample of rows first, so a full-rank delta is never factorised.
-    if rows * cols > _PROBE_ABOVE and not _looks_low_rank(bits, parent_bits, spec):
+    max_rank = _probe_rank(bits, parent_bits, spec)  # a full-rank delta is never factorised
+    if not max_rank:
         return None
     with np.errstate(all="ignore"):
         delta = (_as_float64(bits, spec.dtype) - _as_float64(parent_bits, spec.dtype)).reshape(
@@ -447,11 +445,7 @@ def _encode_low_rank(
         if not np.isfinite(delta).all() or np.abs(delta).max(initial=0.0) > 1e150:
             return None
         try:
-            factors = None
-            for max_rank in (_PROBE_RANK, _MAX_RANK):  # a small sketch first: LoRA ranks
-                factors, flat = _low_rank_factors(delta, min(max_rank, min(rows, cols) // 4))
-                if factors is not None or flat:
-                    break
+            factors = _low_rank_factors(delta, min(max_rank, min(rows, cols) // 4))
             if factors is None:
                 return None
             u, v = factors
