@@ -50,6 +50,11 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def user_seconds() -> float:
+    """CPU in user mode only: this VM bills write throttling of dirty pages as system time."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+
 def disk_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
@@ -192,6 +197,7 @@ class Figures:
     storage: list[float] = field(default_factory=list)  # per version, / full copy
     commit_cpu: list[float] = field(default_factory=list)
     commit_wall: list[float] = field(default_factory=list)
+    commit_user: list[float] = field(default_factory=list)
     baseline_cas: list[float] = field(default_factory=list)
     baseline_cas_cpu: list[float] = field(default_factory=list)
     baseline_copy_cpu: list[float] = field(default_factory=list)
@@ -238,10 +244,10 @@ def measure_chain(
     for i, (branch, path) in enumerate(versions):
         full = path.stat().st_size
         before = disk_bytes(objects_dir)
-        cpu, wall = cpu_seconds(), time.perf_counter()
+        cpu, wall, user = cpu_seconds(), time.perf_counter(), user_seconds()
         parent = "main" if branch != "main" else None
         result = commit_model(repo, model, path, f"version {i}", branch=branch, parent=parent)
-        cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
+        cpu, wall, user = cpu_seconds() - cpu, time.perf_counter() - wall, user_seconds() - user
         added = disk_bytes(objects_dir) - before
         cas_cpu = cpu_seconds()
         cas_added = cas.add(path)
@@ -255,22 +261,25 @@ def measure_chain(
         figures.storage.append(added / full)
         figures.commit_cpu.append(cpu)
         figures.commit_wall.append(wall)
+        figures.commit_user.append(user)
         figures.baseline_cas.append(cas_added / full)
         figures.baseline_cas_cpu.append(cas_cpu)
         figures.baseline_copy_cpu.append(copy_cpu)
     return committed
 
 
-def measure_checkout(repo: Any, model: str, commit: str, source: Path, out: Path) -> float:
-    """CPU seconds of a checkout, the best of three (this machine's CPU time drifts by 2x)."""
+def measure_checkout(
+    repo: Any, model: str, commit: str, source: Path, out: Path
+) -> tuple[float, float]:
+    """(CPU, user CPU) seconds of a checkout, the best of three (CPU time here drifts by 2x)."""
     from fmforge.models import checkout
 
-    best = float("inf")
+    best = (float("inf"), float("inf"))
     for _ in range(3):
         shutil.rmtree(out, ignore_errors=True)
-        cpu = cpu_seconds()
+        cpu, user = cpu_seconds(), user_seconds()
         checkout(repo, f"{model}@{commit}", out)
-        best = min(best, cpu_seconds() - cpu)
+        best = min(best, (cpu_seconds() - cpu, user_seconds() - user))
     written = out / source.name
     if blake3.blake3(written.read_bytes()).digest() != blake3.blake3(source.read_bytes()).digest():
         raise SystemExit(f"checkout of {model}@{commit[:12]} is not bit-exact")
@@ -298,8 +307,8 @@ def blake3_one_core(data: bytes) -> float:
 @dataclass
 class Run:
     results: dict[str, Figures] = field(default_factory=dict)
-    oldest_cpu: list[float] = field(default_factory=list)
-    newest_cpu: list[float] = field(default_factory=list)
+    oldest_cpu: list[tuple[float, float]] = field(default_factory=list)  # (CPU, user CPU)
+    newest_cpu: list[tuple[float, float]] = field(default_factory=list)
     peaks: list[float] = field(default_factory=list)
 
 
@@ -405,36 +414,35 @@ def table(run: Run, largest: int) -> list[Row]:
         return float(np.median(values))
 
     lora, lora_cas = both("merged LoRA", "commit_cpu"), both("merged LoRA", "baseline_cas_cpu")
+    lora_user = both("merged LoRA", "commit_user")
     rows.append(
         Row(
             "commit of a mostly unchanged version (LoRA), CPU-s (baseline: CAS + zstd)",
-            f"{lora:.3f}", f"{lora_cas:.3f}", lora / lora_cas, "<= 0.1", lora <= 0.1,
+            f"{lora:.3f} (user {lora_user:.3f})", f"{lora_cas:.3f}", lora / lora_cas, "<= 0.1",
+            lora <= 0.1,
         )
     )  # fmt: skip
     dense, dense_cas = both("dense", "commit_cpu"), both("dense", "baseline_cas_cpu")
-    wall = both("dense", "commit_wall")
+    wall, dense_user = both("dense", "commit_wall"), both("dense", "commit_user")
     rows.append(
         Row(
             "commit with every tensor changed (dense), CPU-s (baseline: CAS + zstd)",
-            f"{dense:.3f} (wall {wall:.3f})", f"{dense_cas:.3f}", dense / dense_cas, "<= 0.3",
-            dense <= 0.3,
+            f"{dense:.3f} (user {dense_user:.3f}, wall {wall:.3f})", f"{dense_cas:.3f}",
+            dense / dense_cas, "<= 0.3", dense <= 0.3,
         )
     )  # fmt: skip
     copy_cpu = both("dense", "baseline_copy_cpu")
-    oldest, newest = max(run.oldest_cpu), max(run.newest_cpu)
-    rows.append(
-        Row(
-            "checkout of the oldest version, worst chain, CPU-s (baseline: file copy)",
-            f"{oldest:.3f}", f"{copy_cpu:.3f}", oldest / copy_cpu, "<= 0.25, bit-exact",
-            oldest <= 0.25,
-        )
-    )  # fmt: skip
-    rows.append(
-        Row(
-            "checkout of the newest version, worst chain, CPU-s (baseline: file copy)",
-            f"{newest:.3f}", f"{copy_cpu:.3f}", newest / copy_cpu, "(none), bit-exact", True,
-        )
-    )  # fmt: skip
+    for which, times, bar in (
+        ("oldest", run.oldest_cpu, 0.25), ("newest", run.newest_cpu, None)
+    ):  # fmt: skip
+        cpu, user = max(times)
+        rows.append(
+            Row(
+                f"checkout of the {which} version, worst chain, CPU-s (baseline: file copy)",
+                f"{cpu:.3f} (user {user:.3f})", f"{copy_cpu:.3f}", cpu / copy_cpu,
+                f"<= {bar}, bit-exact" if bar else "(none), bit-exact", bar is None or cpu <= bar,
+            )
+        )  # fmt: skip
     bound = 3 * largest / 2**20 + 64
     rows.append(
         Row(

@@ -127,13 +127,28 @@ def load_tensor(
     stored: StoredTensor,
     lookup: Callable[[str], StoredTensor],
 ) -> memoryview:
-    """The tensor's exact bytes, replaying its delta chain from the full encoding up; each
-    version is checked against its raw hash. Memory holds two versions at a time."""
+    """The tensor's exact bytes, replaying its delta chain from the full encoding up, and
+    checked against its raw hash. Memory holds two versions at a time.
+
+    Decoding is deterministic, so checking the last version checks the whole chain; when it
+    fails, the chain is replayed again checking every version, to name the damaged object.
+    """
+    chain = list(reversed(chain_of(stored, lookup)))
     data: memoryview | None = None
-    for record in reversed(chain_of(stored, lookup)):
+    for record in chain:
         data = _decode_object(objects, record, data)
     assert data is not None
-    return data
+    if raw_hash(data) == stored.raw_hash:
+        return data
+    data = None
+    for record in chain:
+        data = _decode_object(objects, record, data)
+        if raw_hash(data) != record.raw_hash:
+            raise CorruptTensor(
+                f"tensor {record.raw_hash} rebuilt from object {record.blob} does not match "
+                "its hash"
+            )
+    raise CorruptTensor(f"tensor {stored.raw_hash} does not rebuild to its hash")
 
 
 def _decode_object(
@@ -158,8 +173,4 @@ def _decode_object(
         )
     except CorruptTensor as exc:
         raise CorruptTensor(f"tensor object {stored.blob} is damaged: {exc}") from None
-    if raw_hash(data) != stored.raw_hash:
-        raise CorruptTensor(
-            f"tensor {stored.raw_hash} rebuilt from object {stored.blob} does not match its hash"
-        )
     return data
