@@ -186,11 +186,16 @@ class LazyStateDict(Mapping[str, Any]):
     """
 
     def __init__(
-        self, reader: CommitReader, pattern: str | None, framework: Literal["pt", "numpy"]
+        self,
+        reader: CommitReader,
+        pattern: str | None,
+        framework: Literal["pt", "numpy"],
+        owned: Repository | None = None,
     ) -> None:
         if framework not in ("pt", "numpy"):
             raise InvalidTensor(f"unknown framework {framework!r}: use 'pt' or 'numpy'")
         self.reader = reader
+        self._owned = owned  # a repository opened for this state dict, closed with it
         self.framework = framework
         self._entries = {
             name: (raw_hash, spec)
@@ -201,6 +206,17 @@ class LazyStateDict(Mapping[str, Any]):
     @property
     def commit(self) -> str:
         return self.reader.commit
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None
+
+    def __enter__(self) -> LazyStateDict:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -233,9 +249,14 @@ def load_state_dict(
     tensors: str | None = None,
     framework: Literal["pt", "numpy"] = "pt",
 ) -> LazyStateDict:
-    """The tensors of ``NAME@REF`` (those matching the glob ``tensors``), read lazily."""
+    """The tensors of ``NAME@REF`` (those matching the glob ``tensors``), read lazily.
+
+    Without ``repo`` the repository here (or ``$FMFORGE_STORE``) is opened and stays open
+    until the state dict is closed: ``with load_state_dict("minilm@main") as state: ...``.
+    """
     if repo is None:
-        repo = Repository.open()  # stays open while the state dict is read
+        owned = Repository.open()
+        return LazyStateDict(CommitReader(owned, target), tensors, framework, owned)
     return LazyStateDict(CommitReader(repo, target), tensors, framework)
 
 

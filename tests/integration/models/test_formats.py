@@ -190,3 +190,13 @@ class TestShards:
         checkout(repo, "sharded", out)
         for path in source.iterdir():
             assert (out / path.name).read_bytes() == path.read_bytes()
+
+
+def test_load_state_dict_finds_the_repository_like_the_cli(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit_model(repo, "odd", write(tmp_path / "v", odd_tensors(5)), "one")
+    monkeypatch.chdir(repo.root)
+    with load_state_dict("odd@main", tensors="float32") as state:
+        assert list(state) == ["float32"]
+        assert torch.equal(state["float32"], odd_tensors(5)["float32"])
