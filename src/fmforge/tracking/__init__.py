@@ -1,0 +1,35 @@
+"""Training runs: logging, durable metric chunks, anomaly detection, reading runs back."""
+
+from __future__ import annotations
+
+from fmforge.tracking.detectors import (
+    Anomaly,
+    Detector,
+    GradientExplosion,
+    LossSpike,
+    NonFinite,
+    Plateau,
+    ThroughputCollapse,
+    default_detectors,
+)
+from fmforge.tracking.reading import RunNotFound, RunRecord, load_run, read_metric
+from fmforge.tracking.runs import AnomalyAction, Run, RunStopped, start_run
+
+__all__ = [
+    "Anomaly",
+    "AnomalyAction",
+    "Detector",
+    "GradientExplosion",
+    "LossSpike",
+    "NonFinite",
+    "Plateau",
+    "Run",
+    "RunNotFound",
+    "RunRecord",
+    "RunStopped",
+    "ThroughputCollapse",
+    "default_detectors",
+    "load_run",
+    "read_metric",
+    "start_run",
+]

@@ -1,0 +1,97 @@
+"""Metric chunks: the values a run logged during one flush interval, as one Parquet object.
+
+A chunk is a long table, one row per logged value: ``metric`` (dictionary-encoded), ``step``
+and ``time_us`` (int64, delta-encoded: consecutive steps cost about a byte) and ``value``
+(float64, exactly as logged, NaN and Inf included). The ``MetricsLogged`` event that records a
+chunk carries its object digest and a summary per metric, so listing and filtering runs never
+opens a chunk.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+Columns = Mapping[str, tuple[list[int], list[float], list[int]]]  # metric -> steps, values, µs
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    count: int
+    last: float | None
+    min: float | None
+    max: float | None
+    non_finite: int
+    last_step: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count, "last": self.last, "min": self.min, "max": self.max,
+            "non_finite": self.non_finite, "last_step": self.last_step,
+        }  # fmt: skip
+
+
+def summarize(steps: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> MetricSummary:
+    finite = values[np.isfinite(values)]
+    last = float(values[-1]) if values.size else math.nan
+    return MetricSummary(
+        int(values.size),
+        last if math.isfinite(last) else None,
+        float(finite.min()) if finite.size else None,
+        float(finite.max()) if finite.size else None,
+        int(values.size - finite.size),
+        int(steps[-1]) if steps.size else -1,
+    )
+
+
+def build_chunk(columns: Columns) -> tuple[bytes, dict[str, tuple[np.ndarray[Any, Any], ...]]]:
+    """(Parquet bytes, metric -> (steps, values)) of what was logged."""
+    names = sorted(columns)
+    series = {
+        n: (
+            np.asarray(columns[n][0], dtype=np.int64),
+            np.asarray(columns[n][1], dtype=np.float64),
+            np.asarray(columns[n][2], dtype=np.int64),
+        )
+        for n in names
+    }
+    counts = [series[n][0].size for n in names]
+    metric = pa.DictionaryArray.from_arrays(
+        pa.array(np.repeat(np.arange(len(names), dtype=np.int32), counts)), pa.array(names)
+    )
+    table = pa.table(
+        {
+            "metric": metric,
+            "step": pa.array(np.concatenate([series[n][0] for n in names]) if names else []),
+            "time_us": pa.array(np.concatenate([series[n][2] for n in names]) if names else []),
+            "value": pa.array(np.concatenate([series[n][1] for n in names]) if names else []),
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(
+        table, sink, compression="zstd", use_dictionary=["metric"], write_statistics=False,
+        column_encoding={"step": "DELTA_BINARY_PACKED", "time_us": "DELTA_BINARY_PACKED"},
+    )  # fmt: skip
+    return sink.getvalue(), {n: series[n][:2] for n in names}
+
+
+def read_series(
+    chunks: Iterable[bytes], name: str
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """(steps, values) of one metric across chunks, in logging order."""
+    steps: list[np.ndarray[Any, Any]] = []
+    values: list[np.ndarray[Any, Any]] = []
+    for data in chunks:
+        table = pq.read_table(io.BytesIO(data), filters=[("metric", "=", name)])
+        steps.append(table.column("step").to_numpy())
+        values.append(table.column("value").to_numpy())
+    if not steps:
+        return np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(steps), np.concatenate(values)

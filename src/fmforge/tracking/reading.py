@@ -1,0 +1,111 @@
+"""Reading runs back: metric series from chunks, summaries from the events alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fmforge.errors import FmforgeError
+from fmforge.repository import Repository
+from fmforge.tracking.chunks import read_series
+from fmforge.tracking.runs import HEARTBEAT_S, STREAM_PREFIX
+
+
+class RunNotFound(FmforgeError):
+    """No run with that id."""
+
+
+@dataclass
+class RunRecord:
+    """A run as its events tell it."""
+
+    id: str
+    project: str = ""
+    name: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    status: str = "running"
+    started: float = 0.0
+    last_seen: float = 0.0
+    duration_s: float | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)
+    base_model: str | None = None
+    summary: dict[str, dict[str, Any]] = field(default_factory=dict)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    chunks: list[str] = field(default_factory=list)
+
+
+def _merge(summary: dict[str, dict[str, Any]], metrics: dict[str, dict[str, Any]]) -> None:
+    for name, new in metrics.items():
+        old = summary.get(name)
+        if old is None:
+            summary[name] = dict(new)
+            continue
+        old["count"] += new["count"]
+        old["non_finite"] += new["non_finite"]
+        for key, pick in (("min", min), ("max", max)):
+            values = [v for v in (old[key], new[key]) if v is not None]
+            old[key] = pick(values) if values else None
+        if new["last_step"] >= old["last_step"]:
+            old["last"], old["last_step"] = new["last"], new["last_step"]
+
+
+def load_run(
+    repo: Repository, run_id: str, *, heartbeat_timeout_s: float = 3 * HEARTBEAT_S
+) -> RunRecord:
+    record = RunRecord(run_id)
+    import time as _time
+
+    seen = False
+    for event in repo.ledger.read_stream(STREAM_PREFIX + run_id):
+        seen = True
+        data = event.data
+        record.last_seen = max(record.last_seen, _epoch(event.time))
+        if event.type == "RunStarted":
+            record.project, record.name = data["project"], data["name"]
+            record.config, record.started = data["config"], data["started"]
+            record.datasets, record.base_model = data["datasets"], data["base_model"]
+        elif event.type == "RunEnvironment":
+            record.environment = data
+        elif event.type == "MetricsLogged":
+            record.chunks.append(data["chunk"])
+            _merge(record.summary, data["metrics"])
+        elif event.type == "AnomalyDetected":
+            record.anomalies.append(data)
+        elif event.type == "CheckpointLogged":
+            record.checkpoints.append(data)
+        elif event.type == "EvalLogged":
+            record.evals.append(data)
+        elif event.type == "SampleLogged":
+            record.samples.append(data)
+        elif event.type == "RunFinished":
+            record.status, record.duration_s = data["status"], data["duration_s"]
+    if not seen:
+        raise RunNotFound(f"no run {run_id!r}")
+    if record.status == "running" and _time.time() - record.last_seen > heartbeat_timeout_s:
+        record.status = "crashed"
+    return record
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else 0.0
+
+
+def run_summary(repo: Repository, run_id: str) -> dict[str, dict[str, Any]]:
+    return load_run(repo, run_id).summary
+
+
+def read_metric(
+    repo: Repository, run_id: str, name: str
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """(steps, values) of metric ``name`` of a run, every value exactly as logged."""
+    record = load_run(repo, run_id)
+    chunks = (repo.objects.get(digest) for digest in record.chunks)
+    return read_series(chunks, name)
