@@ -1,0 +1,136 @@
+"""Metric logging: cost in the training loop, durable end-to-end cost, run start, storage.
+
+    python benchmarks/tracking.py           # 10 runs x 10,000 steps x 5 metrics
+    python benchmarks/tracking.py --quick   # 3 runs
+
+Reference, measured in the same run: raw SQLite, the same (run, step, metric, value) rows
+buffered in a list and written with one ``executemany`` per run in a durable WAL database
+(synchronous=FULL), per value. MLflow, TensorBoard and Aim are not installed here, so they are
+not compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._report import Row, print_table
+
+METRICS = ("loss", "lr", "grad_norm", "accuracy", "tokens_per_second")
+
+
+def workload(steps: int, seed: int = 0) -> list[dict[str, float]]:
+    """What a training loop logs: noisy loss and gradient norm (full float64 entropy), a
+    schedule, an accuracy and a throughput."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 1, (steps, 3)).tolist()
+    return [
+        {
+            "loss": 2.0 * math.exp(-step / 4000) + 0.1 + 0.02 * noise[step][0],
+            "lr": 3e-4 * min(1.0, step / 1000),
+            "grad_norm": abs(1.0 + 0.2 * noise[step][1]),
+            "accuracy": round(min(0.99, step / 10_000 + 0.01 * noise[step][2]), 4),
+            "tokens_per_second": float(5000 + step % 13),
+        }
+        for step in range(steps)
+    ]
+
+
+def raw_sqlite(directory: Path, runs: int, logged: list[dict[str, float]]) -> float:
+    """Seconds per value: rows buffered in a list, one executemany per run, durable."""
+    db = sqlite3.connect(directory / "raw.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE m (run INTEGER, step INTEGER, metric TEXT, value REAL)")
+    start = time.perf_counter()
+    for run in range(runs):
+        rows = []
+        for step, values in enumerate(logged):
+            for name, value in values.items():
+                rows.append((run, step, name, value))
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO m VALUES (?, ?, ?, ?)", rows)
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    db.close()
+    return elapsed / (runs * len(logged) * len(METRICS))
+
+
+def ours(directory: Path, runs: int, precomputed: list[dict[str, float]]) -> dict[str, float]:
+    from fmforge.repository import Repository
+    from fmforge.tracking import start_run
+    from fmforge.tracking.reading import load_run
+
+    (directory / "repo").mkdir()
+    repo = Repository.init(directory / "repo")
+    in_loop: list[float] = []
+    per_call: list[int] = []
+    starts: list[float] = []
+    end_to_end = 0.0
+    stored = 0
+    for _ in range(runs):
+        began = time.perf_counter()
+        context = start_run("bench", repo=repo, detectors=[])
+        run = context.__enter__()
+        starts.append(time.perf_counter() - began)
+        loop_start = time.perf_counter()
+        log = run.log
+        clock = time.perf_counter_ns
+        for step, values in enumerate(precomputed):
+            t0 = clock()
+            log(values, step=step)
+            per_call.append(clock() - t0)
+        in_loop.append(time.perf_counter() - loop_start)
+        context.__exit__(None, None, None)  # flushes, fsyncs, records RunFinished
+        end_to_end += time.perf_counter() - began
+        record = load_run(repo, run.id)
+        stored += sum(repo.objects.size(d) for d in record.chunks)
+    repo.close()
+    total = runs * len(precomputed) * len(METRICS)
+    return {
+        "in_loop": sum(in_loop) / total,
+        "p99_call_us": float(np.percentile(per_call, 99)) / 1000,
+        "end_to_end": end_to_end / total,
+        "start_ms": float(np.median(starts)) * 1000,
+        "bytes_per_value": stored / total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    runs, steps = (3, 10_000) if args.quick else (10, 10_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        logged = workload(steps)
+        reference = raw_sqlite(Path(tmp), runs, logged)
+        figures = ours(Path(tmp), runs, logged)
+    ref_us = reference * 1e6
+    rows = [
+        Row("in-loop cost per logged value", f"{figures['in_loop'] * 1e6:.2f} us",
+            f"{ref_us:.2f} us raw SQLite", figures["in_loop"] / reference, "<= 3x",
+            figures["in_loop"] / reference <= 3),
+        Row("p99 per log call (5 values)", f"{figures['p99_call_us']:.1f} us", "", None,
+            "<= 50 us", figures["p99_call_us"] <= 50),
+        Row("end-to-end (durably stored) cost per value", f"{figures['end_to_end'] * 1e6:.2f} us",
+            f"{ref_us:.2f} us raw SQLite", figures["end_to_end"] / reference, "<= 5x",
+            figures["end_to_end"] / reference <= 5),
+        Row("run start", f"{figures['start_ms']:.1f} ms", "", None, "<= 50 ms",
+            figures["start_ms"] <= 50),
+        Row("storage per value (Parquet chunks)", f"{figures['bytes_per_value']:.2f} B", "",
+            None, "<= 16 B", figures["bytes_per_value"] <= 16),
+    ]  # fmt: skip
+    print_table(f"Metric logging ({runs} runs x {steps} steps x {len(METRICS)} metrics)", rows)
+
+
+if __name__ == "__main__":
+    main()
