@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from fmforge import __version__
-from fmforge.cli import events, model, remote
+from fmforge.cli import events, model, remote, runs
 from fmforge.cli.context import CliError, FmforgeGroup, console, open_repository, store_option
 from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
@@ -33,6 +33,7 @@ app = typer.Typer(
 app.add_typer(events.app, name="events")
 app.add_typer(model.app, name="model")
 app.add_typer(remote.app, name="remote")
+app.add_typer(runs.app, name="runs")
 app.command("push")(remote.push)
 app.command("pull")(remote.pull)
 app.command("clone")(remote.clone_)

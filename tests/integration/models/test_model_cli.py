@@ -5,19 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from fmforge.cli.app import app
+from tests.clirunner import fm
 from tests.modelfiles import adam_step, base_weights, same_files, write_model
-
-runner = CliRunner()
-
-
-def fm(store: Path, *args: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["--store", str(store), *args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def test_a_whole_model_workflow(tmp_path: Path) -> None:

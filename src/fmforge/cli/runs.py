@@ -1,0 +1,170 @@
+"""``fmforge runs``: list, show and compare training runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+import typer
+from rich.table import Table
+
+from fmforge.cli.context import FmforgeGroup, console, open_repository
+from fmforge.tracking.compare import compare_runs
+from fmforge.tracking.reading import load_run, read_metric
+from fmforge.tracking.views import runs_index
+
+app = typer.Typer(cls=FmforgeGroup, help="Training runs.", no_args_is_help=True)
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: np.ndarray[Any, Any], width: int = 32) -> str:
+    """Min/max-preserving: each cell shows its bucket's extreme, so a spike never vanishes."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return ""
+    low, high = float(finite.min()), float(finite.max())
+    cells = []
+    for bucket in np.array_split(values, min(width, values.size)):
+        good = bucket[np.isfinite(bucket)]
+        if good.size == 0:
+            cells.append("!")  # NaN or Inf in this stretch
+            continue
+        extreme = (
+            good.max()
+            if abs(good.max() - np.median(good)) >= abs(good.min() - np.median(good))
+            else good.min()
+        )
+        level = 0 if high == low else int((extreme - low) / (high - low) * (len(_BARS) - 1))
+        cells.append(_BARS[level])
+    return "".join(cells)
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _num(value: Any) -> str:
+    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    where: Annotated[
+        str | None,
+        typer.Argument(help='A query, e.g. "config.lr > 1e-4 and metrics.eval_acc.max > 0.9".'),
+    ] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="Metric columns (default: 3).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
+) -> None:
+    """Runs, newest first, filtered by a query over config, metrics, status, tags, datasets."""
+    with open_repository(ctx) as repo:
+        rows = runs_index(repo).rows(where, project=project)
+    if as_json:
+        for row in rows:
+            typer.echo(orjson.dumps(row))
+        return
+    names = metric or sorted({m for r in rows for m in r["metrics"]})[:3]
+    table = Table(
+        "id", "name", "project", "status", "started", *(f"{n} (last)" for n in names), "anomalies"
+    )
+    for row in rows:
+        table.add_row(
+            row["id"][-12:], row["name"], row["project"], row["status"], _when(row["started"]),
+            *(_num(row["metrics"].get(n, {}).get("last")) for n in names), str(row["anomalies"]),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(metavar="ID-or-NAME")],
+) -> None:
+    """One run: config, lineage, metric summaries with sparklines, anomalies, checkpoints."""
+    with open_repository(ctx) as repo:
+        record = load_run(repo, runs_index(repo).resolve(run))
+        series = {name: read_metric(repo, record.id, name)[1] for name in record.summary}
+    console.print(
+        f"[bold]{record.name}[/bold]  {record.id}  project {record.project}  {record.status}"
+    )
+    duration = f"{record.duration_s:.1f} s" if record.duration_s is not None else "still running"
+    console.print(f"started {_when(record.started)}, {duration}", markup=False)
+    code = record.environment.get("code", {})
+    if code:
+        dirty = " + uncommitted changes" if code.get("dirty") else ""
+        console.print(f"code    {code.get('git_commit') or 'not in git'}{dirty}", markup=False)
+    if record.environment:
+        console.print(
+            f"python  {record.environment['python']} on {record.environment['host']}; "
+            f"command {' '.join(record.environment['command'])}",
+            markup=False,
+        )
+    console.print(
+        f"data    {', '.join(record.datasets) or '-'}; base model {record.base_model or '-'}",
+        markup=False,
+    )
+    if record.config:
+        console.print("[bold]config[/bold]")
+        for key, value in sorted(flat_config(record.config).items()):
+            console.print(f"  {key} = {value!r}", markup=False)
+    table = Table("metric", "count", "last", "min", "max", "curve")
+    for name, summary in sorted(record.summary.items()):
+        table.add_row(
+            name, str(summary["count"]), _num(summary["last"]), _num(summary["min"]),
+            _num(summary["max"]), sparkline(series[name]),
+        )  # fmt: skip
+    console.print(table)
+    for anomaly in record.anomalies:
+        console.print(
+            f"[red]anomaly[/red] {anomaly['detector']} on {anomaly['metric']} at step "
+            f"{anomaly['step']}: {anomaly['evidence']}"
+        )
+    for checkpoint in record.checkpoints:
+        where = f"{checkpoint['model']}@{checkpoint['commit'][:12]}"
+        console.print(f"checkpoint step {checkpoint['step']}: {where}", markup=False)
+
+
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    from fmforge.tracking.environment import flatten
+
+    return flatten(config)
+
+
+@app.command("compare")
+def compare(
+    ctx: typer.Context,
+    runs: Annotated[list[str], typer.Argument(metavar="ID-or-NAME...", help="Two or more runs.")],
+    tolerance: Annotated[
+        float, typer.Option(help="Relative difference where curves count as diverged.")
+    ] = 0.05,
+) -> None:
+    """Config differences, a metric table, and the first step where curves diverge."""
+    with open_repository(ctx) as repo:
+        index = runs_index(repo)
+        report = compare_runs(repo, [index.resolve(r) for r in runs], tolerance=tolerance)
+    names = report.names
+    if report.config_diff:
+        table = Table("config", *names)
+        for key, values in sorted(report.config_diff.items()):
+            table.add_row(key, *(repr(v) for v in values))
+        console.print(table)
+    else:
+        console.print("same config")
+    table = Table("metric", *(f"{n} last / min / max" for n in names), "first divergence")
+    for metric, stats in sorted(report.metrics.items()):
+        divergence = report.divergence.get(metric)
+        table.add_row(
+            metric,
+            *(
+                " / ".join(_num(s.get(k)) for k in ("last", "min", "max")) if s else "-"
+                for s in stats
+            ),
+            "-" if divergence is None else f"step {divergence}",
+        )
+    console.print(table)

@@ -1,0 +1,150 @@
+"""The runs query language: ``config.lr > 1e-4 and metrics.eval_acc.max > 0.9``.
+
+    query   := clause (("and" | "or") clause)*        "and" binds tighter than "or"
+    clause  := "not" clause | "(" query ")" | FIELD OP VALUE
+    FIELD   := config.<key> | metrics.<name>.(last|min|max|count) | status | name | project
+             | tags | datasets | base_model | id
+    OP      := = | != | < | <= | > | >= | ~ (contains; for tags and datasets: has an element)
+    VALUE   := a number, a 'quoted' or "quoted" string, or a bare word
+
+A comparison with a missing field is false. Parsed into a predicate; never evaluated as code.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from typing import Any
+
+from fmforge.errors import FmforgeError
+
+
+class QueryError(FmforgeError):
+    """A runs query that cannot be parsed; the message points at the problem."""
+
+
+Predicate = Callable[[dict[str, Any]], bool]
+_TOKEN = re.compile(
+    r"\s*(?:(?P<op><=|>=|!=|=|<|>|~)|(?P<paren>[()])|(?P<str>'[^']*'|\"[^\"]*\")|(?P<word>[^\s()<>=!~]+))"
+)
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}  # fmt: skip
+_FIELDS = re.compile(
+    r"(config\..+|metrics\..+\.(last|min|max|count)|status|name|project|tags|datasets"
+    r"|base_model|id)\Z"
+)
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, position = [], 0
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None or match.end() == position:
+            if text[position:].strip():
+                raise QueryError(f"cannot read the query at {text[position:]!r}")
+            break
+        kind = match.lastgroup
+        assert kind is not None
+        out.append((kind, match.group(kind)))
+        position = match.end()
+    return out
+
+
+def _literal(kind: str, text: str) -> Any:
+    if kind == "str":
+        return text[1:-1]
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def field_value(run: dict[str, Any], name: str) -> Any:
+    """The value of FIELD for a run dict (see ``RunsIndex.rows``); None when absent."""
+    if name.startswith("config."):
+        return run["config"].get(name[len("config.") :])
+    if name.startswith("metrics."):
+        metric, _, stat = name[len("metrics.") :].rpartition(".")
+        return run["metrics"].get(metric, {}).get(stat)
+    return run.get(name)
+
+
+def parse(text: str) -> Predicate:
+    tokens = _tokens(text)
+    position = 0
+
+    def peek() -> tuple[str, str] | None:
+        return tokens[position] if position < len(tokens) else None
+
+    def take() -> tuple[str, str]:
+        nonlocal position
+        if position >= len(tokens):
+            raise QueryError(f"the query {text!r} ends too early")
+        position += 1
+        return tokens[position - 1]
+
+    def query() -> Predicate:
+        parts = [conjunction()]
+        while (token := peek()) is not None and token == ("word", "or"):
+            take()
+            parts.append(conjunction())
+        return parts[0] if len(parts) == 1 else (lambda run: any(p(run) for p in parts))
+
+    def conjunction() -> Predicate:
+        parts = [clause()]
+        while (token := peek()) is not None and token == ("word", "and"):
+            take()
+            parts.append(clause())
+        return parts[0] if len(parts) == 1 else (lambda run: all(p(run) for p in parts))
+
+    def clause() -> Predicate:
+        kind, value = take()
+        if (kind, value) == ("word", "not"):
+            inner = clause()
+            return lambda run: not inner(run)
+        if (kind, value) == ("paren", "("):
+            inner = query()
+            if take() != ("paren", ")"):
+                raise QueryError(f"missing ')' in {text!r}")
+            return inner
+        if kind != "word" or not _FIELDS.match(value):
+            raise QueryError(
+                f"unknown field {value!r}: use config.KEY, metrics.NAME.(last|min|max|count), "
+                "status, name, project, tags, datasets, base_model or id"
+            )
+        op_kind, op = take()
+        if op_kind != "op":
+            raise QueryError(f"expected a comparison after {value!r}, got {op!r}")
+        literal_kind, literal = take()
+        if literal_kind not in ("word", "str"):
+            raise QueryError(f"expected a value after {value} {op}, got {literal!r}")
+        return _compare(value, op, _literal(literal_kind, literal))
+
+    predicate = query()
+    if position != len(tokens):
+        raise QueryError(f"unexpected {tokens[position][1]!r} in {text!r}")
+    return predicate
+
+
+def _compare(name: str, op: str, expected: Any) -> Predicate:
+    def check(run: dict[str, Any]) -> bool:
+        actual = field_value(run, name)
+        if actual is None:
+            return False
+        if op == "~":
+            if isinstance(actual, list):
+                return any(str(expected) in str(item) for item in actual)
+            return str(expected) in str(actual)
+        try:
+            return bool(_OPS[op](actual, expected))
+        except TypeError:  # a number against a word: not a match, not an error
+            return False
+
+    return check

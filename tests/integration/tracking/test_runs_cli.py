@@ -1,0 +1,63 @@
+"""`fmforge runs ls / show / compare` on real runs in a real repository."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from tests.clirunner import fm
+
+from fmforge.repository import Repository
+from fmforge.tracking import start_run
+
+
+def two_runs(repo: Repository) -> list[str]:
+    ids = []
+    for lr, name in ((1e-4, "slow"), (1e-3, "fast")):
+        config = {"optim": {"lr": lr}, "epochs": 2}
+        with start_run("sentiment", repo=repo, name=name, config=config, tags=["sweep"]) as run:
+            for step in range(300):
+                loss = 2.0 * math.exp(-step * lr * 10) if step < 150 or name == "slow" else 5.0
+                run.log({"loss": loss, "eval_acc": 1 - loss / 3}, step=step)
+        ids.append(run.id)
+    return ids
+
+
+def test_ls_show_and_compare(repo: Repository) -> None:
+    _slow, fast = two_runs(repo)
+    store = repo.root
+    code, out = fm(store, "runs", "ls", "--json")
+    assert code == 0, out
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["name"] for r in records] == ["fast", "slow"]
+    assert records[0]["metrics"]["loss"]["count"] == 300
+
+    code, out = fm(store, "runs", "ls", "config.optim.lr > 5e-4 and tags ~ sweep", "--json")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [fast]
+    code, out = fm(store, "runs", "ls", "metrics.eval_acc.max > 0.5")
+    assert "slow" in out
+
+    code, out = fm(store, "runs", "show", "slow")
+    assert code == 0, out
+    assert "optim.lr = 0.0001" in out
+    assert "loss" in out
+    assert "▁" in out or "█" in out  # the sparkline
+
+    code, out = fm(store, "runs", "compare", "slow", "fast")
+    assert code == 0, out
+    assert "optim.lr" in out
+    # exp(-0.01 s) and exp(-0.001 s) differ by more than 5% from s = 6 on
+    first = next(s for s in range(300) if 1 - math.exp(-0.009 * s) > 0.05)
+    assert first == 6
+    (loss_row,) = [line for line in out.splitlines() if line.startswith("│ loss")]
+    assert "step 6" in loss_row
+
+
+def test_query_and_lookup_errors_are_one_line(repo: Repository) -> None:
+    two_runs(repo)
+    code, out = fm(repo.root, "runs", "ls", "lr > 1")
+    assert code == 1
+    assert out.startswith("fmforge: error: unknown field 'lr'")
+    code, out = fm(repo.root, "runs", "show", "nope")
+    assert code == 1
+    assert "no run with id or name 'nope'" in out
