@@ -32,6 +32,7 @@ from fmforge.repository import Repository
 from fmforge.tracking.chunks import build_chunk, summarize
 from fmforge.tracking.detectors import Anomaly, Detector, default_detectors
 from fmforge.tracking.environment import capture_environment, flatten
+from fmforge.tracking.system import SystemSampler
 
 STREAM_PREFIX = "run/"
 HEARTBEAT_S = 30.0
@@ -66,6 +67,7 @@ class Run:
         flush_interval: float = 1.0,
         detectors: Sequence[Detector] | None = None,
         on_anomaly: AnomalyAction | None = None,
+        system_interval: float | None = 10.0,
         owns_repo: bool = False,
     ) -> None:
         if not 0 < flush_interval <= 1.0:
@@ -88,6 +90,8 @@ class Run:
         self._writer_error: BaseException | None = None
         self._checkpoints: list[tuple[int, str, str]] = []  # (step, model, commit)
         self._closing = threading.Event()
+        self._system_interval = system_interval
+        self._last_log = time.monotonic()
         self._last_write = time.monotonic()
         self.anomalies: list[Anomaly] = []
         config = dict(config or {})
@@ -112,14 +116,34 @@ class Run:
 
     # ---- the training loop's side ---------------------------------------------------------
 
-    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Record ``metrics`` (name -> number) at ``step`` (default: one past the last)."""
+    def log(
+        self,
+        metrics: Mapping[str, Any],
+        step: int | None = None,
+        *,
+        samples: int | None = None,
+        tokens: int | None = None,
+    ) -> None:
+        """Record ``metrics`` (name -> number) at ``step`` (default: one past the last).
+
+        ``samples`` / ``tokens``: how many the step processed; the run adds
+        ``throughput/samples_per_second`` / ``throughput/tokens_per_second`` since the last call.
+        """
         if self._stop_reason is not None:
             raise RunStopped(self._stop_reason)
         if self._writer_error is not None:
             raise FmforgeError(f"the run's writer failed: {self._writer_error}")
-        now_us = int(time.time() * 1_000_000)
         converted = [(name, float(value)) for name, value in metrics.items()]  # before any append
+        if samples is not None or tokens is not None:
+            now = time.monotonic()
+            elapsed, self._last_log = max(now - self._last_log, 1e-9), now
+            for name, count in (("samples", samples), ("tokens", tokens)):
+                if count is not None:
+                    converted.append((f"throughput/{name}_per_second", count / elapsed))
+        self._record(converted, step)
+
+    def _record(self, converted: list[tuple[str, float]], step: int | None) -> None:
+        now_us = int(time.time() * 1_000_000)
         with self._lock:
             step = self._next_step if step is None else int(step)
             self._next_step = step + 1
@@ -184,7 +208,14 @@ class Run:
     def _write_loop(self) -> None:
         try:
             self._append(NewEvent("RunEnvironment", capture_environment()))
+            sampler = SystemSampler() if self._system_interval else None
+            sampled = time.monotonic()
             while not self._closing.wait(self.flush_interval):
+                if sampler is not None and time.monotonic() - sampled >= (
+                    self._system_interval or 0
+                ):
+                    sampled = time.monotonic()
+                    self._record(list(sampler.sample().items()), max(self._next_step - 1, 0))
                 self.flush()
                 if time.monotonic() - self._last_write > HEARTBEAT_S:
                     self._append(NewEvent("RunHeartbeat", {"time": time.time()}))

@@ -164,3 +164,16 @@ def test_checkpoints_are_commits_on_the_runs_branch(repo: Repository, tmp_path: 
     assert record.base_model == "tiny@main"
     assert record.checkpoints == [{"step": 100, "model": "tiny", "commit": commit}]
     assert refs(repo).branches("tiny")[f"runs/{run.id}"] == commit
+
+
+def test_system_metrics_and_throughput_are_recorded(repo: Repository) -> None:
+    with start_run("p", repo=repo, flush_interval=0.05, system_interval=0.05) as run:
+        for step in range(40):
+            run.log({"loss": 1.0}, step=step, samples=32, tokens=32 * 128)
+            time.sleep(0.01)
+    summary = load_run(repo, run.id).summary
+    assert summary["system/rss_mb"]["min"] > 10  # this process holds numpy and pyarrow
+    assert summary["system/cpu_percent"]["count"] >= 2
+    rate = summary["throughput/samples_per_second"]
+    assert 32 / 0.5 < rate["last"] < 32 / 0.005  # about 32 per 10 ms step
+    assert summary["throughput/tokens_per_second"]["last"] == pytest.approx(rate["last"] * 128)
