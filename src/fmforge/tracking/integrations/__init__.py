@@ -1,0 +1,1 @@
+"""Adapters that record runs from training frameworks (imported only when used)."""
