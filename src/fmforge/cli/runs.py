@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from rich.table import Table
 from fmforge.cli.context import FmforgeGroup, console, open_repository
 from fmforge.tracking.compare import compare_runs
 from fmforge.tracking.reading import load_run, read_metric
+from fmforge.tracking.report import write_report
 from fmforge.tracking.views import runs_index
 
 app = typer.Typer(cls=FmforgeGroup, help="Training runs.", no_args_is_help=True)
@@ -134,6 +136,18 @@ def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     from fmforge.tracking.environment import flatten
 
     return flatten(config)
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(metavar="ID-or-NAME")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")],
+) -> None:
+    """One self-contained HTML file with the run's config, metrics, anomalies and curves."""
+    with open_repository(ctx) as repo:
+        path = write_report(repo, runs_index(repo).resolve(run), output)
+    console.print(f"wrote {path}", markup=False)
 
 
 @app.command("compare")

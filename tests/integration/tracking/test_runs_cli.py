@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 from tests.clirunner import fm
 
@@ -61,3 +62,20 @@ def test_query_and_lookup_errors_are_one_line(repo: Repository) -> None:
     code, out = fm(repo.root, "runs", "show", "nope")
     assert code == 1
     assert "no run with id or name 'nope'" in out
+
+
+def test_report_is_one_self_contained_file_that_keeps_spikes(
+    repo: Repository, tmp_path: Path
+) -> None:
+    with start_run("p", repo=repo, name="spiky") as run:
+        for step in range(20_000):
+            run.log({"loss": 100.0 if step == 12_345 else 1.0 + (step % 10) * 0.01}, step=step)
+        run.log({"loss": math.nan}, step=20_000)
+    code, out = fm(repo.root, "runs", "report", "spiky", "-o", str(tmp_path / "r.html"))
+    assert code == 0, out
+    page = (tmp_path / "r.html").read_text()
+    assert "<script" not in page  # nothing runs and nothing is fetched when it is opened
+    assert "http" not in page
+    assert page.count("<svg") == 1
+    assert "100" in page  # the one-step spike is the chart's maximum: it was not averaged away
+    assert "non_finite on loss at step 20000" in page.replace("</li>", "").replace("<li>", "")
