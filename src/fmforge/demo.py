@@ -17,6 +17,7 @@ from fmforge.errors import StreamVersionConflict
 from fmforge.ledger import Event, NewEvent, Projection, handles
 from fmforge.models import demo as model_demo
 from fmforge.repository import Repository
+from fmforge.tracking import demo as runs_demo
 
 
 @dataclass
@@ -179,6 +180,8 @@ STEPS: list[DemoStep] = [
     DemoStep(
         "Check out the first version and verify it bit for bit", _models(model_demo.checkout_first)
     ),
+    DemoStep("Train and log two runs; a planted NaN stops one", _models(runs_demo.train_runs)),
+    DemoStep("Overview of the runs and an HTML report", _models(runs_demo.overview)),
 ]
 
 

@@ -116,6 +116,7 @@ def show(
         for key, value in sorted(flat_config(record.config).items()):
             console.print(f"  {key} = {value!r}", markup=False)
     table = Table("metric", "count", "last", "min", "max", "curve")
+    table.columns[0].overflow = "fold"  # metric names are what people look for: never cut
     for name, summary in sorted(record.summary.items()):
         table.add_row(
             name, str(summary["count"]), _num(summary["last"]), _num(summary["min"]),

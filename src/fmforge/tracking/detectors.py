@@ -85,26 +85,39 @@ class NonFinite(Detector):
 
 @dataclass
 class _Rolling(Detector):
-    """Judges each finite value against a trailing window of the metric's earlier values."""
+    """Judges each finite value against a trailing window of the metric's earlier values, and
+    reports when ``patience`` values in a row are anomalous (once per such streak)."""
 
     window: int = 50
     warmup: int = 20
     severity: str = "warning"
+    patience: int = 1
+    learn_outliers: bool = True  # whether anomalous values join the window
     _history: dict[str, deque[float]] = field(default_factory=dict)
+    _streak: dict[str, int] = field(default_factory=dict)
 
     def check(
         self, metric: str, steps: np.ndarray[Any, Any], values: np.ndarray[Any, Any]
     ) -> list[Anomaly]:
         found = []
         history = self._history.setdefault(metric, deque(maxlen=self.window))
+        streak = self._streak.get(metric, 0)
         for step, value in zip(steps.tolist(), values.tolist(), strict=True):
             if not math.isfinite(value):
                 continue
+            evidence = None
             if len(history) >= self.warmup:
                 evidence = self._judge(value, np.fromiter(history, float))
-                if evidence is not None:
+            if evidence is None:
+                streak = 0
+            else:
+                streak += 1
+                if streak == self.patience:
                     found.append(self._anomaly(metric, int(step), value, self.severity, evidence))
+                if not self.learn_outliers:
+                    continue
             history.append(value)
+        self._streak[metric] = streak
         return found
 
     def _judge(self, value: float, window: np.ndarray[Any, Any]) -> str | None:
@@ -147,17 +160,23 @@ class GradientExplosion(_Rolling):
 
 @dataclass
 class ThroughputCollapse(_Rolling):
-    """Throughput below ``fraction`` of its trailing median."""
+    """Throughput below ``fraction`` of its trailing median for ``patience`` values in a row
+    (one slow step, a pause for garbage collection or a checkpoint, is not a collapse)."""
 
     metrics: tuple[str, ...] = ("*per_second*", "*throughput*")
     name: str = "throughput_collapse"
     fraction: float = 0.3
+    patience: int = 5
+    learn_outliers: bool = False  # a collapse does not become the new normal
 
     def _judge(self, value: float, window: np.ndarray[Any, Any]) -> str | None:
         median = float(np.median(window))
         if median <= 0 or value >= self.fraction * median:
             return None
-        return f"{value:.4g} is {value / median:.0%} of the trailing median {median:.4g}"
+        return (
+            f"{self.patience} values in a row under {self.fraction:.0%} of the trailing median "
+            f"{median:.4g} (now {value:.4g})"
+        )
 
 
 @dataclass

@@ -45,11 +45,13 @@ class RunStopped(FmforgeError):
 @dataclass(frozen=True)
 class AnomalyAction:
     """What happens when a detector fires: call ``callback``, stop the run, or tag the last
-    checkpoint logged before the anomaly as ``last-good``."""
+    checkpoint logged before the anomaly as ``last-good``. ``detectors``: the detector names
+    the actions apply to (default: all); every anomaly is recorded either way."""
 
     callback: Callable[[Anomaly], None] | None = None
     stop: bool = False
     mark_last_good_checkpoint: bool = False
+    detectors: tuple[str, ...] | None = None
 
 
 class Run:
@@ -261,6 +263,9 @@ class Run:
         self.anomalies.append(anomaly)
         data = anomaly.to_json()
         action = self.on_anomaly
+        if action.detectors is not None and anomaly.detector not in action.detectors:
+            self._append(NewEvent("AnomalyDetected", data))
+            return
         if action.mark_last_good_checkpoint:
             good = [c for c in self._checkpoints if c[0] < anomaly.step]
             if good:

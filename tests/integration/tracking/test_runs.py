@@ -177,3 +177,13 @@ def test_system_metrics_and_throughput_are_recorded(repo: Repository) -> None:
     rate = summary["throughput/samples_per_second"]
     assert 32 / 0.5 < rate["last"] < 32 / 0.005  # about 32 per 10 ms step
     assert summary["throughput/tokens_per_second"]["last"] == pytest.approx(rate["last"] * 128)
+
+
+def test_actions_can_apply_to_some_detectors_only(repo: Repository) -> None:
+    action = AnomalyAction(stop=True, detectors=("non_finite",))
+    with start_run("p", repo=repo, on_anomaly=action) as run:
+        for step in range(100):
+            run.log({"loss": 100.0 if step == 60 else 1.0 + 0.01 * (step % 3)}, step=step)
+    record = load_run(repo, run.id)
+    assert record.status == "finished"  # the spike was recorded, and did not stop the run
+    assert [a["detector"] for a in record.anomalies] == ["loss_spike"]

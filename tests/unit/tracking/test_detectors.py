@@ -68,11 +68,12 @@ def test_a_gradient_explosion_is_found() -> None:
     assert [a.step for a in found] == [7000]
 
 
-def test_a_throughput_collapse_is_found() -> None:
+def test_a_throughput_collapse_is_found_and_a_pause_is_not() -> None:
     values = clean_curves()["samples_per_second"]
+    values[3000] = 10.0  # one slow step: a pause, not a collapse
     values[8000:8010] = 100.0
     found = feed(ThroughputCollapse(), "samples_per_second", values)
-    assert found[0].step == 8000
+    assert [a.step for a in found] == [8004]  # the fifth value in a row under 30%
 
 
 def test_a_plateau_is_found_once() -> None:
