@@ -224,6 +224,22 @@ def gc(
     )
 
 
+@app.command("ui")
+def ui(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+) -> None:
+    """Serve the runs pages and MLflow's tracking API (MLFLOW_TRACKING_URI=http://HOST:PORT)."""
+    import uvicorn
+
+    from fmforge.server.app import create_app
+
+    root = find_repository(store_option(ctx) or Path.cwd())
+    console.print(f"serving {root} on http://{host}:{port} (MLflow API under /api/2.0/mlflow)")
+    uvicorn.run(create_app(root), host=host, port=port, log_level="warning")
+
+
 @app.command("config")
 def config_(ctx: typer.Context) -> None:
     """Show every setting: its value, where it came from, and what it does."""

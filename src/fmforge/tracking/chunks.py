@@ -83,15 +83,17 @@ def build_chunk(columns: Columns) -> tuple[bytes, dict[str, tuple[np.ndarray[Any
 
 
 def read_series(
-    chunks: Iterable[bytes], name: str
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """(steps, values) of one metric across chunks, in logging order."""
-    steps: list[np.ndarray[Any, Any]] = []
-    values: list[np.ndarray[Any, Any]] = []
+    chunks: Iterable[bytes], name: str, *, with_times: bool = False
+) -> tuple[np.ndarray[Any, Any], ...]:
+    """(steps, values[, times in µs]) of one metric across chunks, in logging order."""
+    columns: list[list[np.ndarray[Any, Any]]] = [[], [], []]
     for data in chunks:
         table = pq.read_table(io.BytesIO(data), filters=[("metric", "=", name)])
-        steps.append(table.column("step").to_numpy())
-        values.append(table.column("value").to_numpy())
-    if not steps:
-        return np.zeros(0, np.int64), np.zeros(0)
-    return np.concatenate(steps), np.concatenate(values)
+        for i, column in enumerate(("step", "value", "time_us")):
+            columns[i].append(table.column(column).to_numpy())
+    dtypes = (np.int64, np.float64, np.int64)
+    out = tuple(
+        np.concatenate(c) if c else np.zeros(0, dtype=d)
+        for c, d in zip(columns, dtypes, strict=True)
+    )
+    return out if with_times else out[:2]

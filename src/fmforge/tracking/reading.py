@@ -10,6 +10,7 @@ import numpy as np
 from fmforge.errors import FmforgeError
 from fmforge.repository import Repository
 from fmforge.tracking.chunks import read_series
+from fmforge.tracking.environment import flatten
 from fmforge.tracking.runs import HEARTBEAT_S, STREAM_PREFIX
 
 
@@ -38,6 +39,8 @@ class RunRecord:
     evals: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     chunks: list[str] = field(default_factory=list)
+    tag_values: dict[str, str] = field(default_factory=dict)  # key-value tags (set_tags)
+    end_time: float | None = None
 
 
 def _merge(summary: dict[str, dict[str, Any]], metrics: dict[str, dict[str, Any]]) -> None:
@@ -72,6 +75,10 @@ def load_run(
             record.datasets, record.base_model = data["datasets"], data["base_model"]
         elif event.type == "RunEnvironment":
             record.environment = data
+        elif event.type == "ParamsLogged":
+            record.config = {**flatten(record.config), **data["params"]}
+        elif event.type == "TagsSet":
+            record.tag_values.update(data["tags"])
         elif event.type == "MetricsLogged":
             record.chunks.append(data["chunk"])
             _merge(record.summary, data["metrics"])
@@ -85,6 +92,7 @@ def load_run(
             record.samples.append(data)
         elif event.type == "RunFinished":
             record.status, record.duration_s = data["status"], data["duration_s"]
+            record.end_time = _epoch(event.time)
     if not seen:
         raise RunNotFound(f"no run {run_id!r}")
     if record.status == "running" and _time.time() - record.last_seen > heartbeat_timeout_s:
@@ -106,6 +114,14 @@ def read_metric(
     repo: Repository, run_id: str, name: str
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """(steps, values) of metric ``name`` of a run, every value exactly as logged."""
+    steps, values = read_metric_with_times(repo, run_id, name)[:2]
+    return steps, values
+
+
+def read_metric_with_times(
+    repo: Repository, run_id: str, name: str
+) -> tuple[np.ndarray[Any, Any], ...]:
+    """(steps, values, times in µs since the epoch) of metric ``name`` of a run."""
     record = load_run(repo, run_id)
     chunks = (repo.objects.get(digest) for digest in record.chunks)
-    return read_series(chunks, name)
+    return read_series(chunks, name, with_times=True)

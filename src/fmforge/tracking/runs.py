@@ -160,6 +160,14 @@ class Run:
                 column[1].append(value)
                 column[2].append(now_us)
 
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Add configuration values after the start (flattened keys; later values win)."""
+        self._append(NewEvent("ParamsLogged", {"params": flatten(dict(params))}))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Key-value tags (MLflow's kind); ``tags=[...]`` at the start are plain labels."""
+        self._append(NewEvent("TagsSet", {"tags": {str(k): str(v) for k, v in tags.items()}}))
+
     def log_sample(self, step: int, inputs: Any, outputs: Any) -> None:
         """Qualitative outputs (e.g. generated text) at ``step``; JSON values."""
         self._append(NewEvent("SampleLogged", {"step": step, "inputs": inputs, "outputs": outputs}))

@@ -41,6 +41,7 @@ def _epoch(iso: str) -> float:
 
 class RunsView(Projection):
     name = "runs"
+    version = 2
     tables = ("runs", "run_metrics")
 
     def create_tables(self, db: sqlite3.Connection) -> None:
@@ -68,7 +69,14 @@ class RunsView(Projection):
             ),
         )  # fmt: skip
 
-    @handles("RunEnvironment", "RunHeartbeat", "SampleLogged", "EvalLogged")
+    @handles("ParamsLogged")
+    def params(self, db: sqlite3.Connection, event: Event) -> None:
+        run_id = self._seen(db, event)
+        (config,) = db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        merged = {**json.loads(config), **event.data["params"]}
+        db.execute("UPDATE runs SET config = ? WHERE run_id = ?", (json.dumps(merged), run_id))
+
+    @handles("RunEnvironment", "RunHeartbeat", "SampleLogged", "EvalLogged", "TagsSet")
     def alive(self, db: sqlite3.Connection, event: Event) -> None:
         self._seen(db, event)
 

@@ -1,0 +1,101 @@
+"""Unchanged MLflow client code records fmforge runs through `fmforge ui`'s REST API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fmforge.repository import Repository
+from fmforge.tracking import load_run, read_metric
+from fmforge.tracking.views import runs_index
+
+pytest.importorskip("mlflow")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(repo: Repository) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fmforge", "--store", str(repo.root), "ui", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/", timeout=1).read()
+            break
+        except OSError:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stderr:
+            process.stderr.close()
+
+
+_CLIENT = textwrap.dedent(
+    """
+    import math, mlflow
+    mlflow.set_experiment("mlflow-compat")
+    with mlflow.start_run(run_name="from-mlflow") as run:
+        mlflow.log_param("lr", 0.01)
+        mlflow.log_params({"epochs": 3, "optimizer": "adam"})
+        mlflow.set_tag("team", "nlp")
+        for step in range(50):
+            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        mlflow.log_metrics({"acc": 0.9, "f1": 0.8}, step=50)
+        fetched = mlflow.get_run(run.info.run_id)
+        assert fetched.data.params["lr"] == "0.01", fetched.data.params
+        assert fetched.data.tags["team"] == "nlp"
+        history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "loss")
+        assert [m.step for m in history] == list(range(50)), history
+        assert history[-1].value == 1.0 / 50
+    client = mlflow.tracking.MlflowClient()
+    experiment = client.get_experiment_by_name("mlflow-compat").experiment_id
+    found = client.search_runs([experiment], filter_string="metrics.acc > 0.5")
+    assert [r.info.run_id for r in found] == [run.info.run_id], found
+    assert found[0].data.metrics["acc"] == 0.9
+    assert client.search_runs([experiment], filter_string="metrics.acc > 0.95") == []
+    print(run.info.run_id)
+    """
+)
+
+
+def test_the_official_client_logs_into_fmforge(
+    repo: Repository, server: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server}
+    done = subprocess.run(
+        [sys.executable, "-c", _CLIENT], env=env, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = done.stdout.strip().splitlines()[-1]
+    record = load_run(repo, run_id)
+    assert record.status == "finished"
+    assert (record.project, record.name) == ("mlflow-compat", "from-mlflow")
+    assert record.config["lr"] == "0.01"
+    assert record.tag_values["team"] == "nlp"
+    _steps, values = read_metric(repo, run_id, "loss")
+    assert values.tolist() == [1.0 / (s + 1) for s in range(50)]
+    (row,) = runs_index(repo).rows("config.optimizer = adam")
+    assert row["metrics"]["acc"]["last"] == 0.9
