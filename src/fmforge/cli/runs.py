@@ -151,6 +151,21 @@ def report(
     console.print(f"wrote {path}", markup=False)
 
 
+@app.command("import-tb")
+def import_tb(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="A TensorBoard log directory.")],
+    project: Annotated[str, typer.Option(help="Project of the imported runs.")] = "tensorboard",
+) -> None:
+    """Import TensorBoard event files: one run per directory of event files, scalars at their
+    steps with their original times."""
+    from fmforge.tracking.tensorboard import import_tensorboard
+
+    with open_repository(ctx) as repo:
+        ids = import_tensorboard(repo, directory, project=project)
+    console.print(f"imported {len(ids)} runs from {directory}", markup=False)
+
+
 @app.command("compare")
 def compare(
     ctx: typer.Context,

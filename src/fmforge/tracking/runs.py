@@ -144,8 +144,16 @@ class Run:
                     converted.append((f"throughput/{name}_per_second", count / elapsed))
         self._record(converted, step)
 
-    def _record(self, converted: list[tuple[str, float]], step: int | None) -> None:
-        now_us = int(time.time() * 1_000_000)
+    def log_at(self, metrics: Mapping[str, Any], *, step: int, wall_time: float) -> None:
+        """Record values logged elsewhere at ``wall_time`` (seconds since the epoch), for
+        importers that keep the original times."""
+        converted = [(name, float(value)) for name, value in metrics.items()]
+        self._record(converted, step, int(wall_time * 1_000_000))
+
+    def _record(
+        self, converted: list[tuple[str, float]], step: int | None, at_us: int | None = None
+    ) -> None:
+        now_us = int(time.time() * 1_000_000) if at_us is None else at_us
         with self._lock:
             step = self._next_step if step is None else int(step)
             self._next_step = step + 1

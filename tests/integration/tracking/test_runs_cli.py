@@ -6,10 +6,12 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from tests.clirunner import fm
 
 from fmforge.repository import Repository
 from fmforge.tracking import start_run
+from fmforge.tracking.views import runs_index
 
 
 def two_runs(repo: Repository) -> list[str]:
@@ -79,3 +81,25 @@ def test_report_is_one_self_contained_file_that_keeps_spikes(
     assert page.count("<svg") == 1
     assert "100" in page  # the one-step spike is the chart's maximum: it was not averaged away
     assert "non_finite on loss at step 20000" in page.replace("</li>", "").replace("<li>", "")
+
+
+def test_import_tensorboard_event_files(repo: Repository, tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    for name, scale in (("run-a", 1.0), ("nested/run-b", 2.0)):
+        writer = SummaryWriter(str(tmp_path / "tb" / name))
+        for step in range(0, 100, 10):
+            writer.add_scalar("train/loss", scale / (step + 1), step)
+            writer.add_scalar("lr", 0.1, step)
+        writer.close()
+    code, out = fm(repo.root, "runs", "import-tb", str(tmp_path / "tb"), "--project", "old")
+    assert code == 0, out
+    assert "imported 2 runs" in out
+    rows = {r["name"]: r for r in runs_index(repo).rows(project="old")}
+    assert sorted(rows) == ["nested/run-b", "run-a"]
+    b = rows["nested/run-b"]["metrics"]["train/loss"]
+    assert (b["count"], b["last_step"]) == (10, 90)
+    assert b["max"] == pytest.approx(2.0)  # float32 in the event file
+    code, out = fm(repo.root, "runs", "import-tb", str(tmp_path / "empty-does-not-exist"))
+    assert code == 1
+    assert "no TensorBoard event files" in out
