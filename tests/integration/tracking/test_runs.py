@@ -19,6 +19,7 @@ from fmforge.models import commit_model, refs
 from fmforge.repository import Repository
 from fmforge.tracking import (
     AnomalyAction,
+    Run,
     NonFinite,
     RunStopped,
     load_run,
@@ -168,8 +169,12 @@ def test_checkpoints_are_commits_on_the_runs_branch(repo: Repository, tmp_path: 
 
 def test_system_metrics_and_throughput_are_recorded(repo: Repository) -> None:
     with start_run("p", repo=repo, flush_interval=0.05, system_interval=0.05) as run:
-        for step in range(40):
+        deadline = time.monotonic() + 30
+        step = 0
+        # until the writer (busy capturing the environment first) has sampled twice
+        while time.monotonic() < deadline and _samples(run) < 2:
             run.log({"loss": 1.0}, step=step, samples=32, tokens=32 * 128)
+            step += 1
             time.sleep(0.01)
     summary = load_run(repo, run.id).summary
     assert summary["system/rss_mb"]["min"] > 10  # this process holds numpy and pyarrow
@@ -187,3 +192,11 @@ def test_actions_can_apply_to_some_detectors_only(repo: Repository) -> None:
     record = load_run(repo, run.id)
     assert record.status == "finished"  # the spike was recorded, and did not stop the run
     assert [a["detector"] for a in record.anomalies] == ["loss_spike"]
+
+
+def _samples(run: Run) -> int:
+    """System samples the run has recorded so far: flushed, and still in its buffer."""
+    flushed = load_run(run.repo, run.id).summary.get("system/cpu_percent", {}).get("count", 0)
+    with run._lock:
+        pending = len(run._columns.get("system/cpu_percent", ([], [], []))[0])
+    return int(flushed) + pending
