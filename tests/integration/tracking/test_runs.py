@@ -19,8 +19,8 @@ from fmforge.models import commit_model, refs
 from fmforge.repository import Repository
 from fmforge.tracking import (
     AnomalyAction,
-    Run,
     NonFinite,
+    Run,
     RunStopped,
     load_run,
     read_metric,
