@@ -192,29 +192,35 @@ class Run:
 
     def log_checkpoint(
         self,
-        source: str | os.PathLike[str],
+        source: str | os.PathLike[str] | Mapping[str, Any],
         *,
         model: str | None = None,
         step: int | None = None,
         message: str | None = None,
     ) -> str:
-        """Commit ``source`` (a model directory or file) to the registry on branch
-        ``runs/<run id>`` of ``model`` (default: the project's name); returns the commit id."""
+        """Commit ``source`` (a model directory or file, or a state dict of torch tensors) to
+        the registry on branch ``runs/<run id>`` of ``model`` (default: the project's name);
+        returns the commit id."""
         from fmforge.models import commit_model
 
         model = model or self.project
         step = self._next_step - 1 if step is None else step
-        result = commit_model(
-            self.repo,
-            model,
-            Path(source),
-            message or f"{self.name} step {step}",
-            branch=f"runs/{self.id}",
-        )
+        message = message or f"{self.name} step {step}"
+        branch = f"runs/{self.id}"
+        if isinstance(source, Mapping):
+            import tempfile
+
+            import torch
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "pytorch_model.bin"
+                torch.save({k: v.detach().cpu().contiguous() for k, v in source.items()}, path)
+                result = commit_model(self.repo, model, path.parent, message, branch=branch)
+        else:
+            result = commit_model(self.repo, model, Path(source), message, branch=branch)
         self._checkpoints.append((step, model, result.commit))
-        self._append(
-            NewEvent("CheckpointLogged", {"step": step, "model": model, "commit": result.commit})
-        )
+        data = {"step": step, "model": model, "commit": result.commit}
+        self._append(NewEvent("CheckpointLogged", data))
         return result.commit
 
     # ---- the writer thread -----------------------------------------------------------------

@@ -200,3 +200,17 @@ def _samples(run: Run) -> int:
     with run._lock:
         pending = len(run._columns.get("system/cpu_percent", ([], [], []))[0])
     return int(flushed) + pending
+
+
+def test_a_state_dict_checkpoint_is_a_commit(repo: Repository, tmp_path: Path) -> None:
+    import torch
+
+    from fmforge.models import load_state_dict
+
+    module = torch.nn.Linear(4, 2)
+    with start_run("p", repo=repo) as run:
+        run.log({"loss": 1.0}, step=7)
+        commit = run.log_checkpoint(module.state_dict(), model="head")
+    state = load_state_dict(f"head@{commit}", repo=repo)
+    assert torch.equal(state["weight"], module.weight.detach())
+    assert load_run(repo, run.id).checkpoints[0]["step"] == 7
