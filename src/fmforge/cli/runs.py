@@ -13,6 +13,7 @@ from rich.table import Table
 
 from fmforge.cli.context import FmforgeGroup, console, open_repository
 from fmforge.tracking.compare import compare_runs
+from fmforge.tracking.environment import flatten
 from fmforge.tracking.reading import load_run, read_metric
 from fmforge.tracking.report import write_report
 from fmforge.tracking.views import runs_index
@@ -113,7 +114,7 @@ def show(
     )
     if record.config:
         console.print("[bold]config[/bold]")
-        for key, value in sorted(flat_config(record.config).items()):
+        for key, value in sorted(flatten(record.config).items()):
             console.print(f"  {key} = {value!r}", markup=False)
     table = Table("metric", "count", "last", "min", "max", "curve")
     table.columns[0].overflow = "fold"  # metric names are what people look for: never cut
@@ -131,12 +132,6 @@ def show(
     for checkpoint in record.checkpoints:
         where = f"{checkpoint['model']}@{checkpoint['commit'][:12]}"
         console.print(f"checkpoint step {checkpoint['step']}: {where}", markup=False)
-
-
-def flat_config(config: dict[str, Any]) -> dict[str, Any]:
-    from fmforge.tracking.environment import flatten
-
-    return flatten(config)
 
 
 @app.command("report")

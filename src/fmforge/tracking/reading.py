@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -62,13 +64,11 @@ def load_run(
     repo: Repository, run_id: str, *, heartbeat_timeout_s: float = 3 * HEARTBEAT_S
 ) -> RunRecord:
     record = RunRecord(run_id)
-    import time as _time
-
     seen = False
     for event in repo.ledger.read_stream(STREAM_PREFIX + run_id):
         seen = True
         data = event.data
-        record.last_seen = max(record.last_seen, _epoch(event.time))
+        record.last_seen = max(record.last_seen, epoch_seconds(event.time))
         if event.type == "RunStarted":
             record.project, record.name = data["project"], data["name"]
             record.config, record.started = data["config"], data["started"]
@@ -92,17 +92,16 @@ def load_run(
             record.samples.append(data)
         elif event.type == "RunFinished":
             record.status, record.duration_s = data["status"], data["duration_s"]
-            record.end_time = _epoch(event.time)
+            record.end_time = epoch_seconds(event.time)
     if not seen:
         raise RunNotFound(f"no run {run_id!r}")
-    if record.status == "running" and _time.time() - record.last_seen > heartbeat_timeout_s:
+    if record.status == "running" and time.time() - record.last_seen > heartbeat_timeout_s:
         record.status = "crashed"
     return record
 
 
-def _epoch(iso: str) -> float:
-    from datetime import datetime
-
+def epoch_seconds(iso: str) -> float:
+    """An event's ISO time as seconds since the epoch (0 for none)."""
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else 0.0
 
 

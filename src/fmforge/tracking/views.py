@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from datetime import datetime
 from typing import Any
 
 from fmforge.ledger import Event, Projection, handles
 from fmforge.repository import Repository
 from fmforge.tracking.query import parse
+from fmforge.tracking.reading import epoch_seconds
 from fmforge.tracking.runs import HEARTBEAT_S
 
 _SCHEMA = """
@@ -35,10 +35,6 @@ CREATE TABLE run_metrics (
 """
 
 
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
 class RunsView(Projection):
     name = "runs"
     version = 2
@@ -53,7 +49,7 @@ class RunsView(Projection):
         run_id = event.stream.removeprefix("run/")
         db.execute(
             "UPDATE runs SET last_seen = max(last_seen, ?) WHERE run_id = ?",
-            (_epoch(event.time), run_id),
+            (epoch_seconds(event.time), run_id),
         )
         return run_id
 
@@ -63,7 +59,7 @@ class RunsView(Projection):
         db.execute(
             "INSERT INTO runs VALUES (?, ?, ?, 'running', ?, ?, NULL, ?, ?, ?, ?, 0, 0)",
             (
-                d["run"], d["project"], d["name"], d["started"], _epoch(event.time),
+                d["run"], d["project"], d["name"], d["started"], epoch_seconds(event.time),
                 d["base_model"], json.dumps(d["datasets"]), json.dumps(d.get("tags", [])),
                 json.dumps(d["config_flat"]),
             ),
