@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 
 from fmforge.repository import Repository
 from fmforge.server import mlflow_api
+from fmforge.tracking.reading import metric_overview
 from fmforge.tracking.report import write_report
 from fmforge.tracking.views import runs_index
 
@@ -53,6 +54,17 @@ def create_app(root: str | Path) -> FastAPI:
             "<body><h1>Runs</h1><table><tr><th>run</th><th>project</th><th>status</th>"
             f"<th>anomalies</th></tr>{rows}</table></body></html>"
         )
+
+    @app.get("/api/runs")
+    async def runs_table(where: str | None = None) -> list[dict[str, object]]:
+        """The runs table (what the dashboard lists), filtered by a runs query."""
+        return runs_index(repository()).rows(where)
+
+    @app.get("/api/runs/{run_id}/series")
+    async def series(run_id: str, metric: str, width: int = 1000) -> dict[str, object]:
+        """One metric at chart resolution: each column's min and max, so spikes stay."""
+        steps, values = metric_overview(repository(), run_id, metric, max(1, min(width, 10_000)))
+        return {"metric": metric, "steps": steps.tolist(), "values": values.tolist()}
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     async def run_page(run_id: str) -> str:

@@ -86,11 +86,17 @@ def read_series(
     chunks: Iterable[bytes], name: str, *, with_times: bool = False
 ) -> tuple[np.ndarray[Any, Any], ...]:
     """(steps, values[, times in µs]) of one metric across chunks, in logging order."""
+    wanted = ["metric", "step", "value", *(["time_us"] if with_times else [])]
     columns: list[list[np.ndarray[Any, Any]]] = [[], [], []]
     for data in chunks:
-        table = pq.read_table(io.BytesIO(data), filters=[("metric", "=", name)])
-        for i, column in enumerate(("step", "value", "time_us")):
-            columns[i].append(table.column(column).to_numpy())
+        table = pq.ParquetFile(io.BytesIO(data)).read(columns=wanted)
+        metric = table.column("metric").combine_chunks()
+        names = metric.dictionary.to_pylist()
+        if name not in names:
+            continue
+        rows = np.flatnonzero(metric.indices.to_numpy() == names.index(name))
+        for i, column in enumerate(wanted[1:]):
+            columns[i].append(table.column(column).to_numpy()[rows])
     dtypes = (np.int64, np.float64, np.int64)
     out = tuple(
         np.concatenate(c) if c else np.zeros(0, dtype=d)

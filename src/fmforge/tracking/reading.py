@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -124,3 +125,23 @@ def read_metric_with_times(
     record = load_run(repo, run_id)
     chunks = (repo.objects.get(digest) for digest in record.chunks)
     return read_series(chunks, name, with_times=True)
+
+
+@lru_cache(maxsize=256)
+def _chunk_series(repo_objects: Any, digest: str, name: str) -> tuple[np.ndarray[Any, Any], ...]:
+    # Chunks never change (content addressed): a decoded series can be kept as long as wanted.
+    return read_series([repo_objects.get(digest)], name)
+
+
+def metric_overview(
+    repo: Repository, run_id: str, name: str, width: int = 1000
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """A metric reduced to about ``2 * width`` points keeping each column's min and max (what
+    a chart of that width can show; spikes never vanish). Decoded chunks are cached."""
+    from fmforge.tracking.report import downsample
+
+    record = load_run(repo, run_id)
+    parts = [_chunk_series(repo.objects, digest, name) for digest in record.chunks]
+    steps = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    values = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    return downsample(steps, values, width)

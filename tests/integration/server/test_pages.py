@@ -1,0 +1,40 @@
+"""The server's runs pages and the JSON the dashboard reads, from a running `fmforge ui`."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from fmforge.repository import Repository
+from fmforge.tracking import start_run
+
+
+def get(url: str, **params: object) -> str:
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    with urllib.request.urlopen(url + query, timeout=30) as response:
+        return str(response.read().decode())
+
+
+def test_runs_table_series_and_report(repo: Repository, server: str) -> None:
+    with start_run("p", repo=repo, name="spiky") as run:
+        for step in range(30_000):
+            run.log({"loss": 50.0 if step == 17_777 else 1.0 + (step % 5) * 0.01}, step=step)
+    (row,) = json.loads(get(server + "/api/runs", where="metrics.loss.max > 10"))
+    assert row["name"] == "spiky"
+    assert json.loads(get(server + "/api/runs", where="metrics.loss.max > 100")) == []
+    body = json.loads(get(f"{server}/api/runs/{run.id}/series", metric="loss", width=300))
+    assert len(body["steps"]) <= 2 * 300 + 2
+    assert 17_777 in body["steps"]  # the one-step spike survives the reduction
+    assert max(body["values"]) == 50.0
+    assert body["steps"] == sorted(body["steps"])
+    assert "spiky" in get(server + "/")
+    assert "<svg" in get(f"{server}/runs/{run.id}")
+    with pytest.raises(urllib.error.HTTPError) as error:
+        get(server + "/api/runs", where="lr > 1")
+    assert error.value.code == 400
+    assert "unknown field 'lr'" in json.loads(error.value.read())["message"]
+    error.value.close()
