@@ -1,8 +1,9 @@
 """Metric chunks: the values a run logged during one flush interval, as one Parquet object.
 
-A chunk is a long table, one row per logged value: ``metric`` (dictionary-encoded), ``step``
-and ``time_us`` (int64, delta-encoded: consecutive steps cost about a byte) and ``value``
-(float64, exactly as logged, NaN and Inf included). The ``MetricsLogged`` event that records a
+A chunk holds one row group per metric (their names, in order, in the file's metadata), each
+with ``step`` and ``time_us`` (int64, delta-encoded: consecutive steps cost about a byte) and
+``value`` (float64, exactly as logged, NaN and Inf included); reading one metric reads only its
+row group. The ``MetricsLogged`` event that records a
 chunk carries its object digest and a summary per metric, so listing and filtering runs never
 opens a chunk.
 """
@@ -10,6 +11,7 @@ opens a chunk.
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+_INDEX_KEY = "fmforge.metrics"  # the metric of each row group, in order
 
 Columns = Mapping[str, tuple[list[int], list[float], list[int]]]  # metric -> steps, values, µs
 
@@ -62,23 +66,18 @@ def build_chunk(columns: Columns) -> tuple[bytes, dict[str, tuple[np.ndarray[Any
         )
         for n in names
     }
-    counts = [series[n][0].size for n in names]
-    metric = pa.DictionaryArray.from_arrays(
-        pa.array(np.repeat(np.arange(len(names), dtype=np.int32), counts)), pa.array(names)
-    )
-    table = pa.table(
-        {
-            "metric": metric,
-            "step": pa.array(np.concatenate([series[n][0] for n in names]) if names else []),
-            "time_us": pa.array(np.concatenate([series[n][2] for n in names]) if names else []),
-            "value": pa.array(np.concatenate([series[n][1] for n in names]) if names else []),
-        }
+    schema = pa.schema(
+        [("step", pa.int64()), ("time_us", pa.int64()), ("value", pa.float64())],
+        metadata={_INDEX_KEY: json.dumps(names)},
     )
     sink = io.BytesIO()
-    pq.write_table(
-        table, sink, compression="zstd", use_dictionary=["metric"], write_statistics=False,
+    with pq.ParquetWriter(
+        sink, schema, compression="zstd", use_dictionary=False, write_statistics=False,
         column_encoding={"step": "DELTA_BINARY_PACKED", "time_us": "DELTA_BINARY_PACKED"},
-    )  # fmt: skip
+    ) as writer:  # fmt: skip
+        for n in names:  # one row group per metric: a chart reads only its metric's rows
+            steps, values, times = series[n]
+            writer.write_table(pa.table([steps, times, values], schema=schema))
     return sink.getvalue(), {n: series[n][:2] for n in names}
 
 
@@ -86,20 +85,32 @@ def read_series(
     chunks: Iterable[bytes], name: str, *, with_times: bool = False
 ) -> tuple[np.ndarray[Any, Any], ...]:
     """(steps, values[, times in µs]) of one metric across chunks, in logging order."""
-    wanted = ["metric", "step", "value", *(["time_us"] if with_times else [])]
+    wanted = ["step", "value", *(["time_us"] if with_times else [])]
     columns: list[list[np.ndarray[Any, Any]]] = [[], [], []]
     for data in chunks:
-        table = pq.ParquetFile(io.BytesIO(data)).read(columns=wanted)
-        metric = table.column("metric").combine_chunks()
-        names = metric.dictionary.to_pylist()
-        if name not in names:
-            continue
-        rows = np.flatnonzero(metric.indices.to_numpy() == names.index(name))
-        for i, column in enumerate(wanted[1:]):
-            columns[i].append(table.column(column).to_numpy()[rows])
+        table = _read_metric(pq.ParquetFile(io.BytesIO(data)), name, wanted)
+        if table is not None:
+            for i, column in enumerate(wanted):
+                columns[i].append(table.column(column).to_numpy())
     dtypes = (np.int64, np.float64, np.int64)
     out = tuple(
         np.concatenate(c) if c else np.zeros(0, dtype=d)
         for c, d in zip(columns, dtypes, strict=True)
     )
     return out if with_times else out[:2]
+
+
+def _read_metric(chunk: pq.ParquetFile, name: str, wanted: list[str]) -> pa.Table | None:
+    metadata = chunk.schema_arrow.metadata or {}
+    if _INDEX_KEY.encode() in metadata:
+        names = json.loads(metadata[_INDEX_KEY.encode()])
+        if name not in names:
+            return None
+        return chunk.read_row_group(names.index(name), columns=wanted, use_threads=False)
+    # The first chunk layout: one long table with a dictionary-encoded metric column.
+    table = chunk.read(columns=["metric", *wanted], use_threads=False)
+    metric = table.column("metric").combine_chunks()
+    names = metric.dictionary.to_pylist()
+    if name not in names:
+        return None
+    return table.filter(pa.array(metric.indices.to_numpy() == names.index(name)))

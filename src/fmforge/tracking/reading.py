@@ -46,7 +46,8 @@ class RunRecord:
     end_time: float | None = None
 
 
-def _merge(summary: dict[str, dict[str, Any]], metrics: dict[str, dict[str, Any]]) -> None:
+def merge_summaries(summary: dict[str, dict[str, Any]], metrics: dict[str, dict[str, Any]]) -> None:
+    """Fold one chunk's per-metric summaries into a run's (in place)."""
     for name, new in metrics.items():
         old = summary.get(name)
         if old is None:
@@ -82,7 +83,7 @@ def load_run(
             record.tag_values.update(data["tags"])
         elif event.type == "MetricsLogged":
             record.chunks.append(data["chunk"])
-            _merge(record.summary, data["metrics"])
+            merge_summaries(record.summary, data["metrics"])
         elif event.type == "AnomalyDetected":
             record.anomalies.append(data)
         elif event.type == "CheckpointLogged":
@@ -127,6 +128,30 @@ def read_metric_with_times(
     return read_series(chunks, name, with_times=True)
 
 
+def downsample(
+    steps: np.ndarray[Any, Any], values: np.ndarray[Any, Any], width: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """At most about ``2 * width`` points: per column, the minimum and the maximum, in step
+    order (vectorised: columns of equal size, the remainder in one more)."""
+    finite = np.isfinite(values)
+    steps, values = steps[finite], values[finite]
+    if values.size <= 2 * width:
+        return steps, values
+    size = values.size // width
+    body = values[: size * width].reshape(width, size)
+    offsets = np.arange(width) * size
+    low, high = offsets + body.argmin(axis=1), offsets + body.argmax(axis=1)
+    first, second = np.minimum(low, high), np.maximum(low, high)
+    pairs = [first, second]
+    if size * width < values.size:
+        tail = values[size * width :]
+        ends = sorted({size * width + int(tail.argmin()), size * width + int(tail.argmax())})
+        pairs = [np.append(first, ends[0]), np.append(second, ends[-1])]
+    keep = np.stack(pairs, axis=1).ravel()  # column by column: already in step order
+    keep = keep[np.concatenate(([True], keep[1:] != keep[:-1]))]  # a flat column's one point
+    return steps[keep], values[keep]
+
+
 @lru_cache(maxsize=256)
 def _chunk_series(repo_objects: Any, digest: str, name: str) -> tuple[np.ndarray[Any, Any], ...]:
     # Chunks never change (content addressed): a decoded series can be kept as long as wanted.
@@ -138,8 +163,6 @@ def metric_overview(
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """A metric reduced to about ``2 * width`` points keeping each column's min and max (what
     a chart of that width can show; spikes never vanish). Decoded chunks are cached."""
-    from fmforge.tracking.report import downsample
-
     record = load_run(repo, run_id)
     parts = [_chunk_series(repo.objects, digest, name) for digest in record.chunks]
     steps = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)

@@ -17,29 +17,9 @@ import numpy as np
 
 from fmforge.repository import Repository
 from fmforge.tracking.environment import flatten
-from fmforge.tracking.reading import RunRecord, load_run, read_metric
+from fmforge.tracking.reading import RunRecord, downsample, load_run, read_metric
 
 _W, _H, _PAD = 640, 160, 36
-
-
-def downsample(
-    steps: np.ndarray[Any, Any], values: np.ndarray[Any, Any], width: int
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """At most about ``2 * width`` points: per column, the minimum and the maximum, in step
-    order (vectorised: columns of equal size, the remainder in one more)."""
-    finite = np.isfinite(values)
-    steps, values = steps[finite], values[finite]
-    if values.size <= 2 * width:
-        return steps, values
-    size = values.size // width
-    body = values[: size * width].reshape(width, size)
-    offsets = np.arange(width) * size
-    picks = [offsets + body.argmin(axis=1), offsets + body.argmax(axis=1)]
-    if size * width < values.size:
-        tail = values[size * width :]
-        picks.append(np.array([size * width + tail.argmin(), size * width + tail.argmax()]))
-    keep = np.unique(np.concatenate(picks))  # sorted: step order
-    return steps[keep], values[keep]
 
 
 def _chart(

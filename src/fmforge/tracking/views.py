@@ -1,4 +1,4 @@
-"""The runs table as a projection: one row per run, one per (run, metric) summary.
+"""The runs table as a projection: one row per run, with its metric summaries as stored JSON.
 
 Built from ``RunStarted``, ``MetricsLogged``, ``AnomalyDetected``, ``CheckpointLogged`` and
 ``RunFinished`` alone (chunks are never opened), so listing and filtering a thousand runs is a
@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from fmforge.ledger import Event, Projection, handles
 from fmforge.repository import Repository
 from fmforge.tracking.query import parse
-from fmforge.tracking.reading import epoch_seconds
+from fmforge.tracking.reading import epoch_seconds, merge_summaries
 from fmforge.tracking.runs import HEARTBEAT_S
 
 _SCHEMA = """
@@ -24,21 +25,16 @@ CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, project TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
     started REAL NOT NULL, last_seen REAL NOT NULL, duration_s REAL, base_model TEXT,
     datasets TEXT NOT NULL, tags TEXT NOT NULL, config TEXT NOT NULL, anomalies INTEGER NOT NULL,
-    checkpoints INTEGER NOT NULL
+    checkpoints INTEGER NOT NULL, metrics TEXT NOT NULL
 );
 CREATE INDEX runs_by_start ON runs (started);
-CREATE TABLE run_metrics (
-    run_id TEXT NOT NULL, metric TEXT NOT NULL, count INTEGER NOT NULL, last REAL, min REAL,
-    max REAL, non_finite INTEGER NOT NULL, last_step INTEGER NOT NULL,
-    PRIMARY KEY (run_id, metric)
-);
 """
 
 
 class RunsView(Projection):
     name = "runs"
-    version = 2
-    tables = ("runs", "run_metrics")
+    version = 3
+    tables = ("runs",)
 
     def create_tables(self, db: sqlite3.Connection) -> None:
         for statement in _SCHEMA.split(";"):
@@ -57,7 +53,7 @@ class RunsView(Projection):
     def started(self, db: sqlite3.Connection, event: Event) -> None:
         d = event.data
         db.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, 'running', ?, ?, NULL, ?, ?, ?, ?, 0, 0)",
+            "INSERT INTO runs VALUES (?, ?, ?, 'running', ?, ?, NULL, ?, ?, ?, ?, 0, 0, '{}')",
             (
                 d["run"], d["project"], d["name"], d["started"], epoch_seconds(event.time),
                 d["base_model"], json.dumps(d["datasets"]), json.dumps(d.get("tags", [])),
@@ -78,29 +74,16 @@ class RunsView(Projection):
 
     @handles("MetricsLogged")
     def metrics(self, db: sqlite3.Connection, event: Event) -> None:
+        # Kept as the JSON the dashboard sends: listing runs is then string assembly, not
+        # 50 dicts per run (see RunsIndex.table_json).
         run_id = self._seen(db, event)
-        for name, new in event.data["metrics"].items():
-            db.execute(
-                """
-                INSERT INTO run_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (run_id, metric) DO UPDATE SET
-                    count = count + excluded.count,
-                    non_finite = non_finite + excluded.non_finite,
-                    min = CASE WHEN min IS NULL THEN excluded.min
-                               WHEN excluded.min IS NULL THEN min
-                               ELSE min(min, excluded.min) END,
-                    max = CASE WHEN max IS NULL THEN excluded.max
-                               WHEN excluded.max IS NULL THEN max
-                               ELSE max(max, excluded.max) END,
-                    last = CASE WHEN excluded.last_step >= last_step THEN excluded.last
-                                ELSE last END,
-                    last_step = max(last_step, excluded.last_step)
-                """,
-                (
-                    run_id, name, new["count"], new["last"], new["min"], new["max"],
-                    new["non_finite"], new["last_step"],
-                ),
-            )  # fmt: skip
+        (text,) = db.execute("SELECT metrics FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        summary = json.loads(text)
+        merge_summaries(summary, event.data["metrics"])
+        db.execute(
+            "UPDATE runs SET metrics = ? WHERE run_id = ?",
+            (json.dumps(summary, separators=(",", ":")), run_id),
+        )
 
     @handles("AnomalyDetected")
     def anomaly(self, db: sqlite3.Connection, event: Event) -> None:
@@ -121,6 +104,26 @@ class RunsView(Projection):
         )
 
 
+def _real(column: str) -> str:
+    # 17 significant digits: a float64 comes back as the same float64 (json_quote keeps 15).
+    return f"CASE WHEN {column} IS NULL THEN 'null' ELSE printf('%!.17g', {column}) END"
+
+
+_TABLE_JSON = f"""
+SELECT '[' || coalesce(group_concat(row, ','), '') || ']' FROM (SELECT
+    '{{"id":' || json_quote(run_id) || ',"project":' || json_quote(project)
+    || ',"name":' || json_quote(name) || ',"status":' || json_quote(
+        CASE WHEN status = 'running' AND ?1 - last_seen > ?2 THEN 'crashed' ELSE status END)
+    || ',"started":' || {_real("started")} || ',"duration_s":' || {_real("duration_s")}
+    || ',"base_model":' || json_quote(base_model) || ',"datasets":' || datasets
+    || ',"tags":' || tags || ',"config":' || config || ',"metrics":' || metrics
+    || ',"anomalies":' || anomalies || ',"checkpoints":' || checkpoints || '}}' AS row
+    FROM runs /*where*/ ORDER BY started DESC)
+"""
+
+_JSON_COLUMNS = frozenset({"datasets", "tags", "config", "metrics"})
+
+
 class RunsIndex:
     def __init__(self, db: sqlite3.Connection, heartbeat_timeout_s: float) -> None:
         self.db = db
@@ -130,32 +133,39 @@ class RunsIndex:
         """Every run (newest first) as a dict with its config and metric summaries, filtered
         by a query (see ``fmforge.tracking.query``)."""
         predicate = parse(where) if where else None
-        metrics: dict[str, dict[str, dict[str, Any]]] = {}
-        for run_id, metric, count, last, low, high, non_finite, last_step in self.db.execute(
-            "SELECT * FROM run_metrics"
-        ):
-            metrics.setdefault(run_id, {})[metric] = {
-                "count": count, "last": last, "min": low, "max": high,
-                "non_finite": non_finite, "last_step": last_step,
-            }  # fmt: skip
-        now = time.time()
         out = []
-        query = "SELECT * FROM runs" + (" WHERE project = ?" if project else "")
-        for row in self.db.execute(query + " ORDER BY started DESC", (project,) if project else ()):
-            (run_id, proj, name, status, started, last_seen, duration, base_model, datasets,
-             tags, config, anomalies, checkpoints) = row  # fmt: skip
-            if status == "running" and now - last_seen > self.timeout:
-                status = "crashed"
-            run = {
-                "id": run_id, "project": proj, "name": name, "status": status,
-                "started": started, "duration_s": duration, "base_model": base_model,
-                "datasets": json.loads(datasets), "tags": json.loads(tags),
-                "config": json.loads(config), "metrics": metrics.get(run_id, {}),
-                "anomalies": anomalies, "checkpoints": checkpoints,
-            }  # fmt: skip
+        for run in self._rows(project):
+            run = {key: json.loads(value) if key in _JSON_COLUMNS else value
+                   for key, value in run.items()}  # fmt: skip
             if predicate is None or predicate(run):
                 out.append(run)
         return out
+
+    def table_json(self, where: str | None = None, *, project: str | None = None) -> str:
+        """``rows()`` as a JSON array (what the dashboard's runs table fetches). Unfiltered, it
+        is assembled by SQLite from each run's stored JSON without decoding it."""
+        if where:
+            return json.dumps(self.rows(where, project=project))
+        query = _TABLE_JSON.replace("/*where*/", "WHERE project = ?3" if project else "")
+        params = (time.time(), self.timeout, *([project] if project else []))
+        (text,) = self.db.execute(query, params).fetchone()
+        return str(text)
+
+    def _rows(self, project: str | None) -> Iterator[dict[str, Any]]:
+        """Each run's columns, the JSON ones still as text; a silent running run is crashed."""
+        now = time.time()
+        query = "SELECT * FROM runs" + (" WHERE project = ?" if project else "")
+        for row in self.db.execute(query + " ORDER BY started DESC", (project,) if project else ()):
+            (run_id, proj, name, status, started, last_seen, duration, base_model, datasets,
+             tags, config, anomalies, checkpoints, metrics) = row  # fmt: skip
+            if status == "running" and now - last_seen > self.timeout:
+                status = "crashed"
+            yield {
+                "id": run_id, "project": proj, "name": name, "status": status,
+                "started": started, "duration_s": duration, "base_model": base_model,
+                "datasets": datasets, "tags": tags, "config": config, "metrics": metrics,
+                "anomalies": anomalies, "checkpoints": checkpoints,
+            }  # fmt: skip
 
     def resolve(self, id_or_name: str) -> str:
         """A run id from an id, a unique id prefix (4+ characters) or a unique run name."""

@@ -103,3 +103,18 @@ def test_import_tensorboard_event_files(repo: Repository, tmp_path: Path) -> Non
     code, out = fm(repo.root, "runs", "import-tb", str(tmp_path / "empty-does-not-exist"))
     assert code == 1
     assert "no TensorBoard event files" in out
+
+
+def test_the_dashboards_runs_json_is_the_runs_table(repo: Repository) -> None:
+    """`table_json` (assembled by SQLite from stored JSON) says exactly what `rows()` says."""
+    two_runs(repo)
+    with start_run("other", repo=repo, name="nan run") as run:
+        run.log({"loss": math.nan, "acc": 0.1 + 0.2}, step=0)  # summaries with None in them
+    index = runs_index(repo)
+    assert json.loads(index.table_json()) == index.rows()
+    assert json.loads(index.table_json(project="other")) == index.rows(project="other")
+    assert json.loads(index.table_json("metrics.loss.max > 1")) == index.rows("metrics.loss.max > 1")
+    assert json.loads(index.table_json(project="none")) == []
+    (nan_run,) = index.rows(project="other")
+    assert nan_run["metrics"]["loss"]["non_finite"] == 1
+    assert nan_run["metrics"]["acc"]["last"] == 0.1 + 0.2  # 17 digits: the same float
