@@ -182,6 +182,7 @@ STEPS: list[DemoStep] = [
     ),
     DemoStep("Train and log two runs; a planted NaN stops one", _models(runs_demo.train_runs)),
     DemoStep("Overview of the runs and an HTML report", _models(runs_demo.overview)),
+    DemoStep("The same runs in the dashboard (fmforge ui)", _models(runs_demo.dashboard)),
 ]
 
 

@@ -254,8 +254,11 @@ def install(app: FastAPI) -> Tracking:
 
     @app.exception_handler(FmforgeError)
     async def fmforge_error(request: Request, exc: FmforgeError) -> JSONResponse:
-        return JSONResponse(
-            {"error_code": "INVALID_PARAMETER_VALUE", "message": str(exc)}, status_code=400
-        )
+        # Every endpoint's user errors: a missing thing is 404, anything else a bad request.
+        if type(exc).__name__.endswith("NotFound"):
+            code, status = "RESOURCE_DOES_NOT_EXIST", 404
+        else:
+            code, status = "INVALID_PARAMETER_VALUE", 400
+        return JSONResponse({"error_code": code, "message": str(exc)}, status_code=status)
 
     return tracking

@@ -113,3 +113,52 @@ def overview(repo: Repository, scratch: Path, facts: dict[str, Any]) -> list[str
     lines.append(f"wrote {report.name}: config, metrics, curves (open it in a browser)")
     lines.append("the same from the shell: fmforge runs ls / runs show spam-head / runs report")
     return lines
+
+
+def dashboard(repo: Repository, scratch: Path, facts: dict[str, Any]) -> list[str]:
+    """Serve the repository with ``fmforge ui`` for a moment and read the runs back through it,
+    as the dashboard's pages do."""
+    if "good_run" not in facts:
+        return ["skipped (no runs)"]
+    import socket
+    import threading
+    import urllib.request
+
+    import uvicorn
+
+    from fmforge.server.app import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(repo.root), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(url + path, timeout=30) as response:
+            body = response.read()
+        return json.loads(body) if path.startswith("/api/") else body.decode()
+
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        runs = get("/api/runs?where=" + urllib.request.quote("project = spam-demo"))
+        good = facts["good_run"]
+        series = get(f"/api/runs/{good}/series?metric=loss&width=300")
+        page = get(f"/runs/{good}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    return [
+        f"fmforge ui served {len(runs)} runs at {url}: the runs table, the run pages "
+        f"({'uPlot charts' if 'uPlot' in page else 'no charts?'}) and the compare page",
+        f"the spam-head loss curve at 300 px: {len(series['steps'])} points, each column's "
+        "min and max, so spikes stay visible",
+        "browse it yourself: fmforge demo --keep DIR, then fmforge --store DIR ui",
+    ]

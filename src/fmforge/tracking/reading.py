@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -159,12 +160,24 @@ def _chunk_series(repo_objects: Any, digest: str, name: str) -> tuple[np.ndarray
 
 
 def metric_overview(
-    repo: Repository, run_id: str, name: str, width: int = 1000
+    repo: Repository,
+    run_id: str,
+    name: str,
+    width: int = 1000,
+    *,
+    start: float | None = None,
+    end: float | None = None,
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """A metric reduced to about ``2 * width`` points keeping each column's min and max (what
-    a chart of that width can show; spikes never vanish). Decoded chunks are cached."""
+    """A metric over steps ``start..end`` (default: all) reduced to about ``2 * width`` points
+    keeping each column's min and max (what a chart of that width can show; spikes never
+    vanish). Decoded chunks are cached."""
     record = load_run(repo, run_id)
     parts = [_chunk_series(repo.objects, digest, name) for digest in record.chunks]
     steps = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     values = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    if start is not None or end is not None:
+        inside = (steps >= (-math.inf if start is None else start)) & (
+            steps <= (math.inf if end is None else end)
+        )
+        steps, values = steps[inside], values[inside]
     return downsample(steps, values, width)

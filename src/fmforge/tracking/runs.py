@@ -15,6 +15,7 @@ while), ``RunFinished``.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -183,9 +184,11 @@ class Run:
     def log_eval(
         self, metrics: Mapping[str, float], *, step: int | None = None, dataset: str | None = None
     ) -> None:
+        """Evaluation results at ``step``; a NaN or infinite result is kept as the string
+        ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (JSON has no such numbers)."""
         data = {
             "step": self._next_step if step is None else step,
-            "metrics": dict(metrics),
+            "metrics": {name: _json_number(value) for name, value in metrics.items()},
             "dataset": dataset,
         }
         self._append(NewEvent("EvalLogged", data))
@@ -351,3 +354,10 @@ def start_run(project: str, *, repo: Repository | None = None, **options: Any) -
         raise
     else:
         run.finish("stopped" if run._stop_reason else "finished")
+
+
+def _json_number(value: float) -> float | str:
+    number = float(value)
+    if math.isfinite(number):
+        return number
+    return "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")

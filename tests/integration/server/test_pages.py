@@ -31,10 +31,37 @@ def test_runs_table_series_and_report(repo: Repository, server: str) -> None:
     assert 17_777 in body["steps"]  # the one-step spike survives the reduction
     assert max(body["values"]) == 50.0
     assert body["steps"] == sorted(body["steps"])
-    assert "spiky" in get(server + "/")
-    assert "<svg" in get(f"{server}/runs/{run.id}")
+    assert "/static/app.js" in get(server + "/")  # the pages are static; test_dashboard runs them
+    assert "/static/app.js" in get(f"{server}/runs/{run.id}")
+    assert "uPlot" in get(server + "/static/vendor/uPlot.iife.min.js")
+    assert "<svg" in get(f"{server}/runs/{run.id}/report.html")
+    record = json.loads(get(f"{server}/api/runs/{run.id}"))
+    assert record["name"] == "spiky"
+    assert record["summary"]["loss"]["max"] == 50.0
+    zoomed = json.loads(get(f"{server}/api/runs/{run.id}/series", metric="loss", width=300,
+                            start=17_000, end=18_000))  # fmt: skip
+    assert zoomed["steps"][0] >= 17_000
+    assert zoomed["steps"][-1] <= 18_000
+    assert 17_777 in zoomed["steps"]
+    assert len(zoomed["steps"]) <= 602
     with pytest.raises(urllib.error.HTTPError) as error:
         get(server + "/api/runs", where="lr > 1")
     assert error.value.code == 400
     assert "unknown field 'lr'" in json.loads(error.value.read())["message"]
     error.value.close()
+    with pytest.raises(urllib.error.HTTPError) as error:
+        get(server + "/api/runs/nope")
+    assert error.value.code == 404
+    assert "no run 'nope'" in json.loads(error.value.read())["message"]
+    error.value.close()
+
+
+def test_nan_in_a_run_travels_as_a_string(repo: Repository, server: str) -> None:
+    with start_run("p", repo=repo, name="nan") as run:
+        run.log({"loss": float("nan")}, step=3)
+        run.log_eval({"perplexity": float("inf"), "accuracy": float("nan")}, step=3)
+    record = json.loads(get(f"{server}/api/runs/{run.id}"))
+    (anomaly,) = record["anomalies"]
+    assert anomaly["detector"] == "non_finite"
+    (evaluation,) = record["evals"]
+    assert evaluation["metrics"] == {"perplexity": "Infinity", "accuracy": "NaN"}

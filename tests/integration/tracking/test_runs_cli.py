@@ -113,7 +113,9 @@ def test_the_dashboards_runs_json_is_the_runs_table(repo: Repository) -> None:
     index = runs_index(repo)
     assert json.loads(index.table_json()) == index.rows()
     assert json.loads(index.table_json(project="other")) == index.rows(project="other")
-    assert json.loads(index.table_json("metrics.loss.max > 1")) == index.rows("metrics.loss.max > 1")
+    assert json.loads(index.table_json("metrics.loss.max > 1")) == index.rows(
+        "metrics.loss.max > 1"
+    )
     assert json.loads(index.table_json(project="none")) == []
     (nan_run,) = index.rows(project="other")
     assert nan_run["metrics"]["loss"]["non_finite"] == 1

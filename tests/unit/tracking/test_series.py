@@ -35,7 +35,8 @@ def test_chunks_give_back_every_value_bit_for_bit() -> None:
         expected = np.asarray(values * 2, dtype=np.float64)
         assert got_values.tobytes() == expected.tobytes()  # NaN, Inf, -0.0, subnormal
     absent = read_series([data], "not_logged")
-    assert absent[0].size == 0 and absent[1].dtype == np.float64
+    assert absent[0].size == 0
+    assert absent[1].dtype == np.float64
 
 
 def test_chunks_in_the_first_layout_stay_readable() -> None:
@@ -48,7 +49,8 @@ def test_chunks_in_the_first_layout_stay_readable() -> None:
     sink = io.BytesIO()
     pq.write_table(table, sink)
     steps, values = read_series([sink.getvalue()], "loss")
-    assert steps.tolist() == [0, 1] and values.tolist() == [2.0, 1.0]
+    assert steps.tolist() == [0, 1]
+    assert values.tolist() == [2.0, 1.0]
 
 
 @pytest.mark.parametrize("size", [10, 2_000, 10_007, 99_999])
@@ -63,9 +65,11 @@ def test_downsampling_keeps_every_column_extreme_in_step_order(size: int) -> Non
     xs, ys = downsample(steps, values, width)
     assert xs.size <= 2 * width + 2
     assert np.all(np.diff(xs) > 0)
-    assert 50.0 in ys and -50.0 in ys
+    assert 50.0 in ys
+    assert -50.0 in ys
     finite = np.isfinite(values)
-    assert ys.max() == values[finite].max() and ys.min() == values[finite].min()
+    assert ys.max() == values[finite].max()
+    assert ys.min() == values[finite].min()
     lookup = dict(zip(steps.tolist(), values.tolist(), strict=True))
     assert all(lookup[s] == v for s, v in zip(xs.tolist(), ys.tolist(), strict=True))
     drawable = values[finite]
@@ -73,4 +77,5 @@ def test_downsampling_keeps_every_column_extreme_in_step_order(size: int) -> Non
         column = drawable.size // width
         for c in range(width):
             part = drawable[c * column : (c + 1) * column]
-            assert part.max() in ys and part.min() in ys
+            assert part.max() in ys
+            assert part.min() in ys
