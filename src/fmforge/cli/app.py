@@ -229,15 +229,22 @@ def ui(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+    heartbeat_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds of silence after which a running run is recorded as lost."),
+    ] = 90.0,
 ) -> None:
-    """Serve the runs pages and MLflow's tracking API (MLFLOW_TRACKING_URI=http://HOST:PORT)."""
+    """Serve the dashboard and MLflow's tracking API (MLFLOW_TRACKING_URI=http://HOST:PORT)."""
     import uvicorn
 
     from fmforge.server.app import create_app
 
+    if heartbeat_timeout <= 0:
+        raise CliError(f"--heartbeat-timeout must be positive, got {heartbeat_timeout}")
     root = find_repository(store_option(ctx) or Path.cwd())
     console.print(f"serving {root} on http://{host}:{port} (MLflow API under /api/2.0/mlflow)")
-    uvicorn.run(create_app(root), host=host, port=port, log_level="warning")
+    app_ = create_app(root, heartbeat_timeout_s=heartbeat_timeout)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command("config")

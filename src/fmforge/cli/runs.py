@@ -14,6 +14,7 @@ from rich.table import Table
 from fmforge.cli.context import FmforgeGroup, console, open_repository
 from fmforge.tracking.compare import compare_runs
 from fmforge.tracking.environment import flatten
+from fmforge.tracking.heartbeat import record_lost_heartbeats
 from fmforge.tracking.reading import load_run, read_metric
 from fmforge.tracking.report import write_report
 from fmforge.tracking.views import runs_index
@@ -67,6 +68,7 @@ def ls(
 ) -> None:
     """Runs, newest first, filtered by a query over config, metrics, status, tags, datasets."""
     with open_repository(ctx) as repo:
+        record_lost_heartbeats(repo)
         rows = runs_index(repo).rows(where, project=project)
     if as_json:
         for row in rows:
@@ -91,6 +93,7 @@ def show(
 ) -> None:
     """One run: config, lineage, metric summaries with sparklines, anomalies, checkpoints."""
     with open_repository(ctx) as repo:
+        record_lost_heartbeats(repo)
         record = load_run(repo, runs_index(repo).resolve(run))
         series = {name: read_metric(repo, record.id, name)[1] for name in record.summary}
     console.print(

@@ -8,7 +8,9 @@ from their own threads.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import math
 import tempfile
 from collections.abc import AsyncIterator
@@ -20,26 +22,43 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from fmforge.errors import FmforgeError
 from fmforge.models.commits import refs
 from fmforge.models.diff import diff_models
 from fmforge.repository import Repository
 from fmforge.server import mlflow_api
+from fmforge.tracking.heartbeat import record_lost_heartbeats
 from fmforge.tracking.reading import load_run, metric_overview
 from fmforge.tracking.report import write_report
+from fmforge.tracking.runs import HEARTBEAT_S
 from fmforge.tracking.views import runs_index
 
 STATIC = Path(__file__).parent / "static"
+logger = logging.getLogger(__name__)
 
 
-def create_app(root: str | Path) -> FastAPI:
+def create_app(root: str | Path, *, heartbeat_timeout_s: float = 3 * HEARTBEAT_S) -> FastAPI:
+    """The app over the repository at ``root``. A few times per ``heartbeat_timeout_s`` it
+    records runs silent for longer as ``heartbeat_lost`` anomalies."""
+    watch_every_s = min(5.0, heartbeat_timeout_s / 3)
     tracking: mlflow_api.Tracking
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(watch_every_s)
+            try:
+                record_lost_heartbeats(tracking.repo, timeout_s=heartbeat_timeout_s)
+            except FmforgeError as error:  # e.g. a busy database: the next round tries again
+                logger.warning("heartbeat watch: %s", error)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tracking.repo = Repository.open(root)
+        watcher = asyncio.create_task(watch())
         try:
             yield
         finally:
+            watcher.cancel()
             for run in list(tracking.active.values()):
                 run.finish("stopped", "the server stopped")
             tracking.repo.close()
@@ -77,14 +96,16 @@ def create_app(root: str | Path) -> FastAPI:
     @app.get("/api/runs")
     async def runs_table(where: str | None = None, project: str | None = None) -> Response:
         """The runs table (what the dashboard lists), filtered by a runs query."""
-        text = runs_index(repository()).table_json(where, project=project)
+        text = runs_index(repository(), heartbeat_timeout_s).table_json(where, project=project)
         return Response(text, media_type="application/json")
 
     @app.get("/api/runs/{run_id}")
     async def run(run_id: str) -> dict[str, Any]:
         """Everything a run's events say: config, lineage, environment, summaries, anomalies,
         checkpoints, evals, samples. Non-finite numbers are sent as the strings NaN/Infinity."""
-        record = dataclasses.asdict(load_run(repository(), run_id))
+        record = dataclasses.asdict(
+            load_run(repository(), run_id, heartbeat_timeout_s=heartbeat_timeout_s)
+        )
         record["chunks"] = len(record["chunks"])
         return _json_safe(record)  # type: ignore[no-any-return]
 

@@ -122,6 +122,7 @@ def dashboard(repo: Repository, scratch: Path, facts: dict[str, Any]) -> list[st
         return ["skipped (no runs)"]
     import socket
     import threading
+    import urllib.parse
     import urllib.request
 
     import uvicorn
@@ -148,7 +149,7 @@ def dashboard(repo: Repository, scratch: Path, facts: dict[str, Any]) -> list[st
             if server.started:
                 break
             threading.Event().wait(0.05)
-        runs = get("/api/runs?where=" + urllib.request.quote("project = spam-demo"))
+        runs = get("/api/runs?where=" + urllib.parse.quote("project = spam-demo"))
         good = facts["good_run"]
         series = get(f"/api/runs/{good}/series?metric=loss&width=300")
         page = get(f"/runs/{good}")

@@ -71,7 +71,8 @@ def load_run(
     for event in repo.ledger.read_stream(STREAM_PREFIX + run_id):
         seen = True
         data = event.data
-        record.last_seen = max(record.last_seen, epoch_seconds(event.time))
+        if not (event.type == "AnomalyDetected" and data["detector"] == "heartbeat_lost"):
+            record.last_seen = max(record.last_seen, epoch_seconds(event.time))  # a sign of life
         if event.type == "RunStarted":
             record.project, record.name = data["project"], data["name"]
             record.config, record.started = data["config"], data["started"]

@@ -25,7 +25,7 @@ CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, project TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
     started REAL NOT NULL, last_seen REAL NOT NULL, duration_s REAL, base_model TEXT,
     datasets TEXT NOT NULL, tags TEXT NOT NULL, config TEXT NOT NULL, anomalies INTEGER NOT NULL,
-    checkpoints INTEGER NOT NULL, metrics TEXT NOT NULL
+    checkpoints INTEGER NOT NULL, metrics TEXT NOT NULL, lost_at REAL
 );
 CREATE INDEX runs_by_start ON runs (started);
 """
@@ -33,7 +33,7 @@ CREATE INDEX runs_by_start ON runs (started);
 
 class RunsView(Projection):
     name = "runs"
-    version = 3
+    version = 4
     tables = ("runs",)
 
     def create_tables(self, db: sqlite3.Connection) -> None:
@@ -53,7 +53,8 @@ class RunsView(Projection):
     def started(self, db: sqlite3.Connection, event: Event) -> None:
         d = event.data
         db.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, 'running', ?, ?, NULL, ?, ?, ?, ?, 0, 0, '{}')",
+            "INSERT INTO runs VALUES "
+            "(?, ?, ?, 'running', ?, ?, NULL, ?, ?, ?, ?, 0, 0, '{}', NULL)",
             (
                 d["run"], d["project"], d["name"], d["started"], epoch_seconds(event.time),
                 d["base_model"], json.dumps(d["datasets"]), json.dumps(d.get("tags", [])),
@@ -87,6 +88,13 @@ class RunsView(Projection):
 
     @handles("AnomalyDetected")
     def anomaly(self, db: sqlite3.Connection, event: Event) -> None:
+        if event.data["detector"] == "heartbeat_lost":  # written by a watcher: not a sign of life
+            run_id = event.stream.removeprefix("run/")
+            db.execute(
+                "UPDATE runs SET anomalies = anomalies + 1, lost_at = ? WHERE run_id = ?",
+                (event.data["last_seen"], run_id),
+            )
+            return
         run_id = self._seen(db, event)
         db.execute("UPDATE runs SET anomalies = anomalies + 1 WHERE run_id = ?", (run_id,))
 
@@ -157,7 +165,7 @@ class RunsIndex:
         query = "SELECT * FROM runs" + (" WHERE project = ?" if project else "")
         for row in self.db.execute(query + " ORDER BY started DESC", (project,) if project else ()):
             (run_id, proj, name, status, started, last_seen, duration, base_model, datasets,
-             tags, config, anomalies, checkpoints, metrics) = row  # fmt: skip
+             tags, config, anomalies, checkpoints, metrics, _lost_at) = row  # fmt: skip
             if status == "running" and now - last_seen > self.timeout:
                 status = "crashed"
             yield {

@@ -21,10 +21,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(repo: Repository) -> Iterator[str]:
+def server(repo: Repository, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The server's URL; ``@pytest.mark.ui_args(...)`` adds options to `fmforge ui`."""
+    marker = request.node.get_closest_marker("ui_args")
+    extra = [str(a) for a in marker.args] if marker else []
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "fmforge", "--store", str(repo.root), "ui", "--port", str(port)],
+        [sys.executable, "-m", "fmforge", "--store", str(repo.root), "ui", "--port", str(port),
+         *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

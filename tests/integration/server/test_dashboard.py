@@ -79,6 +79,7 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+@pytest.mark.browser
 def test_dashboard_renders_runs_charts_anomalies_checkpoints_and_compare(
     repo: Repository, server: str, browser: Any
 ) -> None:

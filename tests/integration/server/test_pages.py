@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -65,3 +66,25 @@ def test_nan_in_a_run_travels_as_a_string(repo: Repository, server: str) -> None
     assert anomaly["detector"] == "non_finite"
     (evaluation,) = record["evals"]
     assert evaluation["metrics"] == {"perplexity": "Infinity", "accuracy": "NaN"}
+
+
+@pytest.mark.ui_args("--heartbeat-timeout", "1")
+def test_the_server_records_a_run_whose_process_went_silent(repo: Repository, server: str) -> None:
+    from fmforge.ledger import NewEvent
+
+    started = {"run": "silent-run", "project": "p", "name": "silent", "config": {},
+               "config_flat": {}, "datasets": [], "base_model": None, "seed": None, "tags": [],
+               "started": time.time()}  # fmt: skip
+    repo.ledger.append("run/silent-run", NewEvent("RunStarted", started))  # then nothing
+    deadline = time.monotonic() + 20
+    record: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        record = json.loads(get(f"{server}/api/runs/silent-run"))
+        if record["anomalies"]:
+            break
+        time.sleep(0.2)
+    (lost,) = record["anomalies"]  # type: ignore[misc]
+    assert lost["detector"] == "heartbeat_lost"
+    assert record["status"] == "crashed"
+    time.sleep(1.5)  # more watch rounds: the same silence is recorded once
+    assert len(json.loads(get(f"{server}/api/runs/silent-run"))["anomalies"]) == 1

@@ -26,6 +26,7 @@ from fmforge.tracking import (
     read_metric,
     start_run,
 )
+from fmforge.tracking.heartbeat import record_lost_heartbeats
 
 
 def test_logged_values_come_back_exactly(repo: Repository) -> None:
@@ -146,6 +147,14 @@ def test_kill_9_loses_nothing_older_than_the_flush_interval(repo: Repository) ->
         assert load_run(reopened, run_id).status == "running"  # within the heartbeat timeout
         time.sleep(0.6)
         assert load_run(reopened, run_id, heartbeat_timeout_s=0.5).status == "crashed"
+        # Whoever reads next records the silence, once.
+        assert record_lost_heartbeats(reopened, timeout_s=0.5) == [run_id]
+        assert record_lost_heartbeats(reopened, timeout_s=0.5) == []
+        record = load_run(reopened, run_id, heartbeat_timeout_s=0.5)
+        (lost,) = [a for a in record.anomalies if a["detector"] == "heartbeat_lost"]
+        assert lost["severity"] == "error"
+        assert lost["step"] == steps[-1]
+        assert record.status == "crashed"  # the watcher's event is not a sign of life
         with start_run("p", repo=reopened) as after:  # and the repository takes new runs
             after.log({"loss": 0.5})
 
