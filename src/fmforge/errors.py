@@ -211,3 +211,23 @@ class NonFastForward(RemoteError):
 
 class RemoteConflict(RemoteError):
     """The remote changed while pushing; what was sent is kept, push again."""
+
+
+class DataError(FmforgeError):
+    """Family of dataset errors."""
+
+
+class DatasetNotFound(DataError):
+    """No dataset of that name, or no version matching the REF."""
+
+
+class InvalidDataSource(DataError):
+    """A file to add that cannot be read: the message names the file, line and column."""
+
+
+class SchemaClash(DataError):
+    """A new version's columns disagree with the previous version's; nothing was recorded."""
+
+
+class DatasetConflict(DataError):
+    """Another writer recorded a version of the dataset first; nothing was recorded."""

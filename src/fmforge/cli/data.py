@@ -1,0 +1,146 @@
+"""`fmforge data ...`: versioned datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from fmforge.cli.context import FmforgeGroup, console, open_repository
+from fmforge.data import (
+    add_dataset,
+    dataset_log,
+    diff_datasets,
+    export_table,
+    list_datasets,
+    read_table,
+    resolve,
+    where,
+)
+
+app = typer.Typer(cls=FmforgeGroup, help="Versioned datasets.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: str,
+    source: Annotated[Path, typer.Argument(help="A .csv, .jsonl or .parquet file, or a folder.")],
+    message: Annotated[str | None, typer.Option("--message", "-m")] = None,
+    allow_schema_change: Annotated[
+        bool, typer.Option(help="Accept removed or retyped columns.")
+    ] = False,
+) -> None:
+    """Record the rows of SOURCE as the next version of dataset NAME."""
+    with open_repository(ctx) as repo:
+        result = add_dataset(
+            repo, name, source, message=message, allow_schema_change=allow_schema_change
+        )
+    v = result.version
+    if not result.created:
+        console.print(f"{v.ref} ({v.id[:12]}) already holds exactly these rows: nothing recorded")
+        return
+    extra = f"; new columns: {', '.join(result.added_columns)}" if result.added_columns else ""
+    console.print(f"{v.ref} ({v.id[:12]}): {v.rows:,} rows, {len(v.columns)} columns{extra}")
+
+
+@app.command("ls")
+def ls(ctx: typer.Context) -> None:
+    """Every dataset with its newest version."""
+    with open_repository(ctx) as repo:
+        versions = list_datasets(repo)
+    table = Table("dataset", "version", "rows", "columns", "time")
+    for v in versions:
+        table.add_row(v.dataset, f"v{v.number}", f"{v.rows:,}", str(len(v.columns)), v.time[:19])
+    console.print(table)
+
+
+@app.command("log")
+def log(ctx: typer.Context, name: str) -> None:
+    """The versions of NAME, newest first, with what made each."""
+    with open_repository(ctx) as repo:
+        versions = dataset_log(repo, name)
+    for v in versions:
+        kind = v.transformation.get("kind", "?")
+        console.print(
+            f"[bold]v{v.number}[/bold] {v.id[:12]}  {v.time[:19]}  {v.rows:,} rows  {kind}: "
+            f"{v.message}",
+            highlight=False,
+        )
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    rows: Annotated[int, typer.Option("--rows", "-n", help="Sample rows to print.")] = 5,
+    condition: Annotated[
+        str | None, typer.Option("--where", help="An SQL condition, e.g. \"label = 'spam'\".")
+    ] = None,
+) -> None:
+    """Schema, row count, lineage and a sample of a version."""
+    with open_repository(ctx) as repo:
+        version = resolve(repo, target)
+        table = where(repo, version.ref, condition) if condition else read_table(repo, version.ref)
+    console.print(f"[bold]{version.ref}[/bold]  {version.id}", highlight=False)
+    console.print(f"rows: {version.rows:,}" + (f" ({table.num_rows:,} match)" if condition else ""))
+    parents = ", ".join(p[:12] for p in version.parents) or "none"
+    console.print(f"made by: {version.transformation.get('kind')}; parents: {parents}")
+    console.print("columns: " + ", ".join(f"{c['name']} ({c['type']})" for c in version.columns))
+    sample = Table(*table.column_names)
+    for record in table.slice(0, rows).to_pylist():
+        sample.add_row(*(_cell(value) for value in record.values()))
+    console.print(sample)
+
+
+@app.command("diff")
+def diff(
+    ctx: typer.Context,
+    old: Annotated[str, typer.Argument(metavar="NAME@REF")],
+    new: Annotated[str, typer.Argument(metavar="[NAME@]REF")],
+    key: Annotated[
+        str | None, typer.Option(help="A column identifying a record: count changed rows.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rows added, removed (and with --key, changed, by column) between two versions."""
+    with open_repository(ctx) as repo:
+        report = diff_datasets(repo, old, new, key=key)
+    if as_json:
+        typer.echo(orjson.dumps(report.to_json(), default=str))
+        return
+    console.print(f"{report.old} -> {report.new}", highlight=False)
+    line = f"+{report.added:,} rows, -{report.removed:,} rows, {report.unchanged:,} unchanged"
+    if key is not None:
+        line += f", {report.changed:,} changed (by {key})"
+    console.print(line)
+    for column, count in sorted(report.changed_by_column.items()):
+        console.print(f"  {column}: {count:,} rows changed")
+    if report.columns_added or report.columns_removed:
+        console.print(f"columns added {report.columns_added}, removed {report.columns_removed}")
+    for kind, rows in report.examples.items():
+        for row in rows:
+            console.print(
+                f"  {kind}: {orjson.dumps(row, default=str).decode()[:160]}", markup=False
+            )
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    output: Annotated[Path, typer.Option("--output", "-o", help=".csv, .jsonl or .parquet")],
+) -> None:
+    """Write a version to a file, rows in their order."""
+    with open_repository(ctx) as repo:
+        version = resolve(repo, target)
+        export_table(read_table(repo, version.ref), output)
+    console.print(f"wrote {version.rows:,} rows of {version.ref} to {output}")
+
+
+def _cell(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,29 @@
+"""Versioned datasets: tables in the object store, versions as events, lineage by row id."""
+
+from fmforge.data.tables import DatasetDiff, diff_datasets, export_table, query, where
+from fmforge.data.versions import (
+    AddResult,
+    DatasetVersion,
+    add_dataset,
+    commit_table,
+    dataset_log,
+    list_datasets,
+    read_table,
+    resolve,
+)
+
+__all__ = [
+    "AddResult",
+    "DatasetDiff",
+    "DatasetVersion",
+    "add_dataset",
+    "commit_table",
+    "dataset_log",
+    "diff_datasets",
+    "export_table",
+    "list_datasets",
+    "query",
+    "read_table",
+    "resolve",
+    "where",
+]
