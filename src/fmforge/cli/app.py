@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from fmforge import __version__
-from fmforge.cli import data, events, model, remote, runs
+from fmforge.cli import data, events, label, model, remote, runs
 from fmforge.cli.context import CliError, FmforgeGroup, console, open_repository, store_option
 from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
@@ -32,6 +32,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(events.app, name="events")
+app.add_typer(label.app, name="label")
 app.add_typer(model.app, name="model")
 app.add_typer(remote.app, name="remote")
 app.add_typer(runs.app, name="runs")

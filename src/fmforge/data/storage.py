@@ -39,8 +39,11 @@ def row_ids(table: pa.Table) -> list[str]:
     names = table.column_names
     seen: dict[bytes, int] = {}
     ids = []
-    for values in zip(*(table.column(n).to_pylist() for n in names), strict=True):
-        record = orjson.dumps(dict(zip(names, values, strict=True)), option=_CANONICAL)
+    columns = [_canonical_values(table.column(n)) for n in names]
+    for values in zip(*columns, strict=True):
+        record = orjson.dumps(
+            dict(zip(names, values, strict=True)), option=_CANONICAL, default=_bytes_as_hex
+        )
         repeat = seen.get(record, 0)
         seen[record] = repeat + 1
         if repeat:
@@ -49,7 +52,22 @@ def row_ids(table: pa.Table) -> list[str]:
     return ids
 
 
-_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _canonical_values(column: pa.ChunkedArray) -> list[Any]:
+    """Python values of a column, the same whatever else is installed: times and dates as
+    Arrow's own text (to_pylist would give pandas Timestamps when pandas is importable)."""
+    kind = column.type
+    if pa.types.is_temporal(kind):
+        return pc.cast(column, pa.string()).to_pylist()
+    return column.to_pylist()
+
+
+def _bytes_as_hex(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    raise TypeError(f"a {type(value).__name__} value cannot be hashed as a record")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,5 @@
+"""Weak supervision: label models over label matrices (rows x labeling functions)."""
+
+from fmforge.data.labeling.model import ABSTAIN, MODELS, LabelModel, LabelModelError
+
+__all__ = ["ABSTAIN", "MODELS", "LabelModel", "LabelModelError"]
