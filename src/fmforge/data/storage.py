@@ -60,8 +60,8 @@ def _canonical_values(column: pa.ChunkedArray) -> list[Any]:
     Arrow's own text (to_pylist would give pandas Timestamps when pandas is importable)."""
     kind = column.type
     if pa.types.is_temporal(kind):
-        return pc.cast(column, pa.string()).to_pylist()
-    return column.to_pylist()
+        return list(pc.cast(column, pa.string()).to_pylist())
+    return list(column.to_pylist())
 
 
 def _bytes_as_hex(value: Any) -> Any:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.clirunner import fm
 
 from fmforge.data.labeling import LabelModel
 from fmforge.data.labeling.wrench import import_wrench, label_matrix
 from fmforge.errors import InvalidDataSource
 from fmforge.repository import Repository
+from tests.clirunner import fm
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
@@ -25,7 +25,11 @@ def write_wrench(folder: Path, rows: int = 60, seed: int = 0) -> None:
         for i in range(n):
             label = int(rng.integers(0, 2))
             weak = [label if rng.random() < 0.85 else 1 - label, label, -1]
-            records[str(i)] = {"label": label, "weak_labels": weak, "data": {"text": f"{split} {i}"}}
+            records[str(i)] = {
+                "label": label,
+                "weak_labels": weak,
+                "data": {"text": f"{split} {i}"},
+            }
         (folder / f"{split}.json").write_text(json.dumps(records))
     (folder / "label.json").write_text(json.dumps({"0": "ham", "1": "spam"}))
 
@@ -36,7 +40,8 @@ def test_import_wrench_keeps_the_matrix_and_the_cli_fits_it(
     write_wrench(tmp_path / "w")
     code, out = fm(repo.root, "label", "import-wrench", str(tmp_path / "w"), "toy")
     assert code == 0, out
-    assert "toy@v1" in out and "100 rows, 3 labeling functions" in out
+    assert "toy@v1" in out
+    assert "100 rows, 3 labeling functions" in out
     L, y = label_matrix(repo, "toy", split="train")
     assert L.shape == (60, 3)
     stored = json.loads((tmp_path / "w" / "train.json").read_text())
@@ -44,7 +49,8 @@ def test_import_wrench_keeps_the_matrix_and_the_cli_fits_it(
     assert y.tolist() == [stored[str(i)]["label"] for i in range(60)]
     code, out = fm(repo.root, "label", "fit", "toy")
     assert code == 0, out
-    assert "chosen: " in out and "test accuracy 1.000" in out  # LF 2 is always right
+    assert "chosen: " in out
+    assert "test accuracy 1.000" in out  # LF 2 is always right
 
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "train.json").write_text(json.dumps({

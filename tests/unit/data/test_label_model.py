@@ -112,3 +112,29 @@ def test_bad_input_is_refused_with_a_reason(call: Any, message: str | None) -> N
         return
     with pytest.raises(LabelModelError, match=message):
         call()
+
+
+def test_lf_summary_updates_equal_a_fresh_summary() -> None:
+    from fmforge.data.labeling.analysis import LFSummary
+
+    rng = np.random.default_rng(11)
+    n, m, k = 4_000, 12, 3
+    L = np.where(rng.random((n, m)) < 0.3, rng.integers(0, k, (n, m)), -1)
+    gold = rng.integers(0, k, n)
+    summary = LFSummary(L, k, gold=gold)
+    for step in range(20):
+        lf = int(rng.integers(0, m))
+        column = summary.matrix[:, lf].astype(np.int64)
+        edit = rng.random(n) < (0.02 if step % 2 else 0.5)  # small and large edits
+        column[edit] = np.where(rng.random(edit.sum()) < 0.5, rng.integers(0, k, edit.sum()), -1)
+        summary.replace(lf, column)
+        L[:, lf] = column
+    assert summary.stats() == LFSummary(L, k, gold=gold).stats()
+    first = summary.stats()[0]
+    voted = L[:, 0] >= 0
+    assert first.coverage == voted.mean()
+    assert first.accuracy == np.mean(L[voted, 0] == gold[voted])
+    others = (L >= 0).sum(axis=1) - voted
+    assert first.overlap == np.mean(voted & (others > 0))
+    with pytest.raises(LabelModelError, match="must be 4000 values"):
+        summary.replace(0, np.zeros(3, int))

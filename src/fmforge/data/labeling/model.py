@@ -25,6 +25,7 @@ about ``m K^2`` parameters, which a sample of 100,000 rows pins down.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,21 +52,21 @@ class Fitted:
     weights: Array | None = None  # weighted: per LF
     log_theta: Array | None = None  # dawid_skene / matrix_completion: (m, K + 1, K)
 
-    def log_scores(self, L: Array, k: int) -> Array:
-        votes = _Votes(L, k)
+    def tables(self, m: int, k: int) -> tuple[Array, Array]:
+        """(per-LF score of each outcome for each class (m, k + 1, k), each row's base)."""
         if self.kind in ("majority", "weighted"):
-            weights = np.ones(votes.m) if self.weights is None else self.weights
-            counted = np.stack(
-                [
-                    np.bincount(votes.rows, weights[votes.lfs] * (votes.cell % k == c), votes.n)
-                    for c in range(k)
-                ],
-                axis=1,
-            )
+            weights = np.ones(m) if self.weights is None else self.weights
+            votes = np.concatenate([np.zeros((1, k)), np.eye(k)])  # abstaining adds nothing
             # Ties, and rows nobody voted on, are settled by the prior (a tiny tilt).
-            return np.asarray(counted + 1e-6 * np.log(self.prior))
+            return weights[:, None, None] * votes, 1e-6 * np.log(self.prior)
         assert self.log_theta is not None
-        return votes.log_scores(self.log_theta, self.prior)
+        return self.log_theta, np.log(self.prior)
+
+    def log_scores(self, L: Array, k: int, votes: _Votes | None = None) -> Array:
+        tables, base = self.tables(L.shape[1], k)
+        if votes is not None:  # a matrix visited many times (EM, the dev split): its votes
+            return votes.scores(tables, base)
+        return _grouped_scores(L, tables, base)
 
 
 @dataclass
@@ -77,7 +78,7 @@ class LabelModel:
     models: Sequence[str] = MODELS
     metric: str = "accuracy"  # or "f1" (binary, class 1 positive): how dev scores are compared
     fit_rows: int = 100_000
-    iterations: int = 50
+    iterations: int = 10
     seed: int = 0
     chosen: str = ""
     chosen_prior: list[float] = field(default_factory=list)
@@ -127,13 +128,23 @@ class LabelModel:
             return self
         best: tuple[float, str, Fitted] | None = None
         mv_score = None
+        # Dawid-Skene's EM is refitted per prior (its E-steps use it); the others are fitted once
+        # and scored with each prior swapped into their posterior (log prior + the same tables).
+        first_prior = next(iter(priors.values()))
+        dev_votes = _Votes(dev[0], k)
+        folds = self._folds(dev, k) if "dev_naive_bayes" in self.models else []
+        fits = {name: self._fit_one(name, sample, k, first_prior, dev) for name in self.models}
         for prior_name, prior in priors.items():
             for name in self.models:
-                fitted = self._fit_one(name, sample, k, prior, dev)
-                if name == "dev_naive_bayes":  # fitted on the dev labels: scored out of fold
-                    score = self._cross_validated(dev, k, prior)
+                if name == "dawid_skene" and prior is not first_prior:
+                    fitted = self._fit_one(name, sample, k, prior, dev)
                 else:
-                    score = _score(self.metric, dev[1], _argmax(fitted.log_scores(dev[0], k)))
+                    fitted = dataclasses.replace(fits[name], prior=prior)
+                if name == "dev_naive_bayes":  # fitted on the dev labels: scored out of fold
+                    score = self._cross_validated(folds, k, prior)
+                else:
+                    predicted = _argmax(fitted.log_scores(dev[0], k, dev_votes))
+                    score = _score(self.metric, dev[1], predicted)
                 self.scores[f"{name}/{prior_name}"] = score
                 if name == "majority":
                     mv_score = score if mv_score is None else max(mv_score, score)
@@ -167,6 +178,13 @@ class LabelModel:
             raise LabelModelError("the label model is not fitted yet: call fit() first")
         return self._fitted
 
+    def _votes(self, L: Array, k: int) -> _Votes:
+        cached = self._cache.get("votes")
+        if cached is None or cached[0] is not L:
+            cached = (L, _Votes(L, k))
+            self._cache["votes"] = cached
+        return cached[1]
+
     def _co_votes(self, L: Array, k: int) -> Array:
         # Both priors' fits use the same co-vote matrix: computed once per fitted matrix.
         cached = self._cache.get("co_votes")
@@ -175,17 +193,24 @@ class LabelModel:
             self._cache["co_votes"] = cached
         return cached[1]
 
-    def _cross_validated(self, dev: tuple[Array, Array], k: int, prior: Array) -> float:
+    def _folds(self, dev: tuple[Array, Array], k: int) -> list[tuple[Array, Array, _Votes]]:
+        """5 folds of the dev split: (held-out rows' labels, tables counted on the rest, the
+        held-out rows' votes)."""
         L_dev, y = dev
-        folds = np.array_split(np.random.default_rng(self.seed).permutation(y.size), 5)
-        predicted = np.empty_like(y)
-        for fold in folds:
-            train = np.setdiff1d(np.arange(y.size), fold)
-            fitted = Fitted(
-                "dev_naive_bayes", prior, log_theta=_counted_tables(L_dev[train], y[train], k)
-            )
-            predicted[fold] = _argmax(fitted.log_scores(L_dev[fold], k))
-        return _score(self.metric, y, predicted)
+        out = []
+        for fold in np.array_split(np.random.default_rng(self.seed).permutation(y.size), 5):
+            rest = np.setdiff1d(np.arange(y.size), fold)
+            out.append((y[fold], _counted_tables(L_dev[rest], y[rest], k), _Votes(L_dev[fold], k)))
+        return out
+
+    def _cross_validated(
+        self, folds: list[tuple[Array, Array, _Votes]], k: int, prior: Array
+    ) -> float:
+        truth, predicted = [], []
+        for y, log_theta, votes in folds:
+            truth.append(y)
+            predicted.append(_argmax(votes.log_scores(log_theta, prior)))
+        return _score(self.metric, np.concatenate(truth), np.concatenate(predicted))
 
     def _priors(
         self, L: Array, k: int, majority: Fitted, dev: tuple[Array, Array] | None
@@ -217,9 +242,8 @@ class LabelModel:
         if name == "weighted":
             return Fitted("weighted", prior, weights=_vote_weights(L, k, prior, dev))
         if name == "dawid_skene":
-            return Fitted(
-                "dawid_skene", prior, log_theta=_dawid_skene(L, k, prior, self.iterations)
-            )
+            log_theta = _dawid_skene(L, k, prior, self.iterations, self._votes(L, k))
+            return Fitted("dawid_skene", prior, log_theta=log_theta)
         if name == "dev_naive_bayes":
             assert dev is not None
             return Fitted("dev_naive_bayes", prior, log_theta=_counted_tables(dev[0], dev[1], k))
@@ -231,14 +255,6 @@ class LabelModel:
 
 
 # ---- the fits ------------------------------------------------------------------------------
-
-
-def _one_hot(L: Array, k: int) -> Array:
-    """(n, m * (k + 1)) float64 indicators; column j * (k + 1) + 0 is LF j abstaining."""
-    n, m = L.shape
-    out = np.zeros((n, m * (k + 1)))
-    out[np.repeat(np.arange(n), m), (np.arange(m) * (k + 1) + L + 1).ravel()] = 1.0
-    return out
 
 
 def _vote_weights(L: Array, k: int, prior: Array, dev: tuple[Array, Array] | None) -> Array:
@@ -254,19 +270,18 @@ def _vote_weights(L: Array, k: int, prior: Array, dev: tuple[Array, Array] | Non
     return np.asarray(np.maximum(np.log(accuracy * (k - 1) / (1 - accuracy)), 0.0))
 
 
-def _dawid_skene(L: Array, k: int, prior: Array, iterations: int) -> Array:
+def _dawid_skene(L: Array, k: int, prior: Array, iterations: int, votes: _Votes) -> Array:
     """EM for per-LF confusion tables P(outcome | class), abstain an outcome; returns their logs
     as (m, k + 1, k). Starts from the majority vote's posterior; the prior stays fixed. Only the
     votes are visited: an abstain's share is the class mass minus the votes' (most entries of a
     label matrix are abstains)."""
     m = L.shape[1]
-    votes = _Votes(L, k)
-    posterior = _softmax(Fitted("majority", prior).log_scores(L, k) * 5.0)
+    posterior = _softmax(Fitted("majority", prior).log_scores(L, k, votes) * 5.0)
     log_theta = np.zeros((m, k + 1, k))
     for _ in range(iterations):
         new_log_theta = votes.tables(posterior)
         posterior = _softmax(votes.log_scores(new_log_theta, prior))
-        converged = np.max(np.abs(new_log_theta - log_theta)) < 1e-4
+        converged = np.max(np.abs(new_log_theta - log_theta)) < 1e-3
         log_theta = new_log_theta
         if converged:
             break
@@ -279,10 +294,14 @@ class _Votes:
     def __init__(self, L: Array, k: int) -> None:
         self.n, self.m = L.shape
         self.k = k
-        rows, lfs = np.nonzero(L >= 0)
-        self.rows = rows
-        self.cell = lfs * k + L[rows, lfs]  # (LF, vote) pair, 0 .. m k - 1
-        self.lfs = lfs
+        flat = L.ravel()
+        where = np.flatnonzero(flat >= 0)  # 1-D: much faster than a 2-D nonzero
+        self.rows, self.lfs = np.divmod(where, self.m)
+        self.cell = self.lfs * k + flat[where]  # (LF, vote) pair, 0 .. m k - 1
+
+    def counted(self, y: Array) -> Array:
+        """Smoothed log P(outcome | class) per LF counted against known classes ``y``."""
+        return self.tables(np.eye(self.k)[y])
 
     def tables(self, posterior: Array) -> Array:
         """Smoothed log P(outcome | class) per LF from a posterior (outcome 0 = abstain)."""
@@ -295,8 +314,11 @@ class _Votes:
         return np.asarray(np.log(counts / counts.sum(axis=1, keepdims=True)))
 
     def log_scores(self, log_theta: Array, prior: Array) -> Array:
-        base = np.log(prior) + log_theta[:, 0, :].sum(axis=0)  # everyone abstaining
-        delta = (log_theta[:, 1:, :] - log_theta[:, :1, :]).reshape(self.m * self.k, self.k)
+        return self.scores(log_theta, np.log(prior))
+
+    def scores(self, tables: Array, base: Array) -> Array:
+        base = base + tables[:, 0, :].sum(axis=0)  # everyone abstaining
+        delta = (tables[:, 1:, :] - tables[:, :1, :]).reshape(self.m * self.k, self.k)
         scores = np.tile(base, (self.n, 1))
         for c in range(self.k):
             scores[:, c] += np.bincount(self.rows, delta[self.cell, c], self.n)
@@ -305,9 +327,7 @@ class _Votes:
 
 def _counted_tables(L: Array, y: Array, k: int) -> Array:
     """log P(outcome | class) per LF counted on labelled rows (abstain an outcome), smoothed."""
-    m = L.shape[1]
-    counts = (_one_hot(L, k).T @ np.eye(k)[y]).reshape(m, k + 1, k) + 0.5
-    return np.asarray(np.log(counts / counts.sum(axis=1, keepdims=True)))
+    return _Votes(L, k).counted(y)
 
 
 def co_votes(L: Array, k: int) -> Array:
@@ -320,7 +340,7 @@ def co_votes(L: Array, k: int) -> Array:
 
 
 def _matrix_completion(
-    observed: Array, m: int, k: int, prior: Array, seed: int, steps: int = 200
+    observed: Array, m: int, k: int, prior: Array, seed: int, steps: int = 100
 ) -> Array:
     """Snorkel's label model: mu[j, o, c] = P(LF j votes o | class c) for the non-abstain
     outcomes, fitted by Adam so that mu P mu^T matches the observed co-vote rates O off the
@@ -329,6 +349,8 @@ def _matrix_completion(
     rates = np.diag(observed).copy()  # P(LF j votes o)
     off_block = (np.kron(np.eye(m), np.ones((k, k))) == 0).astype(np.float64)  # different LFs
     observed_off = observed * off_block
+    # The gradient needs (mu P mu^T with its diagonal blocks zeroed - O likewise) @ mu, which
+    # is mu P (mu^T mu) minus each LF's own block: never an (m k)^2 matrix per step.
     # Start: each vote o for class c at its rate, tilted 70/30 towards o == c.
     tilt = np.tile(np.eye(k) * 0.7 + 0.3 / max(k - 1, 1) * (1 - np.eye(k)), (m, 1))
     mu = rates[:, None] * tilt / np.maximum((tilt * prior).sum(axis=1, keepdims=True), 1e-12)
@@ -336,18 +358,50 @@ def _matrix_completion(
     first, second = np.zeros_like(mu), np.zeros_like(mu)
     scale = 1.0 / max(float(rates.max()), 1e-9)  # a learning rate relative to the rates
     for step in range(1, steps + 1):
-        residual = (mu * prior) @ mu.T * off_block - observed_off
+        blocks = mu.reshape(m, k, k)
+        own = np.einsum("jok,jkl->jol", blocks * prior, np.einsum("jok,jol->jkl", blocks, blocks))
+        residual_mu = (mu * prior) @ (mu.T @ mu) - own.reshape(m * k, k) - observed_off @ mu
         marginal = mu @ prior - rates
-        gradient = 4 * (residual @ mu) * prior + 2 * marginal[:, None] * prior[None, :]
+        gradient = 4 * residual_mu * prior + 2 * marginal[:, None] * prior[None, :]
         first = 0.9 * first + 0.1 * gradient
         second = 0.999 * second + 0.001 * gradient**2
-        step_size = 0.02 / scale
+        step_size = 0.04 / scale
         mu -= step_size * (first / (1 - 0.9**step)) / (np.sqrt(second / (1 - 0.999**step)) + 1e-12)
         np.clip(mu, 1e-6, 1.0, out=mu)
     mu = mu.reshape(m, k, k)
     abstain = np.clip(1 - mu.sum(axis=1, keepdims=True), 1e-6, 1.0)
     theta = np.concatenate([abstain, mu], axis=1)
     return np.asarray(np.log(theta / theta.sum(axis=1, keepdims=True)))
+
+
+def _grouped_scores(L: Array, tables: Array, base: Array, block: int = 1 << 16) -> Array:
+    """base + the sum over LFs of tables[j, L[:, j] + 1], a group of LFs at a time: each
+    group's votes form one code, looked up in the group's summed table (at most 4,096
+    entries), so a row costs one lookup per group rather than one per LF. Rows go in blocks,
+    transposed while they fit in cache."""
+    n, m = L.shape
+    outcomes, k = tables.shape[1], tables.shape[2]
+    size = max(1, int(np.log(4096) // np.log(outcomes)))
+    groups = []
+    for start in range(0, m, size):
+        members = list(range(start, min(m, start + size)))
+        combos = np.arange(outcomes ** len(members))
+        summed = np.zeros((combos.size, k))
+        for place, j in enumerate(members):
+            summed += tables[j][(combos // outcomes**place) % outcomes]
+        groups.append((members, summed))
+    scores = np.empty((n, k))
+    for first in range(0, n, block):
+        columns = np.ascontiguousarray(L[first : first + block].T).astype(np.int16)
+        columns += 1  # outcome 0 is abstaining
+        part = np.tile(base, (columns.shape[1], 1))
+        for members, summed in groups:
+            code = np.zeros(columns.shape[1], np.int16)  # below 4,096: int16 is enough
+            for place, j in enumerate(members):
+                code += columns[j] * np.int16(outcomes**place)
+            part += summed[code]
+        scores[first : first + block] = part
+    return scores
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -361,7 +415,7 @@ def _matrix(L: Any, name: str) -> Array:
         )
     if not np.issubdtype(array.dtype, np.integer):
         raise LabelModelError(f"{name} must hold integers (-1 = abstain), got {array.dtype}")
-    return array.astype(np.int64, copy=False)
+    return array  # any integer dtype (int8 is plenty): no copy of a large matrix
 
 
 def _check_range(L: Array, k: int, name: str) -> None:
