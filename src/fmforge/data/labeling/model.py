@@ -179,18 +179,17 @@ class LabelModel:
         return self._fitted
 
     def _votes(self, L: Array, k: int) -> _Votes:
-        cached = self._cache.get("votes")
-        if cached is None or cached[0] is not L:
-            cached = (L, _Votes(L, k))
-            self._cache["votes"] = cached
-        return cached[1]
+        return self._once("votes", L, lambda: _Votes(L, k))  # type: ignore[no-any-return]
 
     def _co_votes(self, L: Array, k: int) -> Array:
-        # Both priors' fits use the same co-vote matrix: computed once per fitted matrix.
-        cached = self._cache.get("co_votes")
+        return self._once("co_votes", L, lambda: co_votes(L, k))  # type: ignore[no-any-return]
+
+    def _once(self, key: str, L: Array, build: Any) -> Any:
+        """What ``build`` makes of ``L``, made once per fitted matrix (several fits share it)."""
+        cached = self._cache.get(key)
         if cached is None or cached[0] is not L:
-            cached = (L, co_votes(L, k))
-            self._cache["co_votes"] = cached
+            cached = (L, build())
+            self._cache[key] = cached
         return cached[1]
 
     def _folds(self, dev: tuple[Array, Array], k: int) -> list[tuple[Array, Array, _Votes]]:
