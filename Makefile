@@ -37,6 +37,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/objects.py
 	$(BIN)/python benchmarks/vcs.py
 	$(BIN)/python benchmarks/tracking.py
+	$(BIN)/python benchmarks/label_model.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
