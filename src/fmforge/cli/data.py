@@ -141,6 +141,46 @@ def export(
     console.print(f"wrote {version.rows:,} rows of {version.ref} to {output}")
 
 
+@app.command("clean")
+def clean(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    rules: Annotated[Path, typer.Option("--rules", "-r", help="A rules YAML file.")],
+    apply: Annotated[
+        bool, typer.Option("--apply/--preview", help="Commit the result, or only show it.")
+    ] = False,
+    message: Annotated[str | None, typer.Option("--message", "-m")] = None,
+) -> None:
+    """Run cleaning rules: per rule, how many rows it drops or rewrites, with examples."""
+    from fmforge.data.cleaning import apply_cleaning, load_rules, plan_cleaning
+
+    parsed = load_rules(rules)
+    with open_repository(ctx) as repo:
+        if apply:
+            plan, result = apply_cleaning(repo, target, parsed, message=message)
+        else:
+            plan, result = plan_cleaning(repo, target, parsed), None
+    console.print(
+        f"{plan.source}: {plan.rows_before:,} rows -> {plan.rows_after:,}", highlight=False
+    )
+    for number, report in enumerate(plan.reports, 1):
+        ((kind, options),) = report.rule.items()
+        console.print(
+            f"[bold]{number}. {kind}[/bold] {orjson.dumps(options).decode()}: "
+            f"{report.dropped:,} dropped, {report.rewritten:,} rewritten",
+            highlight=False,
+        )
+        for example in report.examples:
+            text = orjson.dumps(example, default=str).decode()[:200]
+            console.print(f"     {text}", markup=False, highlight=False)
+    if result is None:
+        console.print("preview only: nothing recorded (--apply commits it)")
+    elif result.created:
+        console.print(f"recorded {result.version.ref} ({result.version.id[:12]})")
+    else:
+        console.print("the rules change nothing: no version recorded")
+
+
 def _cell(value: object) -> str:
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."

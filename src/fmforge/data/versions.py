@@ -216,9 +216,11 @@ def commit_table(
     message: str,
     allow_schema_change: bool = False,
     parents: tuple[str, ...] | None = None,
+    extra_refs: tuple[str, ...] = (),
 ) -> AddResult:
     """Record ``table`` (rows identified by ``ids``) as the next version of ``name``; its parent
-    is the newest version unless ``parents`` says otherwise."""
+    is the newest version unless ``parents`` says otherwise. ``extra_refs``: other objects the
+    version's event points at (e.g. a cleaning's changes)."""
     stream = STREAM_PREFIX + name
     expected = repo.ledger.stream_version(stream)
     try:
@@ -240,7 +242,8 @@ def commit_table(
         "manifest": stored.manifest, "rows": stored.rows, "columns": columns,
         "transformation": transformation, "message": message,
     }  # fmt: skip
-    event = NewEvent("DatasetVersionCommitted", data, refs=stored.new_objects)
+    refs = tuple(dict.fromkeys(stored.new_objects + extra_refs))
+    event = NewEvent("DatasetVersionCommitted", data, refs=refs)
     try:
         repo.ledger.append(stream, event, expected_version=expected)
     except StreamVersionConflict:
