@@ -10,6 +10,7 @@ is traceable to its rule. Rules, as YAML (or the same as Python objects)::
     rules:
       - drop_empty: {}
       - dedup: {mode: exact}          # or normalized (case, spacing and punctuation folded)
+      - near_dedup: {threshold: 0.8}  # MinHash/LSH over character shingles
       - drop: {regex: "^\\s*$"}       # also keywords: [...], min_length / max_length, sql: "..."
       - keep: {sql: "label IS NOT NULL"}
       - redact: {kinds: [email, phone, url, ip, credit_card], replacement: "[{kind}]"}
@@ -21,7 +22,6 @@ from __future__ import annotations
 import importlib
 import io
 import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from fmforge.data.minhash import near_duplicate_groups
 from fmforge.data.storage import ROW_ID, row_ids
+from fmforge.data.text import normalize
 from fmforge.data.versions import AddResult, commit_table, read_table, resolve
 from fmforge.errors import DataError
 from fmforge.repository import Repository
@@ -112,6 +114,34 @@ class Dedup(Rule):
                 dropped.append(i)
             seen.add(key)
         return Decision(dropped)
+
+
+class NearDedup(Rule):
+    """Keep the first of each cluster of near-duplicates: MinHash/LSH estimate of the Jaccard
+    similarity of character shingles at or above ``threshold`` (default 0.8)."""
+
+    kind = "near_dedup"
+
+    def __init__(self, column: str, **options: Any) -> None:
+        super().__init__(column, **options)
+        unknown = set(options) - {"threshold", "permutations", "shingle"}
+        if unknown:
+            raise CleaningError(f"rule near_dedup: unknown options {sorted(unknown)}")
+        self.threshold = float(options.get("threshold", 0.8))
+        if not 0 < self.threshold <= 1:
+            raise CleaningError(
+                f"rule near_dedup: threshold must be in (0, 1], not {self.threshold}"
+            )
+
+    def decide(self, table: pa.Table) -> Decision:
+        texts = self._texts(table)
+        present = [i for i, t in enumerate(texts) if t]
+        groups = near_duplicate_groups(
+            [texts[i] or "" for i in present], threshold=self.threshold,
+            permutations=int(self.options.get("permutations", 64)),
+            shingle=int(self.options.get("shingle", 5)),
+        )  # fmt: skip
+        return Decision([present[k] for k, first in enumerate(groups) if first != k])
 
 
 class Filter(Rule):
@@ -229,12 +259,6 @@ class PythonRule(Rule):
         return Decision([i for i, drop in enumerate(flags) if drop])
 
 
-def normalize(text: str) -> str:
-    folded = unicodedata.normalize("NFKD", text.casefold())
-    letters = "".join(c if c.isalnum() else " " for c in folded if not unicodedata.combining(c))
-    return " ".join(letters.split())
-
-
 def _sql_mask(table: pa.Table, condition: str, kind: str) -> list[bool]:
     connection = duckdb.connect()
     try:
@@ -252,6 +276,7 @@ def _sql_mask(table: pa.Table, condition: str, kind: str) -> list[bool]:
 _KINDS: dict[str, Callable[..., Rule]] = {
     "drop_empty": DropEmpty,
     "dedup": Dedup,
+    "near_dedup": NearDedup,
     "drop": lambda column, **o: Filter(column, keep=False, **o),
     "keep": lambda column, **o: Filter(column, keep=True, **o),
     "redact": Redact,

@@ -133,3 +133,24 @@ def test_cli_preview_then_apply(repo: Repository, tmp_path: Path) -> None:
     code, out = fm(repo.root, "data", "clean", "comments", "-r", str(tmp_path / "missing.yaml"))
     assert code == 1
     assert "missing.yaml" in out
+
+
+def test_near_duplicates_are_dropped_by_their_rule(repo: Repository, tmp_path: Path) -> None:
+    base = "this video is amazing, the drums in the second verse are incredible and I love it"
+    rows = [
+        {"text": base, "label": 0},
+        {"text": base.replace("amazing", "amazin"), "label": 0},  # one typo
+        {"text": "subscribe to my channel for free giveaways every week", "label": 1},
+        {"text": "SUBSCRIBE to my channel for free giveaways every week!!", "label": 1},
+        {"text": "a completely different comment about the singer's voice", "label": 0},
+    ]
+    path = tmp_path / "near.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    add_dataset(repo, "near", path)
+    rules = load_rules("rules:\n  - near_dedup: {threshold: 0.7}\n")
+    plan = plan_cleaning(repo, "near", rules)
+    assert plan.reports[0].dropped == 2
+    kept = plan.table.column("text").to_pylist()
+    assert kept == [rows[0]["text"], rows[2]["text"], rows[4]["text"]]
+    with pytest.raises(CleaningError, match="threshold must be in"):
+        load_rules("rules:\n  - near_dedup: {threshold: 1.5}\n")
