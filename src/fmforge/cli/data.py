@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from fmforge.cli.context import FmforgeGroup, console, open_repository
+from fmforge.cli.context import CliError, FmforgeGroup, console, open_repository
 from fmforge.data import (
     add_dataset,
     dataset_log,
@@ -179,6 +179,42 @@ def clean(
         console.print(f"recorded {result.version.ref} ({result.version.id[:12]})")
     else:
         console.print("the rules change nothing: no version recorded")
+
+
+@app.command("review")
+def review_(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    row: Annotated[str | None, typer.Argument(help="A flagged row id (a prefix will do).")] = None,
+    accept: Annotated[bool, typer.Option("--accept", help="Keep the rule's change.")] = False,
+    override: Annotated[
+        bool, typer.Option("--override", help="Undo the change; re-applying keeps it undone.")
+    ] = False,
+    note: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    pending: Annotated[bool, typer.Option(help="Only rows without a verdict.")] = False,
+) -> None:
+    """List the rows the newest cleaning changed, or record a verdict on one."""
+    from fmforge.data.review import flagged, review
+
+    with open_repository(ctx) as repo:
+        if row is not None:
+            if accept == override:
+                raise CliError("give exactly one of --accept or --override")
+            flag = review(repo, target, row, "accept" if accept else "override", note=note)
+            console.print(f"{flag.row_id[:12]}: {flag.verdict} by {flag.reviewer}")
+            return
+        flags = flagged(repo, target)
+    table = Table("row", "rule", "action", "verdict", "row before")
+    for flag in flags:
+        if pending and flag.verdict is not None:
+            continue
+        (kind,) = flag.rule
+        text = orjson.dumps(flag.row, default=str).decode()
+        table.add_row(
+            flag.row_id[:12], kind, flag.action, flag.verdict or "-",
+            text if len(text) <= 80 else text[:77] + "...",
+        )  # fmt: skip
+    console.print(table)
 
 
 def _cell(value: object) -> str:

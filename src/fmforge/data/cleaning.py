@@ -332,6 +332,7 @@ class RuleReport:
     dropped: int
     rewritten: int
     examples: list[dict[str, Any]]
+    overridden: int = 0  # changes the rule would make that a reviewer overrode
 
 
 @dataclass
@@ -345,16 +346,35 @@ class CleaningPlan:
 
 
 def plan_cleaning(
-    repo: Repository, target: str, rules: Sequence[Rule], *, examples: int = 3
+    repo: Repository,
+    target: str,
+    rules: Sequence[Rule],
+    *,
+    examples: int = 3,
+    overrides: set[tuple[str, str]] | None = None,
 ) -> CleaningPlan:
-    """What ``rules`` would do to ``target``, without recording anything."""
+    """What ``rules`` would do to ``target``, without recording anything. A change a reviewer
+    overrode (``overrides``: (row id, rule key); default: the dataset's standing verdicts) is
+    not made."""
+    from fmforge.data.review import overrides as standing_overrides
+    from fmforge.data.review import rule_key
+
     version = resolve(repo, target)
+    if overrides is None:
+        overrides = standing_overrides(repo, version.dataset)
     table = read_table(repo, version.ref, with_ids=True)
     reports = []
     changes: list[tuple[str, int, str, str | None]] = []
     for number, rule in enumerate(rules):
         decision = rule.decide(table)
         ids = table.column(ROW_ID).to_pylist()
+        key = rule_key(rule.describe())
+        overridden = {i for i, row_id in enumerate(ids) if (row_id, key) in overrides}
+        kept = len(overridden.intersection(decision.dropped)) + len(
+            overridden.intersection(decision.rewritten)
+        )
+        decision.dropped = [i for i in decision.dropped if i not in overridden]
+        decision.rewritten = {i: v for i, v in decision.rewritten.items() if i not in overridden}
         shown = []
         for position in decision.dropped[:examples]:
             row = {k: v for k, v in table.slice(position, 1).to_pylist()[0].items() if k != ROW_ID}
@@ -363,7 +383,7 @@ def plan_cleaning(
             before = {c: table.column(c)[position].as_py() for c in values}
             shown.append({"action": "rewrite", "before": before, "after": values})
         reports.append(
-            RuleReport(rule.describe(), len(decision.dropped), len(decision.rewritten), shown)
+            RuleReport(rule.describe(), len(decision.dropped), len(decision.rewritten), shown, kept)
         )
         for position in decision.dropped:
             changes.append((ids[position], number, "drop", None))

@@ -18,6 +18,7 @@ from fmforge.data.cleaning import (
     normalize,
     plan_cleaning,
 )
+from fmforge.errors import DataError
 from fmforge.repository import Repository
 from tests.clirunner import fm
 
@@ -154,3 +155,61 @@ def test_near_duplicates_are_dropped_by_their_rule(repo: Repository, tmp_path: P
     assert kept == [rows[0]["text"], rows[2]["text"], rows[4]["text"]]
     with pytest.raises(CleaningError, match="threshold must be in"):
         load_rules("rules:\n  - near_dedup: {threshold: 1.5}\n")
+
+
+def test_review_verdicts_are_events_and_overrides_survive_reapplying(
+    repo: Repository, tmp_path: Path
+) -> None:
+    from fmforge.data.review import flagged, review
+
+    dataset(repo, tmp_path)
+    rules = load_rules(RULES)
+    apply_cleaning(repo, "comments", rules)
+    flags = flagged(repo, "comments")
+    assert len(flags) == 7
+    assert all(f.verdict is None for f in flags)
+    email = next(f for f in flags if "jo.smith" in str(f.row.get("text")))
+    duplicate = next(f for f in flags if f.action == "drop" and "dedup" in f.rule)
+    review(repo, "comments", email.row_id[:10], "override", note="a public support address")
+    review(repo, "comments", duplicate.row_id, "override")
+    accepted = review(repo, "comments", flags[0].row_id, "accept")
+    assert accepted.verdict == "accept"
+    assert accepted.reviewer == repo.ledger.actor
+    events = [
+        e for e in repo.ledger.read_stream("dataset/comments") if e.type == "CleaningReviewed"
+    ]
+    assert [e.data["verdict"] for e in events] == ["override", "override", "accept"]
+    assert events[0].data["note"] == "a public support address"
+
+    # Re-applying the rules to the raw version keeps both human decisions.
+    plan, result = apply_cleaning(repo, "comments@v1", rules)
+    assert result.version.number == 3
+    texts = read_table(repo, "comments@v3").column("text").to_pylist()
+    assert ROWS[4]["text"] in texts  # the override of the redaction
+    assert texts.count("Great song, love it") == 2  # the override of the dedup
+    # The duplicate is kept from both dedup rules (the verdict is about dedup), the email row
+    # from the redaction.
+    assert [r.overridden for r in plan.reports] == [0, 1, 1, 0, 0, 1]
+    with pytest.raises(DataError, match="no flagged row"):
+        review(repo, "comments", "zzzz", "accept")
+
+
+def test_cli_review_lists_and_records(repo: Repository, tmp_path: Path) -> None:
+    dataset(repo, tmp_path)
+    (tmp_path / "rules.yaml").write_text(RULES)
+    code, out = fm(repo.root, "data", "review", "comments")
+    assert code == 1
+    assert "no cleaned version to review" in out
+    fm(repo.root, "data", "clean", "comments", "-r", str(tmp_path / "rules.yaml"), "--apply")
+    code, out = fm(repo.root, "data", "review", "comments")
+    assert code == 0, out
+    assert out.count("redact") == 3
+    row = out.split("\n")[3].split("│")[1].strip()
+    code, out = fm(repo.root, "data", "review", "comments", row, "--accept")
+    assert code == 0, out
+    assert "accept by" in out
+    code, out = fm(repo.root, "data", "review", "comments", "--pending")
+    assert row not in out
+    code, out = fm(repo.root, "data", "review", "comments", row, "--accept", "--override")
+    assert code == 1
+    assert "exactly one of --accept or --override" in out
