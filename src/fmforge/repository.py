@@ -222,6 +222,19 @@ class Repository:
             )
         return report
 
+    def erase(self, digests: Collection[str], reason: str) -> list[str]:
+        """Delete these objects now, whatever refers to them (forgetting data), recording first
+        an ``ObjectsPruned`` event with the reason, so the deletion is on the record even if
+        the process dies half-way (run it again to finish). Returns what was deleted."""
+        present = sorted(d for d in set(digests) if self.objects.has(d))
+        if present:
+            self.ledger.append(
+                PRUNE_STREAM, NewEvent("ObjectsPruned", {"objects": present, "reason": reason})
+            )
+            for digest in present:
+                self.objects.delete(digest)
+        return present
+
     def pruned_objects(self) -> set[str]:
         """Objects deleted on purpose by ``gc`` (see ``ObjectsPruned``)."""
         pruned: set[str] = set()

@@ -217,6 +217,69 @@ def review_(
     console.print(table)
 
 
+@app.command("trace")
+def trace_(
+    ctx: typer.Context,
+    row: Annotated[str | None, typer.Argument(help="A row id (8+ characters will do).")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="With --where: the NAME[@REF] to pick rows from.")
+    ] = None,
+    condition: Annotated[str | None, typer.Option("--where", help="An SQL condition.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every dataset version holding a record, and the runs and model commits trained on it."""
+    from fmforge.data.lineage import trace
+
+    with open_repository(ctx) as repo:
+        if row is not None:
+            rows = [row]
+        elif dataset and condition:
+            rows = where(repo, dataset, condition).column("_row_id").to_pylist()[:20]
+        else:
+            raise CliError("give a ROW id, or --dataset NAME --where CONDITION")
+        traces = [trace(repo, r) for r in rows]
+    for found in traces:
+        if as_json:
+            typer.echo(orjson.dumps(found.__dict__))
+            continue
+        console.print(f"[bold]row {found.row_ids[0][:16]}[/bold]", highlight=False)
+        for alias in found.row_ids[1:]:
+            console.print(f"  later id {alias[:16]} (rewritten by a cleaning)", highlight=False)
+        for v in found.versions:
+            console.print(f"  in {v['ref']} ({v['made_by']})", highlight=False)
+        for r in found.runs:
+            console.print(f"  trained run {r['name']} ({r['id'][-12:]}) on {r['dataset']}")
+        for m in found.models:
+            console.print(f"  model {m['model']}@{m['commit'][:12]} from run {m['run'][-12:]}")
+
+
+@app.command("forget")
+def forget_(
+    ctx: typer.Context,
+    name: str,
+    condition: Annotated[str, typer.Option("--where", help="An SQL condition: rows to forget.")],
+    reason: Annotated[str, typer.Option(help="Why: recorded with the forgetting.")],
+) -> None:
+    """Commit NAME without the matching rows and erase them from the store."""
+    from fmforge.data.lineage import forget
+
+    with open_repository(ctx) as repo:
+        done = forget(repo, name, condition, reason=reason)
+    v = done.result.version
+    console.print(f"{v.ref}: {done.rows:,} rows forgotten ({reason}); {len(done.erased)} row "
+                  f"chunks erased from the store", highlight=False)  # fmt: skip
+    if done.kept_live:
+        console.print(f"{done.kept_live} of those records are still held by the newest version "
+                      "of another dataset: their chunks were kept")  # fmt: skip
+    for model in done.models:
+        console.print(
+            f"[yellow]model {model['model']}@{model['commit'][:12]} was trained on forgotten data"
+            "[/yellow]"
+        )
+    for run in done.runs:
+        console.print(f"run {run['name']} used {run['dataset']}", highlight=False)
+
+
 def _cell(value: object) -> str:
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."

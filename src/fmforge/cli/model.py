@@ -187,6 +187,12 @@ def show(
     with open_repository(ctx) as repo:
         index = refs(repo)
         info = index.commit(index.resolve(name, ref))
+        from fmforge.data.lineage import forgotten_in
+
+        forgotten = [
+            f for f in forgotten_in(repo)
+            if any(m["model"] == name and m["commit"] == info.commit for m in f["models"])
+        ]  # fmt: skip
     console.print(f"commit   {info.commit}", markup=False)
     console.print(f"model    {info.model}", markup=False)
     console.print(f"parents  {' '.join(info.parents) or '(none)'}", markup=False)
@@ -199,6 +205,11 @@ def show(
         f"{info.stored_bytes:,} new bytes stored",
         markup=False,
     )
+    for record in forgotten:
+        console.print(
+            f"[yellow]trained on forgotten data: {record['rows']} rows of {record['dataset']} "
+            f"({record['reason']})[/yellow]"
+        )
     console.print(f"\n    {info.message}", markup=False)
 
 

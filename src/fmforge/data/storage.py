@@ -90,7 +90,8 @@ def store_table(objects: ObjectStore, table: pa.Table, ids: Sequence[str]) -> St
     for start, stop in _boundaries(sorted_ids):
         data = _parquet(by_id.slice(start, stop - start))
         new_object = _put(objects, data, new)
-        chunks.append({"digest": new_object, "rows": stop - start, "first": sorted_ids[start]})
+        first = sorted_ids[start] if stop > start else ""  # an empty table: one empty chunk
+        chunks.append({"digest": new_object, "rows": stop - start, "first": first})
     order = zstandard.ZstdCompressor(level=3).compress(b"".join(bytes.fromhex(i) for i in ids))
     manifest = {
         "format": _MANIFEST_FORMAT,

@@ -27,7 +27,14 @@ from fmforge.data.storage import (
     row_ids,
     store_table,
 )
-from fmforge.errors import DatasetConflict, DatasetNotFound, SchemaClash, StreamVersionConflict
+from fmforge.errors import (
+    DataError,
+    DatasetConflict,
+    DatasetNotFound,
+    ObjectNotFound,
+    SchemaClash,
+    StreamVersionConflict,
+)
 from fmforge.ledger import Event, NewEvent, Projection, handles
 from fmforge.objects.hashing import new_hasher
 from fmforge.repository import Repository
@@ -162,7 +169,17 @@ def resolve(repo: Repository, target: str) -> DatasetVersion:
 def read_table(repo: Repository, target: str, *, with_ids: bool = False) -> pa.Table:
     """The table of ``NAME[@REF]`` in its own row order (``_row_id`` first when asked)."""
     version = resolve(repo, target)
-    table = load_table(repo.objects, load_manifest(repo.objects, version.manifest), with_ids=True)
+    manifest = load_manifest(repo.objects, version.manifest)
+    try:
+        table = load_table(repo.objects, manifest, with_ids=True)
+    except ObjectNotFound:
+        erased = repo.pruned_objects().intersection(c["digest"] for c in manifest["chunks"])
+        if not erased:
+            raise
+        raise DataError(
+            f"{version.ref} held rows that were later forgotten: {len(erased)} of its chunks "
+            "were erased on purpose (see `fmforge data log`); read a newer version"
+        ) from None
     if with_ids:
         return table.select(["_row_id", *table.column_names[:-1]])
     return table.drop_columns(["_row_id"])

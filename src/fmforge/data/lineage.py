@@ -1,0 +1,225 @@
+"""Record-level lineage and forgetting.
+
+``trace`` follows one record through every dataset version that holds it, under each id it
+had (a cleaning that rewrites a row gives it a new id; its changes object links the two), then
+to every training run given such a version and every model commit those runs checkpointed.
+
+``forget`` commits a version without the matching rows, records why (``RowsForgotten``, with
+the runs and model commits trained on them), and erases from the object store every row chunk
+that holds them, unless the newest version of some dataset still holds that record: older
+versions that held them then say so when read, instead of giving the rows back.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from fmforge.data.storage import ROW_ID, load_manifest
+from fmforge.data.versions import (
+    STREAM_PREFIX,
+    AddResult,
+    DatasetVersion,
+    commit_table,
+    dataset_log,
+    list_datasets,
+    read_table,
+    resolve,
+)
+from fmforge.errors import DataError, DatasetNotFound, ObjectNotFound
+from fmforge.ledger import NewEvent
+from fmforge.objects import ObjectStore
+from fmforge.repository import Repository
+
+
+@dataclass
+class Trace:
+    row_ids: list[str]  # the record's ids, first the one asked about
+    versions: list[dict[str, Any]] = field(default_factory=list)  # ref, id, row_id, kind
+    runs: list[dict[str, Any]] = field(default_factory=list)  # id, name, dataset
+    models: list[dict[str, Any]] = field(default_factory=list)  # model, commit, run
+
+
+def _versions_in_order(repo: Repository) -> list[DatasetVersion]:
+    out: list[DatasetVersion] = []
+    for latest in list_datasets(repo):
+        out.extend(reversed(dataset_log(repo, latest.dataset)))
+    return out
+
+
+@lru_cache(maxsize=1024)
+def _chunk_ids(objects: ObjectStore, digest: str) -> frozenset[str]:
+    table = pq.read_table(io.BytesIO(objects.get(digest)), columns=[ROW_ID])
+    return frozenset(table.column(ROW_ID).to_pylist())
+
+
+def _chunk_holding(manifest: dict[str, Any], row_id: str) -> str | None:
+    """The chunk whose id range would hold ``row_id`` (chunks are sorted by their first id)."""
+    firsts = [c["first"] for c in manifest["chunks"]]
+    index = bisect.bisect_right(firsts, row_id) - 1
+    return manifest["chunks"][index]["digest"] if index >= 0 else None
+
+
+def holds(repo: Repository, version: DatasetVersion, row_id: str) -> bool:
+    digest = _chunk_holding(load_manifest(repo.objects, version.manifest), row_id)
+    if digest is None:
+        return False
+    try:
+        return row_id in _chunk_ids(repo.objects, digest)
+    except ObjectNotFound:  # an erased chunk: it held forgotten rows, which no longer count
+        return False
+
+
+def trace(repo: Repository, row_id: str) -> Trace:
+    """Every version, run and model commit that holds or used the record ``row_id`` (a full
+    id, or a prefix of 8 or more characters found in some version)."""
+    versions = _versions_in_order(repo)
+    if len(row_id) < 32:
+        row_id = _complete(repo, versions, row_id)
+    result = Trace([row_id])
+    aliases = {row_id}
+    used: dict[str, str] = {}  # version id -> ref
+    for version in versions:
+        kind = version.transformation.get("kind", "")
+        changes = version.transformation.get("changes")
+        if changes and repo.objects.has(changes):
+            table = pq.read_table(io.BytesIO(repo.objects.get(changes))).to_pylist()
+            for change in table:
+                if change["row_id"] in aliases and change["new_row_id"]:
+                    aliases.add(change["new_row_id"])
+                    result.row_ids.append(change["new_row_id"])
+        for alias in sorted(aliases):
+            if holds(repo, version, alias):
+                result.versions.append(
+                    {"ref": version.ref, "id": version.id, "row_id": alias, "made_by": kind}
+                )
+                used[version.id] = version.ref
+                break
+    _downstream(repo, used, result)
+    return result
+
+
+def _complete(repo: Repository, versions: list[DatasetVersion], prefix: str) -> str:
+    if len(prefix) < 8:
+        raise DataError(f"give at least 8 characters of the row id, not {prefix!r}")
+    for version in reversed(versions):
+        ids = read_table(repo, version.ref, with_ids=True).column(ROW_ID).to_pylist()
+        hits = {i for i in ids if i.startswith(prefix)}
+        if len(hits) == 1:
+            return str(hits.pop())
+        if len(hits) > 1:
+            raise DataError(f"{prefix!r} names {len(hits)} rows; give more of the id")
+    raise DataError(f"no row with id {prefix!r} in any dataset version")
+
+
+def _downstream(repo: Repository, used: dict[str, str], result: Trace) -> None:
+    """Runs given one of ``used`` (NAME@REF resolved to version ids) and their checkpoints."""
+    if not used:
+        return
+    for event in repo.ledger.read_all(types=["RunStarted", "CheckpointLogged"]):
+        if event.type == "RunStarted":
+            for dataset in event.data.get("datasets", []):
+                try:
+                    version = resolve(repo, dataset)
+                except DatasetNotFound:
+                    continue
+                if version.id in used:
+                    result.runs.append(
+                        {"id": event.data["run"], "name": event.data["name"], "dataset": dataset}
+                    )
+        elif event.stream.removeprefix("run/") in {r["id"] for r in result.runs}:
+            result.models.append(
+                {"model": event.data["model"], "commit": event.data["commit"],
+                 "run": event.stream.removeprefix("run/")}
+            )  # fmt: skip
+
+
+@dataclass
+class Forgotten:
+    result: AddResult
+    rows: int
+    erased: list[str]  # chunk objects deleted
+    kept_live: int  # records still held by the newest version of another dataset
+    runs: list[dict[str, Any]]
+    models: list[dict[str, Any]]
+
+
+def forget(repo: Repository, name: str, condition: str, *, reason: str) -> Forgotten:
+    """Commit ``name`` without the rows where the SQL ``condition`` holds, and erase them."""
+    from fmforge.data.tables import query
+
+    if not reason.strip():
+        raise DataError("say why the rows are forgotten (--reason): it goes on the record")
+    latest = resolve(repo, name)
+    doomed = query(repo, latest.ref, f"SELECT {ROW_ID} FROM data WHERE {condition}")
+    forgotten = set(doomed.column(ROW_ID).to_pylist())
+    if not forgotten:
+        raise DataError(f"no row of {latest.ref} matches {condition!r}: nothing forgotten")
+    table = read_table(repo, latest.ref, with_ids=True)
+    keep = [i not in forgotten for i in table.column(ROW_ID).to_pylist()]
+    kept = table.filter(keep)
+    result = commit_table(
+        repo, latest.dataset, kept.drop_columns([ROW_ID]), kept.column(ROW_ID).to_pylist(),
+        transformation={"kind": "forget", "source": latest.id, "rows": len(forgotten),
+                        "reason": reason},
+        message=f"forget {len(forgotten)} rows: {reason}", parents=(latest.id,),
+    )  # fmt: skip
+    removed = len(forgotten)
+    # The same records under their earlier ids (before a cleaning rewrote them) go too.
+    forgotten |= _earlier_ids(repo, forgotten)
+    # Which stored chunks hold the rows, and which of those a live version still needs.
+    live = {v.id for v in list_datasets(repo)}
+    tainted: set[str] = set()
+    needed: set[str] = set()
+    still_live = set()
+    used: dict[str, str] = {}
+    for version in _versions_in_order(repo):
+        manifest = load_manifest(repo.objects, version.manifest)
+        for row_id in forgotten:
+            digest = _chunk_holding(manifest, row_id)
+            if digest and repo.objects.has(digest) and row_id in _chunk_ids(repo.objects, digest):
+                tainted.add(digest)
+                used[version.id] = version.ref
+                if version.id in live:
+                    needed.add(digest)
+                    still_live.add(row_id)
+    trace_result = Trace(sorted(forgotten))
+    _downstream(repo, used, trace_result)
+    erased = repo.erase(tainted - needed, f"forgotten rows of {latest.dataset}: {reason}")
+    _chunk_ids.cache_clear()
+    repo.ledger.append(
+        STREAM_PREFIX + latest.dataset,
+        NewEvent(
+            "RowsForgotten",
+            {"dataset": latest.dataset, "version": result.version.id, "rows": removed,
+             "earlier_forms": len(forgotten) - removed,
+             "reason": reason, "erased_chunks": len(erased), "still_live": len(still_live),
+             "runs": trace_result.runs, "models": trace_result.models},
+        ),
+    )  # fmt: skip
+    return Forgotten(
+        result, removed, erased, len(still_live), trace_result.runs, trace_result.models
+    )
+
+
+def _earlier_ids(repo: Repository, ids: set[str]) -> set[str]:
+    """Ids the records had before cleanings rewrote them into ``ids``."""
+    earlier: set[str] = set()
+    for version in reversed(_versions_in_order(repo)):
+        changes = version.transformation.get("changes")
+        if not changes or not repo.objects.has(changes):
+            continue
+        for change in pq.read_table(io.BytesIO(repo.objects.get(changes))).to_pylist():
+            if change["new_row_id"] in ids or change["new_row_id"] in earlier:
+                earlier.add(change["row_id"])
+    return earlier - ids
+
+
+def forgotten_in(repo: Repository) -> list[dict[str, Any]]:
+    """Every ``RowsForgotten`` record: what downstream runs and models were trained on."""
+    return [e.data for e in repo.ledger.read_all(types=["RowsForgotten"])]
