@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -47,3 +47,167 @@ def fit(
     if len(y_test):
         predicted = model.predict(L_test)
         console.print(f"test accuracy {np.mean(predicted == y_test):.3f}")
+
+
+LFS_OPTION = typer.Option("--lfs", help="Labeling functions: a YAML file or a Python file.")
+DEV_OPTION = typer.Option(
+    "--dev-split", help="Values of the split column that hold gold dev rows (default: valid, dev)."
+)
+
+
+def _splits(values: list[str] | None) -> tuple[str, ...]:
+    from fmforge.data.labeling.workflow import DEV_SPLITS
+
+    return tuple(values) if values else DEV_SPLITS
+
+
+def _matrix(ctx: typer.Context, target: str, lfs: Path, workers: int | None = None) -> Any:
+    from fmforge.data.labeling.functions import apply_lfs, load_lfs
+
+    functions = load_lfs(lfs)
+    with open_repository(ctx) as repo:
+        return apply_lfs(repo, target, functions, workers=workers)
+
+
+@app.command("apply")
+def apply(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    lfs: Annotated[Path, LFS_OPTION],
+    workers: Annotated[int | None, typer.Option(help="Processes (default: one per core).")] = None,
+) -> None:
+    """Build the label matrix; only LFs not computed before on these rows run."""
+    matrix = _matrix(ctx, target, lfs, workers)
+    reused = len(matrix.lfs) - len(matrix.computed)
+    console.print(
+        f"{matrix.version.ref}: {matrix.matrix.shape[0]:,} rows x {len(matrix.lfs)} LFs; "
+        f"computed {', '.join(matrix.computed) or 'none'}; reused {reused}",
+        highlight=False,
+    )
+
+
+@app.command("analyze")
+def analyze_(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    lfs: Annotated[Path, LFS_OPTION],
+    gold: Annotated[str, typer.Option(help="The gold label column.")] = "label",
+    dev_split: Annotated[list[str] | None, DEV_OPTION] = None,
+    examples: Annotated[bool, typer.Option(help="Show rows each LF fires on.")] = False,
+) -> None:
+    """Per LF: coverage, overlaps, conflicts, polarity, accuracy on gold, learned weight."""
+    from fmforge.data.labeling.workflow import analyze
+
+    matrix = _matrix(ctx, target, lfs)
+    with open_repository(ctx) as repo:
+        reports, warnings = analyze(repo, matrix, gold_column=gold, dev_splits=_splits(dev_split))
+    width = max(len(r.name) for r in reports)
+    console.print(
+        f"{'LF':{width}}  kind     coverage overlap conflict polarity  gold acc  weight",
+        highlight=False,
+    )
+    for r in reports:
+        accuracy = "" if r.accuracy is None else f"{r.accuracy:.3f}"
+        weight = "" if r.weight is None else f"{r.weight:.2f}"
+        console.print(
+            f"{r.name:{width}}  {r.kind:8} {r.coverage:8.3f} {r.overlap:7.3f} {r.conflict:8.3f} "
+            f"{','.join(r.polarity):9} {accuracy:>8}  {weight:>6}",
+            highlight=False,
+        )
+    if examples:
+        for r in reports:
+            for text in r.fires:
+                console.print(f"  {r.name} fires: {text}", markup=False, highlight=False)
+            for text in r.conflicts:
+                console.print(f"  {r.name} conflicts: {text}", markup=False, highlight=False)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+@app.command("model")
+def model_(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    lfs: Annotated[Path, LFS_OPTION],
+    gold: Annotated[str, typer.Option(help="The gold label column.")] = "label",
+    dev_split: Annotated[list[str] | None, DEV_OPTION] = None,
+    metric: Annotated[str, typer.Option(help="accuracy, or f1 (binary, class 1).")] = "accuracy",
+) -> None:
+    """Fit the label model (chosen on the gold dev rows) and commit the labelled version."""
+    from fmforge.data.labeling.workflow import label_version
+
+    matrix = _matrix(ctx, target, lfs)
+    with open_repository(ctx) as repo:
+        model, result = label_version(
+            repo, matrix, gold_column=gold, metric=metric, dev_splits=_splits(dev_split)
+        )
+    console.print(f"chosen: {model.chosen} (prior {np.round(model.chosen_prior, 3).tolist()})")
+    for name, score in sorted(model.scores.items(), key=lambda item: -item[1])[:5]:
+        console.print(f"  dev {metric} {score:.3f}  {name}")
+    v = result.version
+    console.print(f"recorded {v.ref} ({v.id[:12]}): weak_label and weak_label_proba per row")
+
+
+@app.command("suggest")
+def suggest_(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    lfs: Annotated[Path, LFS_OPTION],
+    n: Annotated[int, typer.Option("--n", help="How many rows.")] = 20,
+) -> None:
+    """Rows to label by hand: uncovered first, then conflicting, then least confident."""
+    from fmforge.data.labeling.workflow import suggest
+
+    matrix = _matrix(ctx, target, lfs)
+    with open_repository(ctx) as repo:
+        picks = suggest(repo, matrix, n)
+        texts = dict(zip(matrix.row_ids, _texts(repo, matrix.version.ref), strict=True))
+    for row_id, reason, _score in picks:
+        console.print(f"{row_id[:12]}  {reason:18} {texts.get(row_id, '')[:70]}", markup=False)
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    row: str,
+    label: str,
+    lfs: Annotated[Path, LFS_OPTION],
+) -> None:
+    """Record a manual label for a row (it wins over the label model's)."""
+    from fmforge.data.labeling.functions import load_lfs
+    from fmforge.data.labeling.workflow import set_label
+
+    labels = list(load_lfs(lfs)[0].labels)
+    with open_repository(ctx) as repo:
+        row_id = set_label(repo, target, row, label, labels)
+    console.print(f"{row_id[:12]} labelled {label}")
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    lfs: Annotated[Path, LFS_OPTION],
+) -> None:
+    """Run the LFs again on stored rows and compare with their recorded votes."""
+    from fmforge.data.labeling.functions import load_lfs, stale_lfs
+
+    functions = load_lfs(lfs)
+    with open_repository(ctx) as repo:
+        stale = stale_lfs(repo, target, functions)
+    if not stale:
+        console.print("every recorded LF column agrees with its LF")
+        return
+    for name, rows in stale.items():
+        console.print(f"[red]{name}[/red]: {rows} sampled rows vote differently than recorded")
+    raise typer.Exit(1)
+
+
+def _texts(repo: Any, ref: str) -> list[str]:
+    from fmforge.data.versions import read_table
+
+    table = read_table(repo, ref)
+    if "text" not in table.column_names:
+        return [""] * table.num_rows
+    return [str(v) for v in table.column("text").to_pylist()]

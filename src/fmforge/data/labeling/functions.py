@@ -1,0 +1,328 @@
+"""Labeling functions (LFs): Python functions, keyword and regex LFs from YAML, and applying
+them to a dataset version as a label matrix.
+
+    @labeling_function("kw_subscribe", labels=["ham", "spam"])
+    def subscribe(row):
+        return "spam" if "subscribe" in row["text"].lower() else None   # None: abstain
+
+An LF returns a class name, a class index, or None to abstain. Each LF has a version: the
+blake3 of its source (a Python function's code, or a YAML LF's definition), recorded with its
+votes. ``apply_lfs`` builds the matrix (int8, -1 = abstain) in parallel across processes and
+reuses every column whose LF version it has computed before on the same rows: editing one LF
+recomputes one column.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import multiprocessing as mp
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import blake3
+import numpy as np
+import orjson
+import yaml
+import zstandard
+
+from fmforge.data.versions import STREAM_PREFIX, DatasetVersion, read_table, resolve
+from fmforge.errors import DataError
+from fmforge.ledger import NewEvent
+from fmforge.repository import Repository
+
+ABSTAIN = -1
+
+
+class LabelingError(DataError):
+    """An LF that cannot be defined or run as written."""
+
+
+@dataclass(frozen=True)
+class LabelingFunction:
+    name: str
+    labels: tuple[str, ...]
+    function: Callable[[dict[str, Any]], Any]
+    kind: str  # python | keyword | regex
+    source: str  # what the version hashes: the code or the YAML definition
+
+    @property
+    def version(self) -> str:
+        return blake3.blake3(self.source.encode()).hexdigest()[:16]
+
+    def vote(self, row: dict[str, Any]) -> int:
+        value = self.function(row)
+        if value is None or value == ABSTAIN:
+            return ABSTAIN
+        if isinstance(value, str):
+            if value not in self.labels:
+                raise LabelingError(
+                    f"LF {self.name} voted {value!r}, not one of {', '.join(self.labels)}"
+                )
+            return self.labels.index(value)
+        index = int(value)
+        if not 0 <= index < len(self.labels):
+            raise LabelingError(
+                f"LF {self.name} voted {index}: classes are 0..{len(self.labels) - 1}"
+            )
+        return index
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "kind": self.kind, "version": self.version}
+
+
+def labeling_function(
+    name: str | None = None, *, labels: Sequence[str]
+) -> Callable[[Callable[[dict[str, Any]], Any]], LabelingFunction]:
+    """Make a function of one row (a dict) an LF voting one of ``labels`` or None."""
+
+    def wrap(function: Callable[[dict[str, Any]], Any]) -> LabelingFunction:
+        try:
+            source = inspect.getsource(function)
+        except (OSError, TypeError):
+            source = f"{function.__module__}.{function.__qualname__}"
+        return LabelingFunction(
+            name or function.__name__, tuple(labels), function, "python", source
+        )
+
+    return wrap
+
+
+class _Keywords:
+    def __init__(self, column: str, words: Sequence[str], label: str) -> None:
+        self.column, self.label = column, label
+        self.pattern = re.compile(
+            r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE
+        )
+
+    def __call__(self, row: dict[str, Any]) -> str | None:
+        return self.label if self.pattern.search(str(row.get(self.column) or "")) else None
+
+
+class _Regex:
+    def __init__(self, column: str, pattern: str, label: str, flags: int) -> None:
+        self.column, self.label = column, label
+        self.pattern = re.compile(pattern, flags)
+
+    def __call__(self, row: dict[str, Any]) -> str | None:
+        return self.label if self.pattern.search(str(row.get(self.column) or "")) else None
+
+
+def load_lfs(source: Path | str) -> list[LabelingFunction]:
+    """LFs from a YAML file (keyword and regex LFs) or a Python file (its decorated LFs)."""
+    path = Path(source)
+    if path.suffix == ".py":
+        return _python_lfs(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise LabelingError(f"{path}: {error.strerror}") from None
+    except yaml.YAMLError:
+        raise LabelingError(f"{path}: not valid YAML") from None
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("lfs"), list)
+        or not spec.get("labels")
+    ):
+        raise LabelingError(f"{path}: expected 'labels' (class names) and an 'lfs' list")
+    labels = tuple(str(label) for label in spec["labels"])
+    column = str(spec.get("column", "text"))
+    lfs = []
+    for number, entry in enumerate(spec["lfs"], 1):
+        if not isinstance(entry, dict) or "name" not in entry or "label" not in entry:
+            raise LabelingError(f"{path}: LF {number} needs a name and a label")
+        label = str(entry["label"])
+        if label not in labels:
+            raise LabelingError(
+                f"{path}: LF {entry['name']} votes {label!r}, not in {list(labels)}"
+            )
+        definition = orjson.dumps({"column": column, **entry}, option=orjson.OPT_SORT_KEYS).decode()
+        col = str(entry.get("column", column))
+        if "keywords" in entry:
+            function: Callable[[dict[str, Any]], Any] = _Keywords(col, entry["keywords"], label)
+            kind = "keyword"
+        elif "regex" in entry:
+            try:
+                flags = re.IGNORECASE if entry.get("ignore_case", True) else 0
+                function = _Regex(col, str(entry["regex"]), label, flags)
+            except re.error as error:
+                raise LabelingError(f"{path}: LF {entry['name']}: bad regex: {error}") from None
+            kind = "regex"
+        else:
+            raise LabelingError(f"{path}: LF {entry['name']} needs keywords or regex")
+        lfs.append(LabelingFunction(str(entry["name"]), labels, function, kind, definition))
+    _check_unique(lfs)
+    return lfs
+
+
+def _python_lfs(path: Path) -> list[LabelingFunction]:
+    name = f"fmforge_lfs_{blake3.blake3(str(path.resolve()).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not path.exists():
+        raise LabelingError(f"{path}: no such Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # so worker processes can unpickle what it defines
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # the user's module: report what failed, with where
+        raise LabelingError(
+            f"{path}: importing it failed: {type(error).__name__}: {error}"
+        ) from None
+    lfs = [v for v in vars(module).values() if isinstance(v, LabelingFunction)]
+    if not lfs:
+        raise LabelingError(f"{path}: no @labeling_function in it")
+    _check_unique(lfs)
+    return lfs
+
+
+def _check_unique(lfs: Sequence[LabelingFunction]) -> None:
+    names = [lf.name for lf in lfs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise LabelingError(f"LF names must be unique: {', '.join(repeated)}")
+    if len({lf.labels for lf in lfs}) > 1:
+        raise LabelingError("every LF must vote over the same labels")
+
+
+# What forked workers read (set before the pool starts; nothing is pickled but the results).
+_JOB: dict[str, Any] = {}
+
+
+def _run_part(bounds: tuple[int, int]) -> bytes:
+    rows, lfs = _JOB["rows"][bounds[0] : bounds[1]], _JOB["lfs"]
+    votes = np.array([[lf.vote(row) for lf in lfs] for row in rows], dtype=np.int8)
+    return votes.reshape(len(rows), len(lfs)).tobytes()
+
+
+def _votes(rows: list[dict[str, Any]], lfs: Sequence[LabelingFunction], workers: int) -> Any:
+    """(rows, LFs) int8 votes; across ``workers`` forked processes for large inputs."""
+    _JOB.update(rows=rows, lfs=list(lfs))
+    try:
+        step = -(-len(rows) // workers)
+        bounds = [(i, min(len(rows), i + step)) for i in range(0, len(rows), step)] or [(0, 0)]
+        if workers > 1 and len(rows) >= 2000 and "fork" in mp.get_all_start_methods():
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+                parts = list(pool.map(_run_part, bounds))
+        else:
+            parts = [_run_part(b) for b in bounds]
+    except LabelingError:
+        raise
+    except Exception as error:  # an LF that raised: say which error
+        raise LabelingError(f"an LF failed: {type(error).__name__}: {error}") from None
+    finally:
+        _JOB.clear()
+    return np.frombuffer(b"".join(parts), dtype=np.int8).reshape(len(rows), len(lfs))
+
+
+@dataclass
+class LabelMatrix:
+    version: DatasetVersion
+    lfs: list[dict[str, str]]  # name, kind, version
+    labels: tuple[str, ...]
+    matrix: np.ndarray[Any, Any]  # rows x LFs, int8
+    row_ids: list[str]
+    computed: list[str]  # LFs computed now (the others were reused)
+
+
+def apply_lfs(
+    repo: Repository, target: str, lfs: Sequence[LabelingFunction], *, workers: int | None = None
+) -> LabelMatrix:
+    """The label matrix of ``lfs`` over ``target``'s rows, recorded as ``LabelMatrixBuilt``."""
+    if not lfs:
+        raise LabelingError("no labeling functions to apply")
+    version = resolve(repo, target)
+    table = read_table(repo, version.ref, with_ids=True)
+    row_ids = table.column("_row_id").to_pylist()
+    known = _known_columns(repo, version)
+    columns: dict[str, bytes] = {}
+    todo = []
+    for lf in lfs:
+        digest = known.get(lf.version)
+        if digest is not None and repo.objects.has(digest):
+            columns[lf.name] = zstandard.ZstdDecompressor().decompress(repo.objects.get(digest))
+        else:
+            todo.append(lf)
+    if todo:
+        rows = table.drop_columns(["_row_id"]).to_pylist()
+        votes = _votes(rows, todo, workers or os.cpu_count() or 1)
+        for index, lf in enumerate(todo):
+            columns[lf.name] = np.ascontiguousarray(votes[:, index]).tobytes()
+    matrix = np.stack([np.frombuffer(columns[lf.name], dtype=np.int8) for lf in lfs], axis=1)
+    stored = {}
+    for lf in lfs:
+        stored[lf.version] = repo.objects.put(
+            zstandard.ZstdCompressor(level=3).compress(columns[lf.name]), compress=False
+        )
+    described = [{**lf.describe(), "column": stored[lf.version]} for lf in lfs]
+    if todo or _last_matrix(repo, version) != described:  # nothing new: nothing to record
+        _record_matrix(repo, version, lfs, described, todo, stored)
+    return LabelMatrix(
+        version, [lf.describe() for lf in lfs], lfs[0].labels, matrix.reshape(len(row_ids), -1),
+        row_ids, [lf.name for lf in todo],
+    )  # fmt: skip
+
+
+def _last_matrix(repo: Repository, version: DatasetVersion) -> list[dict[str, str]] | None:
+    last = None
+    for event in repo.ledger.read_stream(STREAM_PREFIX + version.dataset):
+        if event.type == "LabelMatrixBuilt" and event.data["version"] == version.id:
+            last = event.data["lfs"]
+    return last
+
+
+def _record_matrix(
+    repo: Repository,
+    version: DatasetVersion,
+    lfs: Sequence[LabelingFunction],
+    described: list[dict[str, str]],
+    todo: list[LabelingFunction],
+    stored: dict[str, str],
+) -> None:
+    repo.ledger.append(
+        STREAM_PREFIX + version.dataset,
+        NewEvent(
+            "LabelMatrixBuilt",
+            {"version": version.id, "labels": list(lfs[0].labels), "lfs": described,
+             "computed": [lf.name for lf in todo]},
+            refs=tuple(sorted(set(stored.values()))),
+        ),
+    )  # fmt: skip
+
+
+def _known_columns(repo: Repository, version: DatasetVersion) -> dict[str, str]:
+    """LF version -> stored column, from earlier matrices over the same version."""
+    known: dict[str, str] = {}
+    for event in repo.ledger.read_stream(STREAM_PREFIX + version.dataset):
+        if event.type == "LabelMatrixBuilt" and event.data["version"] == version.id:
+            for lf in event.data["lfs"]:
+                known[lf["version"]] = lf["column"]
+    return known
+
+
+def stale_lfs(
+    repo: Repository, target: str, lfs: Sequence[LabelingFunction], *, sample: int = 1000
+) -> dict[str, int]:
+    """LFs whose recorded votes differ from running them again on (a sample of) the stored
+    rows: name -> rows that differ. A recorded column of the same LF version must agree."""
+    version = resolve(repo, target)
+    known = _known_columns(repo, version)
+    table = read_table(repo, version.ref)
+    picked = np.sort(np.random.default_rng(0).permutation(table.num_rows)[:sample])
+    rows = table.take(picked).to_pylist()
+    out = {}
+    for lf in lfs:
+        digest = known.get(lf.version)
+        if digest is None:
+            continue
+        raw = zstandard.ZstdDecompressor().decompress(repo.objects.get(digest))
+        recorded = np.frombuffer(raw, dtype=np.int8)[picked]
+        fresh = np.array([lf.vote(row) for row in rows], dtype=np.int8)
+        if np.any(recorded != fresh):
+            out[lf.name] = int(np.sum(recorded != fresh))
+    return out
