@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fmforge.data import demo as data_demo
 from fmforge.errors import StreamVersionConflict
 from fmforge.ledger import Event, NewEvent, Projection, handles
 from fmforge.models import demo as model_demo
@@ -166,6 +167,15 @@ def _models(
     return step
 
 
+def _data(
+    chapter: Callable[[Repository, dict[str, Any]], list[str]],
+) -> Callable[[DemoContext], list[str]]:
+    def step(ctx: DemoContext) -> list[str]:
+        return chapter(ctx.repository, ctx.facts)
+
+    return step
+
+
 STEPS: list[DemoStep] = [
     DemoStep("Initialise a repository (embedded default: SQLite + local objects)", _init),
     DemoStep("Append events: optimistic concurrency and idempotent retries", _append),
@@ -183,6 +193,12 @@ STEPS: list[DemoStep] = [
     DemoStep("Train and log two runs; a planted NaN stops one", _models(runs_demo.train_runs)),
     DemoStep("Overview of the runs and an HTML report", _models(runs_demo.overview)),
     DemoStep("The same runs in the dashboard (fmforge ui)", _models(runs_demo.dashboard)),
+    DemoStep("Add the raw YouTube comments as a dataset", _data(data_demo.add_comments)),
+    DemoStep("Clean them: preview, then apply", _data(data_demo.clean_comments)),
+    DemoStep(
+        "Label them with labeling functions and a label model", _data(data_demo.label_comments)
+    ),
+    DemoStep("Trace one comment through every version", _data(data_demo.trace_comment)),
 ]
 
 

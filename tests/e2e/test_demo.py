@@ -25,6 +25,8 @@ def test_fmforge_demo_runs_every_step(tmp_path: Path) -> None:
     assert "was stopped by non_finite on loss at step 150" in result.stdout
     assert "spam-head      finished" in result.stdout
     assert "fmforge ui served 2 runs" in result.stdout
+    assert "applied: comments@v2, every change recorded with its rule" in result.stdout
+    assert "in comments@v3 (label)" in result.stdout
     assert "demo finished" in result.stdout
     assert list(tmp_path.iterdir()) == [], "the default demo cleans up after itself"
 
