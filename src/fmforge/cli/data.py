@@ -280,6 +280,52 @@ def forget_(
         console.print(f"run {run['name']} used {run['dataset']}", highlight=False)
 
 
+@app.command("issues")
+def issues_(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    row: Annotated[str | None, typer.Argument(help="A queued row id, to record a verdict.")] = None,
+    find: Annotated[bool, typer.Option("--find", help="Look for label issues now.")] = False,
+    label_column: Annotated[str, typer.Option("--label")] = "label",
+    features: Annotated[str, typer.Option(help="tfidf, minilm or tfidf+minilm")] = "tfidf+minilm",
+    relabel: Annotated[str | None, typer.Option(help="The right label for ROW.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="ROW's given label is right.")] = False,
+    n: Annotated[int, typer.Option("--n", help="Rows of the queue to show.")] = 20,
+) -> None:
+    """Rows whose label looks wrong (confident learning), ranked; and reviewers' verdicts."""
+    from fmforge.data.issues import find_issues, issue_queue, review_issue
+
+    with open_repository(ctx) as repo:
+        if row is not None:
+            if (relabel is None) == (not keep):
+                raise CliError("give exactly one of --relabel LABEL or --keep")
+            label = _as_label(relabel)
+            issue = review_issue(repo, target, row, "keep" if keep else "relabel", label)
+            console.print(f"{issue.row_id[:12]}: {issue.verdict}" + (
+                f" as {issue.label}" if issue.verdict == "relabel" else ""))  # fmt: skip
+            return
+        queue = (
+            find_issues(repo, target, label=label_column, features=features)
+            if find
+            else issue_queue(repo, target)
+        )
+    console.print(f"{len(queue)} rows flagged, most likely wrong first")
+    for issue in queue[:n]:
+        verdict = f"  [{issue.verdict}]" if issue.verdict else ""
+        console.print(
+            f"{issue.row_id[:12]}  given {issue.given!s:6} model says {issue.suggested!s:6} "
+            f"p={issue.quality:.2f}{verdict}  {issue.text[:50]}",
+            markup=False, highlight=False,
+        )  # fmt: skip
+
+
+def _as_label(text: str | None) -> object:
+    """A label as typed: an integer when it looks like one (labels are often class indices)."""
+    if text is None:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
 def _cell(value: object) -> str:
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."

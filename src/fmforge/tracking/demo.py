@@ -26,20 +26,9 @@ def _comments() -> list[dict[str, Any]]:
 
 
 def _embeddings(model_dir: Path, texts: list[str]) -> Any:
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    from fmforge.embeddings import embed_texts
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)  # type: ignore[no-untyped-call]
-    model = AutoModel.from_pretrained(model_dir).eval()
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, len(texts), 64):
-            batch = tokenizer(texts[start : start + 64], padding=True, truncation=True,
-                              max_length=64, return_tensors="pt")  # fmt: skip
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1)
-            chunks.append((hidden * mask).sum(1) / mask.sum(1))  # mean pooling, as MiniLM's card
-    return torch.nn.functional.normalize(torch.cat(chunks), dim=1)
+    return embed_texts(texts, model_dir)
 
 
 def _train(repo: Repository, data: dict[str, Any], name: str, plant_nan_at: int | None) -> str:
