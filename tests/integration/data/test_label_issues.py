@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from importlib import resources
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_planted_label_errors_lead_the_queue(repo: Repository, flipped: set[str]
     assert hits / len(flipped) >= 0.6  # recall
     top = issues[: len(issues) // 2]
     assert sum(1 for x in top if x.text in flipped) / len(top) >= 0.8  # the head is cleaner
-    assert all(a.quality <= b.quality for a, b in zip(issues, issues[1:], strict=False))
+    assert all(a.quality <= b.quality for a, b in itertools.pairwise(issues))
     assert all(x.suggested != x.given for x in issues)
 
     queue = issue_queue(repo, "noisy")
