@@ -14,6 +14,7 @@ is traceable to its rule. Rules, as YAML (or the same as Python objects)::
       - drop: {regex: "^\\s*$"}       # also keywords: [...], min_length / max_length, sql: "..."
       - keep: {sql: "label IS NOT NULL"}
       - redact: {kinds: [email, phone, url, ip, credit_card], replacement: "[{kind}]"}
+      - language: {keep: [en], min_probability: 0.8}   # needs langdetect
       - python: {function: "my_rules:drop_spam"}   # f(table, column) -> list of drop flags
 """
 
@@ -230,6 +231,43 @@ class Redact(Rule):
         return decision
 
 
+class Language(Rule):
+    """Keep rows whose detected language is one of ``keep`` (ISO 639-1 codes); a row whose
+    language is detected with less than ``min_probability`` is kept (too short to tell).
+    Needs the ``langdetect`` package (seeded, so the result is the same on every run)."""
+
+    kind = "language"
+
+    def __init__(self, column: str, **options: Any) -> None:
+        super().__init__(column, **options)
+        try:
+            from langdetect import DetectorFactory
+        except ImportError:
+            raise CleaningError(
+                "rule language needs a language detector: pip install langdetect"
+            ) from None
+        DetectorFactory.seed = 0
+        keep = options.get("keep")
+        if not keep or not isinstance(keep, list):
+            raise CleaningError("rule language: give keep: [codes], e.g. [en]")
+        self.keep = {str(code) for code in keep}
+        self.minimum = float(options.get("min_probability", 0.8))
+
+    def decide(self, table: pa.Table) -> Decision:
+        from langdetect import detect_langs
+        from langdetect.lang_detect_exception import LangDetectException
+
+        dropped = []
+        for i, text in enumerate(self._texts(table)):
+            try:
+                best = detect_langs(text or "")[0]
+            except LangDetectException:  # no letters to judge by
+                continue
+            if best.prob >= self.minimum and best.lang not in self.keep:
+                dropped.append(i)
+        return Decision(dropped)
+
+
 class PythonRule(Rule):
     """A function by import path, ``module:function(table, column) -> sequence of bools``
     (True: drop the row)."""
@@ -280,6 +318,7 @@ _KINDS: dict[str, Callable[..., Rule]] = {
     "drop": lambda column, **o: Filter(column, keep=False, **o),
     "keep": lambda column, **o: Filter(column, keep=True, **o),
     "redact": Redact,
+    "language": Language,
     "python": PythonRule,
 }
 

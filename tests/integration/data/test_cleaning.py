@@ -213,3 +213,22 @@ def test_cli_review_lists_and_records(repo: Repository, tmp_path: Path) -> None:
     code, out = fm(repo.root, "data", "review", "comments", row, "--accept", "--override")
     assert code == 1
     assert "exactly one of --accept or --override" in out
+
+
+def test_language_rule_keeps_the_wanted_languages(repo: Repository, tmp_path: Path) -> None:
+    rows = [
+        {"text": "This is a really wonderful song and I listen to it every single day"},
+        {"text": "Esta canción es maravillosa y la escucho todos los días sin parar"},
+        {"text": "Cette chanson est magnifique et je l'écoute tous les jours"},
+        {"text": "ok"},  # too short to tell: kept
+    ]
+    path = tmp_path / "lang.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    add_dataset(repo, "lang", path)
+    plan = plan_cleaning(repo, "lang", load_rules("rules:\n  - language: {keep: [en]}\n"))
+    kept = plan.table.column("text").to_pylist()
+    assert kept[0] == rows[0]["text"]
+    assert rows[1]["text"] not in kept
+    assert rows[2]["text"] not in kept
+    with pytest.raises(CleaningError, match="give keep"):
+        load_rules("rules:\n  - language: {}\n")

@@ -167,3 +167,28 @@ def test_cli_apply_analyze_model_suggest(repo: Repository, comments: str) -> Non
     code, out = fm(repo.root, "label", "apply", comments, "--lfs", "nope.yaml")
     assert code == 1
     assert "nope.yaml" in out
+
+
+def test_exemplar_lfs_vote_by_similarity_to_labelled_examples(
+    repo: Repository, comments: str, tmp_path: Path
+) -> None:
+    (tmp_path / "ex.yaml").write_text(
+        textwrap.dedent("""
+        labels: [ham, spam]
+        lfs:
+          - name: ex_promo
+            exemplars:
+              spam: ["check out my channel and subscribe", "visit my website for free money"]
+              ham: ["I love this song so much", "her voice is beautiful"]
+            threshold: 0.5
+    """)
+    )
+    (lf,) = load_lfs(tmp_path / "ex.yaml")
+    assert lf.kind == "exemplar"
+    matrix = apply_lfs(repo, comments, [lf], workers=2)
+    votes = matrix.matrix[:, 0]
+    gold = np.array(read_table(repo, comments).column("label").to_pylist())
+    voted = votes >= 0
+    assert 0.1 < voted.mean() < 1.0  # it abstains below the threshold
+    assert np.mean(votes[voted] == gold[voted]) > 0.75
+    assert stale_lfs(repo, comments, [lf], sample=50) == {}

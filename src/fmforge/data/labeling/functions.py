@@ -53,11 +53,24 @@ class LabelingFunction:
     source: str  # what the version hashes: the code or the YAML definition
 
     @property
+    def batched(self) -> bool:
+        """Votes whole batches in this process (a model that must not be forked)."""
+        return hasattr(self.function, "vote_many")
+
+    def vote_many(self, rows: list[dict[str, Any]]) -> list[int]:
+        if self.batched:
+            values = self.function.vote_many(rows)  # type: ignore[attr-defined]
+            return [self._index(value) for value in values]
+        return [self.vote(row) for row in rows]
+
+    @property
     def version(self) -> str:
         return blake3.blake3(self.source.encode()).hexdigest()[:16]
 
     def vote(self, row: dict[str, Any]) -> int:
-        value = self.function(row)
+        return self._index(self.function(row))
+
+    def _index(self, value: Any) -> int:
         if value is None or value == ABSTAIN:
             return ABSTAIN
         if isinstance(value, str):
@@ -114,6 +127,33 @@ class _Regex:
         return self.label if self.pattern.search(str(row.get(self.column) or "")) else None
 
 
+class _Exemplars:
+    """Votes the class of the most similar exemplar text (MiniLM cosine similarity) when the
+    similarity reaches ``threshold``; rows are embedded in batches (``vote_many``)."""
+
+    def __init__(self, column: str, exemplars: dict[str, list[str]], threshold: float) -> None:
+        self.column, self.threshold = column, threshold
+        self.classes = [label for label, texts in exemplars.items() for _ in texts]
+        self.texts = [text for texts in exemplars.values() for text in texts]
+        self._embedded: Any = None
+
+    def vote_many(self, rows: list[dict[str, Any]]) -> list[str | None]:
+        from fmforge.embeddings import embed_texts
+
+        if self._embedded is None:
+            self._embedded = embed_texts(self.texts)
+        texts = [str(row.get(self.column) or "") for row in rows]
+        similarity = (embed_texts(texts) @ self._embedded.T).numpy()
+        best = similarity.argmax(axis=1)
+        return [
+            self.classes[b] if similarity[i, b] >= self.threshold else None
+            for i, b in enumerate(best)
+        ]
+
+    def __call__(self, row: dict[str, Any]) -> str | None:
+        return self.vote_many([row])[0]
+
+
 def load_lfs(source: Path | str) -> list[LabelingFunction]:
     """LFs from a YAML file (keyword and regex LFs) or a Python file (its decorated LFs)."""
     path = Path(source)
@@ -135,9 +175,11 @@ def load_lfs(source: Path | str) -> list[LabelingFunction]:
     column = str(spec.get("column", "text"))
     lfs = []
     for number, entry in enumerate(spec["lfs"], 1):
-        if not isinstance(entry, dict) or "name" not in entry or "label" not in entry:
-            raise LabelingError(f"{path}: LF {number} needs a name and a label")
-        label = str(entry["label"])
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise LabelingError(f"{path}: LF {number} needs a name")
+        if "label" not in entry and "exemplars" not in entry:
+            raise LabelingError(f"{path}: LF {entry['name']} needs the label it votes")
+        label = str(entry.get("label", labels[0]))
         if label not in labels:
             raise LabelingError(
                 f"{path}: LF {entry['name']} votes {label!r}, not in {list(labels)}"
@@ -154,8 +196,17 @@ def load_lfs(source: Path | str) -> list[LabelingFunction]:
             except re.error as error:
                 raise LabelingError(f"{path}: LF {entry['name']}: bad regex: {error}") from None
             kind = "regex"
+        elif "exemplars" in entry:
+            examples = entry["exemplars"]
+            if not isinstance(examples, dict) or not set(map(str, examples)) <= set(labels):
+                raise LabelingError(
+                    f"{path}: LF {entry['name']}: exemplars map labels to lists of texts"
+                )
+            threshold = float(entry.get("threshold", 0.6))
+            function = _Exemplars(col, {str(k): list(v) for k, v in examples.items()}, threshold)
+            kind = "exemplar"
         else:
-            raise LabelingError(f"{path}: LF {entry['name']} needs keywords or regex")
+            raise LabelingError(f"{path}: LF {entry['name']} needs keywords, regex or exemplars")
         lfs.append(LabelingFunction(str(entry["name"]), labels, function, kind, definition))
     _check_unique(lfs)
     return lfs
@@ -250,9 +301,14 @@ def apply_lfs(
             todo.append(lf)
     if todo:
         rows = table.drop_columns(["_row_id"]).to_pylist()
-        votes = _votes(rows, todo, workers or os.cpu_count() or 1)
-        for index, lf in enumerate(todo):
-            columns[lf.name] = np.ascontiguousarray(votes[:, index]).tobytes()
+        plain = [lf for lf in todo if not lf.batched]
+        if plain:
+            votes = _votes(rows, plain, workers or os.cpu_count() or 1)
+            for index, lf in enumerate(plain):
+                columns[lf.name] = np.ascontiguousarray(votes[:, index]).tobytes()
+        for lf in todo:
+            if lf.batched:
+                columns[lf.name] = np.array(lf.vote_many(rows), dtype=np.int8).tobytes()
     matrix = np.stack([np.frombuffer(columns[lf.name], dtype=np.int8) for lf in lfs], axis=1)
     stored = {}
     for lf in lfs:
@@ -322,7 +378,7 @@ def stale_lfs(
             continue
         raw = zstandard.ZstdDecompressor().decompress(repo.objects.get(digest))
         recorded = np.frombuffer(raw, dtype=np.int8)[picked]
-        fresh = np.array([lf.vote(row) for row in rows], dtype=np.int8)
+        fresh = np.array(lf.vote_many(rows), dtype=np.int8)
         if np.any(recorded != fresh):
             out[lf.name] = int(np.sum(recorded != fresh))
     return out
