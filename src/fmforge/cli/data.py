@@ -47,6 +47,27 @@ def add(
     console.print(f"{v.ref} ({v.id[:12]}): {v.rows:,} rows, {len(v.columns)} columns{extra}")
 
 
+@app.command("merge")
+def merge(
+    ctx: typer.Context,
+    name: str,
+    sources: Annotated[list[str], typer.Argument(metavar="NAME@REF...")],
+    message: Annotated[str | None, typer.Option("--message", "-m")] = None,
+) -> None:
+    """Record the rows of several versions as the next version of NAME (parents: all)."""
+    from fmforge.data.versions import merge_datasets
+
+    with open_repository(ctx) as repo:
+        result = merge_datasets(repo, name, sources, message=message)
+    v = result.version
+    duplicates = v.transformation.get("duplicates", 0)
+    console.print(
+        f"{v.ref} ({v.id[:12]}): {v.rows:,} rows from {len(v.parents)} versions; "
+        f"{duplicates} records held by more than one were kept once",
+        highlight=False,
+    )
+
+
 @app.command("ls")
 def ls(ctx: typer.Context) -> None:
     """Every dataset with its newest version."""

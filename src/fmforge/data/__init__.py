@@ -8,6 +8,7 @@ from fmforge.data.versions import (
     commit_table,
     dataset_log,
     list_datasets,
+    merge_datasets,
     read_table,
     resolve,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "diff_datasets",
     "export_table",
     "list_datasets",
+    "merge_datasets",
     "query",
     "read_table",
     "resolve",

@@ -291,3 +291,37 @@ def _check_schema(
             + " (pass --allow-schema-change if that is intended)"
         )
     return [c for c in now if c not in before]
+
+
+def merge_datasets(
+    repo: Repository, name: str, sources: list[str], *, message: str | None = None
+) -> AddResult:
+    """Record the rows of several versions (``NAME@REF`` each, the same columns) as the next
+    version of ``name``, whose parents they all are. A record held by more than one source is
+    kept once: its id is the same in each."""
+    if len(sources) < 2:
+        raise DataError("merge needs two or more NAME@REF sources")
+    versions = [resolve(repo, source) for source in sources]
+    tables = [read_table(repo, v.ref, with_ids=True) for v in versions]
+    first = tables[0].schema
+    for version, table in zip(versions[1:], tables[1:], strict=True):
+        if not table.schema.equals(first):
+            raise SchemaClash(
+                f"{version.ref}'s columns differ from {versions[0].ref}'s: merge needs the same"
+            )
+    merged = pa.concat_tables(tables)
+    ids = merged.column("_row_id").to_pylist()
+    seen: set[str] = set()
+    keep = []
+    for row_id in ids:
+        keep.append(row_id not in seen)
+        seen.add(row_id)
+    merged = merged.filter(pa.array(keep))
+    return commit_table(
+        repo, validate_dataset_name(name), merged.drop_columns(["_row_id"]),
+        merged.column("_row_id").to_pylist(),
+        transformation={"kind": "merge", "sources": [v.id for v in versions],
+                        "refs": [v.ref for v in versions], "duplicates": len(ids) - len(seen)},
+        message=message or "merge " + ", ".join(v.ref for v in versions),
+        parents=tuple(dict.fromkeys(v.id for v in versions)),
+    )  # fmt: skip

@@ -180,3 +180,27 @@ def test_the_uci_youtube_csvs_as_one_dataset(repo: Repository) -> None:
         "CONTENT",
         "CLASS",
     ]
+
+
+def test_merge_keeps_each_record_once_and_names_every_parent(
+    repo: Repository, tmp_path: Path
+) -> None:
+    rows = comments()
+    add_dataset(repo, "a", write_jsonl(tmp_path / "a.jsonl", rows[:250]))
+    add_dataset(repo, "b", write_jsonl(tmp_path / "b.jsonl", rows[200:]))
+    code, out = fm(repo.root, "data", "merge", "all", "a@v1", "b")
+    assert code == 0, out
+    assert "all@v1" in out
+    merged = resolve(repo, "all")
+    a_ids = read_table(repo, "a", with_ids=True).column("_row_id").to_pylist()
+    b_ids = read_table(repo, "b", with_ids=True).column("_row_id").to_pylist()
+    assert merged.rows == len(set(a_ids) | set(b_ids))  # a record in both is kept once
+    assert merged.transformation["duplicates"] == len(set(a_ids) & set(b_ids)) >= 50
+    assert merged.parents == (resolve(repo, "a").id, resolve(repo, "b").id)
+    merged_rows = read_table(repo, "all").to_pylist()
+    assert merged_rows[:250] == rows[:250]
+    assert all(row in merged_rows for row in rows)
+    add_dataset(repo, "c", write_jsonl(tmp_path / "c.jsonl", [{"other": 1}]))
+    code, out = fm(repo.root, "data", "merge", "bad", "a", "c")
+    assert code == 1
+    assert "columns differ" in out
