@@ -55,10 +55,10 @@ DEV_OPTION = typer.Option(
 )
 
 
-def _splits(values: list[str] | None) -> tuple[str, ...]:
-    from fmforge.data.labeling.workflow import DEV_SPLITS
+def _gold(column: str, splits: list[str] | None) -> Any:
+    from fmforge.data.labeling.workflow import DEV_SPLITS, Gold
 
-    return tuple(values) if values else DEV_SPLITS
+    return Gold(column, tuple(splits) if splits else DEV_SPLITS)
 
 
 def _matrix(ctx: typer.Context, target: str, lfs: Path, workers: int | None = None) -> Any:
@@ -100,7 +100,7 @@ def analyze_(
 
     matrix = _matrix(ctx, target, lfs)
     with open_repository(ctx) as repo:
-        reports, warnings = analyze(repo, matrix, gold_column=gold, dev_splits=_splits(dev_split))
+        reports, warnings = analyze(repo, matrix, gold=_gold(gold, dev_split))
     width = max(len(r.name) for r in reports)
     console.print(
         f"{'LF':{width}}  kind     coverage overlap conflict polarity  gold acc  weight",
@@ -138,9 +138,7 @@ def model_(
 
     matrix = _matrix(ctx, target, lfs)
     with open_repository(ctx) as repo:
-        model, result = label_version(
-            repo, matrix, gold_column=gold, metric=metric, dev_splits=_splits(dev_split)
-        )
+        model, result = label_version(repo, matrix, gold=_gold(gold, dev_split), metric=metric)
     console.print(f"chosen: {model.chosen} (prior {np.round(model.chosen_prior, 3).tolist()})")
     for name, score in sorted(model.scores.items(), key=lambda item: -item[1])[:5]:
         console.print(f"  dev {metric} {score:.3f}  {name}")

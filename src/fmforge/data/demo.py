@@ -13,7 +13,7 @@ import numpy as np
 
 from fmforge.data.cleaning import apply_cleaning, load_rules, plan_cleaning
 from fmforge.data.labeling.functions import apply_lfs, load_lfs
-from fmforge.data.labeling.workflow import analyze, label_version
+from fmforge.data.labeling.workflow import Gold, analyze, label_version
 from fmforge.data.lineage import trace
 from fmforge.data.versions import add_dataset, read_table
 from fmforge.repository import Repository
@@ -26,7 +26,7 @@ rules:
   - near_dedup: {threshold: 0.9}
   - redact: {kinds: [url, email]}
 """
-DEV = ("test",)  # the sample's held-out comments are the gold dev split
+DEV = Gold(dev_splits=("test",))  # the sample's held-out comments are the gold dev split
 
 
 def _shipped(name: str) -> Path:
@@ -61,7 +61,7 @@ def clean_comments(repo: Repository, facts: dict[str, Any]) -> list[str]:
 def label_comments(repo: Repository, facts: dict[str, Any]) -> list[str]:
     lfs = load_lfs(_shipped("spam_lfs.yaml"))
     matrix = apply_lfs(repo, facts["cleaned"], lfs)
-    reports, warnings = analyze(repo, matrix, dev_splits=DEV)
+    reports, warnings = analyze(repo, matrix, gold=DEV)
     lines = [f"{len(lfs)} labeling functions over {matrix.matrix.shape[0]} rows"]
     for r in sorted(reports, key=lambda r: -r.coverage)[:4]:
         right = "-" if r.accuracy is None else f"{r.accuracy:.2f}"
@@ -70,7 +70,7 @@ def label_comments(repo: Repository, facts: dict[str, Any]) -> list[str]:
             f"{right} right on gold"
         )
     lines.append(f"  {len(warnings)} warnings (near-duplicate LFs, LFs worse than chance)")
-    model, result = label_version(repo, matrix, dev_splits=DEV)
+    model, result = label_version(repo, matrix, gold=DEV)
     labelled = read_table(repo, result.version.ref)
     train = np.array([s == "train" for s in labelled.column("split").to_pylist()])
     names = np.array(labelled.column("weak_label").to_pylist(), dtype=object)

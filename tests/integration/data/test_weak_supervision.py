@@ -19,13 +19,13 @@ from fmforge.data.labeling.functions import (
     load_lfs,
     stale_lfs,
 )
-from fmforge.data.labeling.workflow import analyze, label_version, set_label, suggest
+from fmforge.data.labeling.workflow import Gold, analyze, label_version, set_label, suggest
 from fmforge.repository import Repository
 from tests.clirunner import fm
 
 SPAM_LFS = Path(str(resources.files("fmforge").joinpath("demo_data/spam_lfs.yaml")))
 COMMENTS = Path(str(resources.files("fmforge").joinpath("demo_data/youtube_spam.jsonl")))
-DEV = ("test",)  # the sample data's held-out split serves as the gold dev split here
+DEV = Gold(dev_splits=("test",))  # the sample's held-out split serves as the gold dev split
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_python_lfs_by_decorator_run_in_worker_processes(repo: Repository, tmp_p
 
 def test_analysis_model_and_labelled_version(repo: Repository, comments: str) -> None:
     matrix = apply_lfs(repo, comments, load_lfs(SPAM_LFS), workers=1)
-    reports, warnings = analyze(repo, matrix, dev_splits=DEV)
+    reports, warnings = analyze(repo, matrix, gold=DEV)
     by_name = {r.name: r for r in reports}
     assert by_name["kw_subscribe"].polarity == ["spam"]
     assert by_name["kw_subscribe"].accuracy is not None
@@ -97,7 +97,7 @@ def test_analysis_model_and_labelled_version(repo: Repository, comments: str) ->
     assert by_name["re_link"].fires  # examples of rows it votes on
     assert isinstance(warnings, list)
 
-    _model, result = label_version(repo, matrix, dev_splits=DEV)
+    _model, result = label_version(repo, matrix, gold=DEV)
     labelled = read_table(repo, result.version.ref)
     assert result.version.transformation["kind"] == "label"
     assert [lf["version"] for lf in result.version.transformation["lfs"]] == [
@@ -126,7 +126,7 @@ def test_suggestions_manual_labels_and_stale_columns(
     assert picks[0][0] in uncovered
     row_id = set_label(repo, comments, picks[0][0][:12], "spam", ["ham", "spam"])
     assert row_id not in [p[0] for p in suggest(repo, matrix, 10)]  # labelled: no longer asked
-    _, result = label_version(repo, matrix, dev_splits=DEV)
+    _, result = label_version(repo, matrix, gold=DEV)
     labelled = read_table(repo, result.version.ref, with_ids=True).to_pylist()
     assert next(r for r in labelled if r["_row_id"] == row_id)["weak_label"] == "spam"
     with pytest.raises(LabelingError, match="not one of the labels"):

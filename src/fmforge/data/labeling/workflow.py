@@ -24,13 +24,19 @@ from fmforge.repository import Repository
 DEV_SPLITS = ("valid", "dev", "validation")
 
 
-def gold(
-    repo: Repository,
-    matrix: LabelMatrix,
-    column: str = "label",
-    dev_splits: tuple[str, ...] = DEV_SPLITS,
+@dataclass(frozen=True)
+class Gold:
+    """Where gold labels are: a column, on the rows whose ``split`` is one of ``dev_splits``."""
+
+    column: str = "label"
+    dev_splits: tuple[str, ...] = DEV_SPLITS
+
+
+def gold_rows(
+    repo: Repository, matrix: LabelMatrix, spec: Gold = Gold()
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """(dev row mask, class per row; -1 where unknown), from the gold column and manual labels."""
+    column, dev_splits = spec.column, spec.dev_splits
     table = read_table(repo, matrix.version.ref)
     n = table.num_rows
     classes = np.full(n, -1)
@@ -76,15 +82,10 @@ class LFReport:
 
 
 def analyze(
-    repo: Repository,
-    matrix: LabelMatrix,
-    *,
-    gold_column: str = "label",
-    text: str = "text",
-    dev_splits: tuple[str, ...] = DEV_SPLITS,
+    repo: Repository, matrix: LabelMatrix, *, gold: Gold = Gold(), text: str = "text"
 ) -> tuple[list[LFReport], list[str]]:
     """Per-LF figures and warnings: near-duplicate LFs, LFs worse than chance on gold."""
-    dev, classes = gold(repo, matrix, gold_column, dev_splits)
+    dev, classes = gold_rows(repo, matrix, gold)
     lf_votes = matrix.matrix
     k = len(matrix.labels)
     on_dev = LFSummary(lf_votes[dev], k, gold=classes[dev]).stats() if dev.any() else None
@@ -135,16 +136,11 @@ def _warnings(lf_votes: np.ndarray[Any, Any], reports: list[LFReport], k: int) -
 
 
 def fit_label_model(
-    repo: Repository,
-    matrix: LabelMatrix,
-    *,
-    gold_column: str = "label",
-    metric: str = "accuracy",
-    dev_splits: tuple[str, ...] = DEV_SPLITS,
+    repo: Repository, matrix: LabelMatrix, *, gold: Gold = Gold(), metric: str = "accuracy"
 ) -> tuple[LabelModel, np.ndarray[Any, Any]]:
     """The label model fitted on the non-dev rows (all rows when that leaves none), chosen on
     the gold dev rows; returns it and its probabilities for every row."""
-    dev, classes = gold(repo, matrix, gold_column, dev_splits)
+    dev, classes = gold_rows(repo, matrix, gold)
     lf_votes = matrix.matrix
     train = lf_votes[~dev] if (~dev).sum() >= 10 else lf_votes
     model = LabelModel(cardinality=len(matrix.labels), metric=metric)
@@ -156,19 +152,12 @@ def fit_label_model(
 
 
 def label_version(
-    repo: Repository,
-    matrix: LabelMatrix,
-    *,
-    gold_column: str = "label",
-    metric: str = "accuracy",
-    dev_splits: tuple[str, ...] = DEV_SPLITS,
+    repo: Repository, matrix: LabelMatrix, *, gold: Gold = Gold(), metric: str = "accuracy"
 ) -> tuple[LabelModel, AddResult]:
     """Commit the dataset with probabilistic labels (``weak_label``, ``weak_label_proba``):
     the LF versions and the label model go on the record. Rows no LF votes on keep a null label;
     manual labels win over the model's."""
-    model, proba = fit_label_model(
-        repo, matrix, gold_column=gold_column, metric=metric, dev_splits=dev_splits
-    )
+    model, proba = fit_label_model(repo, matrix, gold=gold, metric=metric)
     table = read_table(repo, matrix.version.ref)
     covered = np.asarray((matrix.matrix >= 0).any(axis=1))
     predicted = np.argmax(proba, axis=1)
@@ -201,11 +190,11 @@ def label_version(
 
 
 def suggest(
-    repo: Repository, matrix: LabelMatrix, n: int = 20, *, gold_column: str = "label"
+    repo: Repository, matrix: LabelMatrix, n: int = 20, *, gold: Gold = Gold()
 ) -> list[tuple[str, str, float]]:
     """Rows worth labelling by hand, most useful first: no LF votes on them, then LFs disagree
     most, then the label model is least sure. (row id, reason, score)."""
-    _, proba = fit_label_model(repo, matrix, gold_column=gold_column)
+    _, proba = fit_label_model(repo, matrix, gold=gold)
     lf_votes = matrix.matrix
     manual = manual_labels(repo, matrix.version.dataset)
     votes = (lf_votes >= 0).sum(axis=1)
