@@ -1,7 +1,7 @@
-"""The data chapter of ``fmforge demo``: the YouTube spam comments shipped with fmforge (UCI
-YouTube Spam Collection, CC BY 4.0, see ``fmforge/demo_data/SOURCE.md``) added, cleaned with a
-preview first, weakly labelled with the shipped labeling functions, and one comment traced
-through every version."""
+"""The data chapter of ``fmforge demo``: the 1,956 comments of the UCI YouTube Spam Collection
+shipped with fmforge (CC BY 4.0, see ``fmforge/demo_data/SOURCE.md``) added, cleaned with a
+preview first, weakly labelled with the shipped labeling functions (the label model chosen on
+the valid split), and one comment traced through every version."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ rules:
   - near_dedup: {threshold: 0.9}
   - redact: {kinds: [url, email]}
 """
-DEV = Gold(dev_splits=("test",))  # the sample's held-out comments are the gold dev split
+DEV = Gold()  # gold labels on the valid split
 
 
 def _shipped(name: str) -> Path:
@@ -34,7 +34,8 @@ def _shipped(name: str) -> Path:
 
 
 def add_comments(repo: Repository, facts: dict[str, Any]) -> list[str]:
-    result = add_dataset(repo, "comments", _shipped("youtube_spam.jsonl"), message="raw comments")
+    source = _shipped("youtube_spam_collection.jsonl")
+    result = add_dataset(repo, "comments", source, message="the UCI YouTube Spam Collection")
     v = result.version
     facts["dataset"] = v.ref
     columns = ", ".join(c["name"] for c in v.columns)
@@ -49,7 +50,8 @@ def clean_comments(repo: Repository, facts: dict[str, Any]) -> list[str]:
         (kind,) = report.rule
         lines.append(f"  {kind}: {report.dropped} dropped, {report.rewritten} rewritten")
     rewrites = [e for r in preview.reports for e in r.examples if e["action"] == "rewrite"]
-    example = min(rewrites, key=lambda e: len(e["before"]["text"]))
+    # The shortest example that is more than a bare link.
+    example = min(rewrites, key=lambda e: (len(e["before"]["text"]) < 40, len(e["before"]["text"])))
     lines.append(f"  e.g. {example['before']['text'][:70]!r}")
     lines.append(f"    -> {example['after']['text'][:70]!r}")
     _, result = apply_cleaning(repo, "comments", rules, message="dedup and redact links")
@@ -79,16 +81,16 @@ def label_comments(repo: Repository, facts: dict[str, Any]) -> list[str]:
     accuracy = float(np.mean(names[covered] == gold[covered]))
     facts["labelled"] = result.version.ref
     lines.append(
-        f"label model: {model.chosen}, chosen on the gold split; {result.version.ref} records "
-        f"weak labels for {covered.sum()} of {train.sum()} training comments, {accuracy:.0%} "
-        "right against their gold labels"
+        f"label model: {model.chosen}, chosen on the valid split's gold labels; "
+        f"{result.version.ref} records weak labels for {covered.sum()} of {train.sum()} training "
+        f"comments, {accuracy:.0%} right against their gold labels"
     )
     return lines
 
 
 def trace_comment(repo: Repository, facts: dict[str, Any]) -> list[str]:
     raw = read_table(repo, facts["dataset"], with_ids=True).to_pylist()
-    comment = next(r for r in raw if "http" in r["text"])
+    comment = next(r for r in raw if "http" in r["text"] and len(r["text"]) > 60)
     found = trace(repo, comment["_row_id"])
     lines = [f"comment {comment['_row_id'][:12]}: {comment['text'][:60]!r}"]
     lines += [f"  in {v['ref']} ({v['made_by']}) as {v['row_id'][:12]}" for v in found.versions]
