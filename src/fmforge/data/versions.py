@@ -23,7 +23,6 @@ from fmforge.data.sources import read_source
 from fmforge.data.storage import (
     load_manifest,
     load_table,
-    manifest_ids,
     row_ids,
     store_table,
 )
@@ -183,10 +182,6 @@ def read_table(repo: Repository, target: str, *, with_ids: bool = False) -> pa.T
     if with_ids:
         return table.select(["_row_id", *table.column_names[:-1]])
     return table.drop_columns(["_row_id"])
-
-
-def version_row_ids(repo: Repository, version: DatasetVersion) -> list[str]:
-    return manifest_ids(repo.objects, load_manifest(repo.objects, version.manifest))
 
 
 def add_dataset(
