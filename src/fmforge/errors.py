@@ -1,4 +1,4 @@
-"""Every error fmforge raises on purpose.
+"""Every error fmforge raises on purpose, each with an HTTP status and a stable code.
 
 The tree (each family is one domain; catch the root to catch them all)::
 
@@ -7,15 +7,19 @@ The tree (each family is one domain; catch the root to catch them all)::
     ├── RepositoryNotFound          no .fmforge/ here or in any parent
     ├── RepositoryExists            `init` over an existing repository
     ├── BackendUnavailable          a database or object endpoint cannot be reached
+    ├── UsageError                  a command line or call that makes no sense as given
+    ├── InvalidName                 a model, branch, tag, dataset or stream name breaks the rules
     ├── LedgerError
-    │   ├── InvalidEvent            an event cannot be encoded (bad name, NaN, huge int, ...)
+    │   ├── InvalidEvent            an event cannot be recorded (bad payload, reserved stream, ...)
     │   ├── StreamVersionConflict   optimistic concurrency check failed (.actual_version)
     │   ├── IdempotencyConflict     an event_id was reused for a different event
     │   ├── LedgerLocked            the ledger stayed locked past the busy timeout
     │   ├── ChainBroken             verify found a tampered, missing or reordered event (.seq)
     │   ├── ImportMismatch          an imported event does not reproduce its recorded hash
     │   ├── UpcasterError           upcaster chain has a gap or an upcaster failed
-    │   └── ProjectionError         a projection handler failed (.projection, .seq)
+    │   ├── ProjectionError         a projection handler failed (.projection, .seq, .event_type)
+    │   ├── ViewMismatch            a read model disagrees with the ledger (.projection, ...)
+    │   └── UniqueViolation         internal: a backend's insert hit a stored event_id
     ├── ObjectStoreError
     │   ├── InvalidDigest           not a 64-character lowercase blake3 hex digest
     │   ├── ObjectNotFound          (.digest)
@@ -24,23 +28,61 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── InvalidTensor           unknown dtype, bytes that do not fit the shape, ...
     │   └── CorruptTensor           an encoded tensor cannot be decoded
     ├── ModelError
-    │   ├── ModelNotFound           no such model, or an invalid model name
+    │   ├── ModelNotFound           no such model
     │   ├── RefNotFound             a branch, tag, commit or REF expression that resolves to nothing
     │   ├── InvalidModelSource      a PATH to commit that is not a model file or directory
-    │   └── BranchConflict          the branch moved while committing (.branch, .model)
-    └── RemoteError
-        ├── RemoteNotFound          no remote of that name is configured
-        ├── NonFastForward          a push or pull would drop the other side's commits
-        └── RemoteConflict          the remote changed during a push (nothing lost; push again)
+    │   ├── BranchConflict          the branch moved while committing (.branch, .model)
+    │   └── BranchDiverged          a commit or move would drop the branch's history (.dropped)
+    ├── RemoteError
+    │   ├── RemoteNotFound          no remote of that name is configured
+    │   ├── NonFastForward          a push or pull would drop the other side's commits
+    │   └── RemoteConflict          the remote changed during a push (nothing lost; push again)
+    ├── DataError
+    │   ├── DatasetNotFound         no dataset of that name, or no version matching the REF
+    │   ├── InvalidDataSource       a file to add that cannot be read (names file, line, column)
+    │   ├── SchemaClash             a new version's columns disagree with the previous one's
+    │   ├── DatasetConflict         another writer recorded a version first
+    │   ├── InvalidFilter           a --where filter or SQL rule that is not one safe expression
+    │   ├── CleaningError           a cleaning rule that cannot run as written
+    │   ├── LabelingError           a labeling function or its file is wrong
+    │   └── LabelModelError         a label matrix a label model cannot fit
+    ├── TrackingError
+    │   ├── RunNotFound             no run with that id or name
+    │   ├── RunStopped              an anomaly action stopped the run
+    │   ├── InvalidMetric           a logged value or step that cannot be recorded
+    │   └── QueryError              a runs query that does not parse or names nothing
+    └── RequestError
+        ├── InvalidRequest          a malformed HTTP request (body, field, parameter)
+        ├── EndpointNotFound        no such route
+        ├── PayloadTooLarge         a body or field over the configured limits
+        └── RequestRefused          a foreign Host or Origin, or a state change without JSON
 
-The CLI maps this whole tree to a one-line message and exit code 1 (see ``fmforge.cli.app``).
+Each class has ``http_status`` (what the server answers) and ``code`` (a stable snake_case
+name, derived from the class name; clients may match on it). The CLI turns the whole tree into a
+one-line message and exit code 1 (``fmforge.cli.context``); the server turns it into one JSON
+shape (``fmforge.server.errors``).
 """
 
 from __future__ import annotations
 
+import re
+from typing import ClassVar
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
 
 class FmforgeError(Exception):
     """Root of every error fmforge raises on purpose."""
+
+    http_status: ClassVar[int] = 500
+    code: ClassVar[str] = "fmforge_error"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            cls.code = _snake(cls.__name__)
 
 
 class ConfigError(FmforgeError):
@@ -49,6 +91,8 @@ class ConfigError(FmforgeError):
 
 class RepositoryNotFound(FmforgeError):
     """No `.fmforge/` directory in the given directory or any of its parents."""
+
+    http_status = 404
 
     def __init__(self, start: str) -> None:
         super().__init__(
@@ -61,9 +105,25 @@ class RepositoryNotFound(FmforgeError):
 class RepositoryExists(FmforgeError):
     """`init` was asked to create a repository where one already is."""
 
+    http_status = 409
+
 
 class BackendUnavailable(FmforgeError):
     """A database server or object endpoint cannot be reached or refused the credentials."""
+
+    http_status = 503
+
+
+class UsageError(FmforgeError):
+    """A command line or call that makes no sense as given (bad option value, missing file)."""
+
+    http_status = 400
+
+
+class InvalidName(FmforgeError):
+    """A name (model, branch, tag, dataset, stream) that breaks the naming rules."""
+
+    http_status = 400
 
 
 class LedgerError(FmforgeError):
@@ -71,11 +131,15 @@ class LedgerError(FmforgeError):
 
 
 class InvalidEvent(LedgerError):
-    """An event cannot be recorded as given."""
+    """An event cannot be recorded as given (payload schema, reserved stream, encoding)."""
+
+    http_status = 400
 
 
 class StreamVersionConflict(LedgerError):
     """The stream is not at the version the caller expected."""
+
+    http_status = 409
 
     def __init__(self, stream: str, expected: int, actual: int) -> None:
         super().__init__(f"stream {stream!r} is at version {actual}, expected {expected}")
@@ -87,6 +151,8 @@ class StreamVersionConflict(LedgerError):
 class IdempotencyConflict(LedgerError):
     """An event_id already recorded was sent again with different content."""
 
+    http_status = 409
+
     def __init__(self, event_id: str, reason: str) -> None:
         super().__init__(f"event_id {event_id} was already recorded {reason}")
         self.event_id = event_id
@@ -94,6 +160,8 @@ class IdempotencyConflict(LedgerError):
 
 class LedgerLocked(LedgerError):
     """Another writer held the ledger longer than the busy timeout."""
+
+    http_status = 503
 
 
 class ChainBroken(LedgerError):
@@ -108,6 +176,8 @@ class ChainBroken(LedgerError):
 class ImportMismatch(LedgerError):
     """An imported event does not fit the chain it is appended to."""
 
+    http_status = 400
+
     def __init__(self, seq: int, reason: str) -> None:
         super().__init__(f"cannot import event seq {seq}: {reason}")
         self.seq = seq
@@ -118,12 +188,41 @@ class UpcasterError(LedgerError):
 
 
 class ProjectionError(LedgerError):
-    """A projection handler failed; its transaction was rolled back."""
+    """A projection handler failed on an event; its transaction was rolled back.
 
-    def __init__(self, projection: str, seq: int, cause: BaseException) -> None:
-        super().__init__(f"projection {projection!r} failed on seq {seq}: {cause}")
+    Only validated events reach projections, so this is a bug in fmforge: the message names the
+    projection, the event's seq and type, and the cause."""
+
+    def __init__(
+        self, projection: str, seq: int, cause: BaseException, event_type: str = ""
+    ) -> None:
+        kind = f" ({event_type})" if event_type else ""
+        super().__init__(
+            f"projection {projection!r} failed on seq {seq}{kind}: {type(cause).__name__}: {cause}"
+        )
         self.projection = projection
         self.seq = seq
+        self.event_type = event_type
+
+
+class ViewMismatch(LedgerError):
+    """A read model (``.fmforge/views.db``) disagrees with what the ledger says.
+
+    Raised when a command that hands out bytes confirms what it resolved against the ledger,
+    and by ``verify`` after rebuilding the views; ``fmforge verify --rebuild-views`` repairs."""
+
+    def __init__(self, projection: str, detail: str) -> None:
+        super().__init__(
+            f"read model {projection!r} disagrees with the ledger: {detail} "
+            "(run `fmforge verify --rebuild-views` to rebuild it from the ledger)"
+        )
+        self.projection = projection
+        self.detail = detail
+
+
+class UniqueViolation(LedgerError):
+    """Internal to the event store: a backend's insert collided with a stored event_id (the
+    store then redoes the batch with explicit look-ups); never escapes an append."""
 
 
 class ObjectStoreError(FmforgeError):
@@ -133,6 +232,8 @@ class ObjectStoreError(FmforgeError):
 class InvalidDigest(ObjectStoreError):
     """A string that is not a blake3 hex digest was used as one."""
 
+    http_status = 400
+
     def __init__(self, value: str) -> None:
         super().__init__(f"not a blake3 digest (64 lowercase hex characters): {value!r}")
         self.value = value
@@ -140,6 +241,8 @@ class InvalidDigest(ObjectStoreError):
 
 class ObjectNotFound(ObjectStoreError):
     """No object with this digest is stored."""
+
+    http_status = 404
 
     def __init__(self, digest: str, referenced_by: int | None = None) -> None:
         where = f" (referenced by event seq {referenced_by})" if referenced_by is not None else ""
@@ -160,6 +263,8 @@ class CorruptObject(ObjectStoreError):
 class TensorError(FmforgeError):
     """Family of tensor encoding errors."""
 
+    http_status = 400
+
 
 class InvalidTensor(TensorError):
     """A tensor (or its dtype, shape or parent) cannot be encoded as given."""
@@ -168,17 +273,25 @@ class InvalidTensor(TensorError):
 class CorruptTensor(TensorError):
     """An encoded tensor does not decode."""
 
+    http_status = 500
+
 
 class ModelError(FmforgeError):
     """Family of model registry errors."""
 
+    http_status = 400
+
 
 class ModelNotFound(ModelError):
-    """No model of that name, or the name is not a valid model name."""
+    """No model of that name."""
+
+    http_status = 404
 
 
 class RefNotFound(ModelError):
     """A REF that names no commit."""
+
+    http_status = 404
 
 
 class InvalidModelSource(ModelError):
@@ -187,6 +300,8 @@ class InvalidModelSource(ModelError):
 
 class BranchConflict(ModelError):
     """Another writer moved the branch first; nothing was recorded."""
+
+    http_status = 409
 
     def __init__(self, model: str, branch: str) -> None:
         super().__init__(
@@ -197,28 +312,53 @@ class BranchConflict(ModelError):
         self.branch = branch
 
 
+class BranchDiverged(ModelError):
+    """A commit or branch move that would drop commits of the branch's history; nothing was
+    recorded (``force`` records the rewrite, naming the commits it drops)."""
+
+    http_status = 409
+
+    def __init__(self, model: str, branch: str, dropped: list[str], detail: str) -> None:
+        super().__init__(detail)
+        self.model = model
+        self.branch = branch
+        self.dropped = dropped
+
+
 class RemoteError(FmforgeError):
     """A push, pull or clone that cannot proceed."""
+
+    http_status = 400
 
 
 class RemoteNotFound(RemoteError):
     """No remote of that name is configured."""
 
+    http_status = 404
+
 
 class NonFastForward(RemoteError):
     """The other side's branch has commits this side lacks: nothing was moved."""
+
+    http_status = 409
 
 
 class RemoteConflict(RemoteError):
     """The remote changed while pushing; what was sent is kept, push again."""
 
+    http_status = 409
+
 
 class DataError(FmforgeError):
     """Family of dataset errors."""
 
+    http_status = 400
+
 
 class DatasetNotFound(DataError):
     """No dataset of that name, or no version matching the REF."""
+
+    http_status = 404
 
 
 class InvalidDataSource(DataError):
@@ -228,6 +368,83 @@ class InvalidDataSource(DataError):
 class SchemaClash(DataError):
     """A new version's columns disagree with the previous version's; nothing was recorded."""
 
+    http_status = 409
+
 
 class DatasetConflict(DataError):
     """Another writer recorded a version of the dataset first; nothing was recorded."""
+
+    http_status = 409
+
+
+class InvalidFilter(DataError):
+    """A filter (``--where``, a cleaning rule's ``sql``) that is not one boolean expression
+    over the dataset's columns, or that reaches for anything else (files, other tables)."""
+
+
+class CleaningError(DataError):
+    """A cleaning rule that cannot run as written."""
+
+
+class LabelingError(DataError):
+    """A labeling function, its file, or what it was applied to is wrong."""
+
+
+class LabelModelError(DataError):
+    """A label matrix or its gold labels that a label model cannot fit."""
+
+
+class TrackingError(FmforgeError):
+    """Family of training-run errors."""
+
+    http_status = 400
+
+
+class RunNotFound(TrackingError):
+    """No run with that id, unique id prefix or name."""
+
+    http_status = 404
+
+
+class RunStopped(TrackingError):
+    """Raised by ``run.log`` after an anomaly whose action is to stop the run."""
+
+    http_status = 409
+
+
+class InvalidMetric(TrackingError):
+    """A logged value that is not a number, a step outside int64, or a bad metric name;
+    nothing of that call was recorded."""
+
+
+class QueryError(TrackingError):
+    """A runs query that does not parse, or that names a field no run has."""
+
+
+class RequestError(FmforgeError):
+    """Family of HTTP request errors (the server's edge)."""
+
+    http_status = 400
+
+
+class InvalidRequest(RequestError):
+    """A malformed request: body, field type, missing field or query parameter."""
+
+
+class EndpointNotFound(RequestError):
+    """No route answers this method and path."""
+
+    http_status = 404
+
+
+class PayloadTooLarge(RequestError):
+    """A request body or one of its fields is over the configured limit."""
+
+    http_status = 413
+
+
+class RequestRefused(RequestError):
+    """A Host header not configured, a cross-site Origin, or a state-changing request that is
+    not JSON: refused before anything ran."""
+
+    http_status = 403

@@ -14,10 +14,10 @@ from rich.table import Table
 
 from fmforge import __version__
 from fmforge.cli import data, events, label, model, remote, runs
-from fmforge.cli.context import CliError, FmforgeGroup, console, open_repository, store_option
+from fmforge.cli.context import FmforgeGroup, console, open_repository, store_option
 from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
-from fmforge.errors import RepositoryNotFound
+from fmforge.errors import RepositoryNotFound, UsageError
 from fmforge.ledger import Event
 from fmforge.models.maintenance import prunable_objects, verify_tensors
 from fmforge.repository import Repository, find_repository
@@ -89,7 +89,7 @@ def init(
 ) -> None:
     """Create a repository (.fmforge/) with its ledger and object store."""
     if import_file is not None and not import_file.is_file():
-        raise CliError(f"{import_file}: no such file")
+        raise UsageError(f"{import_file}: no such file")
     target = directory or store_option(ctx) or Path.cwd()
     config = {
         "ledger.url": ledger_url,
@@ -242,7 +242,7 @@ def ui(
     from fmforge.server.app import create_app
 
     if heartbeat_timeout <= 0:
-        raise CliError(f"--heartbeat-timeout must be positive, got {heartbeat_timeout}")
+        raise UsageError(f"--heartbeat-timeout must be positive, got {heartbeat_timeout}")
     root = find_repository(store_option(ctx) or Path.cwd())
     console.print(f"serving {root} on http://{host}:{port} (MLflow API under /api/2.0/mlflow)")
     app_ = create_app(root, heartbeat_timeout_s=heartbeat_timeout)
@@ -282,7 +282,7 @@ def demo(
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         if any(keep.iterdir()):
-            raise CliError(f"{keep} is not empty")
+            raise UsageError(f"{keep} is not empty")
         _run_demo(keep)
         console.print(f"\nkept the demo repository in {keep}")
         return

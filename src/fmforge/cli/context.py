@@ -16,10 +16,6 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class CliError(FmforgeError):
-    """A mistake in the command line itself (bad --data JSON, missing file, ...)."""
-
-
 class FmforgeGroup(typer.core.TyperGroup):
     """The one place errors become output: an ``FmforgeError`` is one line on stderr, exit 1."""
 

@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from fmforge.cli.context import CliError, FmforgeGroup, console, open_repository
+from fmforge.cli.context import FmforgeGroup, console, open_repository
 from fmforge.data import (
     add_dataset,
     dataset_log,
@@ -20,6 +20,7 @@ from fmforge.data import (
     resolve,
     where,
 )
+from fmforge.errors import UsageError
 
 app = typer.Typer(cls=FmforgeGroup, help="Versioned datasets.", no_args_is_help=True)
 
@@ -220,7 +221,7 @@ def review_(
     with open_repository(ctx) as repo:
         if row is not None:
             if accept == override:
-                raise CliError("give exactly one of --accept or --override")
+                raise UsageError("give exactly one of --accept or --override")
             flag = review(repo, target, row, "accept" if accept else "override", note=note)
             console.print(f"{flag.row_id[:12]}: {flag.verdict} by {flag.reviewer}")
             return
@@ -257,7 +258,7 @@ def trace_(
         elif dataset and condition:
             rows = where(repo, dataset, condition).column("_row_id").to_pylist()[:20]
         else:
-            raise CliError("give a ROW id, or --dataset NAME --where CONDITION")
+            raise UsageError("give a ROW id, or --dataset NAME --where CONDITION")
         traces = [trace(repo, r) for r in rows]
     for found in traces:
         if as_json:
@@ -319,7 +320,7 @@ def issues_(
     with open_repository(ctx) as repo:
         if row is not None:
             if (relabel is None) == (not keep):
-                raise CliError("give exactly one of --relabel LABEL or --keep")
+                raise UsageError("give exactly one of --relabel LABEL or --keep")
             label = _as_label(relabel)
             issue = review_issue(repo, target, row, "keep" if keep else "relabel", label)
             console.print(f"{issue.row_id[:12]}: {issue.verdict}" + (

@@ -11,7 +11,8 @@ from typing import IO, Annotated, Any
 import orjson
 import typer
 
-from fmforge.cli.context import CliError, FmforgeGroup, console, open_repository
+from fmforge.cli.context import FmforgeGroup, console, open_repository
+from fmforge.errors import UsageError
 from fmforge.ledger import NewEvent
 
 app = typer.Typer(
@@ -27,7 +28,7 @@ def read_jsonl(handle: IO[bytes], name: object) -> Iterator[Any]:
         try:
             yield orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise CliError(f"{name}:{number}: not JSON: {exc}") from None
+            raise UsageError(f"{name}:{number}: not JSON: {exc}") from None
 
 
 @app.command("append")
@@ -48,9 +49,9 @@ def append(
     try:
         payload = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise CliError(f"--data is not valid JSON: {exc}") from None
+        raise UsageError(f"--data is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise CliError("--data must be a JSON object, e.g. '{\"key\": 1}'")
+        raise UsageError("--data must be a JSON object, e.g. '{\"key\": 1}'")
     kwargs: dict[str, Any] = {"schema_version": schema_version}
     if event_id:
         kwargs["event_id"] = event_id
@@ -87,7 +88,7 @@ def import_(
 ) -> None:
     """Append exported events, reproducing their seq and hashes exactly."""
     if str(source) != "-" and not source.is_file():
-        raise CliError(f"{source}: no such file")
+        raise UsageError(f"{source}: no such file")
     with open_repository(ctx) as repo, ExitStack() as stack:
         handle = sys.stdin.buffer if str(source) == "-" else stack.enter_context(open(source, "rb"))
         count = repo.ledger.import_records(read_jsonl(handle, source))

@@ -37,7 +37,7 @@ from fmforge.data.minhash import near_duplicate_groups
 from fmforge.data.storage import ROW_ID, row_ids
 from fmforge.data.text import normalize
 from fmforge.data.versions import AddResult, commit_table, read_table, resolve
-from fmforge.errors import DataError
+from fmforge.errors import CleaningError
 from fmforge.repository import Repository
 
 PII_PATTERNS = {
@@ -51,10 +51,6 @@ PII_PATTERNS = {
     ),
 }
 _ORDER = ("email", "url", "ip", "credit_card", "phone")  # longest-reaching patterns first
-
-
-class CleaningError(DataError):
-    """A rule that cannot run as written (unknown kind, column or option, bad regex or SQL)."""
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import blake3
 import orjson
 
-from fmforge.errors import InvalidEvent, LedgerError
+from fmforge.errors import InvalidEvent
 from fmforge.ledger.events import (
     JSON_OPTIONS,
     NewEvent,
@@ -96,10 +96,6 @@ class Encoder:
             validate_refs(event.refs) if event.refs else "",
             event.key_id,
         )
-
-
-class UniqueViolation(LedgerError):
-    """Raised by a backend's ``insert`` when a row collides with a stored one (event_id)."""
 
 
 @dataclass(eq=False, slots=True)

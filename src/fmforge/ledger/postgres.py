@@ -18,8 +18,7 @@ from psycopg import sql
 from psycopg.adapt import PyFormat
 from psycopg.copy import QueuedLibpqWriter
 
-from fmforge.errors import BackendUnavailable, LedgerLocked
-from fmforge.ledger.appending import UniqueViolation
+from fmforge.errors import BackendUnavailable, LedgerLocked, UniqueViolation
 from fmforge.ledger.events import GENESIS_HASH, ROW_COLUMNS, RawRow
 from fmforge.ledger.sqlite import prefix_upper_bound
 from fmforge.ledger.store import EventStore, Head, RowQuery

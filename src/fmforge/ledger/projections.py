@@ -131,7 +131,7 @@ class ProjectionRunner:
                     getattr(projection, projection.handlers[event.type])(self.db, event)
             except Exception as exc:
                 self.db.execute("ROLLBACK")
-                raise ProjectionError(projection.name, event.seq, exc) from exc
+                raise ProjectionError(projection.name, event.seq, exc, event.type) from exc
             self.db.execute(
                 "UPDATE projection_checkpoints SET position = ? WHERE name = ?",
                 (upto, projection.name),

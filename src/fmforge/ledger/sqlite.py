@@ -17,8 +17,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from fmforge.errors import BackendUnavailable, LedgerLocked
-from fmforge.ledger.appending import UniqueViolation
+from fmforge.errors import BackendUnavailable, LedgerLocked, UniqueViolation
 from fmforge.ledger.events import GENESIS_HASH, ROW_COLUMNS, RawRow
 from fmforge.ledger.store import EventStore, Head, RowQuery
 from fmforge.ledger.upcasting import UpcasterRegistry

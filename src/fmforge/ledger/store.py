@@ -29,8 +29,9 @@ from fmforge.errors import (
     InvalidEvent,
     LedgerError,
     StreamVersionConflict,
+    UniqueViolation,
 )
-from fmforge.ledger.appending import AppendRequest, Chain, Encoder, UniqueViolation
+from fmforge.ledger.appending import AppendRequest, Chain, Encoder
 from fmforge.ledger.events import (
     GENESIS_HASH,
     Event,

@@ -17,12 +17,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from fmforge.errors import FmforgeError
-
-
-class QueryError(FmforgeError):
-    """A runs query that cannot be parsed; the message points at the problem."""
-
+from fmforge.errors import QueryError
 
 Predicate = Callable[[dict[str, Any]], bool]
 _TOKEN = re.compile(

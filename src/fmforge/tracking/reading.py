@@ -11,15 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from fmforge.errors import FmforgeError
+from fmforge.errors import RunNotFound
 from fmforge.repository import Repository
 from fmforge.tracking.chunks import read_series
 from fmforge.tracking.environment import flatten
 from fmforge.tracking.runs import HEARTBEAT_S, STREAM_PREFIX
-
-
-class RunNotFound(FmforgeError):
-    """No run with that id."""
 
 
 @dataclass

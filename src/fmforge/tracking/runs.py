@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fmforge.errors import FmforgeError, InvalidEvent
+from fmforge.errors import FmforgeError, InvalidEvent, RunStopped
 from fmforge.ledger import NewEvent
 from fmforge.ledger.events import new_event_id
 from fmforge.repository import Repository
@@ -37,10 +37,6 @@ from fmforge.tracking.system import SystemSampler
 
 STREAM_PREFIX = "run/"
 HEARTBEAT_S = 30.0
-
-
-class RunStopped(FmforgeError):
-    """Raised by ``run.log`` after an anomaly whose action is to stop the run."""
 
 
 @dataclass(frozen=True)

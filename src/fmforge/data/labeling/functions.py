@@ -33,15 +33,11 @@ import yaml
 import zstandard
 
 from fmforge.data.versions import STREAM_PREFIX, DatasetVersion, read_table, resolve
-from fmforge.errors import DataError
+from fmforge.errors import LabelingError
 from fmforge.ledger import NewEvent
 from fmforge.repository import Repository
 
 ABSTAIN = -1
-
-
-class LabelingError(DataError):
-    """An LF that cannot be defined or run as written."""
 
 
 @dataclass(frozen=True)

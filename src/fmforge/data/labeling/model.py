@@ -32,15 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from fmforge.errors import DataError
+from fmforge.errors import LabelModelError
 
 ABSTAIN = -1
 MODELS = ("majority", "weighted", "dawid_skene", "matrix_completion", "dev_naive_bayes")
 Array = np.ndarray[Any, Any]
-
-
-class LabelModelError(DataError):
-    """A label matrix or setting the label model cannot use."""
 
 
 @dataclass
