@@ -49,7 +49,8 @@ def assert_unchanged(root: Path, before: Snapshot) -> None:
     assert after.events == before.events, f"events: {before.events} -> {after.events}"
     added = sorted(after.files - before.files)
     removed = sorted(before.files - after.files)
-    assert not added and not removed, f"object files added {added}, removed {removed}"
+    assert not added, f"object files added: {added}"
+    assert not removed, f"object files removed: {removed}"
     with Repository.open(root) as repo:
         repo.verify()
 
