@@ -139,7 +139,7 @@ def ours(directory: Path, runs: int, precomputed: list[dict[str, float]]) -> dic
     from fmforge.repository import Repository
     from fmforge.tracking import start_run
     from fmforge.tracking.reading import load_run
-    from fmforge.tracking.views import runs_index
+    from fmforge.tracking.views import RunsView
 
     (directory / "repo").mkdir()
     repo = Repository.init(directory / "repo")
@@ -165,7 +165,7 @@ def ours(directory: Path, runs: int, precomputed: list[dict[str, float]]) -> dic
         end_to_end += time.perf_counter() - began
         record = load_run(repo, run.id)
         stored += sum(repo.objects.size(d) for d in record.chunks)
-    overlay = dashboard_overlay(repo, [r["id"] for r in runs_index(repo).rows()][:10])
+    overlay = dashboard_overlay(repo, [r["id"] for r in repo.view(RunsView).rows()][:10])
     repo.close()
     total = runs * len(precomputed) * len(METRICS)
     return {
@@ -197,9 +197,9 @@ def runs_table(directory: Path, runs: int = 1000, metrics: int = 50) -> dict[str
     JSON the dashboard's ``/api/runs`` sends, and the Python dicts of ``RunsIndex.rows()``. The
     runs are recorded as the events a run writes (RunStarted, MetricsLogged with summaries,
     RunFinished) straight into the ledger: the figure is the projection's query."""
-    from fmforge.ledger import NewEvent
     from fmforge.repository import Repository
-    from fmforge.tracking.views import runs_index
+    from fmforge.tracking.events import MetricsLogged, RunFinished, RunStarted
+    from fmforge.tracking.views import RunsView
 
     (directory / "table").mkdir()
     repo = Repository.init(directory / "table")
@@ -210,24 +210,24 @@ def runs_table(directory: Path, runs: int = 1000, metrics: int = 50) -> dict[str
     }  # fmt: skip
     for i in range(runs):
         run_id = f"run-{i:05d}"
-        repo.ledger.append(f"run/{run_id}", [
-            NewEvent("RunStarted", {"run": run_id, "project": "table", "name": run_id,
+        repo.record(f"run/{run_id}", [
+            RunStarted({"run": run_id, "project": "table", "name": run_id,
                                     "config": {"lr": i * 1e-6}, "config_flat": {"lr": i * 1e-6},
                                     "datasets": [], "base_model": None, "seed": None, "tags": [],
                                     "started": time.time()}),
-            NewEvent("MetricsLogged", {"chunk": "", "bytes": 0, "values": 100 * metrics,
+            MetricsLogged({"chunk": "0" * 64, "bytes": 0, "values": 100 * metrics,
                                        "metrics": summary}),
-            NewEvent("RunFinished", {"status": "finished", "duration_s": 1.0, "summary": {},
+            RunFinished({"status": "finished", "duration_s": 1.0, "summary": {},
                                      "anomalies": 0}),
         ])  # fmt: skip
-    runs_index(repo)  # the projection catches up once, as a server does at start
+    repo.view(RunsView)  # the projection catches up once, as a server does at start
     best = {"json": math.inf, "rows": math.inf}
     for _ in range(5):
         began = time.perf_counter()
-        text = runs_index(repo).table_json()
+        text = repo.view(RunsView).table_json()
         best["json"] = min(best["json"], time.perf_counter() - began)
         began = time.perf_counter()
-        rows = runs_index(repo).rows()
+        rows = repo.view(RunsView).rows()
         best["rows"] = min(best["rows"], time.perf_counter() - began)
     assert json.loads(text) == rows
     assert len(rows) == runs

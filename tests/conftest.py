@@ -20,7 +20,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("FMFORGE_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("FMFORGE_ACTOR", "tester@fmforge")
+    monkeypatch.setenv("FMFORGE_USER", "tester@fmforge")
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ class DemoStep:
     run: Callable[[DemoContext], list[str]]
 
 
-class EventCounts(Projection):
+class EventCounts(Projection[dict[str, int]]):
     """Events per type: the smallest useful read model."""
 
     name = "demo_event_counts"
@@ -47,6 +47,9 @@ class EventCounts(Projection):
 
     def create_tables(self, db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE demo_event_counts (type TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+
+    def read(self, db: sqlite3.Connection) -> dict[str, int]:
+        return dict(db.execute("SELECT type, n FROM demo_event_counts ORDER BY type").fetchall())
 
     @handles("RepositoryInitialized", "NoteTaken", "ObjectsStored")
     def count(self, db: sqlite3.Connection, event: Event) -> None:
@@ -124,14 +127,12 @@ def _objects(ctx: DemoContext) -> list[str]:
 
 
 def _projection(ctx: DemoContext) -> list[str]:
-    views = ctx.repository.views
-    projection = EventCounts()
-    views.run(projection)
-    before = views.db.execute("SELECT type, n FROM demo_event_counts ORDER BY type").fetchall()
-    views.rebuild(projection)
-    after = views.db.execute("SELECT type, n FROM demo_event_counts ORDER BY type").fetchall()
+    repo = ctx.repository
+    before = repo.view(EventCounts)
+    repo.views.rebuild(repo.views.projection(EventCounts))
+    after = repo.view(EventCounts)
     return [
-        f"projection events-per-type: {dict(before)}",
+        f"projection events-per-type: {before}",
         f"rebuilt from seq 1: identical={before == after}",
     ]
 

@@ -9,10 +9,12 @@ objects at S3 for teams.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fmforge.errors import (
     ConfigError,
@@ -21,8 +23,8 @@ from fmforge.errors import (
     RepositoryExists,
     RepositoryNotFound,
 )
-from fmforge.ledger import EventStore, NewEvent, ProjectionRunner, open_event_store
-from fmforge.ledger.store import Head
+from fmforge.ledger import EventStore, NewEvent, Projection, ProjectionRunner, open_event_store
+from fmforge.ledger.store import AppendResult, Head, default_actor
 from fmforge.objects import GcReport, ObjectStore, open_object_store
 from fmforge.settings import (
     STORE_ENV,
@@ -35,6 +37,23 @@ from fmforge.settings import (
 DIRNAME = ".fmforge"
 PRUNE_STREAM = "objects/pruned"
 REPOSITORY_STREAM = "repository"
+R = TypeVar("R")
+
+_acting_as: ContextVar[str | None] = ContextVar("fmforge_principal", default=None)
+
+
+@contextmanager
+def acting_as(principal: str) -> Iterator[None]:
+    """Record every event written in this context (thread or task) as ``principal``'s.
+
+    The seam authentication plugs into: the server sets the principal of each request here;
+    outside it, the principal is the repository's user (``FMFORGE_USER``, the ``user.name``
+    setting, else the operating system's user, as git does)."""
+    token = _acting_as.set(principal)
+    try:
+        yield
+    finally:
+        _acting_as.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +79,16 @@ class Repository:
         self.root = root
         self.path = root / DIRNAME
         self.settings = settings
+        from fmforge.events import REGISTRY
+
         ledger_url = settings["ledger.url"] or str(self.path / "ledger.db")
+        self.user: str = settings["user.name"] or default_actor()
+        """Who this process records events as, unless a context says otherwise."""
         self.ledger: EventStore = open_event_store(
             ledger_url,
             busy_timeout=settings["ledger.busy_timeout_s"],
-            actor=settings["actor"] or None,
+            actor=self.user,
+            registry=REGISTRY,
         )
         try:
             self.objects: ObjectStore = open_object_store(
@@ -119,11 +143,12 @@ class Repository:
                 _remove_tree(path)
                 raise
             return repo
-        repo.ledger.append(
+        from fmforge.events import RepositoryInitialized
+
+        repo.record(
             REPOSITORY_STREAM,
-            NewEvent(
-                "RepositoryInitialized",
-                {"ledger": redact_url(repo.ledger.url), "objects": repo.objects.url},
+            RepositoryInitialized(
+                {"ledger": redact_url(repo.ledger.url), "objects": repo.objects.url}
             ),
         )
         return repo
@@ -154,14 +179,40 @@ class Repository:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ---- views, verification, gc --------------------------------------------------------
+    # ---- the write path and the read models ----------------------------------------------
+
+    @property
+    def principal(self) -> str:
+        """Who events written now are recorded as (see ``acting_as``)."""
+        return _acting_as.get() or self.user
+
+    def record(
+        self,
+        stream: str,
+        events: NewEvent | Sequence[NewEvent],
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+    ) -> AppendResult:
+        """The one write path of every domain: validate each event against its declared type
+        (``fmforge.events.REGISTRY``), stamp ``meta.actor`` with the principal (``actor``, else
+        the current one), and append atomically (``expected_version`` as in ``append``)."""
+        if isinstance(events, NewEvent):
+            events = [events]
+        return self.ledger.record(
+            stream, events, expected_version=expected_version, actor=actor or self.principal
+        )
 
     @property
     def views(self) -> ProjectionRunner:
         """Runner for projections, kept in ``.fmforge/views.db``."""
         if self._views is None:
-            self._views = ProjectionRunner(self.ledger, self.path / "views.db")
+            self._views = ProjectionRunner(self.ledger, self.path / "views.db", self.objects)
         return self._views
+
+    def view(self, projection: type[Projection[R]]) -> R:
+        """The read side of ``projection``, brought up to date with the ledger first."""
+        return self.views.view(projection)
 
     def verify(
         self,
@@ -217,9 +268,9 @@ class Repository:
         report = self.objects.gc(keep, grace_period_s=grace, dry_run=dry_run)
         pruned = sorted(prune.intersection(report.deleted_digests))
         if pruned and not dry_run:
-            self.ledger.append(
-                PRUNE_STREAM, NewEvent("ObjectsPruned", {"objects": pruned, "reason": reason})
-            )
+            from fmforge.events import ObjectsPruned
+
+            self.record(PRUNE_STREAM, ObjectsPruned({"objects": pruned, "reason": reason}))
         return report
 
     def erase(self, digests: Collection[str], reason: str) -> list[str]:
@@ -228,19 +279,18 @@ class Repository:
         the process dies half-way (run it again to finish). Returns what was deleted."""
         present = sorted(d for d in set(digests) if self.objects.has(d))
         if present:
-            self.ledger.append(
-                PRUNE_STREAM, NewEvent("ObjectsPruned", {"objects": present, "reason": reason})
-            )
+            from fmforge.events import ObjectsPruned
+
+            self.record(PRUNE_STREAM, ObjectsPruned({"objects": present, "reason": reason}))
             for digest in present:
                 self.objects.delete(digest)
         return present
 
     def pruned_objects(self) -> set[str]:
-        """Objects deleted on purpose by ``gc`` (see ``ObjectsPruned``)."""
-        pruned: set[str] = set()
-        for event in self.ledger.read_all(types=["ObjectsPruned"], streams=PRUNE_STREAM):
-            pruned.update(event.data["objects"])
-        return pruned
+        """Objects deleted on purpose by ``gc`` or forgetting (see ``ObjectsPruned``)."""
+        from fmforge.views import PrunedObjects
+
+        return self.view(PrunedObjects)
 
 
 def _remove_tree(path: Path) -> None:

@@ -84,10 +84,12 @@ SETTINGS: tuple[Setting, ...] = (
         "commit recorded, or pointed at by a branch, within this many seconds.",
     ),
     Setting(
-        "actor",
-        "FMFORGE_ACTOR",
+        "user.name",
+        "FMFORGE_USER",
         "",
-        "Identity recorded in every event's meta; empty for USER@HOST.",
+        "Who you are, stamped as the actor of every event you record (as git's user.name); "
+        "empty for the operating system's USER@HOST. A server stamps the principal of each "
+        "request instead.",
     ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmforge.models import checkout, commit_model, diff_models, open_model, refs
+from fmforge.models import ModelRefs, checkout, commit_model, diff_models, open_model
 from fmforge.models.checkout import CommitReader
 from fmforge.repository import Repository
 from tests.modelfiles import same_files
@@ -66,7 +66,7 @@ def test_a_peft_adapter_is_stored_as_factors_linked_to_its_base(
     adapted.save_pretrained(adapter_dir)
 
     result = commit_model(repo, "minilm-lora", adapter_dir, "rank-8 LoRA", base="minilm@main")
-    index = refs(repo)
+    index = repo.view(ModelRefs)
     info = index.commit(index.resolve("minilm-lora", "main"))
     assert info.base == f"minilm@{base.commit}"
     manifest = CommitReader(repo, "minilm-lora").manifest

@@ -46,7 +46,7 @@ class TestRepositoryCommands:
         code, out = fm("events", "append", "notes/x", "NoteTaken", "--data", '{"t": 1}', cwd=sub)
         assert code == 0
         assert "seq 2" in out
-        code, out = fm("log", "--json", cwd=sub)
+        code, out = fm("log", "--json", "--reverse", cwd=sub)
         records = [json.loads(line) for line in out.splitlines()]
         assert [r["type"] for r in records] == ["RepositoryInitialized", "NoteTaken"]
         assert records[1]["data"] == {"t": 1}
@@ -68,17 +68,20 @@ class TestRepositoryCommands:
         assert "already exists" in out
 
     def test_log_filters(self, project: Path) -> None:
-        for stream, etype in [("model/a", "ModelCommitted"), ("data/b", "DatasetAdded"),
-                              ("model/c", "TagCreated")]:  # fmt: skip
-            fm("--store", str(project), "events", "append", stream, etype)
-        _, out = fm("--store", str(project), "log", "--json", "--stream", "model/")
-        assert [json.loads(x)["stream"] for x in out.splitlines()] == ["model/a", "model/c"]
+        for stream, etype in [("notes/a", "NoteTaken"), ("data/b", "DatasetAdded"),
+                              ("notes/c", "NoteAmended")]:  # fmt: skip
+            code, _ = fm("--store", str(project), "events", "append", stream, etype)
+            assert code == 0
+        _, out = fm("--store", str(project), "log", "--json", "--reverse", "--stream", "notes/")
+        assert [json.loads(x)["stream"] for x in out.splitlines()] == ["notes/a", "notes/c"]
         _, out = fm("--store", str(project), "log", "--json", "-t", "DatasetAdded")
         assert [json.loads(x)["seq"] for x in out.splitlines()] == [3]
         _, out = fm("--store", str(project), "log", "--json", "--since", "2999-01-01")
         assert out == ""
         _, out = fm("--store", str(project), "log", "--json", "-n", "2")
-        assert len(out.splitlines()) == 2
+        assert [json.loads(x)["seq"] for x in out.splitlines()] == [4, 3]  # the newest, as git
+        _, out = fm("--store", str(project), "log", "--json", "-n", "2", "--reverse")
+        assert [json.loads(x)["seq"] for x in out.splitlines()] == [3, 4]
 
     def test_expected_version_and_idempotency_from_the_cli(self, project: Path) -> None:
         args = ["--store", str(project), "events", "append", "s", "A", "--expected-version", "0"]

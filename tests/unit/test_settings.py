@@ -11,10 +11,10 @@ from fmforge.settings import SETTINGS, load_settings, redact_url, render_config_
 class TestSettings:
     def test_precedence_env_over_file_over_default(self, tmp_path: Path) -> None:
         config = tmp_path / "config.toml"
-        config.write_text(render_config_toml({"gc.grace_period_s": 60.0, "actor": "file"}))
-        settings = load_settings(config, {"FMFORGE_ACTOR": "env"})
-        assert settings["actor"] == "env"
-        assert settings.sources["actor"] == "env FMFORGE_ACTOR"
+        config.write_text(render_config_toml({"gc.grace_period_s": 60.0, "user.name": "file"}))
+        settings = load_settings(config, {"FMFORGE_USER": "env"})
+        assert settings["user.name"] == "env"
+        assert settings.sources["user.name"] == "env FMFORGE_USER"
         assert settings["gc.grace_period_s"] == 60.0
         assert settings.sources["gc.grace_period_s"] == str(config)
         assert settings["objects.compression"] == "auto"
@@ -43,7 +43,7 @@ class TestSettings:
 
     def test_rendered_config_reads_back(self, tmp_path: Path) -> None:
         values = {
-            "actor": 'quote " me',
+            "user.name": 'quote " me',
             "ledger.url": "postgresql://u@h/db",
             "objects.zstd_level": 7,
         }

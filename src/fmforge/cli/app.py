@@ -121,21 +121,26 @@ def log(
         str | None, typer.Option(help="Only events recorded at or after this UTC ISO time.")
     ] = None,
     from_seq: Annotated[int, typer.Option(help="First seq to show.")] = 1,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="At most this many.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", help="Only the newest N (as git log -n).")
+    ] = None,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Oldest first.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
 ) -> None:
-    """Show the ledger's events, oldest first."""
+    """Show the ledger's events, newest first (as git log); --reverse for oldest first."""
+    if limit is not None and limit < 0:
+        raise UsageError(f"-n must be >= 0, got {limit}")
     with open_repository(ctx) as repo:
-        selected = repo.ledger.read_all(
-            from_seq, types=types or None, streams=stream, limit=None if since else limit
-        )
+        start = from_seq
         if since:
-            selected = (e for e in selected if e.time >= since)
-        rows: list[Event] = []
-        for event in selected:
-            if limit is not None and len(rows) >= limit:
-                break
-            rows.append(event)
+            moment = _moment(since)
+            start = max(start, repo.ledger.first_seq_at(moment))
+        selected = repo.ledger.read_all(
+            start, types=types or None, streams=stream, limit=limit, descending=True
+        )
+        rows: list[Event] = [e for e in selected if not since or e.time >= moment]
+    if reverse:
+        rows.reverse()
     if as_json:
         for event in rows:
             sys.stdout.buffer.write(orjson.dumps(event.to_record()) + b"\n")
@@ -296,6 +301,19 @@ def _run_demo(directory: Path) -> None:
         for line in lines:
             console.print(f"   {line}", markup=False)
     console.print("[bold green]demo finished[/bold green]")
+
+
+def _moment(text: str) -> str:
+    """An ISO date or time as the ledger writes times (UTC, microseconds, ``Z``)."""
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since {text!r} is not an ISO date or time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def main() -> None:

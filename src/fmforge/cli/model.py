@@ -11,16 +11,17 @@ import typer
 from rich.table import Table
 
 from fmforge.cli.context import FmforgeGroup, console, open_repository
+from fmforge.errors import UsageError
 from fmforge.models import (
     checkout,
     commit_model,
     create_branch,
     create_tag,
-    refs,
+    delete_branch,
     reset_branch,
 )
 from fmforge.models.diff import diff_models
-from fmforge.models.refs import RefIndex, split_model_ref
+from fmforge.models.refs import ModelRefs, RefIndex, split_model_ref
 
 app = typer.Typer(cls=FmforgeGroup, help="Version control for model weights.", no_args_is_help=True)
 
@@ -37,12 +38,27 @@ def commit(
     message: Annotated[str, typer.Option("-m", "--message", help="What changed.")],
     branch: Annotated[str, typer.Option(help="Branch to commit to.")] = "main",
     parent: Annotated[
-        str | None, typer.Option(help="Parent REF (default: the branch's head).")
+        list[str] | None,
+        typer.Option(
+            help="Parent REF (default: the branch's head; for a new branch, main's head). "
+            "Repeat for a merge commit."
+        ),
     ] = None,
     base: Annotated[
         str | None,
         typer.Option(metavar="NAME@REF", help="For an adapter: the model it adapts."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Commit even if the branch's head is not an ancestor (a recorded "
+            "rewrite naming the commits it drops).",
+        ),
+    ] = False,
+    orphan: Annotated[
+        bool, typer.Option("--orphan", help="Start a new branch at a root commit.")
+    ] = False,
 ) -> None:
     """Commit a model version: unchanged tensors cost nothing, changed ones are stored as deltas.
 
@@ -50,14 +66,29 @@ def commit(
     .bin weights, config and tokenizer files) or a PEFT adapter directory.
     """
     with open_repository(ctx) as repo:
-        result = commit_model(repo, name, path, message, branch=branch, parent=parent, base=base)
+        result = commit_model(
+            repo, name, path, message, branch=branch, parents=parent or None, base=base,
+            force=force, orphan=orphan,
+        )  # fmt: skip
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.kinds.items())) or "none"
+    if result.forked_from is not None:
+        origin, at = result.forked_from
+        console.print(f"new branch {branch} from {origin} ({_short(at)})", markup=False)
+    elif not result.parents:
+        console.print(f"new branch {branch} at a root commit", markup=False)
+    if result.dropped:
+        console.print(
+            f"forced: {branch} no longer reaches {len(result.dropped)} commit(s): "
+            + ", ".join(_short(c) for c in result.dropped),
+            markup=False,
+        )
     console.print(
         f"[{name} {branch} {_short(result.commit)}] {message}\n"
         f"  {result.tensors} tensors: {result.reused} unchanged, {result.deltas} deltas, "
         f"{result.full} full (encodings: {kinds})\n"
         f"  stored {result.stored_bytes:,} new bytes for {result.raw_bytes:,} bytes of files "
-        f"({result.stored_bytes / max(result.raw_bytes, 1):.3f} of a full copy)"
+        f"({result.stored_bytes / max(result.raw_bytes, 1):.3f} of a full copy)",
+        markup=False,
     )
 
 
@@ -74,7 +105,7 @@ def log(
     """First-parent history of a branch (or any REF), newest first; --graph: all branches."""
     name, ref = split_model_ref(target)
     with open_repository(ctx) as repo:
-        index = refs(repo)
+        index = repo.view(ModelRefs)
         if graph:
             _print_graph(index, name, limit)
             return
@@ -185,7 +216,7 @@ def show(
     """One commit: parents, message, sizes."""
     name, ref = split_model_ref(target)
     with open_repository(ctx) as repo:
-        index = refs(repo)
+        index = repo.view(ModelRefs)
         info = index.commit(index.resolve(name, ref))
         from fmforge.data.lineage import forgotten_in
 
@@ -219,8 +250,24 @@ def branch(
     name: Annotated[str, typer.Argument(help="Model name.")],
     new_branch: Annotated[str | None, typer.Argument(metavar="BRANCH", help="Create it.")] = None,
     ref: Annotated[str, typer.Argument(metavar="REF", help="Where it starts.")] = "main",
+    delete: Annotated[
+        bool,
+        typer.Option(
+            "-d", "--delete", help="Delete BRANCH (refused if only it reaches some commits)."
+        ),
+    ] = False,
+    force_delete: Annotated[
+        bool, typer.Option("-D", help="Delete BRANCH even if only it reaches some commits.")
+    ] = False,
 ) -> None:
-    """List branches, or create BRANCH at REF."""
+    """List branches, create BRANCH at REF, or delete it (-d, -D)."""
+    if delete or force_delete:
+        if new_branch is None:
+            raise UsageError("name the branch to delete: fmforge model branch MODEL -d BRANCH")
+        with open_repository(ctx) as repo:
+            head = delete_branch(repo, name, new_branch, force=force_delete)
+        console.print(f"deleted branch {new_branch} (was {_short(head)})", markup=False)
+        return
     _list_or_create(ctx, name, "branch", new_branch, ref)
 
 
@@ -240,9 +287,9 @@ def _list_or_create(ctx: typer.Context, model: str, kind: str, new: str | None, 
         if new is not None:
             create = create_branch if kind == "branch" else create_tag
             commit = create(repo, model, new, ref)
-            console.print(f"created {kind} {new} at {_short(commit)}")
+            console.print(f"created {kind} {new} at {_short(commit)}", markup=False)
             return
-        index = refs(repo)
+        index = repo.view(ModelRefs)
         existing = index.branches(model) if kind == "branch" else index.tags(model)
         for ref_name, head in existing.items():
             console.print(f"{ref_name:20} {_short(head)}", markup=False)
@@ -258,7 +305,7 @@ def reset(
     """Move BRANCH to REF; recorded as an event, nothing is deleted."""
     with open_repository(ctx) as repo:
         commit = reset_branch(repo, name, branch_name, ref)
-    console.print(f"{branch_name} now at {_short(commit)}")
+    console.print(f"{branch_name} now at {_short(commit)}", markup=False)
 
 
 @app.command("checkout")
@@ -283,7 +330,7 @@ def checkout_(
 def ls(ctx: typer.Context) -> None:
     """Every model with its branches."""
     with open_repository(ctx) as repo:
-        index = refs(repo)
+        index = repo.view(ModelRefs)
         table = Table("model", "branches", "tags", "commits")
         for model in index.models():
             table.add_row(

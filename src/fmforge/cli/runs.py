@@ -14,10 +14,9 @@ from rich.table import Table
 from fmforge.cli.context import FmforgeGroup, console, open_repository
 from fmforge.tracking.compare import compare_runs
 from fmforge.tracking.environment import flatten
-from fmforge.tracking.heartbeat import record_lost_heartbeats
 from fmforge.tracking.reading import load_run, read_metric
 from fmforge.tracking.report import write_report
-from fmforge.tracking.views import runs_index
+from fmforge.tracking.views import RunsView
 
 app = typer.Typer(cls=FmforgeGroup, help="Training runs.", no_args_is_help=True)
 _BARS = "▁▂▃▄▅▆▇█"
@@ -68,8 +67,7 @@ def ls(
 ) -> None:
     """Runs, newest first, filtered by a query over config, metrics, status, tags, datasets."""
     with open_repository(ctx) as repo:
-        record_lost_heartbeats(repo)
-        rows = runs_index(repo).rows(where, project=project)
+        rows = repo.view(RunsView).rows(where, project=project)
     if as_json:
         for row in rows:
             typer.echo(orjson.dumps(row))
@@ -93,8 +91,7 @@ def show(
 ) -> None:
     """One run: config, lineage, metric summaries with sparklines, anomalies, checkpoints."""
     with open_repository(ctx) as repo:
-        record_lost_heartbeats(repo)
-        record = load_run(repo, runs_index(repo).resolve(run))
+        record = load_run(repo, repo.view(RunsView).resolve(run))
         series = {name: read_metric(repo, record.id, name)[1] for name in record.summary}
     console.print(
         f"[bold]{record.name}[/bold]  {record.id}  project {record.project}  {record.status}"
@@ -145,7 +142,7 @@ def report(
 ) -> None:
     """One self-contained HTML file with the run's config, metrics, anomalies and curves."""
     with open_repository(ctx) as repo:
-        path = write_report(repo, runs_index(repo).resolve(run), output)
+        path = write_report(repo, repo.view(RunsView).resolve(run), output)
     console.print(f"wrote {path}", markup=False)
 
 
@@ -174,7 +171,7 @@ def compare(
 ) -> None:
     """Config differences, a metric table, and the first step where curves diverge."""
     with open_repository(ctx) as repo:
-        index = runs_index(repo)
+        index = repo.view(RunsView)
         report = compare_runs(repo, [index.resolve(r) for r in runs], tolerance=tolerance)
     names = report.names
     if report.config_diff:

@@ -392,7 +392,7 @@ def plan_cleaning(
     overrode (``overrides``: (row id, rule key); default: the dataset's standing verdicts) is
     not made."""
     from fmforge.data.review import overrides as standing_overrides
-    from fmforge.data.review import rule_key
+    from fmforge.data.views import rule_key
 
     version = resolve(repo, target)
     if overrides is None:

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from fmforge.data.events import LabelIssueReviewed, LabelIssuesFound
 from fmforge.data.versions import STREAM_PREFIX, read_table, resolve
+from fmforge.data.views import DatasetWork
 from fmforge.errors import DataError
-from fmforge.ledger import NewEvent
 from fmforge.repository import Repository
 
 FEATURES = ("tfidf", "minilm", "tfidf+minilm")
@@ -107,10 +108,9 @@ def find_issues(
               float(proba[i, labels[i]]), texts[i])
         for i in flagged
     ]  # fmt: skip
-    repo.ledger.append(
+    repo.record(
         STREAM_PREFIX + version.dataset,
-        NewEvent(
-            "LabelIssuesFound",
+        LabelIssuesFound(
             {"version": version.id, "label_column": label, "features": features,
              "rows": len(keep), "issues": [
                  {"row_id": x.row_id, "given": x.given, "suggested": x.suggested,
@@ -123,13 +123,9 @@ def find_issues(
 def issue_queue(repo: Repository, target: str) -> list[Issue]:
     """The last recorded queue of ``target``'s dataset, with every standing verdict."""
     version = resolve(repo, target)
-    found: dict[str, Any] | None = None
-    verdicts: dict[str, tuple[str, Any]] = {}
-    for event in repo.ledger.read_stream(STREAM_PREFIX + version.dataset):
-        if event.type == "LabelIssuesFound":
-            found = event.data
-        elif event.type == "LabelIssueReviewed":
-            verdicts[event.data["row_id"]] = (event.data["verdict"], event.data["label"])
+    work = repo.view(DatasetWork)
+    found = work.label_issue_queue(version.dataset)
+    verdicts = work.label_issue_verdicts(version.dataset)
     if found is None:
         raise DataError(f"no label issues recorded for {version.dataset}: find them first")
     source = resolve(repo, f"{version.dataset}@{found['version']}")
@@ -154,9 +150,9 @@ def review_issue(repo: Repository, target: str, row: str, verdict: str, label: A
     if len(queue) != 1:
         raise DataError(f"{row!r} names {len(queue)} queued rows (see the label-issue queue)")
     version = resolve(repo, target)
-    repo.ledger.append(
+    repo.record(
         STREAM_PREFIX + version.dataset,
-        NewEvent("LabelIssueReviewed", {"row_id": queue[0].row_id, "verdict": verdict,
-                                        "label": label, "reviewer": repo.ledger.actor}),
+        LabelIssueReviewed({"row_id": queue[0].row_id, "verdict": verdict,
+                            "label": label, "reviewer": repo.principal}),
     )  # fmt: skip
     return next(x for x in issue_queue(repo, target) if x.row_id == queue[0].row_id)

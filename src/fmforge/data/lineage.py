@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from fmforge.data.events import RowsForgotten
 from fmforge.data.storage import ROW_ID, load_manifest
 from fmforge.data.versions import (
     STREAM_PREFIX,
@@ -31,8 +32,8 @@ from fmforge.data.versions import (
     read_table,
     resolve,
 )
-from fmforge.errors import DataError, DatasetNotFound, ObjectNotFound
-from fmforge.ledger import NewEvent
+from fmforge.data.views import DatasetWork
+from fmforge.errors import DataError, DatasetNotFound, InvalidName, ObjectNotFound
 from fmforge.objects import ObjectStore
 from fmforge.repository import Repository
 
@@ -121,22 +122,23 @@ def _downstream(repo: Repository, used: dict[str, str], result: Trace) -> None:
     """Runs given one of ``used`` (NAME@REF resolved to version ids) and their checkpoints."""
     if not used:
         return
-    for event in repo.ledger.read_all(types=["RunStarted", "CheckpointLogged"]):
-        if event.type == "RunStarted":
-            for dataset in event.data.get("datasets", []):
-                try:
-                    version = resolve(repo, dataset)
-                except DatasetNotFound:
-                    continue
-                if version.id in used:
-                    result.runs.append(
-                        {"id": event.data["run"], "name": event.data["name"], "dataset": dataset}
-                    )
-        elif event.stream.removeprefix("run/") in {r["id"] for r in result.runs}:
-            result.models.append(
-                {"model": event.data["model"], "commit": event.data["commit"],
-                 "run": event.stream.removeprefix("run/")}
-            )  # fmt: skip
+    from fmforge.tracking import dataset_usage
+
+    for run in dataset_usage(repo):
+        hit = False
+        for dataset in run["datasets"]:
+            try:
+                version = resolve(repo, dataset)
+            except (DatasetNotFound, InvalidName):
+                continue
+            if version.id in used:
+                result.runs.append({"id": run["id"], "name": run["name"], "dataset": dataset})
+                hit = True
+        if hit:
+            result.models.extend(
+                {"model": c["model"], "commit": c["commit"], "run": run["id"]}
+                for c in run["checkpoints"]
+            )
 
 
 @dataclass
@@ -192,10 +194,9 @@ def forget(repo: Repository, name: str, condition: str, *, reason: str) -> Forgo
     _downstream(repo, used, trace_result)
     erased = repo.erase(tainted - needed, f"forgotten rows of {latest.dataset}: {reason}")
     _chunk_ids.cache_clear()
-    repo.ledger.append(
+    repo.record(
         STREAM_PREFIX + latest.dataset,
-        NewEvent(
-            "RowsForgotten",
+        RowsForgotten(
             {"dataset": latest.dataset, "version": result.version.id, "rows": removed,
              "earlier_forms": len(forgotten) - removed,
              "reason": reason, "erased_chunks": len(erased), "still_live": len(still_live),
@@ -222,4 +223,4 @@ def _earlier_ids(repo: Repository, ids: set[str]) -> set[str]:
 
 def forgotten_in(repo: Repository) -> list[dict[str, Any]]:
     """Every ``RowsForgotten`` record: what downstream runs and models were trained on."""
-    return [e.data for e in repo.ledger.read_all(types=["RowsForgotten"])]
+    return repo.view(DatasetWork).rows_forgotten()

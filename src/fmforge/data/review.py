@@ -14,20 +14,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from fmforge.data.events import CleaningReviewed
 from fmforge.data.storage import ROW_ID
 from fmforge.data.versions import STREAM_PREFIX, DatasetVersion, dataset_log, read_table, resolve
+from fmforge.data.views import DatasetWork, rule_key
 from fmforge.errors import DataError
-from fmforge.ledger import NewEvent
 from fmforge.repository import Repository
 
 VERDICTS = ("accept", "override")
-
-
-def rule_key(rule: dict[str, Any]) -> str:
-    """What a verdict is about: the rule's kind. Overriding "dedup dropped this row" keeps the
-    row from every dedup rule (exact or normalized), not only the one the reviewer saw."""
-    (kind,) = rule
-    return str(kind)
 
 
 @dataclass(frozen=True)
@@ -90,12 +84,11 @@ def review(repo: Repository, target: str, row: str, verdict: str, *, note: str =
         raise DataError(f"{row!r} names {len({f.row_id for f in flags})} flagged rows; give more")
     version = cleaning_version(repo, target)
     for flag in flags:  # one row may be changed by several rules: the verdict covers each
-        repo.ledger.append(
+        repo.record(
             STREAM_PREFIX + version.dataset,
-            NewEvent(
-                "CleaningReviewed",
+            CleaningReviewed(
                 {"row_id": flag.row_id, "rule": flag.rule, "action": flag.action,
-                 "verdict": verdict, "reviewer": repo.ledger.actor, "note": note,
+                 "verdict": verdict, "reviewer": repo.principal, "note": note,
                  "version": version.id},
             ),
         )  # fmt: skip
@@ -112,9 +105,4 @@ def overrides(repo: Repository, dataset: str) -> set[tuple[str, str]]:
 
 
 def _verdicts(repo: Repository, dataset: str) -> dict[tuple[str, str], tuple[str, str]]:
-    out: dict[tuple[str, str], tuple[str, str]] = {}
-    for event in repo.ledger.read_stream(STREAM_PREFIX + dataset):
-        if event.type == "CleaningReviewed":
-            d = event.data
-            out[(d["row_id"], rule_key(d["rule"]))] = (d["verdict"], d["reviewer"])
-    return out
+    return repo.view(DatasetWork).cleaning_verdicts(dataset)

@@ -9,9 +9,7 @@ prefix of 4 or more characters).
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ from typing import Any
 import blake3
 import pyarrow as pa
 
+from fmforge.data.events import DatasetVersionCommitted
+from fmforge.data.names import validate_dataset_name
 from fmforge.data.sources import read_source
 from fmforge.data.storage import (
     load_manifest,
@@ -26,6 +26,7 @@ from fmforge.data.storage import (
     row_ids,
     store_table,
 )
+from fmforge.data.views import DatasetsView, DatasetVersion
 from fmforge.errors import (
     DataError,
     DatasetConflict,
@@ -33,41 +34,13 @@ from fmforge.errors import (
     ObjectNotFound,
     SchemaClash,
     StreamVersionConflict,
+    ViewMismatch,
 )
-from fmforge.ledger import Event, NewEvent, Projection, handles
 from fmforge.objects.hashing import new_hasher
 from fmforge.repository import Repository
 
 STREAM_PREFIX = "dataset/"
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}\Z")
 _REF_RE = re.compile(r"(?P<base>latest|v\d+|[0-9a-f]{4,64})(?:~(?P<back>\d+))?\Z")
-_SCHEMA = """
-CREATE TABLE dataset_versions (
-    version_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, number INTEGER NOT NULL,
-    parents TEXT NOT NULL, manifest TEXT NOT NULL, rows INTEGER NOT NULL, columns TEXT NOT NULL,
-    transformation TEXT NOT NULL, message TEXT NOT NULL, actor TEXT NOT NULL, time TEXT NOT NULL,
-    UNIQUE (dataset, number)
-)
-"""
-
-
-@dataclass(frozen=True)
-class DatasetVersion:
-    dataset: str
-    number: int
-    id: str
-    parents: tuple[str, ...]
-    manifest: str
-    rows: int
-    columns: list[dict[str, str]]
-    transformation: dict[str, Any]
-    message: str
-    actor: str = ""
-    time: str = ""
-
-    @property
-    def ref(self) -> str:
-        return f"{self.dataset}@v{self.number}"
 
 
 @dataclass
@@ -77,56 +50,9 @@ class AddResult:
     added_columns: list[str] = field(default_factory=list)
 
 
-class DatasetsView(Projection):
-    name = "datasets"
-    version = 1
-    tables = ("dataset_versions",)
-
-    def create_tables(self, db: sqlite3.Connection) -> None:
-        db.execute(_SCHEMA)
-
-    @handles("DatasetVersionCommitted")
-    def committed(self, db: sqlite3.Connection, event: Event) -> None:
-        d = event.data
-        db.execute(
-            "INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                d["version"], d["dataset"], d["number"], json.dumps(d["parents"]), d["manifest"],
-                d["rows"], json.dumps(d["columns"]), json.dumps(d["transformation"]),
-                d["message"], str(event.meta.get("actor", "")), event.time,
-            ),
-        )  # fmt: skip
-
-
-def _row(row: tuple[Any, ...]) -> DatasetVersion:
-    vid, dataset, number, parents, manifest, rows, columns, transformation, message, actor, when = (
-        row
-    )
-    return DatasetVersion(
-        dataset, number, vid, tuple(json.loads(parents)), manifest, rows, json.loads(columns),
-        json.loads(transformation), message, actor, when,
-    )  # fmt: skip
-
-
-def _db(repo: Repository) -> sqlite3.Connection:
-    repo.views.run(DatasetsView())
-    return repo.views.db
-
-
-def validate_dataset_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise DatasetNotFound(
-            f"invalid dataset name {name!r}: letters, digits and '._-', up to 128 characters"
-        )
-    return name
-
-
 def dataset_log(repo: Repository, name: str) -> list[DatasetVersion]:
     """Every version of ``name``, newest first."""
-    rows = _db(repo).execute(
-        "SELECT * FROM dataset_versions WHERE dataset = ? ORDER BY number DESC", (name,)
-    )
-    versions = [_row(r) for r in rows]
+    versions = repo.view(DatasetsView).versions(validate_dataset_name(name))
     if not versions:
         raise DatasetNotFound(f"no dataset {name!r} (see `fmforge data ls`)")
     return versions
@@ -134,17 +60,19 @@ def dataset_log(repo: Repository, name: str) -> list[DatasetVersion]:
 
 def list_datasets(repo: Repository) -> list[DatasetVersion]:
     """The newest version of every dataset."""
-    rows = _db(repo).execute(
-        "SELECT * FROM dataset_versions v WHERE number = "
-        "(SELECT max(number) FROM dataset_versions WHERE dataset = v.dataset) ORDER BY dataset"
-    )
-    return [_row(r) for r in rows]
+    return repo.view(DatasetsView).newest()
 
 
 def resolve(repo: Repository, target: str) -> DatasetVersion:
     """The version a ``NAME[@REF]`` names."""
-    name, _, ref = target.partition("@")
+    name = target.partition("@")[0]
     versions = dataset_log(repo, validate_dataset_name(name))
+    return versions[_pick(target, [(v.number, v.id) for v in versions])]
+
+
+def _pick(target: str, versions: list[tuple[int, str]]) -> int:
+    """The position in ``versions`` (number, id; newest first) that ``NAME@REF`` names."""
+    name, _, ref = target.partition("@")
     match = _REF_RE.match(ref or "latest")
     if match is None:
         raise DatasetNotFound(
@@ -154,20 +82,45 @@ def resolve(repo: Repository, target: str) -> DatasetVersion:
     if base == "latest":
         index = 0
     elif base.startswith("v") and base[1:].isdigit():
-        index = next((i for i, v in enumerate(versions) if v.number == int(base[1:])), -1)
+        index = next((i for i, v in enumerate(versions) if v[0] == int(base[1:])), -1)
     else:
-        hits = [i for i, v in enumerate(versions) if v.id.startswith(base)]
+        hits = [i for i, v in enumerate(versions) if v[1].startswith(base)]
         if len(hits) > 1:
             raise DatasetNotFound(f"{target!r}: the prefix names {len(hits)} versions")
         index = hits[0] if hits else -1
     if index < 0 or index + back >= len(versions):
         raise DatasetNotFound(f"{target!r}: no such version (see `fmforge data log {name}`)")
-    return versions[index + back]
+    return index + back
+
+
+def confirm(repo: Repository, target: str, version: DatasetVersion) -> None:
+    """Raise ``ViewMismatch`` unless the ledger resolves ``target`` to ``version`` (the same
+    id and manifest) as the view did."""
+    stream = STREAM_PREFIX + version.dataset
+    recorded = [
+        e.data
+        for e in repo.ledger.read_all(types=["DatasetVersionCommitted"], streams=stream)
+        if e.stream == stream
+    ]
+    recorded.sort(key=lambda d: -int(d["number"]))
+    try:
+        found: dict[str, Any] | None = recorded[
+            _pick(target, [(d["number"], d["version"]) for d in recorded])
+        ]
+    except DatasetNotFound:
+        found = None
+    if found is None or found["version"] != version.id or found["manifest"] != version.manifest:
+        where = f"v{found['number']}" if found else "nothing"
+        raise ViewMismatch(
+            "datasets", f"{target} is {version.ref} in the view, {where} in the ledger"
+        )
 
 
 def read_table(repo: Repository, target: str, *, with_ids: bool = False) -> pa.Table:
-    """The table of ``NAME[@REF]`` in its own row order (``_row_id`` first when asked)."""
+    """The table of ``NAME[@REF]`` in its own row order (``_row_id`` first when asked), the
+    view's resolution confirmed against the ledger first."""
     version = resolve(repo, target)
+    confirm(repo, target, version)
     manifest = load_manifest(repo.objects, version.manifest)
     try:
         table = load_table(repo.objects, manifest, with_ids=True)
@@ -255,9 +208,9 @@ def commit_table(
         "transformation": transformation, "message": message,
     }  # fmt: skip
     refs = tuple(dict.fromkeys(stored.new_objects + extra_refs))
-    event = NewEvent("DatasetVersionCommitted", data, refs=refs)
+    event = DatasetVersionCommitted(data, refs=refs)  # type: ignore[arg-type]
     try:
-        repo.ledger.append(stream, event, expected_version=expected)
+        repo.record(stream, event, expected_version=expected)
     except StreamVersionConflict:
         raise DatasetConflict(
             f"another version of {name!r} was recorded meanwhile; nothing was recorded "

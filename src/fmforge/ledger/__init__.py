@@ -7,6 +7,7 @@ from pathlib import Path
 from fmforge.errors import ConfigError
 from fmforge.ledger.events import GENESIS_HASH, Event, NewEvent, new_event_id
 from fmforge.ledger.projections import Projection, ProjectionRunner, handles
+from fmforge.ledger.registry import Domain, EventRegistry, EventType
 from fmforge.ledger.store import AppendResult, EventStore, Head
 from fmforge.ledger.subscriptions import Subscription
 from fmforge.ledger.upcasting import UpcasterRegistry
@@ -18,12 +19,15 @@ def open_event_store(
     busy_timeout: float = 30.0,
     upcasters: UpcasterRegistry | None = None,
     actor: str | None = None,
+    registry: EventRegistry | None = None,
 ) -> EventStore:
     """Open a ledger from a URL: ``sqlite:///path``, a file path, or ``postgresql://...``."""
     if url.startswith(("postgresql://", "postgres://")):
         from fmforge.ledger.postgres import PostgresEventStore
 
-        return PostgresEventStore(url, busy_timeout=busy_timeout, upcasters=upcasters, actor=actor)
+        return PostgresEventStore(
+            url, busy_timeout=busy_timeout, upcasters=upcasters, actor=actor, registry=registry
+        )
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         path = path if path.startswith("/") else "/" + path
@@ -37,14 +41,19 @@ def open_event_store(
 
     if not Path(path).parent.is_dir():
         raise ConfigError(f"ledger directory {Path(path).parent} does not exist")
-    return SqliteEventStore(path, busy_timeout=busy_timeout, upcasters=upcasters, actor=actor)
+    return SqliteEventStore(
+        path, busy_timeout=busy_timeout, upcasters=upcasters, actor=actor, registry=registry
+    )
 
 
 __all__ = [
     "GENESIS_HASH",
     "AppendResult",
+    "Domain",
     "Event",
+    "EventRegistry",
     "EventStore",
+    "EventType",
     "Head",
     "NewEvent",
     "Projection",

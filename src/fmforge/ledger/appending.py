@@ -48,6 +48,7 @@ class Encoder:
 
     def __init__(self, actor: str, first: NewEvent) -> None:
         self.now = utc_now()
+        self.actor = actor
         correlation = first.meta.get("correlation_id") or first.event_id
         self.base_meta = {"actor": actor, "correlation_id": correlation, "time": self.now}
         # Events without meta of their own (the common case) share one encoding.
@@ -81,8 +82,11 @@ class Encoder:
             data = canonical_json(event.data)  # raises InvalidEvent with the reason
         if b"null" in data:
             data = canonical_json(event.data)  # the slow path that refuses NaN/Infinity
+        # The actor and time are the store's to stamp: an event's own meta cannot set them.
         meta = (
-            canonical_json({**self.base_meta, **event.meta, "time": self.now}, "meta")
+            canonical_json(
+                {**self.base_meta, **event.meta, "time": self.now, "actor": self.actor}, "meta"
+            )
             if event.meta
             else self.shared_meta
         )

@@ -10,12 +10,13 @@ subject key named by ``key_id``) and the chain still verifies.
 from __future__ import annotations
 
 import math
+import os
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from random import getrandbits
 from typing import Any, NamedTuple
 
 import blake3
@@ -71,14 +72,48 @@ def decode_json(raw: bytes | str) -> Any:
     return orjson.loads(raw)
 
 
+class _Entropy(threading.local):
+    """Random bytes from the operating system (``os.urandom``), drawn 4 KiB at a time per
+    thread: ids must not repeat when a script seeds ``random`` or numpy, or after a fork, and a
+    system call per id would dominate batch appends. Forked children start with an empty pool
+    (``os.register_at_fork``), so parent and child never share bytes."""
+
+    def __init__(self) -> None:
+        self.pool = b""
+        self.offset = 0
+
+    def take(self, count: int) -> bytes:
+        if self.offset + count > len(self.pool):
+            self.pool, self.offset = os.urandom(4096), 0
+        chunk = self.pool[self.offset : self.offset + count]
+        self.offset += count
+        return chunk
+
+
+_entropy = _Entropy()
+
+
+def _reset_entropy() -> None:
+    _entropy.pool, _entropy.offset = b"", 0
+
+
+os.register_at_fork(after_in_child=_reset_entropy)
+
+
+def random_bits(bits: int) -> int:
+    """``bits`` random bits from the operating system's generator (see ``_Entropy``)."""
+    return int.from_bytes(_entropy.take((bits + 7) // 8), "big") >> (-bits % 8)
+
+
 def new_event_id() -> str:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then 74 random bits; sorts by time.
 
-    ``random`` (reseeded in every forked child) rather than ``os.urandom``: an id needs
-    uniqueness, not secrecy, and a system call per event would dominate batch appends.
+    The random bits come from ``os.urandom`` (pooled), never from ``random`` or numpy, whose
+    global state a user's script may seed: the id is the idempotency key, so two events must
+    never share one.
     """
     millis = time.time_ns() // 1_000_000
-    rand = getrandbits(74)
+    rand = random_bits(74)
     value = (millis << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & _LOW62)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

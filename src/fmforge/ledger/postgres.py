@@ -20,6 +20,7 @@ from psycopg.copy import QueuedLibpqWriter
 
 from fmforge.errors import BackendUnavailable, LedgerLocked, UniqueViolation
 from fmforge.ledger.events import GENESIS_HASH, ROW_COLUMNS, RawRow
+from fmforge.ledger.registry import EventRegistry
 from fmforge.ledger.sqlite import prefix_upper_bound
 from fmforge.ledger.store import EventStore, Head, RowQuery
 from fmforge.ledger.upcasting import UpcasterRegistry
@@ -137,8 +138,9 @@ class PostgresEventStore(EventStore):
         busy_timeout: float = 30.0,
         upcasters: UpcasterRegistry | None = None,
         actor: str | None = None,
+        registry: EventRegistry | None = None,
     ) -> None:
-        super().__init__(upcasters=upcasters, actor=actor)
+        super().__init__(upcasters=upcasters, actor=actor, registry=registry)
         self.url = url
         self.busy_timeout = busy_timeout
         self._local = threading.local()
@@ -187,20 +189,25 @@ class PostgresEventStore(EventStore):
         # Keyset pagination: no cursor stays open between pages, so callers may use the store
         # while iterating, and memory stays bounded by one page.
         by_version = query.stream is not None
-        key = query.from_version if by_version else query.from_seq
+        down = query.descending
+        low = query.from_version if by_version else query.from_seq
+        high: int | None = None if by_version else query.to_seq
         remaining = query.limit
         while remaining is None or remaining > 0:
             clauses: list[str] = []
             params: list[object] = []
+            column = "version" if by_version else "seq"
             if by_version:
-                clauses += ["stream = %s", "version >= %s"]
-                params += [query.stream, key]
-            else:
-                clauses.append("seq >= %s")
-                params.append(key)
-            if query.to_seq is not None:
-                clauses.append("seq <= %s")
-                params.append(query.to_seq)
+                clauses.append("stream = %s")
+                params.append(query.stream)
+                if query.to_seq is not None:
+                    clauses.append("seq <= %s")
+                    params.append(query.to_seq)
+            clauses.append(f"{column} >= %s")
+            params.append(low)
+            if high is not None:
+                clauses.append(f"{column} <= %s")
+                params.append(high)
             if query.types is not None:
                 clauses.append("type = ANY(%s)")
                 params.append(list(query.types))
@@ -208,12 +215,11 @@ class PostgresEventStore(EventStore):
                 clauses += ["stream >= %s", "stream < %s"]
                 params += [query.stream_prefix, prefix_upper_bound(query.stream_prefix)]
             page = _PAGE if remaining is None else min(_PAGE, remaining)
-            order = "version" if by_version else "seq"
             rows = (
                 self._reader()
                 .execute(
                     f"SELECT {_COLUMNS} FROM fmforge_events WHERE {' AND '.join(clauses)} "
-                    f"ORDER BY {order} LIMIT {page}",
+                    f"ORDER BY {column}{' DESC' if down else ''} LIMIT {page}",
                     params,
                 )
                 .fetchall()
@@ -222,7 +228,11 @@ class PostgresEventStore(EventStore):
                 yield tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)  # type: ignore[misc]
             if len(rows) < page:
                 return
-            key = (rows[-1][3] if by_version else rows[-1][0]) + 1
+            last = rows[-1][3] if by_version else rows[-1][0]
+            if down:
+                high = last - 1
+            else:
+                low = last + 1
             if remaining is not None:
                 remaining -= len(rows)
 
@@ -256,7 +266,11 @@ class PostgresEventStore(EventStore):
 
     def reopen(self) -> PostgresEventStore:
         return PostgresEventStore(
-            self.url, busy_timeout=self.busy_timeout, upcasters=self.upcasters, actor=self.actor
+            self.url,
+            busy_timeout=self.busy_timeout,
+            upcasters=self.upcasters,
+            actor=self.actor,
+            registry=self.registry,
         )
 
     def close(self) -> None:

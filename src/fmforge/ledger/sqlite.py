@@ -19,6 +19,7 @@ from typing import Any
 
 from fmforge.errors import BackendUnavailable, LedgerLocked, UniqueViolation
 from fmforge.ledger.events import GENESIS_HASH, ROW_COLUMNS, RawRow
+from fmforge.ledger.registry import EventRegistry
 from fmforge.ledger.store import EventStore, Head, RowQuery
 from fmforge.ledger.upcasting import UpcasterRegistry
 
@@ -240,8 +241,9 @@ class SqliteEventStore(EventStore):
         busy_timeout: float = 30.0,
         upcasters: UpcasterRegistry | None = None,
         actor: str | None = None,
+        registry: EventRegistry | None = None,
     ) -> None:
-        super().__init__(upcasters=upcasters, actor=actor)
+        super().__init__(upcasters=upcasters, actor=actor, registry=registry)
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.busy_timeout = busy_timeout
@@ -313,7 +315,11 @@ class SqliteEventStore(EventStore):
         if query.stream_prefix:
             clauses += ["stream >= ?", "stream < ?"]
             params += [query.stream_prefix, prefix_upper_bound(query.stream_prefix)]
-        sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY {order}"
+        direction = " DESC" if query.descending else ""
+        sql = (
+            f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
+            f"ORDER BY {order}{direction}"
+        )
         if query.limit is not None:
             sql += f" LIMIT {int(query.limit)}"
         return _fetch(self._reader().execute(sql, params))
@@ -352,7 +358,11 @@ class SqliteEventStore(EventStore):
 
     def reopen(self) -> SqliteEventStore:
         return SqliteEventStore(
-            self.path, busy_timeout=self.busy_timeout, upcasters=self.upcasters, actor=self.actor
+            self.path,
+            busy_timeout=self.busy_timeout,
+            upcasters=self.upcasters,
+            actor=self.actor,
+            registry=self.registry,
         )
 
     def close(self) -> None:

@@ -48,6 +48,7 @@ from fmforge.ledger.events import (
     validate_stream,
     validate_type,
 )
+from fmforge.ledger.registry import EventRegistry
 from fmforge.ledger.subscriptions import Subscription
 from fmforge.ledger.upcasting import UpcasterRegistry
 
@@ -107,6 +108,7 @@ class RowQuery:
     stream_prefix: str | None = None
     from_version: int = 1
     limit: int | None = None
+    descending: bool = False  # newest first (seq, or version within a stream)
 
 
 class WriteTransaction(Protocol):
@@ -140,7 +142,16 @@ class EventStore(ABC):
 
     url: str
 
-    def __init__(self, *, upcasters: UpcasterRegistry | None = None, actor: str | None = None):
+    def __init__(
+        self,
+        *,
+        upcasters: UpcasterRegistry | None = None,
+        actor: str | None = None,
+        registry: EventRegistry | None = None,
+    ):
+        self.registry = registry
+        """Domain event types: with one, ``append`` refuses their streams and types (they are
+        written through ``Repository.record``, which validates them)."""
         self.upcasters = upcasters or UpcasterRegistry()
         self.upcasters.validate()
         # Upcasters are registered before a store opens (validated here, as a whole).
@@ -204,15 +215,50 @@ class EventStore(ABC):
         *,
         expected_version: int | None = None,
     ) -> AppendResult:
-        """Append ``events`` to ``stream`` atomically.
+        """Append ``events`` to ``stream`` atomically, as ``self.actor``.
 
         ``expected_version``: ``None`` skips the check, ``0`` requires a new stream, ``n`` requires
         the stream to be at version ``n`` (else ``StreamVersionConflict``). Appending events whose
         ``event_id``s are already recorded returns their original positions and writes nothing.
+        With a registry, this records outside facts only: a domain's streams and event types
+        are refused (``Repository.record`` writes those).
         """
         if isinstance(events, NewEvent):
             events = [events]
         validate_stream(stream)
+        if self.registry is not None:
+            for event in events:
+                if type(event) is not NewEvent:
+                    raise InvalidEvent(f"expected NewEvent, got {type(event).__name__}")
+                self.registry.check_outside(stream, event)
+        return self._append(stream, events, expected_version, self.actor)
+
+    def record(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int | None,
+        actor: str,
+    ) -> AppendResult:
+        """The domain write path's last step (``Repository.record`` is the one caller): every
+        event validated against its declared type, then appended with ``actor`` in its meta."""
+        validate_stream(stream)
+        if self.registry is None:
+            raise InvalidEvent("this ledger was opened without an event registry")
+        for event in events:
+            if type(event) is not NewEvent:
+                raise InvalidEvent(f"expected NewEvent, got {type(event).__name__}")
+            self.registry.validate(stream, event)
+        return self._append(stream, events, expected_version, actor)
+
+    def _append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None,
+        actor: str,
+    ) -> AppendResult:
         if not events:
             raise InvalidEvent("append needs at least one event")
         if len(events) > MAX_EVENTS_PER_COMMIT:
@@ -221,7 +267,7 @@ class EventStore(ABC):
             )
         if expected_version is not None and expected_version < 0:
             raise InvalidEvent(f"expected_version must be >= 0, got {expected_version}")
-        encoder = Encoder(self.actor, events[0])
+        encoder = Encoder(actor, events[0])
         if len(events) >= LAZY_FROM:
             # Large appends are encoded while their rows stream into the backend, so our CPU
             # work overlaps the database's; such a request is committed in a group of its own.
@@ -430,16 +476,39 @@ class EventStore(ABC):
         types: Iterable[str] | None = None,
         streams: str | None = None,
         limit: int | None = None,
+        descending: bool = False,
     ) -> Iterator[Event]:
-        """Every event from ``from_seq`` on, in seq order; ``streams`` is a stream-name prefix."""
+        """Every event from ``from_seq`` (to ``to_seq``) in seq order, newest first with
+        ``descending``; ``streams`` is a stream-name prefix. Both backends answer a prefix, a
+        type or a ``limit`` from an index, not by scanning the ledger."""
         query = RowQuery(
             from_seq=from_seq,
             to_seq=to_seq,
             types=tuple(types) if types is not None else None,
             stream_prefix=streams or None,
             limit=limit,
+            descending=descending,
         )
         return map(self._decode, self._iter_rows(query))
+
+    def first_seq_at(self, moment: str) -> int:
+        """The first seq recorded at or after ``moment`` (an ISO UTC time as events carry),
+        by bisection: event times follow seq order (each writer stamps its clock inside the
+        transaction that assigns the seq), so this reads about log2(head) events."""
+        low, high = 1, self.head().seq + 1
+        while low < high:
+            middle = (low + high) // 2
+            rows = self.read_raw(middle, middle)
+            try:
+                row = next(rows, None)
+            finally:
+                rows.close()
+            when = str(decode_json(row[7]).get("time", "")) if row is not None else ""
+            if when < moment:
+                low = middle + 1
+            else:
+                high = middle
+        return low
 
     def read_raw(
         self, from_seq: int = 1, to_seq: int | None = None
@@ -463,6 +532,15 @@ class EventStore(ABC):
 
     def count(self) -> int:
         return self._count_rows()
+
+    def hash_at(self, seq: int) -> bytes | None:
+        """The recorded hash of event ``seq`` (None if there is none)."""
+        rows = self.read_raw(seq, seq)
+        try:
+            row = next(rows, None)
+        finally:
+            rows.close()
+        return None if row is None else bytes(row[12])
 
     def referenced_objects(self) -> dict[str, int]:
         """Every object digest any event refers to, with the first seq referring to it."""

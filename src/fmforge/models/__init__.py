@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from fmforge.models.branches import create_branch, create_tag, reset_branch
+from fmforge.models.branches import create_branch, create_tag, delete_branch, reset_branch
 from fmforge.models.checkout import (
     CheckoutResult,
+    CommitReader,
     LazyStateDict,
     checkout,
+    iter_tensors,
     load_state_dict,
     open_model,
 )
-from fmforge.models.commits import CommitResult, commit_model, refs
+from fmforge.models.commits import commit_model, commit_tensors
 from fmforge.models.diff import ModelDiff, diff_models
 from fmforge.models.refs import CommitInfo, ModelRefs, RefIndex
+from fmforge.models.writer import CommitResult
 
 __all__ = [
     "CheckoutResult",
     "CommitInfo",
+    "CommitReader",
     "CommitResult",
     "LazyStateDict",
     "ModelDiff",
@@ -24,11 +28,13 @@ __all__ = [
     "RefIndex",
     "checkout",
     "commit_model",
+    "commit_tensors",
     "create_branch",
     "create_tag",
+    "delete_branch",
     "diff_models",
+    "iter_tensors",
     "load_state_dict",
     "open_model",
-    "refs",
     "reset_branch",
 ]

@@ -21,9 +21,10 @@ from typing import Any, Literal
 import numpy as np
 
 from fmforge.errors import InvalidModelSource, InvalidTensor, ObjectNotFound, RefNotFound
-from fmforge.models.commits import load_manifest, refs, stored_lookup
-from fmforge.models.refs import split_model_ref
+from fmforge.models.history import confirm
+from fmforge.models.refs import ModelRefs, split_model_ref
 from fmforge.models.storage import StoredTensor, load_tensor
+from fmforge.models.writer import load_manifest, stored_lookup
 from fmforge.repository import Repository
 from fmforge.tensors.codec import TensorSpec
 from fmforge.tensors.layout import parse_header
@@ -48,14 +49,20 @@ class CheckoutResult:
 
 
 class CommitReader:
-    """One resolved commit: its manifest and a way to rebuild any of its tensors."""
+    """One resolved commit: its manifest and a way to rebuild any of its tensors.
+
+    The view's resolution is confirmed against the ledger (``models.history.confirm``), and
+    every tensor rebuilt is checked against its raw hash, which the manifest (an object
+    addressed by its own hash, named in the ledger) gives: what a reader hands out is the
+    recorded version or nothing."""
 
     def __init__(self, repo: Repository, target: str) -> None:
         self.repo = repo
         self.model, ref = split_model_ref(target)
-        index = refs(repo)
+        index = repo.view(ModelRefs)
         self.commit = index.resolve(self.model, ref)
         self.info = index.commit(self.commit)
+        confirm(repo, self.model, ref, self.commit, self.info.manifest)
         try:
             self.manifest = load_manifest(repo, self.info.manifest)
         except ObjectNotFound:
@@ -72,6 +79,15 @@ class CommitReader:
 
     def tensor_bytes(self, raw_hash: str) -> memoryview:
         return load_tensor(self.repo.objects, self.stored[raw_hash], self.lookup)
+
+    def iter_tensors(
+        self, pattern: str | None = None
+    ) -> Iterator[tuple[str, memoryview, TensorSpec]]:
+        """(name, raw bytes, spec) of each tensor (matching the glob ``pattern``), rebuilt
+        one at a time and hash-checked: a model larger than memory streams through."""
+        for name, raw_hash, spec in self.tensors():
+            if pattern is None or fnmatch.fnmatchcase(name, pattern):
+                yield name, self.tensor_bytes(raw_hash), spec
 
     def tensors(self) -> Iterator[tuple[str, str, TensorSpec]]:
         """(name, raw hash, spec) of every tensor of every weights file, in manifest order."""
@@ -258,6 +274,21 @@ def load_state_dict(
         owned = Repository.open()
         return LazyStateDict(CommitReader(owned, target), tensors, framework, owned)
     return LazyStateDict(CommitReader(repo, target), tensors, framework)
+
+
+def iter_tensors(
+    target: str,
+    *,
+    repo: Repository,
+    tensors: str | None = None,
+    framework: Literal["pt", "numpy"] = "numpy",
+) -> Iterator[tuple[str, Any]]:
+    """(name, tensor) of ``NAME@REF`` (those matching the glob ``tensors``) in file order,
+    each rebuilt through its delta chain and hash-checked as it is reached: memory holds about
+    one tensor, whatever the model's size. The streaming reader merges and evaluation use."""
+    with LazyStateDict(CommitReader(repo, target), tensors, framework) as state:
+        for name in state:
+            yield name, state[name]
 
 
 def open_model(target: str, *, repo: Repository | None = None) -> Path:

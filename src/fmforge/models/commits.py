@@ -17,73 +17,53 @@ are the whole file: checking the header's digest and every tensor's hash checks 
 and records ``ModelCommitted`` plus ``BranchCreated``/``BranchMoved`` on the stream
 ``model/<name>`` in one append, guarded by the stream version read when the parent was resolved:
 of two concurrent commits to one branch, one wins and the other gets ``BranchConflict``.
+
+Branches behave as git's: a commit to an existing branch must descend from its head (else
+``BranchDiverged``, unless ``force``, which records the rewrite naming the commits it drops); a
+new branch forks from the model's default branch head (``main``), ``orphan`` starts a root.
+``commit_tensors`` commits a mapping of tensors (torch or numpy) as one safetensors file,
+without a temporary directory.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import blake3
+import numpy as np
 import orjson
 from threadpoolctl import threadpool_limits
 
 from fmforge.errors import (
     BranchConflict,
-    CorruptTensor,
+    BranchDiverged,
     InvalidModelSource,
+    InvalidName,
+    InvalidTensor,
     ModelNotFound,
     RefNotFound,
     StreamVersionConflict,
+    UsageError,
 )
 from fmforge.ledger import NewEvent
 from fmforge.ledger.events import canonical_json, utc_now
-from fmforge.models.refs import (
-    STREAM_PREFIX,
-    ModelRefs,
-    RefIndex,
-    split_model_ref,
-    validate_model_name,
-)
+from fmforge.models.events import BranchCreated, BranchMoved, ModelCommitted
+from fmforge.models.names import validate_model_name, validate_ref_name
+from fmforge.models.refs import STREAM_PREFIX, ModelRefs, RefIndex, split_model_ref
 from fmforge.models.sources import ParentFiles, remember
-from fmforge.models.storage import (
-    KEYFRAME_EVERY,
-    StoredTensor,
-    chain_of,
-    load_tensor,
-    raw_hash,
-    store_tensor,
-)
+from fmforge.models.writer import CommitResult, TensorWriter, parent_tensors
 from fmforge.repository import Repository
 from fmforge.tensors.codec import TensorSpec
-from fmforge.tensors.layout import open_tensors
+from fmforge.tensors.layout import open_tensors, parse_header
 
 MANIFEST_FORMAT = 1
-
-
-@dataclass
-class CommitResult:
-    model: str
-    commit: str
-    branch: str
-    parents: tuple[str, ...]
-    tensors: int = 0
-    reused: int = 0  # tensors already stored (unchanged): manifest entry only
-    deltas: int = 0
-    full: int = 0
-    raw_bytes: int = 0  # size of the committed files
-    stored_bytes: int = 0  # bytes of new objects this commit added
-    kinds: dict[str, int] = field(default_factory=dict)
-
-
-def refs(repo: Repository) -> RefIndex:
-    """The model refs projection, brought up to date with the ledger."""
-    repo.views.run(ModelRefs(repo.objects))
-    return RefIndex(repo.views.db)
+DEFAULT_BRANCH = "main"
 
 
 def _source_files(path: Path) -> list[tuple[str, Path]]:
@@ -139,52 +119,119 @@ def _adapter_info(path: Path) -> dict[str, Any] | None:
     }
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Where a commit goes: its parents, the branch's head before it, and the branch move."""
+
+    parents: tuple[str, ...]
+    head: str | None
+    version: int
+    forked_from: tuple[str, str] | None = None
+    dropped: tuple[str, ...] = ()
+
+
+def _plan(
+    repo: Repository,
+    index: RefIndex,
+    name: str,
+    branch: str,
+    parents: Iterable[str] | None,
+    *,
+    expected_head: str | None,
+    force: bool,
+    orphan: bool,
+) -> _Plan:
+    validate_model_name(name)
+    validate_ref_name("branch", branch)
+    version = repo.ledger.stream_version(STREAM_PREFIX + name)
+    branches = index.branches(name) if version else {}
+    head = branches.get(branch)
+    if expected_head is not None and head != expected_head:
+        raise BranchConflict(name, branch)
+    forked = None
+    if orphan:
+        if parents:
+            raise UsageError("--orphan starts a root commit: it takes no --parent")
+        if head is not None:
+            raise UsageError(
+                f"branch {branch!r} of {name} exists: --orphan starts a new branch at a root"
+            )
+        return _Plan((), None, version)
+    if parents is not None:
+        resolved = tuple(dict.fromkeys(index.resolve(name, p) for p in parents))
+    elif head is not None:
+        resolved = (head,)
+    else:
+        default = index.default_branch(name) if version else None
+        resolved = (branches[default],) if default is not None else ()
+        forked = (default, branches[default]) if default is not None else None
+    dropped: tuple[str, ...] = ()
+    if head is not None and not any(index.is_ancestor(head, p) for p in resolved):
+        kept = set().union(*(index.ancestors(p) for p in resolved)) if resolved else set()
+        lost = [c.commit for c in index.all_commits(name) if c.commit in index.ancestors(head)]
+        dropped = tuple(c for c in lost if c not in kept)
+        if not force:
+            raise BranchDiverged(
+                name, branch, list(dropped),
+                f"branch {branch!r} of {name} is at {head[:12]}, which the new commit does not "
+                f"descend from: committing would drop {len(dropped)} commit(s) of its history "
+                f"({', '.join(c[:12] for c in dropped[:3])}{', ...' if len(dropped) > 3 else ''})"
+                f"; commit with --parent {branch}, or --force to rewrite the branch (recorded)",
+            )  # fmt: skip
+    return _Plan(resolved, head, version, forked, dropped)
+
+
 def commit_model(
     repo: Repository,
     name: str,
     path: str | os.PathLike[str],
     message: str,
     *,
-    branch: str = "main",
+    branch: str = DEFAULT_BRANCH,
     parent: str | None = None,
+    parents: Iterable[str] | None = None,
     expected_head: str | None = None,
     base: str | None = None,
     workers: int | None = None,
+    force: bool = False,
+    orphan: bool = False,
+    provenance: Mapping[str, Any] | None = None,
 ) -> CommitResult:
     """Commit the weights file or model directory at ``path`` to ``name`` on ``branch``.
 
     ``path``: a ``.safetensors`` file, a Hugging Face model directory (safetensors shards or
     PyTorch ``.bin`` state dicts, config and tokenizer files), or a PEFT adapter directory.
-    ``base``: ``NAME@REF`` of the model an adapter adapts; recorded with the commit (for a PEFT
-    adapter without it, ``base_model_name_or_path`` is used when it names a registered model).
-    ``expected_head``: refuse (``BranchConflict``) unless the branch points at this commit when
-    the commit is recorded, as ``git push --force-with-lease`` does. Without it, a commit still
-    never lands on a branch that moved after its parent was read.
+    ``parent`` / ``parents``: REFs of the new commit's parents (default: the branch's head; for a
+    new branch, the head of the model's default branch, ``main``). The branch's head must be
+    among their ancestors unless ``force`` (a recorded rewrite); ``orphan``: a root commit on a
+    new branch. ``base``: ``NAME@REF`` of the model an adapter adapts; recorded with the commit
+    (for a PEFT adapter without it, ``base_model_name_or_path`` is used when it names a
+    registered model). ``expected_head``: refuse (``BranchConflict``) unless the branch points
+    at this commit when the commit is recorded, as ``git push --force-with-lease`` does.
+    Without it, a commit still never lands on a branch that moved after its parent was read.
     ``workers``: threads encoding changed tensors (default: one per core).
     """
     validate_model_name(name)
     source_path = Path(path)
-    index = refs(repo)
-    stream = STREAM_PREFIX + name
-    version = repo.ledger.stream_version(stream)
-    branches = index.branches(name) if version else {}
-    previous = branches.get(branch)
-    if expected_head is not None and previous != expected_head:
-        raise BranchConflict(name, branch)
-    parent_id = index.resolve(name, parent) if parent is not None else previous
-    parents = (parent_id,) if parent_id else ()
+    index = repo.view(ModelRefs)
+    wanted = [parent] if parent is not None else parents
+    plan = _plan(
+        repo, index, name, branch, wanted, expected_head=expected_head, force=force,
+        orphan=orphan,
+    )  # fmt: skip
     adapter = _adapter_info(source_path)
     adapts = _resolve_base(index, base, adapter)
     sources = _source_files(source_path)
-
-    result = CommitResult(name, "", branch, parents)
-    parent_tensors = _parent_tensors(repo, index, parent_id)
+    parent_id = plan.parents[0] if plan.parents else None
+    result = CommitResult(name, "", branch, plan.parents)
     files: list[dict[str, Any]] = []
     # Tensors are encoded in parallel already; BLAS threads on top would only spin.
     with (
         threadpool_limits(limits=1, user_api="blas"),
         ParentFiles(repo, parent_id) as parent_files,
-        _TensorWriter(repo, index, parent_tensors, parent_files, result, workers) as writer,
+        TensorWriter(
+            repo, index, parent_tensors(repo, index, parent_id), parent_files, result, workers
+        ) as writer,
     ):
         for relative, source in sources:
             entry: dict[str, Any] | None
@@ -205,51 +252,168 @@ def commit_model(
     manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "files": files, "stored": writer.stored}
     if adapter is not None:
         manifest["adapter"] = adapter
+    _record_commit(repo, name, message, plan, manifest, writer, result, adapts, provenance)
+    remember(repo, result.commit, [p for _, p in sources if p.suffix == ".safetensors"])
+    return result
+
+
+def commit_tensors(
+    repo: Repository,
+    name: str,
+    tensors: Mapping[str, Any],
+    *,
+    parents: Iterable[str] | None = None,
+    message: str,
+    provenance: Mapping[str, Any] | None = None,
+    branch: str = DEFAULT_BRANCH,
+    base: str | None = None,
+    path: str = "model.safetensors",
+    metadata: Mapping[str, str] | None = None,
+    force: bool = False,
+    orphan: bool = False,
+) -> CommitResult:
+    """Commit ``tensors`` (name -> torch tensor or numpy array) as one safetensors file at
+    ``path``, without writing it anywhere first; branch semantics as ``commit_model``.
+
+    ``parents``: REFs (default: the branch's head, or ``main``'s for a new branch); an
+    unchanged tensor costs nothing and a changed one is stored as a delta against the first
+    parent's tensor of the same name. ``provenance``: what produced these tensors (a run, a
+    merge and its inputs), recorded with the commit.
+    """
+    validate_model_name(name)
+    index = repo.view(ModelRefs)
+    plan = _plan(repo, index, name, branch, parents, expected_head=None, force=force, orphan=orphan)
+    entries = sorted((key, _tensor_bytes(key, value)) for key, value in tensors.items())
+    header = safetensors_header([(key, spec, len(data)) for key, (spec, data) in entries], metadata)
+    layout = parse_header(header, path)
+    parent_id = plan.parents[0] if plan.parents else None
+    result = CommitResult(name, "", branch, plan.parents)
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        ParentFiles(repo, None) as parent_files,
+        TensorWriter(
+            repo, index, parent_tensors(repo, index, parent_id), parent_files, result, None
+        ) as writer,
+    ):
+        header_digest = repo.objects.put(header)
+        writer.new_objects[header_digest] = len(header)
+        views = [data for _, (_, data) in entries]
+        digests = writer.hash_all(views)
+        for (key, (spec, data)), digest in zip(entries, digests, strict=True):
+            writer.add(path, key, data, spec, digest)
+        writer.finish()
+    size = 8 + len(header) + layout.data_size
+    result.raw_bytes = size
+    by_name = dict(zip([k for k, _ in entries], digests, strict=True))
+    files = [{
+        "path": path, "kind": "safetensors", "header": header_digest, "size": size,
+        "tensors": [[e.name, by_name[e.name]] for e in layout.entries],
+    }]  # fmt: skip
+    manifest = {"format": MANIFEST_FORMAT, "files": files, "stored": writer.stored}
+    adapts = _resolve_base(index, base, None)
+    _record_commit(repo, name, message, plan, manifest, writer, result, adapts, provenance)
+    return result
+
+
+_NUMPY_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "uint16": "U16", "uint32": "U32",
+    "uint64": "U64", "bool": "BOOL",
+}  # fmt: skip
+_TORCH_DTYPES = {
+    **_NUMPY_DTYPES, "bfloat16": "BF16", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+}  # fmt: skip
+
+
+def _tensor_bytes(name: str, value: Any) -> tuple[TensorSpec, memoryview]:
+    """(spec, little-endian bytes) of a torch tensor or numpy array, without a copy when it
+    is contiguous already."""
+    if not isinstance(name, str) or not name:
+        raise InvalidTensor(f"tensor names are non-empty strings, got {name!r}")
+    if isinstance(value, np.ndarray):
+        dtype = _NUMPY_DTYPES.get(value.dtype.name)
+        if dtype is None or value.dtype.byteorder == ">":
+            raise InvalidTensor(f"tensor {name!r}: unsupported numpy dtype {value.dtype}")
+        array = np.ascontiguousarray(value)
+        return TensorSpec(dtype, tuple(array.shape)), memoryview(array.reshape(-1).view(np.uint8))
+    torch_dtype = str(getattr(value, "dtype", "")).removeprefix("torch.")
+    if torch_dtype not in _TORCH_DTYPES or not hasattr(value, "detach"):
+        raise InvalidTensor(
+            f"tensor {name!r}: expected a torch tensor or numpy array, got {type(value).__name__}"
+        )
+    import torch
+
+    flat = value.detach().to("cpu").contiguous().reshape(-1)
+    data = flat.view(torch.uint8).numpy() if flat.numel() else np.zeros(0, np.uint8)
+    return TensorSpec(_TORCH_DTYPES[torch_dtype], tuple(value.shape)), memoryview(data)
+
+
+def safetensors_header(
+    tensors: Iterable[tuple[str, TensorSpec, int]], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """A safetensors header for (name, spec, nbytes) in this buffer order, padded with spaces
+    to a multiple of 8 bytes as the reference writer does."""
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for name, spec, nbytes in tensors:
+        end = offset + nbytes
+        header[name] = {
+            "dtype": spec.dtype,
+            "shape": list(spec.shape),
+            "data_offsets": [offset, end],
+        }
+        offset += nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return text + b" " * (-(len(text) + len(struct.pack("<Q", 0))) % 8)
+
+
+def _record_commit(
+    repo: Repository,
+    name: str,
+    message: str,
+    plan: _Plan,
+    manifest: dict[str, Any],
+    writer: TensorWriter,
+    result: CommitResult,
+    adapts: str | None,
+    provenance: Mapping[str, Any] | None,
+) -> None:
+    """Store the manifest, then record the commit and its branch move in one guarded append."""
     manifest_digest = repo.objects.put(canonical_json(manifest, "manifest"))
     new_objects = writer.new_objects
     result.stored_bytes += sum(new_objects.values())  # sizes known when put: no re-reads
     new_objects[manifest_digest] = 0
-
-    now = utc_now()
+    now, author = utc_now(), repo.principal
     commit_id = blake3.blake3(
         canonical_json(
-            {
-                "model": name,
-                "parents": list(parents),
-                "manifest": manifest_digest,
-                "message": message,
-                "time": now,
-                "actor": repo.ledger.actor,
-            },
+            {"model": name, "parents": list(plan.parents), "manifest": manifest_digest,
+             "message": message, "time": now, "actor": author},
             "commit",
         )
-    ).hexdigest()
+    ).hexdigest()  # fmt: skip
     result.commit = commit_id
+    result.forked_from, result.dropped = plan.forked_from, plan.dropped
     data: dict[str, Any] = {
-        "model": name,
-        "commit": commit_id,
-        "parents": list(parents),
-        "manifest": manifest_digest,
-        "message": message,
-        "branch": branch,
-        "tensors": result.tensors,
-        "raw_bytes": result.raw_bytes,
-        "stored_bytes": result.stored_bytes,
-        "time": now,  # the commit id covers it; kept when the event is pushed elsewhere
-    }
+        "model": name, "commit": commit_id, "parents": list(plan.parents),
+        "manifest": manifest_digest, "message": message, "branch": result.branch,
+        "tensors": result.tensors, "raw_bytes": result.raw_bytes,
+        "stored_bytes": result.stored_bytes, "time": now, "author": author,
+    }  # fmt: skip
     if adapts is not None:
         data["base"] = adapts
+    if provenance:
+        data["provenance"] = dict(provenance)
+    why = "force" if plan.dropped else "commit"
     events = [
-        NewEvent("ModelCommitted", data, refs=tuple(sorted(new_objects))),
-        branch_event(name, branch, commit_id, previous, "commit"),
+        ModelCommitted(data, refs=sorted(new_objects)),  # type: ignore[arg-type]
+        branch_event(name, result.branch, commit_id, plan.head, why, plan.dropped),
     ]
     try:
-        repo.ledger.append(stream, events, expected_version=version)
+        repo.record(STREAM_PREFIX + name, events, expected_version=plan.version)
     except StreamVersionConflict:
-        raise BranchConflict(name, branch) from None
-    remember(repo, commit_id, [p for _, p in sources if p.suffix == ".safetensors"])
-    refs(repo)
-    return result
+        raise BranchConflict(name, result.branch) from None
 
 
 def _resolve_base(index: RefIndex, base: str | None, adapter: dict[str, Any] | None) -> str | None:
@@ -262,170 +426,31 @@ def _resolve_base(index: RefIndex, base: str | None, adapter: dict[str, Any] | N
         try:
             model, ref = split_model_ref(hint)
             return f"{model}@{index.resolve(model, ref)}"
-        except (ModelNotFound, RefNotFound):
+        except (ModelNotFound, RefNotFound, InvalidName):
             return None  # a hub id or a path: kept in the manifest's adapter record
     return None
 
 
-def branch_event(model: str, branch: str, commit: str, previous: str | None, why: str) -> NewEvent:
+def branch_event(
+    model: str,
+    branch: str,
+    commit: str,
+    previous: str | None,
+    why: str,
+    dropped: Iterable[str] = (),
+) -> NewEvent:
     if previous is None:
-        return NewEvent("BranchCreated", {"model": model, "branch": branch, "commit": commit})
-    return NewEvent(
-        "BranchMoved",
-        {"model": model, "branch": branch, "commit": commit, "previous": previous, "reason": why},
-    )
+        return BranchCreated({"model": model, "branch": branch, "commit": commit})
+    data: dict[str, Any] = {
+        "model": model, "branch": branch, "commit": commit, "previous": previous, "reason": why,
+    }  # fmt: skip
+    dropped = list(dropped)
+    if dropped:
+        data["dropped"] = dropped
+    return BranchMoved(data)  # type: ignore[arg-type]
 
 
-def _parent_tensors(
-    repo: Repository, index: RefIndex, parent_id: str | None
-) -> dict[tuple[str, str], StoredTensor]:
-    """(file path, tensor name) -> stored tensor, for the parent commit.
-
-    Also ("", tensor name) for names found in one file only, so a tensor still gets its delta
-    base when the file was renamed (a single checkpoint file committed under a new name).
-    """
-    if parent_id is None:
-        return {}
-    manifest = load_manifest(repo, index.commit(parent_id).manifest)
-    stored = {h: StoredTensor.from_record(r) for h, r in manifest["stored"].items()}
-    by_path: dict[tuple[str, str], StoredTensor] = {}
-    by_name: dict[str, list[StoredTensor]] = {}
-    for f in manifest["files"]:
-        if f["kind"] in ("safetensors", "torch"):
-            for tensor in f["tensors"]:
-                by_path[(f["path"], tensor[0])] = stored[tensor[1]]
-                by_name.setdefault(tensor[0], []).append(stored[tensor[1]])
-    for name, found in by_name.items():
-        if len(found) == 1:
-            by_path[("", name)] = found[0]
-    return by_path
-
-
-def manifest_objects(manifest_digest: str, manifest: dict[str, Any]) -> set[str]:
-    """Every object a commit needs: its manifest, file objects, headers, tensor encodings down
-    each delta chain. What push and pull transfer, and what gc keeps for a reachable commit."""
-    needed = {manifest_digest}
-    for entry in manifest["files"]:
-        if entry["kind"] == "blob":
-            needed.add(entry["object"])
-        elif entry["kind"] == "safetensors":
-            needed.add(entry["header"])
-    needed.update(record["blob"] for record in manifest["stored"].values())
-    return needed
-
-
-def load_manifest(repo: Repository, digest: str) -> dict[str, Any]:
-    manifest: dict[str, Any] = orjson.loads(repo.objects.get(digest))
-    return manifest
-
-
-class _TensorWriter:
-    """Stores a commit's tensors: dedup by raw hash, deltas on the parent's tensor of the same
-    name, encodings computed by a thread pool (numpy, zstd and blake3 release the GIL) with a
-    bound on the bytes in flight, so memory stays near a few tensors whatever the model size."""
-
-    _IN_FLIGHT_BYTES = 32 << 20
-
-    def __init__(
-        self,
-        repo: Repository,
-        index: RefIndex,
-        parent_tensors: dict[tuple[str, str], StoredTensor],
-        parent_files: ParentFiles,
-        result: CommitResult,
-        workers: int | None,
-    ) -> None:
-        self.repo = repo
-        self.parent_files = parent_files
-        self.index = index
-        self.lookup = stored_lookup(index)
-        self.parent_tensors = parent_tensors
-        self.result = result
-        self.stored: dict[str, dict[str, Any]] = {}
-        self.new_objects: dict[str, int] = {}  # digest -> size of every object this commit put
-        self.pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
-        self.pending: dict[str, tuple[Future[StoredTensor], int]] = {}
-
-    def hash_all(self, views: list[memoryview]) -> list[str]:
-        return list(self.pool.map(raw_hash, views))
-
-    def add(
-        self, relative: str, name: str, view: memoryview, spec: TensorSpec, digest: str
-    ) -> None:
-        """Record tensor ``name`` of file ``relative``; encode it unless already stored."""
-        self.result.tensors += 1
-        if digest in self.stored or digest in self.pending:
-            self.result.reused += 1
-            return
-        known = self.index.stored_tensor(digest)
-        if known is not None:
-            self.result.reused += 1
-            self._keep(known)
-            return
-        self._wait_for_room(spec.nbytes)
-        base = self.parent_tensors.get((relative, name)) or self.parent_tensors.get(("", name))
-        future = self.pool.submit(self._encode, name, view, spec, digest, base)
-        self.pending[digest] = (future, spec.nbytes)
-
-    def _encode(
-        self, name: str, view: memoryview, spec: TensorSpec, digest: str, base: StoredTensor | None
-    ) -> StoredTensor:
-        if base is None or base.dtype != spec.dtype or base.shape != spec.shape:
-            return store_tensor(self.repo.objects, view, spec, digest=digest)
-        base_bytes = None
-        if base.depth + 1 >= KEYFRAME_EVERY:
-            # The chain would grow too long: encode against its full encoding instead (depth
-            # 1), which the encoder stores in full when that is smaller.
-            base = chain_of(base, self.lookup)[-1]
-        else:  # the parent's file, if still on disk as committed, spares replaying its chain
-            base_bytes = self.parent_files.bytes_of(name, base)
-        if base_bytes is None:
-            base_bytes = load_tensor(self.repo.objects, base, self.lookup)
-        return store_tensor(
-            self.repo.objects, view, spec, digest=digest, base=base, base_bytes=base_bytes
-        )
-
-    def _wait_for_room(self, nbytes: int) -> None:
-        while self.pending and (
-            sum(size for _, size in self.pending.values()) + nbytes > self._IN_FLIGHT_BYTES
-        ):
-            wait([f for f, _ in self.pending.values()], return_when=FIRST_COMPLETED)
-            self._collect(only_done=True)
-
-    def _collect(self, *, only_done: bool) -> None:
-        for digest, (future, _size) in list(self.pending.items()):
-            if only_done and not future.done():
-                continue
-            record = future.result()
-            del self.pending[digest]
-            self._keep(record)
-            self.new_objects[record.blob] = record.stored_bytes
-            self.result.kinds[record.kind] = self.result.kinds.get(record.kind, 0) + 1
-            if record.kind == "raw":
-                self.result.full += 1
-            else:
-                self.result.deltas += 1
-
-    def _keep(self, record: StoredTensor) -> None:
-        """Record ``record`` and every tensor down its delta chain: a manifest alone tells how
-        to rebuild each of its tensors (what push, pull and gc rely on)."""
-        self.stored[record.raw_hash] = record.to_record()
-        while record.base is not None and record.base not in self.stored:
-            record = self.lookup(record.base)
-            self.stored[record.raw_hash] = record.to_record()
-
-    def finish(self) -> None:
-        """Wait for every encoding (views into mmaps must not outlive their file's block)."""
-        self._collect(only_done=False)
-
-    def __enter__(self) -> _TensorWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _commit_safetensors(writer: _TensorWriter, relative: str, source: Path) -> dict[str, Any]:
+def _commit_safetensors(writer: TensorWriter, relative: str, source: Path) -> dict[str, Any]:
     with open_tensors(source) as (layout, views):
         header_digest = writer.repo.objects.put(layout.header)
         writer.new_objects[header_digest] = len(layout.header)
@@ -446,7 +471,7 @@ def _commit_safetensors(writer: _TensorWriter, relative: str, source: Path) -> d
     }
 
 
-def _commit_torch(writer: _TensorWriter, relative: str, source: Path) -> dict[str, Any] | None:
+def _commit_torch(writer: TensorWriter, relative: str, source: Path) -> dict[str, Any] | None:
     """A PyTorch state dict, loaded with ``weights_only=True``; None if it is not one (then the
     file is stored as an opaque blob). Its tensors are stored like safetensors tensors."""
     from fmforge.tensors.torch_files import load_torch_state_dict
@@ -462,15 +487,3 @@ def _commit_torch(writer: _TensorWriter, relative: str, source: Path) -> dict[st
         tensors.append([tensor_name, digest, spec.dtype, list(spec.shape)])
     writer.finish()
     return {"path": relative, "kind": "torch", "size": source.stat().st_size, "tensors": tensors}
-
-
-def stored_lookup(index: RefIndex) -> Callable[[str], StoredTensor]:
-    """Finds the stored form of a tensor by raw hash (for replaying delta chains)."""
-
-    def lookup(raw_hash: str) -> StoredTensor:
-        record = index.stored_tensor(raw_hash)
-        if record is None:
-            raise CorruptTensor(f"no stored tensor {raw_hash} (a delta base is missing)")
-        return record
-
-    return lookup

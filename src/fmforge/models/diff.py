@@ -146,9 +146,9 @@ def diff_models(
 
 
 def _models(repo: Repository) -> set[str]:
-    from fmforge.models.commits import refs
+    from fmforge.models.refs import ModelRefs
 
-    return set(refs(repo).models())
+    return set(repo.view(ModelRefs).models())
 
 
 def _file_changes(a: CommitReader, b: CommitReader) -> dict[str, list[str]]:

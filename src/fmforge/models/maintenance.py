@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from fmforge.errors import CorruptTensor
 from fmforge.models.checkout import CommitReader
-from fmforge.models.commits import load_manifest, manifest_objects, refs
-from fmforge.models.refs import RefIndex
+from fmforge.models.refs import ModelRefs, RefIndex
 from fmforge.models.storage import StoredTensor, load_tensor
+from fmforge.models.writer import load_manifest, manifest_objects
 from fmforge.repository import Repository
 
 
@@ -44,7 +44,7 @@ def retained_commits(index: RefIndex, model: str, retention_s: float) -> set[str
 
 def prunable_objects(repo: Repository, retention_s: float) -> tuple[set[str], list[str]]:
     """(objects only unretained commits need, those commits)."""
-    index = refs(repo)
+    index = repo.view(ModelRefs)
     keep: set[str] = set()
     candidates: set[str] = set()
     dropped: list[str] = []
@@ -81,7 +81,7 @@ def verify_tensors(
     """Rebuild every distinct tensor of every commit (``quick``: a random sample of ``sample``)
     through its delta chain and check its raw hash. Raises at the first fault: ``CorruptTensor``
     naming the commit, or ``ObjectNotFound``."""
-    index = refs(repo)
+    index = repo.view(ModelRefs)
     pruned = repo.pruned_objects()
     work: dict[str, tuple[str, StoredTensor, CommitReader]] = {}
     commits = skipped = 0

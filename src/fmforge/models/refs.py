@@ -1,7 +1,8 @@
 """Model history as a projection: commits, branches (with their moves), tags, stored tensors.
 
 Everything here is rebuilt from the ledger's ``model/<name>`` streams; the tensor index is read
-from each commit's manifest object. ``resolve`` turns a REF into a commit id:
+from each commit's manifest object. Reached as ``repo.view(ModelRefs)``, which gives a
+``RefIndex``. ``resolve`` turns a REF into a commit id:
 
     main | v1.0 (tag) | 3fa9c2 (commit id prefix) | main~3 (first parents) | main@{2026-11-01}
     (where the branch pointed at the end of that UTC day, or at an ISO time)
@@ -12,19 +13,20 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import orjson
 
-from fmforge.errors import ModelNotFound, RefNotFound
+from fmforge.errors import ModelNotFound, ObjectNotFound, RefNotFound
 from fmforge.ledger import Event, Projection, handles
+from fmforge.ledger.projections import create_statements
+from fmforge.models.names import validate_model_name
 from fmforge.models.storage import StoredTensor
-from fmforge.objects import ObjectStore
 
 STREAM_PREFIX = "model/"
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/]{0,127}\Z")
 # executescript() would commit the runner's transaction, so statements run one by one.
 _SCHEMA = """
 CREATE TABLE model_commits (
@@ -52,14 +54,6 @@ CREATE TABLE model_tensors (raw_hash TEXT PRIMARY KEY, record TEXT NOT NULL);
 _REF_RE = re.compile(r"(?P<base>[^~@]+)(?:@\{(?P<when>[^}]+)\})?(?:~(?P<back>\d+))?\Z")
 
 
-def validate_model_name(name: str) -> str:
-    if not _NAME_RE.match(name) or name.endswith("/") or "//" in name:
-        raise ModelNotFound(
-            f"invalid model name {name!r}: letters, digits and '._-/', up to 128 characters"
-        )
-    return name
-
-
 def split_model_ref(text: str, default_ref: str = "main") -> tuple[str, str]:
     """``NAME@REF`` -> (NAME, REF); a bare NAME means ``NAME@main``."""
     name, sep, ref = text.partition("@")
@@ -82,9 +76,9 @@ class CommitInfo:
     base: str | None = None  # "NAME@COMMIT" of the model an adapter adapts
 
 
-class ModelRefs(Projection):
+class ModelRefs(Projection["RefIndex"]):
     name = "model_refs"
-    version = 2
+    version = 3
     tables = (
         "model_commits",
         "model_branches",
@@ -93,29 +87,40 @@ class ModelRefs(Projection):
         "model_tensors",
     )
 
-    def __init__(self, objects: ObjectStore) -> None:
-        self.objects = objects
-
     def create_tables(self, db: sqlite3.Connection) -> None:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
+        create_statements(db, _SCHEMA)
+
+    def read(self, db: sqlite3.Connection) -> RefIndex:
+        return RefIndex(db)
 
     @handles("ModelCommitted")
     def committed(self, db: sqlite3.Connection, event: Event) -> None:
         d = event.data
+        # The author made the commit (kept when it travels); the event's actor recorded it here.
+        author = d.get("author") or event.meta.get("origin_actor") or event.meta.get("actor")
         db.execute(
             "INSERT INTO model_commits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 d["commit"], d["model"], json.dumps(d["parents"]), d["manifest"], d["message"],
-                str(event.meta.get("actor", "")), event.time, event.seq,
+                str(author or ""), event.time, event.seq,
                 d["tensors"], d["raw_bytes"], d["stored_bytes"], d.get("base"),
             ),
         )  # fmt: skip
-        manifest = orjson.loads(self.objects.get(d["manifest"]))
+        assert self.objects is not None
+        try:
+            manifest = orjson.loads(self.objects.get(d["manifest"]))
+        except ObjectNotFound:
+            return  # pruned by gc with its commit: its tensors are gone too
         db.executemany(
             "INSERT OR IGNORE INTO model_tensors VALUES (?, ?)",
             [(h, json.dumps(record)) for h, record in manifest["stored"].items()],
+        )
+
+    @handles("BranchDeleted")
+    def branch_deleted(self, db: sqlite3.Connection, event: Event) -> None:
+        d = event.data
+        db.execute(
+            "DELETE FROM model_branches WHERE model = ? AND branch = ?", (d["model"], d["branch"])
         )
 
     @handles("BranchCreated", "BranchMoved")
@@ -183,6 +188,39 @@ class RefIndex:
             current = info.parents[0] if info.parents else None
         return out
 
+    def default_branch(self, model: str) -> str | None:
+        """``main`` if the model has it, else its oldest branch still standing."""
+        branches = self.branches(model)
+        if "main" in branches:
+            return "main"
+        row = self.db.execute(
+            "SELECT l.branch FROM model_branch_log l JOIN model_branches b "
+            "ON b.model = l.model AND b.branch = l.branch WHERE l.model = ? "
+            "ORDER BY l.seq LIMIT 1",
+            (model,),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def ancestors(self, commit_id: str) -> set[str]:
+        """``commit_id`` and every commit reachable from it through any parent."""
+        seen: set[str] = set()
+        stack = [commit_id]
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            row = self.db.execute(
+                "SELECT parents FROM model_commits WHERE commit_id = ?", (current,)
+            ).fetchone()
+            if row is not None:
+                stack.extend(json.loads(row[0]))
+        return seen
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        """Whether ``older`` is ``newer`` or reachable from it."""
+        return older in self.ancestors(newer)
+
     def all_commits(self, model: str) -> list[CommitInfo]:
         rows = self.db.execute(
             "SELECT * FROM model_commits WHERE model = ? ORDER BY seq DESC", (model,)
@@ -191,26 +229,19 @@ class RefIndex:
 
     def resolve(self, model: str, ref: str) -> str:
         """The commit id a REF names (see the module docstring for the grammar)."""
-        match = _REF_RE.match(ref.strip())
-        if match is None:
-            raise RefNotFound(f"cannot parse ref {ref!r} of model {model!r}")
-        base, when, back = match["base"], match["when"], match["back"]
-        if when is not None:
-            commit = self._branch_at(model, base, when)
-        else:
-            commit = self._named(model, base)
-        for _ in range(int(back or 0)):
-            parents = self.commit(commit).parents
-            if not parents:
-                raise RefNotFound(f"{model}@{ref}: history is shorter than ~{back}")
-            commit = parents[0]
-        return commit
-
-    def _named(self, model: str, name: str) -> str:
         if not self.db.execute(
             "SELECT 1 FROM model_commits WHERE model = ? LIMIT 1", (model,)
         ).fetchone():
             raise ModelNotFound(f"no model named {model!r} (see `fmforge model ls`)")
+        return resolve_ref(
+            model,
+            ref,
+            named=lambda name: self._named(model, name),
+            branch_at=lambda branch, moment: self._branch_at(model, branch, moment),
+            parents=lambda commit: self.commit(commit).parents,
+        )
+
+    def _named(self, model: str, name: str) -> str:
         branch = self.branches(model).get(name)
         if branch is not None:
             return branch
@@ -228,16 +259,42 @@ class RefIndex:
                 raise RefNotFound(f"{model}@{name}: commit prefix matches {len(rows)} commits")
         raise RefNotFound(f"{model} has no branch, tag or commit {name!r}")
 
-    def _branch_at(self, model: str, branch: str, when: str) -> str:
-        moment = _parse_moment(when)
+    def _branch_at(self, model: str, branch: str, moment: str) -> str | None:
         row = self.db.execute(
             "SELECT commit_id FROM model_branch_log WHERE model = ? AND branch = ? AND time <= ? "
             "ORDER BY seq DESC LIMIT 1",
             (model, branch, moment),
         ).fetchone()
-        if row is None:
-            raise RefNotFound(f"{model}@{branch}@{{{when}}}: the branch did not exist then")
-        return str(row[0])
+        return None if row is None else str(row[0])
+
+
+def resolve_ref(
+    model: str,
+    ref: str,
+    *,
+    named: Callable[[str], str],
+    branch_at: Callable[[str, str], str | None],
+    parents: Callable[[str], tuple[str, ...]],
+) -> str:
+    """The REF grammar, over any source of names, branch logs and parents (the view, or a
+    model's history folded from the ledger: the two must agree)."""
+    match = _REF_RE.match(ref.strip())
+    if match is None:
+        raise RefNotFound(f"cannot parse ref {ref!r} of model {model!r}")
+    base, when, back = match["base"], match["when"], match["back"]
+    if when is not None:
+        found = branch_at(base, _parse_moment(when))
+        if found is None:
+            raise RefNotFound(f"{model}@{base}@{{{when}}}: the branch did not exist then")
+        commit = found
+    else:
+        commit = named(base)
+    for _ in range(int(back or 0)):
+        above = parents(commit)
+        if not above:
+            raise RefNotFound(f"{model}@{ref}: history is shorter than ~{back}")
+        commit = above[0]
+    return commit
 
 
 def _commit_info(row: Any) -> CommitInfo:

@@ -19,26 +19,14 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import boto3
 
 from fmforge.errors import RemoteConflict, RemoteError, StreamVersionConflict
-from fmforge.ledger import Event, NewEvent
+from fmforge.ledger import NewEvent
+from fmforge.models.history import Record, event_record
 from fmforge.objects import ObjectStore
 from fmforge.repository import DIRNAME, Repository
-
-Record = dict[str, Any]
-
-
-def event_record(event: Event) -> Record:
-    return {
-        "event_id": event.event_id,
-        "type": event.type,
-        "data": event.data,
-        "refs": list(event.refs),
-        "meta": {k: v for k, v in event.meta.items() if k in ("actor", "time", "origin_time")},
-    }
 
 
 def record_event(record: Record, refs: Iterable[str] | None = None) -> NewEvent:
@@ -50,7 +38,7 @@ def record_event(record: Record, refs: Iterable[str] | None = None) -> NewEvent:
         event_id=record["event_id"],
         refs=tuple(sorted(refs if refs is not None else record.get("refs", ()))),
         meta={
-            "actor": meta.get("actor", ""),
+            "origin_actor": meta.get("origin_actor") or meta.get("actor", ""),
             "origin_time": meta.get("origin_time") or meta.get("time", ""),
         },
     )
@@ -90,7 +78,7 @@ class RepositoryBackend(RemoteBackend):
 
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: int) -> None:
         try:
-            self.repo.ledger.append(stream, list(events), expected_version=expected_version)
+            self.repo.record(stream, list(events), expected_version=expected_version)
         except StreamVersionConflict:
             raise RemoteConflict(
                 f"{stream} changed at remote {self.url} during the transfer; run it again"

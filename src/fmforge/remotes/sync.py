@@ -20,10 +20,14 @@ import orjson
 
 from fmforge.errors import NonFastForward, RemoteError, RemoteNotFound, RepositoryExists
 from fmforge.ledger import NewEvent
-from fmforge.models.commits import branch_event, manifest_objects, refs
-from fmforge.models.refs import STREAM_PREFIX, validate_model_name
+from fmforge.models.commits import branch_event
+from fmforge.models.events import TagCreated
+from fmforge.models.history import ModelHistory
+from fmforge.models.names import validate_model_name
+from fmforge.models.refs import STREAM_PREFIX
+from fmforge.models.writer import manifest_objects
 from fmforge.objects import ObjectStore
-from fmforge.remotes.backends import Record, RemoteBackend, event_record, open_backend, record_event
+from fmforge.remotes.backends import Record, RemoteBackend, open_backend, record_event
 from fmforge.repository import DIRNAME, Repository
 
 REMOTES_FILE = "remotes.json"
@@ -95,51 +99,8 @@ def _open(repo: Repository, name: str, *, create: bool) -> RemoteBackend:
     return open_backend(remote.url, endpoint_url=endpoint, create=create)
 
 
-# ---- one model's history, folded from its events ----------------------------------------------
-
-
-@dataclass
-class ModelHistory:
-    version: int = 0
-    commits: dict[str, Record] = field(default_factory=dict)  # commit id -> its event record
-    order: list[str] = field(default_factory=list)  # commit ids in recording order
-    branches: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    event_ids: set[str] = field(default_factory=set)
-
-    @classmethod
-    def fold(cls, records: Iterable[Record]) -> ModelHistory:
-        history = cls()
-        for record in records:
-            history.version += 1
-            history.event_ids.add(record["event_id"])
-            data = record["data"]
-            if record["type"] == "ModelCommitted":
-                history.commits[data["commit"]] = record
-                history.order.append(data["commit"])
-            elif record["type"] in ("BranchCreated", "BranchMoved"):
-                history.branches[data["branch"]] = data["commit"]
-            elif record["type"] == "TagCreated":
-                history.tags[data["tag"]] = data["commit"]
-        return history
-
-    def ancestors(self, commit: str) -> set[str]:
-        """``commit`` and every commit reachable through parents (all of them, merges too)."""
-        seen: set[str] = set()
-        stack = [commit]
-        while stack:
-            current = stack.pop()
-            if current in seen or current not in self.commits:
-                continue
-            seen.add(current)
-            stack.extend(self.commits[current]["data"]["parents"])
-        return seen
-
-
 def _local_history(repo: Repository, model: str) -> ModelHistory:
-    return ModelHistory.fold(
-        event_record(e) for e in repo.ledger.read_stream(STREAM_PREFIX + model)
-    )
+    return ModelHistory.of(repo, model)
 
 
 def _is_ancestor(history: ModelHistory, older: str, newer: str) -> bool:
@@ -220,7 +181,7 @@ def _send(
     present = set(target.commits) | set(missing)
     for tag, commit in sorted(source.tags.items()):
         if tag not in target.tags and commit in present:
-            events.append(NewEvent("TagCreated", {"model": model, "tag": tag, "commit": commit}))
+            events.append(TagCreated({"model": model, "tag": tag, "commit": commit}))
             result.tags.append(tag)
     return events
 
@@ -305,8 +266,7 @@ def pull(
             events.append(branch_event(model, name, remote_head, ours, "pull"))
             result.branches[name] = remote_head
         if events:
-            repo.ledger.append(stream, events, expected_version=local.version)
-        refs(repo)
+            repo.record(stream, events, expected_version=local.version)
     finally:
         backend.close()
     if diverged:

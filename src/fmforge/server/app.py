@@ -23,15 +23,15 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from fmforge.errors import FmforgeError
-from fmforge.models.commits import refs
 from fmforge.models.diff import diff_models
+from fmforge.models.refs import ModelRefs
 from fmforge.repository import Repository
 from fmforge.server import mlflow_api
 from fmforge.tracking.heartbeat import record_lost_heartbeats
 from fmforge.tracking.reading import load_run, metric_overview
 from fmforge.tracking.report import write_report
 from fmforge.tracking.runs import HEARTBEAT_S
-from fmforge.tracking.views import runs_index
+from fmforge.tracking.views import RunsView
 
 STATIC = Path(__file__).parent / "static"
 logger = logging.getLogger(__name__)
@@ -96,7 +96,11 @@ def create_app(root: str | Path, *, heartbeat_timeout_s: float = 3 * HEARTBEAT_S
     @app.get("/api/runs")
     async def runs_table(where: str | None = None, project: str | None = None) -> Response:
         """The runs table (what the dashboard lists), filtered by a runs query."""
-        text = runs_index(repository(), heartbeat_timeout_s).table_json(where, project=project)
+        text = (
+            repository()
+            .view(RunsView)
+            .table_json(where, project=project, heartbeat_timeout_s=heartbeat_timeout_s)
+        )
         return Response(text, media_type="application/json")
 
     @app.get("/api/runs/{run_id}")
@@ -126,7 +130,8 @@ def create_app(root: str | Path, *, heartbeat_timeout_s: float = 3 * HEARTBEAT_S
         """Per-layer weight change of a commit against ``against`` (default: its first
         parent): the registry's diff, summarised for a chart."""
         repo = repository()
-        info = refs(repo).commit(refs(repo).resolve(model, commit))
+        index = repo.view(ModelRefs)
+        info = index.commit(index.resolve(model, commit))
         base = against or (info.parents[0] if info.parents else None)
         if base is None:
             return JSONResponse(

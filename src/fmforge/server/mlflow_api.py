@@ -18,11 +18,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from fmforge.errors import FmforgeError
-from fmforge.ledger import NewEvent
 from fmforge.repository import Repository
+from fmforge.tracking.events import ExperimentCreated
 from fmforge.tracking.reading import RunNotFound, load_run, read_metric_with_times
 from fmforge.tracking.runs import Run
-from fmforge.tracking.views import runs_index
+from fmforge.tracking.views import ExperimentsView, RunsView
 
 PREFIX = "/api/2.0/mlflow"
 _STATUS = {"running": "RUNNING", "finished": "FINISHED", "failed": "FAILED",
@@ -60,10 +60,7 @@ class Tracking:
 
     def experiments(self) -> dict[str, str]:
         """id -> name, ``0`` being MLflow's ``Default``."""
-        found = {"0": "Default"}
-        for event in self.repo.ledger.read_all(types=["ExperimentCreated"], streams=_EXPERIMENTS):
-            found[event.data["experiment_id"]] = event.data["name"]
-        return found
+        return self.repo.view(ExperimentsView)
 
     def experiment(self, experiment_id: str) -> dict[str, Any]:
         name = self.experiments().get(experiment_id)
@@ -78,9 +75,9 @@ class Tracking:
         if name in self.experiments().values():
             raise MlflowError("RESOURCE_ALREADY_EXISTS", f"experiment {name!r} exists already")
         experiment_id = str(len(self.experiments()))
-        self.repo.ledger.append(
+        self.repo.record(
             _EXPERIMENTS + experiment_id,
-            NewEvent("ExperimentCreated", {"experiment_id": experiment_id, "name": name}),
+            ExperimentCreated({"experiment_id": experiment_id, "name": name}),
             expected_version=0,
         )
         return experiment_id
@@ -223,7 +220,7 @@ def router(tracking: Tracking) -> APIRouter:
         where = _translate_filter(body["filter"]) if body.get("filter") else None
         rows = [
             r
-            for r in runs_index(tracking.repo).rows(where)
+            for r in tracking.repo.view(RunsView).rows(where)
             if not projects or r["project"] in projects
         ]
         limit = int(body.get("max_results") or 1000)

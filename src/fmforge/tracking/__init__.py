@@ -12,7 +12,13 @@ from fmforge.tracking.detectors import (
     ThroughputCollapse,
     default_detectors,
 )
-from fmforge.tracking.reading import RunNotFound, RunRecord, load_run, read_metric
+from fmforge.tracking.reading import (
+    RunNotFound,
+    RunRecord,
+    dataset_usage,
+    load_run,
+    read_metric,
+)
 from fmforge.tracking.runs import AnomalyAction, Run, RunStopped, start_run
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "RunRecord",
     "RunStopped",
     "ThroughputCollapse",
+    "dataset_usage",
     "default_detectors",
     "load_run",
     "read_metric",

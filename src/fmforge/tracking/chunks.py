@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 _INDEX_KEY = "fmforge.metrics"  # the metric of each row group, in order
 
-Columns = Mapping[str, tuple[list[int], list[float], list[int]]]  # metric -> steps, values, µs
+Columns = Mapping[str, tuple[Any, Any, Any]]  # metric -> steps, values, µs (lists or arrays)
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,14 @@ class MetricSummary:
     max: float | None
     non_finite: int
     last_step: int
+    step_min: int
+    step_max: int
 
     def to_json(self) -> dict[str, Any]:
         return {
             "count": self.count, "last": self.last, "min": self.min, "max": self.max,
             "non_finite": self.non_finite, "last_step": self.last_step,
+            "step_min": self.step_min, "step_max": self.step_max,
         }  # fmt: skip
 
 
@@ -52,6 +55,8 @@ def summarize(steps: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> Metr
         float(finite.max()) if finite.size else None,
         int(values.size - finite.size),
         int(steps[-1]) if steps.size else -1,
+        int(steps.min()) if steps.size else -1,
+        int(steps.max()) if steps.size else -1,
     )
 
 

@@ -17,7 +17,7 @@ from fmforge.repository import Repository
 from fmforge.tracking.reading import load_run
 from fmforge.tracking.report import write_report
 from fmforge.tracking.runs import AnomalyAction, RunStopped, start_run
-from fmforge.tracking.views import runs_index
+from fmforge.tracking.views import RunsView
 
 
 def _comments() -> list[dict[str, Any]]:
@@ -90,7 +90,7 @@ def overview(repo: Repository, scratch: Path, facts: dict[str, Any]) -> list[str
     if "good_run" not in facts:
         return ["skipped (no runs)"]
     lines = []
-    for row in runs_index(repo).rows(project="spam-demo"):
+    for row in repo.view(RunsView).rows(project="spam-demo"):
         loss = row["metrics"]["loss"]
         evals = load_run(repo, row["id"]).evals
         test = f"test accuracy {evals[0]['metrics']['accuracy']:.2f}" if evals else "no test"

@@ -1,11 +1,8 @@
-"""Reading runs back: metric series from chunks, summaries from the events alone."""
+"""Reading runs back: metric series from chunks, everything else from the runs projection."""
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -14,95 +11,40 @@ import numpy as np
 from fmforge.errors import RunNotFound
 from fmforge.repository import Repository
 from fmforge.tracking.chunks import read_series
-from fmforge.tracking.environment import flatten
-from fmforge.tracking.runs import HEARTBEAT_S, STREAM_PREFIX
+from fmforge.tracking.views import (
+    DEFAULT_TIMEOUT_S,
+    RunRecord,
+    RunsView,
+    epoch_seconds,
+    merge_summaries,
+)
 
-
-@dataclass
-class RunRecord:
-    """A run as its events tell it."""
-
-    id: str
-    project: str = ""
-    name: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
-    status: str = "running"
-    started: float = 0.0
-    last_seen: float = 0.0
-    duration_s: float | None = None
-    environment: dict[str, Any] = field(default_factory=dict)
-    datasets: list[str] = field(default_factory=list)
-    base_model: str | None = None
-    summary: dict[str, dict[str, Any]] = field(default_factory=dict)
-    anomalies: list[dict[str, Any]] = field(default_factory=list)
-    checkpoints: list[dict[str, Any]] = field(default_factory=list)
-    evals: list[dict[str, Any]] = field(default_factory=list)
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    chunks: list[str] = field(default_factory=list)
-    tag_values: dict[str, str] = field(default_factory=dict)  # key-value tags (set_tags)
-    end_time: float | None = None
-
-
-def merge_summaries(summary: dict[str, dict[str, Any]], metrics: dict[str, dict[str, Any]]) -> None:
-    """Fold one chunk's per-metric summaries into a run's (in place)."""
-    for name, new in metrics.items():
-        old = summary.get(name)
-        if old is None:
-            summary[name] = dict(new)
-            continue
-        old["count"] += new["count"]
-        old["non_finite"] += new["non_finite"]
-        for key, pick in (("min", min), ("max", max)):
-            values = [v for v in (old[key], new[key]) if v is not None]
-            old[key] = pick(values) if values else None
-        if new["last_step"] >= old["last_step"]:
-            old["last"], old["last_step"] = new["last"], new["last_step"]
+__all__ = [
+    "RunNotFound",
+    "RunRecord",
+    "dataset_usage",
+    "downsample",
+    "epoch_seconds",
+    "load_run",
+    "merge_summaries",
+    "metric_overview",
+    "read_metric",
+    "read_metric_with_times",
+    "run_summary",
+]
 
 
 def load_run(
-    repo: Repository, run_id: str, *, heartbeat_timeout_s: float = 3 * HEARTBEAT_S
+    repo: Repository, run_id: str, *, heartbeat_timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> RunRecord:
-    record = RunRecord(run_id)
-    seen = False
-    for event in repo.ledger.read_stream(STREAM_PREFIX + run_id):
-        seen = True
-        data = event.data
-        if not (event.type == "AnomalyDetected" and data["detector"] == "heartbeat_lost"):
-            record.last_seen = max(record.last_seen, epoch_seconds(event.time))  # a sign of life
-        if event.type == "RunStarted":
-            record.project, record.name = data["project"], data["name"]
-            record.config, record.started = data["config"], data["started"]
-            record.datasets, record.base_model = data["datasets"], data["base_model"]
-        elif event.type == "RunEnvironment":
-            record.environment = data
-        elif event.type == "ParamsLogged":
-            record.config = {**flatten(record.config), **data["params"]}
-        elif event.type == "TagsSet":
-            record.tag_values.update(data["tags"])
-        elif event.type == "MetricsLogged":
-            record.chunks.append(data["chunk"])
-            merge_summaries(record.summary, data["metrics"])
-        elif event.type == "AnomalyDetected":
-            record.anomalies.append(data)
-        elif event.type == "CheckpointLogged":
-            record.checkpoints.append(data)
-        elif event.type == "EvalLogged":
-            record.evals.append(data)
-        elif event.type == "SampleLogged":
-            record.samples.append(data)
-        elif event.type == "RunFinished":
-            record.status, record.duration_s = data["status"], data["duration_s"]
-            record.end_time = epoch_seconds(event.time)
-    if not seen:
-        raise RunNotFound(f"no run {run_id!r}")
-    if record.status == "running" and time.time() - record.last_seen > heartbeat_timeout_s:
-        record.status = "crashed"
-    return record
+    """Everything run ``run_id``'s events say (from the runs projection)."""
+    return repo.view(RunsView).run(run_id, heartbeat_timeout_s=heartbeat_timeout_s)
 
 
-def epoch_seconds(iso: str) -> float:
-    """An event's ISO time as seconds since the epoch (0 for none)."""
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else 0.0
+def dataset_usage(repo: Repository) -> list[dict[str, Any]]:
+    """Every run that named datasets at its start, with the checkpoints it committed: what
+    the dataset domain's lineage asks (see ``RunsIndex.dataset_usage``)."""
+    return repo.view(RunsView).dataset_usage()
 
 
 def run_summary(repo: Repository, run_id: str) -> dict[str, dict[str, Any]]:
@@ -121,8 +63,9 @@ def read_metric_with_times(
     repo: Repository, run_id: str, name: str
 ) -> tuple[np.ndarray[Any, Any], ...]:
     """(steps, values, times in µs since the epoch) of metric ``name`` of a run."""
-    record = load_run(repo, run_id)
-    chunks = (repo.objects.get(digest) for digest in record.chunks)
+    index = repo.view(RunsView)
+    index.run(run_id)  # RunNotFound for an unknown run
+    chunks = (repo.objects.get(c.digest) for c in index.chunks(run_id, metric=name))
     return read_series(chunks, name, with_times=True)
 
 
@@ -168,8 +111,10 @@ def metric_overview(
     """A metric over steps ``start..end`` (default: all) reduced to about ``2 * width`` points
     keeping each column's min and max (what a chart of that width can show; spikes never
     vanish). Decoded chunks are cached."""
-    record = load_run(repo, run_id)
-    parts = [_chunk_series(repo.objects, digest, name) for digest in record.chunks]
+    index = repo.view(RunsView)
+    index.run(run_id)  # RunNotFound for an unknown run
+    refs = index.chunks(run_id, metric=name, start=start, end=end)
+    parts = [_chunk_series(repo.objects, c.digest, name) for c in refs]
     steps = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     values = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
     if start is not None or end is not None:

@@ -1,42 +1,64 @@
 """Training runs: ``start_run`` and the ``Run`` a training loop logs to.
 
-``run.log`` only appends to in-memory columns under a lock (well under a microsecond per
-value). A writer thread wakes every ``flush_interval`` seconds, turns what arrived into one
-Parquet chunk in the object store and records one ``MetricsLogged`` event with its digest and a
-summary per metric, then runs the anomaly detectors on it. A chunk is durable (fsync) before its
-event is, and its event before the next flush starts: after ``kill -9`` everything logged before
-the last completed flush is readable and nothing needs repair.
+``run.log`` checks its values, then appends them to in-memory typed columns (``array``: 24
+bytes a value) under a lock, about a microsecond per value. A writer thread turns what arrived
+into one Parquet chunk in the object store and records one ``MetricsLogged`` event with its
+digest and a summary per metric, then runs the anomaly detectors on it. It flushes by age and
+by size:
 
-Events, on the stream ``run/<run id>``: ``RunStarted``, ``RunEnvironment`` (captured in the
-writer thread so starting stays fast), ``MetricsLogged``, ``SampleLogged``, ``CheckpointLogged``,
-``EvalLogged``, ``AnomalyDetected``, ``RunHeartbeat`` (when nothing else was written for a
-while), ``RunFinished``.
+- **age**: the oldest value waiting is written within ``flush_interval`` (at most 1 s) of being
+  logged: the writer wakes when the first value arrives and flushes just before that deadline,
+  leaving room for the flush itself;
+- **size**: past ``max_buffer_bytes`` of waiting values, ``log`` itself flushes before it
+  returns (back-pressure): a loop logging faster than the disk can keep up slows down to its
+  pace instead of growing memory without bound.
+
+A chunk is durable (fsync) before its event is, and its event before the next flush starts:
+after ``kill -9`` everything logged more than ``flush_interval`` ago is readable and nothing
+needs repair. Every event goes through the repository's write path as the principal that
+started the run.
+
+Events, on the stream ``run/<run id>`` (declared in ``fmforge.tracking.events``):
+``RunStarted``, ``RunEnvironment`` (captured in the writer thread so starting stays fast),
+``MetricsLogged``, ``SampleLogged``, ``CheckpointLogged``, ``EvalLogged``, ``AnomalyDetected``,
+``RunHeartbeat`` (when nothing else was written for a while), ``RunFinished``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import operator
 import os
 import threading
 import time
-import traceback
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fmforge.errors import FmforgeError, InvalidEvent, RunStopped
+from fmforge.errors import FmforgeError, InvalidMetric, RunStopped
 from fmforge.ledger import NewEvent
 from fmforge.ledger.events import new_event_id
 from fmforge.repository import Repository
+from fmforge.tracking import events as ev
 from fmforge.tracking.chunks import build_chunk, summarize
 from fmforge.tracking.detectors import Anomaly, Detector, default_detectors
 from fmforge.tracking.environment import capture_environment, flatten
 from fmforge.tracking.system import SystemSampler
+from fmforge.tracking.views import HEARTBEAT_S, RunsView
 
 STREAM_PREFIX = "run/"
-HEARTBEAT_S = 30.0
+MAX_BUFFER_BYTES = 64 << 20
+_VALUE_BYTES = 24  # step, value and time: 8 bytes each
+_INT64 = (-(2**63), 2**63 - 1)
+_MAX_NAME = 250  # MLflow's limit on a metric key
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HEARTBEAT_S", "STREAM_PREFIX", "AnomalyAction", "Run", "RunStopped", "start_run"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,37 @@ class AnomalyAction:
     stop: bool = False
     mark_last_good_checkpoint: bool = False
     detectors: tuple[str, ...] | None = None
+
+
+Column = tuple["array[int]", "array[float]", "array[int]"]  # steps, values, times (µs)
+
+
+def _step(step: Any) -> int:
+    try:
+        value = operator.index(step)
+    except TypeError:
+        raise InvalidMetric(f"step must be an integer, got {step!r}") from None
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise InvalidMetric(f"step {value} is outside the int64 range")
+    return value
+
+
+def _number(name: Any, value: Any) -> float:
+    if type(value) is float:
+        return value
+    if isinstance(value, str | bytes) or value is None:
+        raise InvalidMetric(f"metric {name!r}: {value!r} is not a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidMetric(f"metric {name!r}: {value!r} is not a number") from None
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name or len(name) > _MAX_NAME or not name.isprintable():
+        raise InvalidMetric(
+            f"metric names are 1-{_MAX_NAME} printable characters, got {str(name)[:60]!r}"
+        )
 
 
 class Run:
@@ -64,25 +117,32 @@ class Run:
         seed: int | None = None,
         tags: Sequence[str] = (),
         flush_interval: float = 1.0,
+        max_buffer_bytes: int = MAX_BUFFER_BYTES,
         detectors: Sequence[Detector] | None = None,
         on_anomaly: AnomalyAction | None = None,
         system_interval: float | None = 10.0,
         owns_repo: bool = False,
     ) -> None:
         if not 0 < flush_interval <= 1.0:
-            raise InvalidEvent(f"flush_interval must be in (0, 1] seconds, got {flush_interval}")
+            raise InvalidMetric(f"flush_interval must be in (0, 1] seconds, got {flush_interval}")
+        if max_buffer_bytes < 1 << 16:
+            raise InvalidMetric(f"max_buffer_bytes must be >= 65536, got {max_buffer_bytes}")
         self.repo = repo
+        self.actor = repo.principal  # every event of the run is recorded as its starter's
         self.id = new_event_id()
         self.project = project
-        self.name = name or self.id[-12:]
         self.stream = STREAM_PREFIX + self.id
         self.flush_interval = flush_interval
+        self.max_buffered = max_buffer_bytes // _VALUE_BYTES
         self.detectors = list(default_detectors() if detectors is None else detectors)
         self.on_anomaly = on_anomaly or AnomalyAction()
         self._owns_repo = owns_repo
         self._lock = threading.Lock()  # guards the columns the loop appends to
         self._flush_lock = threading.Lock()  # one flush at a time: chunks and detectors in order
-        self._columns: dict[str, tuple[list[int], list[float], list[int]]] = {}
+        self._columns: dict[str, Column] = {}
+        self._buffered = 0
+        self._first_at = 0.0  # monotonic time of the oldest value waiting
+        self._wake = threading.Event()
         self._next_step = 0
         self._started = time.time()
         self._stop_reason: str | None = None
@@ -92,22 +152,18 @@ class Run:
         self._system_interval = system_interval
         self._last_log = time.monotonic()
         self._last_write = time.monotonic()
+        self._flush_cost = 0.05  # seconds the last flush took (leaves room before a deadline)
         self.anomalies: list[Anomaly] = []
+        self.base_model, self.base_commit = _resolve_base(repo, base_model)
         config = dict(config or {})
-        self.repo.ledger.append(
-            self.stream,
-            NewEvent(
-                "RunStarted",
-                {
-                    "run": self.id, "project": project, "name": self.name, "config": config,
-                    "config_flat": flatten(config), "datasets": list(datasets),
-                    "base_model": base_model,
-                    "seed": seed if seed is not None else config.get("seed"),
-                    "tags": list(tags), "started": self._started,
-                },
-            ),
-            expected_version=0,
-        )  # fmt: skip
+        self.name = _unique_name(repo, project, name or self.id[-12:])
+        data: dict[str, Any] = {
+            "run": self.id, "project": project, "name": self.name, "config": config,
+            "config_flat": flatten(config), "datasets": list(datasets), "base_model": base_model,
+            "seed": seed if seed is not None else config.get("seed"), "tags": list(tags),
+            "started": self._started,
+        }  # fmt: skip
+        self._append(ev.RunStarted(data), expected_version=0)  # type: ignore[arg-type]
         self._writer = threading.Thread(
             target=self._write_loop, name=f"fmforge-run-{self.name}", daemon=True
         )
@@ -127,67 +183,83 @@ class Run:
 
         ``samples`` / ``tokens``: how many the step processed; the run adds
         ``throughput/samples_per_second`` / ``throughput/tokens_per_second`` since the last call.
+        A value that is not a number or a step outside int64 raises ``InvalidMetric`` and
+        nothing of the call is recorded.
         """
         if self._stop_reason is not None:
             raise RunStopped(self._stop_reason)
         if self._writer_error is not None:
             raise FmforgeError(f"the run's writer failed: {self._writer_error}")
-        converted = [(name, float(value)) for name, value in metrics.items()]  # before any append
+        converted = [(name, _number(name, value)) for name, value in metrics.items()]
         if samples is not None or tokens is not None:
             now = time.monotonic()
             elapsed, self._last_log = max(now - self._last_log, 1e-9), now
             for name, count in (("samples", samples), ("tokens", tokens)):
                 if count is not None:
                     converted.append((f"throughput/{name}_per_second", count / elapsed))
-        self._record(converted, step)
+        self._record(converted, None if step is None else _step(step))
 
     def log_at(self, metrics: Mapping[str, Any], *, step: int, wall_time: float) -> None:
         """Record values logged elsewhere at ``wall_time`` (seconds since the epoch), for
         importers that keep the original times."""
-        converted = [(name, float(value)) for name, value in metrics.items()]
-        self._record(converted, step, int(wall_time * 1_000_000))
+        converted = [(name, _number(name, value)) for name, value in metrics.items()]
+        at = _number("wall_time", wall_time)
+        if not math.isfinite(at) or not 0 <= at < 2**62 / 1e6:
+            raise InvalidMetric(f"wall_time {wall_time!r} is not a time")
+        self._record(converted, _step(step), int(at * 1_000_000))
 
     def _record(
         self, converted: list[tuple[str, float]], step: int | None, at_us: int | None = None
     ) -> None:
         now_us = int(time.time() * 1_000_000) if at_us is None else at_us
         with self._lock:
-            step = self._next_step if step is None else int(step)
-            self._next_step = step + 1
+            step = self._next_step if step is None else step
             columns = self._columns
+            for name, _ in converted:  # every name checked before anything is appended
+                if name not in columns:
+                    _check_name(name)
+            self._next_step = step + 1 if step < _INT64[1] else step
             for name, value in converted:
                 column = columns.get(name)
                 if column is None:
-                    if not isinstance(name, str) or not name:
-                        raise InvalidEvent(f"metric names are non-empty strings, got {name!r}")
-                    column = columns[name] = ([], [], [])
+                    column = columns[name] = (array("q"), array("d"), array("q"))
                 column[0].append(step)
                 column[1].append(value)
                 column[2].append(now_us)
+            if not self._buffered and converted:
+                self._first_at = time.monotonic()
+                self._wake.set()
+            self._buffered += len(converted)
+            full = self._buffered >= self.max_buffered
+        if full:  # back-pressure: the loop pays for the flush it made necessary
+            self.flush()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Add configuration values after the start (flattened keys; later values win)."""
-        self._append(NewEvent("ParamsLogged", {"params": flatten(dict(params))}))
+        self._append(ev.ParamsLogged({"params": flatten(dict(params))}))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Key-value tags (MLflow's kind); ``tags=[...]`` at the start are plain labels."""
-        self._append(NewEvent("TagsSet", {"tags": {str(k): str(v) for k, v in tags.items()}}))
+        self._append(ev.TagsSet({"tags": {str(k): str(v) for k, v in tags.items()}}))
 
     def log_sample(self, step: int, inputs: Any, outputs: Any) -> None:
         """Qualitative outputs (e.g. generated text) at ``step``; JSON values."""
-        self._append(NewEvent("SampleLogged", {"step": step, "inputs": inputs, "outputs": outputs}))
+        self._append(ev.SampleLogged({"step": _step(step), "inputs": inputs, "outputs": outputs}))
 
     def log_eval(
         self, metrics: Mapping[str, float], *, step: int | None = None, dataset: str | None = None
     ) -> None:
         """Evaluation results at ``step``; a NaN or infinite result is kept as the string
         ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (JSON has no such numbers)."""
+        values = {name: _json_number(_number(name, value)) for name, value in metrics.items()}
+        for name in values:
+            _check_name(name)
         data = {
-            "step": self._next_step if step is None else step,
-            "metrics": {name: _json_number(value) for name, value in metrics.items()},
+            "step": self._next_step if step is None else _step(step),
+            "metrics": values,
             "dataset": dataset,
         }
-        self._append(NewEvent("EvalLogged", data))
+        self._append(ev.EvalLogged(data))  # type: ignore[arg-type]
 
     def log_checkpoint(
         self,
@@ -197,43 +269,49 @@ class Run:
         step: int | None = None,
         message: str | None = None,
     ) -> str:
-        """Commit ``source`` (a model directory or file, or a state dict of torch tensors) to
-        the registry on branch ``runs/<run id>`` of ``model`` (default: the project's name);
-        returns the commit id."""
-        from fmforge.models import commit_model
+        """Commit ``source`` (a model directory or file, or a state dict of tensors) on branch
+        ``runs/<run id>`` of the run's base model (``model`` overrides; without either, the
+        project's name), the first checkpoint parented on the base commit the run started
+        from; returns the commit id."""
+        from fmforge.models import commit_model, commit_tensors
+        from fmforge.models.refs import ModelRefs
 
-        model = model or self.project
-        step = self._next_step - 1 if step is None else step
+        model = model or (self.base_model or self.project)
+        step = self._next_step - 1 if step is None else _step(step)
         message = message or f"{self.name} step {step}"
         branch = f"runs/{self.id}"
+        parents: list[str] | None = None
+        first = branch not in self.repo.view(ModelRefs).branches(model)
+        if first and model == self.base_model and self.base_commit is not None:
+            parents = [self.base_commit]
+        provenance = {"run": self.id, "step": step}
         if isinstance(source, Mapping):
-            import tempfile
-
-            import torch
-
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "pytorch_model.bin"
-                torch.save({k: v.detach().cpu().contiguous() for k, v in source.items()}, path)
-                result = commit_model(self.repo, model, path.parent, message, branch=branch)
+            result = commit_tensors(
+                self.repo, model, source, parents=parents, message=message, branch=branch,
+                provenance=provenance,
+            )  # fmt: skip
         else:
-            result = commit_model(self.repo, model, Path(source), message, branch=branch)
+            result = commit_model(
+                self.repo, model, Path(source), message, branch=branch, parents=parents,
+                provenance=provenance,
+            )  # fmt: skip
         self._checkpoints.append((step, model, result.commit))
-        data = {"step": step, "model": model, "commit": result.commit}
-        self._append(NewEvent("CheckpointLogged", data))
+        self._append(ev.CheckpointLogged({"step": step, "model": model, "commit": result.commit}))
         return result.commit
 
     # ---- the writer thread -----------------------------------------------------------------
 
-    def _append(self, event: NewEvent) -> None:
-        self.repo.ledger.append(self.stream, event)
+    def _append(self, event: NewEvent, *, expected_version: int | None = None) -> None:
+        self.repo.record(self.stream, event, expected_version=expected_version, actor=self.actor)
         self._last_write = time.monotonic()
 
     def _write_loop(self) -> None:
         try:
-            self._append(NewEvent("RunEnvironment", capture_environment()))
+            self._append(ev.RunEnvironment(capture_environment()))  # type: ignore[arg-type]
             sampler = SystemSampler() if self._system_interval else None
             sampled = time.monotonic()
-            while not self._closing.wait(self.flush_interval):
+            while not self._closing.is_set():
+                self._wait_for_deadline()
                 if sampler is not None and time.monotonic() - sampled >= (
                     self._system_interval or 0
                 ):
@@ -241,20 +319,35 @@ class Run:
                     self._record(list(sampler.sample().items()), max(self._next_step - 1, 0))
                 self.flush()
                 if time.monotonic() - self._last_write > HEARTBEAT_S:
-                    self._append(NewEvent("RunHeartbeat", {"time": time.time()}))
+                    self._append(ev.RunHeartbeat({"time": time.time()}))
         except BaseException as exc:
             self._writer_error = exc
-            traceback.print_exc()
+            logger.exception("run %s: the writer thread failed", self.id)
+
+    def _wait_for_deadline(self) -> None:
+        """Sleep until the oldest waiting value is due (or, idle, until the next tick)."""
+        if not self._buffered:
+            self._wake.clear()
+            if not self._buffered:
+                self._wake.wait(self.flush_interval)
+        if self._buffered:
+            margin = min(max(0.05, 1.5 * self._flush_cost), self.flush_interval / 2)
+            due = self._first_at + self.flush_interval - margin - time.monotonic()
+            if due > 0:
+                self._closing.wait(due)
 
     def flush(self) -> None:
-        """Write what was logged since the last flush, now (the writer thread does this every
+        """Write what was logged since the last flush, now (the writer thread does this within
         ``flush_interval``; a training loop may call it before something risky)."""
         with self._flush_lock:
+            started = time.monotonic()
             self._flush()
+            self._flush_cost = time.monotonic() - started
 
     def _flush(self) -> None:
         with self._lock:
             columns, self._columns = self._columns, {}
+            self._buffered = 0
         if not columns:
             return
         data, series = build_chunk(columns)
@@ -262,18 +355,11 @@ class Run:
         summary = {
             name: summarize(steps, values).to_json() for name, (steps, values) in series.items()
         }
-        self._append(
-            NewEvent(
-                "MetricsLogged",
-                {
-                    "chunk": digest,
-                    "bytes": len(data),
-                    "values": sum(s["count"] for s in summary.values()),
-                    "metrics": summary,
-                },
-                refs=(digest,),
-            )
-        )
+        payload = {
+            "chunk": digest, "bytes": len(data),
+            "values": sum(s["count"] for s in summary.values()), "metrics": summary,
+        }  # fmt: skip
+        self._append(ev.MetricsLogged(payload, refs=(digest,)))  # type: ignore[arg-type]
         for name, (steps, values) in series.items():
             for detector in self.detectors:
                 if detector.watches(name):
@@ -285,7 +371,7 @@ class Run:
         data = anomaly.to_json()
         action = self.on_anomaly
         if action.detectors is not None and anomaly.detector not in action.detectors:
-            self._append(NewEvent("AnomalyDetected", data))
+            self._append(ev.AnomalyDetected(data))  # type: ignore[arg-type]
             return
         if action.mark_last_good_checkpoint:
             good = [c for c in self._checkpoints if c[0] < anomaly.step]
@@ -296,12 +382,9 @@ class Run:
                 tag = f"last-good/{self.id}"
                 create_tag(self.repo, model, tag, commit)
                 data["last_good_checkpoint"] = {
-                    "model": model,
-                    "commit": commit,
-                    "step": step,
-                    "tag": tag,
-                }
-        self._append(NewEvent("AnomalyDetected", data))
+                    "model": model, "commit": commit, "step": step, "tag": tag,
+                }  # fmt: skip
+        self._append(ev.AnomalyDetected(data))  # type: ignore[arg-type]
         if action.callback is not None:
             action.callback(anomaly)
         if action.stop:
@@ -315,19 +398,45 @@ class Run:
     def finish(self, status: str = "finished", error: str | None = None) -> None:
         """Flush, stop the writer and record ``RunFinished`` with a summary of every metric."""
         self._closing.set()
+        self._wake.set()
         self._writer.join()
         self.flush()
-        from fmforge.tracking.reading import run_summary
-
+        summary = self.repo.view(RunsView).run(self.id).summary
         data: dict[str, Any] = {
             "status": status, "duration_s": time.time() - self._started,
-            "summary": run_summary(self.repo, self.id), "anomalies": len(self.anomalies),
+            "summary": summary, "anomalies": len(self.anomalies),
         }  # fmt: skip
         if error:
-            data["error"] = error
-        self._append(NewEvent("RunFinished", data))
+            data["error"] = error[:10_000]
+        self._append(ev.RunFinished(data))  # type: ignore[arg-type]
         if self._owns_repo:
             self.repo.close()
+
+
+def _resolve_base(repo: Repository, base_model: str | None) -> tuple[str | None, str | None]:
+    """(model name, commit) of ``NAME@REF`` when it names a registered model, else (None,
+    None): a hub id or a path is only recorded."""
+    if not base_model:
+        return None, None
+    from fmforge.errors import InvalidName, ModelNotFound, RefNotFound
+    from fmforge.models.refs import ModelRefs, split_model_ref
+
+    try:
+        name, ref = split_model_ref(base_model)
+        return name, repo.view(ModelRefs).resolve(name, ref)
+    except (InvalidName, ModelNotFound, RefNotFound):
+        return None, None
+
+
+def _unique_name(repo: Repository, project: str, wanted: str) -> str:
+    """``wanted``, or ``wanted-2``, ``-3``... when the project has a run of that name."""
+    taken = repo.view(RunsView).names_in(project)
+    if wanted not in taken:
+        return wanted
+    number = 2
+    while f"{wanted}-{number}" in taken:
+        number += 1
+    return f"{wanted}-{number}"
 
 
 @contextmanager

@@ -1,9 +1,12 @@
-"""The runs table as a projection: one row per run, with its metric summaries as stored JSON.
+"""Runs as projections: the runs table, each run's records and chunks, and experiments.
 
-Built from ``RunStarted``, ``MetricsLogged``, ``AnomalyDetected``, ``CheckpointLogged`` and
-``RunFinished`` alone (chunks are never opened), so listing and filtering a thousand runs is a
-query. A run whose last event is older than the heartbeat timeout and that never finished is
-reported ``crashed``.
+``repo.view(RunsView)`` gives a ``RunsIndex``. The ``runs`` table has one row per run with its
+metric summaries stored as the JSON the dashboard sends, built from the events alone (chunks
+are never opened), so listing and filtering a thousand runs is a query. ``run_items`` keeps
+what a run page shows (anomalies, checkpoints, evaluations, samples), ``run_chunks`` the
+metric chunks in order with the step range each covers. A run whose last event is older than
+the heartbeat timeout and that never finished reads as ``crashed``: derived at read time, so a
+read never writes.
 """
 
 from __future__ import annotations
@@ -12,34 +15,124 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from fmforge.errors import RunNotFound
 from fmforge.ledger import Event, Projection, handles
-from fmforge.repository import Repository
+from fmforge.ledger.projections import create_statements
+from fmforge.tracking.environment import flatten
 from fmforge.tracking.query import parse
-from fmforge.tracking.reading import epoch_seconds, merge_summaries
-from fmforge.tracking.runs import HEARTBEAT_S
+
+HEARTBEAT_S = 30.0
+"""A running run writes at least this often (a heartbeat when it has nothing else to say)."""
+DEFAULT_TIMEOUT_S = 3 * HEARTBEAT_S
 
 _SCHEMA = """
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, project TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
     started REAL NOT NULL, last_seen REAL NOT NULL, duration_s REAL, base_model TEXT,
     datasets TEXT NOT NULL, tags TEXT NOT NULL, config TEXT NOT NULL, anomalies INTEGER NOT NULL,
-    checkpoints INTEGER NOT NULL, metrics TEXT NOT NULL, lost_at REAL
+    checkpoints INTEGER NOT NULL, metrics TEXT NOT NULL, lost_at REAL,
+    config_shown TEXT NOT NULL, environment TEXT NOT NULL, tag_values TEXT NOT NULL,
+    end_time REAL
 );
 CREATE INDEX runs_by_start ON runs (started);
+CREATE INDEX runs_by_name ON runs (project, name);
+CREATE TABLE run_items (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE run_chunks (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, digest TEXT NOT NULL, bytes INTEGER NOT NULL,
+    first_step INTEGER, last_step INTEGER, metrics TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
 """
+_ITEM_KINDS = {
+    "AnomalyDetected": "anomaly",
+    "CheckpointLogged": "checkpoint",
+    "EvalLogged": "eval",
+    "SampleLogged": "sample",
+}
 
 
-class RunsView(Projection):
+@dataclass
+class RunRecord:
+    """A run as its events tell it."""
+
+    id: str
+    project: str = ""
+    name: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    status: str = "running"
+    started: float = 0.0
+    last_seen: float = 0.0
+    duration_s: float | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)
+    base_model: str | None = None
+    summary: dict[str, dict[str, Any]] = field(default_factory=dict)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    chunks: list[str] = field(default_factory=list)
+    tag_values: dict[str, str] = field(default_factory=dict)  # key-value tags (set_tags)
+    end_time: float | None = None
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """One metric chunk of a run: its digest and the steps it covers."""
+
+    digest: str
+    first_step: int | None
+    last_step: int | None
+    metrics: tuple[str, ...]
+
+
+def epoch_seconds(iso: str) -> float:
+    """An event's ISO time as seconds since the epoch (0 for none)."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else 0.0
+
+
+def merge_summaries(summary: dict[str, dict[str, Any]], metrics: dict[str, dict[str, Any]]) -> None:
+    """Fold one chunk's per-metric summaries into a run's (in place)."""
+    for name, new in metrics.items():
+        old = summary.get(name)
+        if old is None:
+            summary[name] = dict(new)
+            continue
+        old["count"] += new["count"]
+        old["non_finite"] += new["non_finite"]
+        for key, pick in (("min", min), ("max", max)):
+            values = [v for v in (old[key], new[key]) if v is not None]
+            old[key] = pick(values) if values else None
+        if new["last_step"] >= old["last_step"]:
+            old["last"], old["last_step"] = new["last"], new["last_step"]
+        for key, pick in (("step_min", min), ("step_max", max)):
+            if key in new and key in old:
+                old[key] = pick(old[key], new[key])
+            else:
+                old.pop(key, None)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class RunsView(Projection["RunsIndex"]):
     name = "runs"
-    version = 4
-    tables = ("runs",)
+    version = 5
+    tables = ("runs", "run_items", "run_chunks")
 
     def create_tables(self, db: sqlite3.Connection) -> None:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
+        create_statements(db, _SCHEMA)
+
+    def read(self, db: sqlite3.Connection) -> RunsIndex:
+        return RunsIndex(db)
 
     def _seen(self, db: sqlite3.Connection, event: Event) -> str:
         run_id = event.stream.removeprefix("run/")
@@ -54,24 +147,53 @@ class RunsView(Projection):
         d = event.data
         db.execute(
             "INSERT INTO runs VALUES "
-            "(?, ?, ?, 'running', ?, ?, NULL, ?, ?, ?, ?, 0, 0, '{}', NULL)",
+            "(?, ?, ?, 'running', ?, ?, NULL, ?, ?, ?, ?, 0, 0, '{}', NULL, ?, '{}', '{}', NULL)",
             (
                 d["run"], d["project"], d["name"], d["started"], epoch_seconds(event.time),
-                d["base_model"], json.dumps(d["datasets"]), json.dumps(d.get("tags", [])),
-                json.dumps(d["config_flat"]),
+                d["base_model"], _dumps(d["datasets"]), _dumps(d.get("tags", [])),
+                _dumps(d["config_flat"]), _dumps(d["config"]),
             ),
         )  # fmt: skip
 
     @handles("ParamsLogged")
     def params(self, db: sqlite3.Connection, event: Event) -> None:
         run_id = self._seen(db, event)
-        (config,) = db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        merged = {**json.loads(config), **event.data["params"]}
-        db.execute("UPDATE runs SET config = ? WHERE run_id = ?", (json.dumps(merged), run_id))
+        config, shown = db.execute(
+            "SELECT config, config_shown FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        params = event.data["params"]
+        db.execute(
+            "UPDATE runs SET config = ?, config_shown = ? WHERE run_id = ?",
+            (
+                _dumps({**json.loads(config), **params}),
+                _dumps({**flatten(json.loads(shown)), **params}),
+                run_id,
+            ),
+        )
 
-    @handles("RunEnvironment", "RunHeartbeat", "SampleLogged", "EvalLogged", "TagsSet")
+    @handles("RunEnvironment")
+    def environment(self, db: sqlite3.Connection, event: Event) -> None:
+        run_id = self._seen(db, event)
+        db.execute("UPDATE runs SET environment = ? WHERE run_id = ?", (_dumps(event.data), run_id))
+
+    @handles("TagsSet")
+    def tags(self, db: sqlite3.Connection, event: Event) -> None:
+        run_id = self._seen(db, event)
+        (text,) = db.execute("SELECT tag_values FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        merged = {**json.loads(text), **event.data["tags"]}
+        db.execute("UPDATE runs SET tag_values = ? WHERE run_id = ?", (_dumps(merged), run_id))
+
+    @handles("RunHeartbeat")
     def alive(self, db: sqlite3.Connection, event: Event) -> None:
         self._seen(db, event)
+
+    @handles("SampleLogged", "EvalLogged")
+    def item(self, db: sqlite3.Connection, event: Event) -> None:
+        run_id = self._seen(db, event)
+        db.execute(
+            "INSERT INTO run_items VALUES (?, ?, ?, ?)",
+            (run_id, event.seq, _ITEM_KINDS[event.type], _dumps(event.data)),
+        )
 
     @handles("MetricsLogged")
     def metrics(self, db: sqlite3.Connection, event: Event) -> None:
@@ -81,34 +203,51 @@ class RunsView(Projection):
         (text,) = db.execute("SELECT metrics FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         summary = json.loads(text)
         merge_summaries(summary, event.data["metrics"])
+        db.execute("UPDATE runs SET metrics = ? WHERE run_id = ?", (_dumps(summary), run_id))
+        chunk = [m for m in event.data["metrics"].values() if m["count"]]
+        # Chunks written before steps were summarised have no range: read for any range.
+        ranged = chunk and all("step_min" in m for m in chunk)
         db.execute(
-            "UPDATE runs SET metrics = ? WHERE run_id = ?",
-            (json.dumps(summary, separators=(",", ":")), run_id),
-        )
+            "INSERT INTO run_chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id, event.seq, event.data["chunk"], event.data["bytes"],
+                min(m["step_min"] for m in chunk) if ranged else None,
+                max(m["step_max"] for m in chunk) if ranged else None,
+                _dumps(sorted(event.data["metrics"])),
+            ),
+        )  # fmt: skip
 
     @handles("AnomalyDetected")
     def anomaly(self, db: sqlite3.Connection, event: Event) -> None:
+        run_id = event.stream.removeprefix("run/")
         if event.data["detector"] == "heartbeat_lost":  # written by a watcher: not a sign of life
-            run_id = event.stream.removeprefix("run/")
             db.execute(
                 "UPDATE runs SET anomalies = anomalies + 1, lost_at = ? WHERE run_id = ?",
                 (event.data["last_seen"], run_id),
             )
-            return
-        run_id = self._seen(db, event)
-        db.execute("UPDATE runs SET anomalies = anomalies + 1 WHERE run_id = ?", (run_id,))
+        else:
+            self._seen(db, event)
+            db.execute("UPDATE runs SET anomalies = anomalies + 1 WHERE run_id = ?", (run_id,))
+        db.execute(
+            "INSERT INTO run_items VALUES (?, ?, 'anomaly', ?)",
+            (run_id, event.seq, _dumps(event.data)),
+        )
 
     @handles("CheckpointLogged")
     def checkpoint(self, db: sqlite3.Connection, event: Event) -> None:
         run_id = self._seen(db, event)
         db.execute("UPDATE runs SET checkpoints = checkpoints + 1 WHERE run_id = ?", (run_id,))
+        db.execute(
+            "INSERT INTO run_items VALUES (?, ?, 'checkpoint', ?)",
+            (run_id, event.seq, _dumps(event.data)),
+        )
 
     @handles("RunFinished")
     def finished(self, db: sqlite3.Connection, event: Event) -> None:
         run_id = self._seen(db, event)
         db.execute(
-            "UPDATE runs SET status = ?, duration_s = ? WHERE run_id = ?",
-            (event.data["status"], event.data["duration_s"], run_id),
+            "UPDATE runs SET status = ?, duration_s = ?, end_time = ? WHERE run_id = ?",
+            (event.data["status"], event.data["duration_s"], epoch_seconds(event.time), run_id),
         )
 
 
@@ -133,40 +272,58 @@ _JSON_COLUMNS = frozenset({"datasets", "tags", "config", "metrics"})
 
 
 class RunsIndex:
-    def __init__(self, db: sqlite3.Connection, heartbeat_timeout_s: float) -> None:
-        self.db = db
-        self.timeout = heartbeat_timeout_s
+    """The query side of ``RunsView``."""
 
-    def rows(self, where: str | None = None, *, project: str | None = None) -> list[dict[str, Any]]:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def rows(
+        self,
+        where: str | None = None,
+        *,
+        project: str | None = None,
+        heartbeat_timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> list[dict[str, Any]]:
         """Every run (newest first) as a dict with its config and metric summaries, filtered
         by a query (see ``fmforge.tracking.query``)."""
         predicate = parse(where) if where else None
         out = []
-        for run in self._rows(project):
+        for run in self._rows(project, heartbeat_timeout_s):
             run = {key: json.loads(value) if key in _JSON_COLUMNS else value
                    for key, value in run.items()}  # fmt: skip
             if predicate is None or predicate(run):
                 out.append(run)
         return out
 
-    def table_json(self, where: str | None = None, *, project: str | None = None) -> str:
+    def table_json(
+        self,
+        where: str | None = None,
+        *,
+        project: str | None = None,
+        heartbeat_timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> str:
         """``rows()`` as a JSON array (what the dashboard's runs table fetches). Unfiltered, it
         is assembled by SQLite from each run's stored JSON without decoding it."""
         if where:
-            return json.dumps(self.rows(where, project=project))
+            rows = self.rows(where, project=project, heartbeat_timeout_s=heartbeat_timeout_s)
+            return json.dumps(rows)
         query = _TABLE_JSON.replace("/*where*/", "WHERE project = ?3" if project else "")
-        params = (time.time(), self.timeout, *([project] if project else []))
+        params = (time.time(), heartbeat_timeout_s, *([project] if project else []))
         (text,) = self.db.execute(query, params).fetchone()
         return str(text)
 
-    def _rows(self, project: str | None) -> Iterator[dict[str, Any]]:
+    def _rows(self, project: str | None, timeout: float) -> Iterator[dict[str, Any]]:
         """Each run's columns, the JSON ones still as text; a silent running run is crashed."""
         now = time.time()
-        query = "SELECT * FROM runs" + (" WHERE project = ?" if project else "")
+        query = (
+            "SELECT run_id, project, name, status, started, last_seen, duration_s, base_model, "
+            "datasets, tags, config, anomalies, checkpoints, metrics FROM runs"
+            + (" WHERE project = ?" if project else "")
+        )
         for row in self.db.execute(query + " ORDER BY started DESC", (project,) if project else ()):
             (run_id, proj, name, status, started, last_seen, duration, base_model, datasets,
-             tags, config, anomalies, checkpoints, metrics, _lost_at) = row  # fmt: skip
-            if status == "running" and now - last_seen > self.timeout:
+             tags, config, anomalies, checkpoints, metrics) = row  # fmt: skip
+            if status == "running" and now - last_seen > timeout:
                 status = "crashed"
             yield {
                 "id": run_id, "project": proj, "name": name, "status": status,
@@ -177,21 +334,121 @@ class RunsIndex:
 
     def resolve(self, id_or_name: str) -> str:
         """A run id from an id, a unique id prefix (4+ characters) or a unique run name."""
-        from fmforge.tracking.reading import RunNotFound
-
         rows = self.db.execute(
             "SELECT run_id FROM runs WHERE run_id = ? OR name = ? OR (length(?) >= 4 AND "
             "run_id LIKE ? || '%')",
-            (id_or_name, id_or_name, id_or_name, id_or_name),
+            (id_or_name, id_or_name, id_or_name, id_or_name.replace("%", "").replace("_", "")),
         ).fetchall()
         if not rows:
             raise RunNotFound(f"no run with id or name {id_or_name!r} (see `fmforge runs ls`)")
         if len(rows) > 1:
+            exact = [r for r in rows if r[0] == id_or_name]
+            if exact:
+                return str(exact[0][0])
             raise RunNotFound(f"{id_or_name!r} names {len(rows)} runs; use the run id")
         return str(rows[0][0])
 
+    def names_in(self, project: str) -> set[str]:
+        rows = self.db.execute("SELECT name FROM runs WHERE project = ?", (project,))
+        return {r[0] for r in rows}
 
-def runs_index(repo: Repository, heartbeat_timeout_s: float = 3 * HEARTBEAT_S) -> RunsIndex:
-    """The runs projection, brought up to date with the ledger."""
-    repo.views.run(RunsView())
-    return RunsIndex(repo.views.db, heartbeat_timeout_s)
+    def run(self, run_id: str, *, heartbeat_timeout_s: float = DEFAULT_TIMEOUT_S) -> RunRecord:
+        """Everything the events of run ``run_id`` say."""
+        row = self.db.execute(
+            "SELECT project, name, status, started, last_seen, duration_s, base_model, "
+            "datasets, config_shown, metrics, environment, tag_values, end_time "
+            "FROM runs WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        (project, name, status, started, last_seen, duration, base_model, datasets, config,
+         metrics, environment, tag_values, end_time) = row  # fmt: skip
+        if status == "running" and time.time() - last_seen > heartbeat_timeout_s:
+            status = "crashed"
+        record = RunRecord(
+            run_id, project, name, json.loads(config), status, started, last_seen, duration,
+            json.loads(environment), json.loads(datasets), base_model, json.loads(metrics),
+            tag_values=json.loads(tag_values), end_time=end_time,
+        )  # fmt: skip
+        lists = {"anomaly": record.anomalies, "checkpoint": record.checkpoints,
+                 "eval": record.evals, "sample": record.samples}  # fmt: skip
+        for kind, data in self.db.execute(
+            "SELECT kind, data FROM run_items WHERE run_id = ? ORDER BY seq", (run_id,)
+        ):
+            lists[kind].append(json.loads(data))
+        record.chunks = [c.digest for c in self.chunks(run_id)]
+        return record
+
+    def chunks(
+        self,
+        run_id: str,
+        *,
+        metric: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> list[ChunkRef]:
+        """The run's metric chunks in logging order; with ``metric`` only those holding it,
+        with ``start``/``end`` only those whose steps may reach into that range."""
+        query = "SELECT digest, first_step, last_step, metrics FROM run_chunks WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if end is not None:
+            query += " AND (first_step IS NULL OR first_step <= ?)"
+            params.append(end)
+        if start is not None:
+            query += " AND (last_step IS NULL OR last_step >= ?)"
+            params.append(start)
+        out = []
+        for digest, first, last, names in self.db.execute(query + " ORDER BY seq", params):
+            metrics = tuple(json.loads(names))
+            if metric is None or metric in metrics:
+                out.append(ChunkRef(digest, first, last, metrics))
+        return out
+
+    def dataset_usage(self) -> list[dict[str, Any]]:
+        """Every run that named datasets when it started (``NAME@REF`` as written), oldest
+        first, with the checkpoints it committed (model, commit, step)."""
+        out = []
+        for run_id, name, used in self.db.execute(
+            "SELECT run_id, name, datasets FROM runs WHERE datasets != '[]' ORDER BY started"
+        ):
+            checkpoints = [
+                json.loads(data)
+                for (data,) in self.db.execute(
+                    "SELECT data FROM run_items WHERE run_id = ? AND kind = 'checkpoint' "
+                    "ORDER BY seq",
+                    (run_id,),
+                )
+            ]
+            out.append({"id": run_id, "name": name, "datasets": json.loads(used),
+                        "checkpoints": checkpoints})  # fmt: skip
+        return out
+
+
+class ExperimentsView(Projection[dict[str, str]]):
+    """Experiments (MLflow's name for projects): id -> name, ``0`` being ``Default``."""
+
+    name = "experiments"
+    tables = ("experiments",)
+
+    def create_tables(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            "CREATE TABLE experiments (experiment_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
+            "seq INTEGER NOT NULL)"
+        )
+
+    def read(self, db: sqlite3.Connection) -> dict[str, str]:
+        found = {"0": "Default"}
+        for experiment_id, name in db.execute(
+            "SELECT experiment_id, name FROM experiments ORDER BY seq"
+        ):
+            found[experiment_id] = name
+        return found
+
+    @handles("ExperimentCreated")
+    def created(self, db: sqlite3.Connection, event: Event) -> None:
+        d = event.data
+        db.execute(
+            "INSERT OR REPLACE INTO experiments VALUES (?, ?, ?)",
+            (d["experiment_id"], d["name"], event.seq),
+        )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fmforge.errors import CorruptTensor, RefNotFound
-from fmforge.models import checkout, commit_model, refs, reset_branch
+from fmforge.models import ModelRefs, checkout, commit_model, reset_branch
 from fmforge.models.maintenance import prunable_objects, verify_tensors
 from fmforge.repository import Repository
 from tests.modelfiles import adam_step, base_weights, same_files, write_model
@@ -65,7 +65,9 @@ class TestVerifyTensors:
         abandoned_history(repo, tmp_path)
         full = verify_tensors(repo)
         assert full.commits == 3
-        distinct = {h for c in refs(repo).all_commits("tiny") for h in _hashes(repo, c.commit)}
+        distinct = {
+            h for c in repo.view(ModelRefs).all_commits("tiny") for h in _hashes(repo, c.commit)
+        }
         assert full.tensors == len(distinct)
         quick = verify_tensors(repo, quick=True, sample=3)
         assert quick.tensors == 3
@@ -74,7 +76,7 @@ class TestVerifyTensors:
         self, repo: Repository, tmp_path: Path
     ) -> None:
         commit = commit_model(repo, "tiny", write_model(tmp_path / "v", base_weights()), "v").commit
-        record = refs(repo).stored_tensor(_hashes(repo, commit)[0])
+        record = repo.view(ModelRefs).stored_tensor(_hashes(repo, commit)[0])
         assert record is not None
         path = repo.objects.path_of(record.blob)  # type: ignore[attr-defined]
         data = bytearray(path.read_bytes())

@@ -13,10 +13,11 @@ from fmforge.errors import (
     BranchConflict,
     CorruptTensor,
     InvalidModelSource,
+    InvalidName,
     ModelNotFound,
     RefNotFound,
 )
-from fmforge.models import checkout, commit_model, refs
+from fmforge.models import ModelRefs, checkout, commit_model
 from fmforge.models.storage import KEYFRAME_EVERY
 from fmforge.repository import Repository
 from tests.modelfiles import adam_step, base_weights, same_files, write_model
@@ -34,7 +35,7 @@ class TestCommitAndCheckout:
             commit_model(repo, "tiny", source, f"version {version}")
             sources.append(source)
             weights = adam_step(weights, version)
-        history = refs(repo).history(refs(repo).resolve("tiny", "main"))
+        history = repo.view(ModelRefs).history(repo.view(ModelRefs).resolve("tiny", "main"))
         assert [c.message for c in history] == [f"version {v}" for v in (3, 2, 1, 0)]
         for back, source in zip(range(4), reversed(sources), strict=True):
             out = tmp_path / f"out{back}"
@@ -70,7 +71,7 @@ class TestCommitAndCheckout:
             commit_model(repo, "tiny", source, f"v{version}")
             sources.append(source)
             weights = adam_step(weights, version)
-        index = refs(repo)
+        index = repo.view(ModelRefs)
         depths = [
             index.stored_tensor(h).depth  # type: ignore[union-attr]
             for c in index.history(index.resolve("tiny", "main"))
@@ -102,7 +103,7 @@ class TestCommitAndCheckout:
 
 
 def _tensor_hashes(repo: Repository, manifest_digest: str, name: str) -> list[str]:
-    from fmforge.models.commits import load_manifest
+    from fmforge.models.writer import load_manifest
 
     manifest = load_manifest(repo, manifest_digest)
     return [h for f in manifest["files"] if f["kind"] == "safetensors"
@@ -117,7 +118,7 @@ class TestRefs:
             repo, "tiny", write_model(tmp_path / "b", adam_step(weights, 1)), "feature work",
             branch="feature", parent="main",
         )  # fmt: skip
-        index = refs(repo)
+        index = repo.view(ModelRefs)
         assert index.branches("tiny") == {"main": base.commit, "feature": feature.commit}
         assert index.resolve("tiny", "feature~1") == base.commit
         assert index.resolve("tiny", base.commit[:8]) == base.commit
@@ -131,10 +132,10 @@ class TestRefs:
 
     def test_time_travel_through_the_ledger(self, repo: Repository, tmp_path: Path) -> None:
         first = commit_model(repo, "tiny", write_model(tmp_path / "a", base_weights()), "one")
-        index = refs(repo)
+        index = repo.view(ModelRefs)
         moment = index.commit(first.commit).time
         second = commit_model(repo, "tiny", write_model(tmp_path / "b", base_weights(1)), "two")
-        index = refs(repo)
+        index = repo.view(ModelRefs)
         assert index.resolve("tiny", f"main@{{{moment}}}") == first.commit
         assert index.resolve("tiny", "main@{2999-01-01}") == second.commit
         with pytest.raises(RefNotFound, match="did not exist then"):
@@ -146,14 +147,14 @@ class TestRefs:
         Repository.init(root).close()
         with Repository.open(root) as repo:
             commit_model(repo, "tiny", write_model(tmp_path / "a", base_weights()), "base")
-            head = refs(repo).resolve("tiny", "main")
+            head = repo.view(ModelRefs).resolve("tiny", "main")
         barrier = threading.Barrier(2)
         outcomes: list[str] = []
 
         def commit(i: int) -> None:
             source = write_model(tmp_path / f"c{i}", base_weights(10 + i))
             with Repository.open(root) as repo:
-                refs(repo)
+                repo.view(ModelRefs)
                 barrier.wait()
                 try:
                     # Both saw `head`; a commit onto a branch that has moved must not land.
@@ -169,7 +170,7 @@ class TestRefs:
             t.join()
         assert sorted(outcomes) == ["conflict", "won"]
         with Repository.open(root) as repo:
-            history = refs(repo).history(refs(repo).resolve("tiny", "main"))
+            history = repo.view(ModelRefs).history(repo.view(ModelRefs).resolve("tiny", "main"))
             assert len(history) == 1 + outcomes.count("won")
             repo.verify()
 
@@ -179,7 +180,7 @@ class TestRefs:
             commit_model(repo, "tiny", tmp_path / "notes.txt", "x")
         with pytest.raises(InvalidModelSource, match="no such file"):
             commit_model(repo, "tiny", tmp_path / "missing", "x")
-        with pytest.raises(ModelNotFound, match="invalid model name"):
+        with pytest.raises(InvalidName, match="invalid model name"):
             commit_model(repo, "bad name!", tmp_path, "x")
 
 
@@ -188,7 +189,7 @@ class TestIntegrity:
         from fmforge.errors import CorruptObject
 
         commit_model(repo, "tiny", write_model(tmp_path / "a", base_weights()), "base")
-        index = refs(repo)
+        index = repo.view(ModelRefs)
         record = index.stored_tensor(
             _tensor_hashes(repo, index.commit(index.resolve("tiny", "main")).manifest,
                            "embed.weight")[0]
@@ -213,9 +214,10 @@ class TestIntegrity:
         commit_model(repo, "tiny", write_model(tmp_path / "a", weights), "base")
         commit_model(repo, "tiny", write_model(tmp_path / "b", adam_step(weights, 2)), "step",
                      branch="exp", parent="main")  # fmt: skip
+        repo.view(ModelRefs)
         before = {t: repo.views.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
                   for t in ModelRefs.tables}  # fmt: skip
-        repo.views.rebuild(ModelRefs(repo.objects))
+        repo.views.rebuild(repo.views.projection(ModelRefs))
         after = {t: repo.views.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
                  for t in ModelRefs.tables}  # fmt: skip
         assert before == after
@@ -229,7 +231,7 @@ class TestParentFromDisk:
         first = write_model(tmp_path / "a", weights)
         commit_model(repo, "tiny", first, "one")
         second = write_model(tmp_path / "b", adam_step(weights, 1))
-        index = refs(repo)
+        index = repo.view(ModelRefs)
         (blob,) = {
             index.stored_tensor(h).blob  # type: ignore[union-attr]
             for h in _tensor_hashes(repo, index.commit(index.resolve("tiny", "main")).manifest,

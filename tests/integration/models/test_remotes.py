@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fmforge.errors import NonFastForward, RemoteError, RemoteNotFound
-from fmforge.models import checkout, commit_model, create_tag, refs
+from fmforge.models import ModelRefs, checkout, commit_model, create_tag
 from fmforge.remotes import add_remote, clone, list_remotes, pull, push, remove_remote
 from fmforge.repository import Repository
 from tests.modelfiles import adam_step, base_weights, same_files, write_model
@@ -64,7 +64,7 @@ class TestDirectoryRemote:
             assert (again.commits, again.objects, again.branches) == (0, 0, {})
         clone(str(tmp_path / "remote"), tmp_path / "b")
         with Repository.open(tmp_path / "b") as copy:
-            index = refs(copy)
+            index = copy.view(ModelRefs)
             assert len(index.history(index.resolve("tiny", "main"))) == 3
             assert index.resolve("tiny", "v1.0") == index.resolve("tiny", "main~1")
             for back, source in zip((2, 1, 0), sources, strict=True):
@@ -98,7 +98,7 @@ class TestDirectoryRemote:
             # pulling fetches b's commit but cannot move a's diverged main
             with pytest.raises(NonFastForward, match="diverged"):
                 pull(a, "origin", "tiny")
-            index = refs(a)
+            index = a.view(ModelRefs)
             remote_main = refs_of(remote)["main"]
             assert index.commit(remote_main).message == "from b"  # fetched all the same
             assert index.commit(index.resolve("tiny", "main")).message == "from a"
@@ -112,7 +112,7 @@ class TestDirectoryRemote:
         with Repository.open(tmp_path / "b") as b:
             result = pull(b, "origin", "tiny")
             assert result.commits == 1
-            index = refs(b)
+            index = b.view(ModelRefs)
             assert index.commit(index.resolve("tiny", "main")).message == "second"
 
     def test_remote_configuration_errors_are_clear(self, repo: Repository, tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ class TestDirectoryRemote:
 
 def refs_of(remote: str) -> dict[str, str]:
     with Repository.open(remote) as repo:
-        return refs(repo).branches("tiny")
+        return repo.view(ModelRefs).branches("tiny")
 
 
 @pytest.mark.s3
@@ -152,7 +152,7 @@ class TestS3Remote:
             push(b, "origin", "tiny")
         with Repository.open(tmp_path / "a") as a:
             assert pull(a, "origin", "tiny").commits == 1
-            index = refs(a)
+            index = a.view(ModelRefs)
             assert index.commit(index.resolve("tiny", "main")).message == "from b"
             a.verify()
 

@@ -12,7 +12,7 @@ import pytest
 
 from fmforge.repository import Repository
 from fmforge.tracking import load_run, read_metric
-from fmforge.tracking.views import runs_index
+from fmforge.tracking.views import RunsView
 
 pytest.importorskip("mlflow")
 
@@ -62,5 +62,5 @@ def test_the_official_client_logs_into_fmforge(
     assert record.tag_values["team"] == "nlp"
     _steps, values = read_metric(repo, run_id, "loss")
     assert values.tolist() == [1.0 / (s + 1) for s in range(50)]
-    (row,) = runs_index(repo).rows("config.optimizer = adam")
+    (row,) = repo.view(RunsView).rows("config.optimizer = adam")
     assert row["metrics"]["acc"]["last"] == 0.9

@@ -70,12 +70,12 @@ def test_nan_in_a_run_travels_as_a_string(repo: Repository, server: str) -> None
 
 @pytest.mark.ui_args("--heartbeat-timeout", "1")
 def test_the_server_records_a_run_whose_process_went_silent(repo: Repository, server: str) -> None:
-    from fmforge.ledger import NewEvent
+    from fmforge.tracking.events import RunStarted
 
     started = {"run": "silent-run", "project": "p", "name": "silent", "config": {},
                "config_flat": {}, "datasets": [], "base_model": None, "seed": None, "tags": [],
                "started": time.time()}  # fmt: skip
-    repo.ledger.append("run/silent-run", NewEvent("RunStarted", started))  # then nothing
+    repo.record("run/silent-run", RunStarted(started))  # type: ignore[arg-type]  # then nothing
     deadline = time.monotonic() + 20
     record: dict[str, object] = {}
     while time.monotonic() < deadline:

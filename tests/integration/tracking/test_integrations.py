@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmforge.models import refs
+from fmforge.models import ModelRefs
 from fmforge.repository import Repository
 from fmforge.tracking import load_run
-from fmforge.tracking.views import runs_index
+from fmforge.tracking.views import RunsView
 
 transformers = pytest.importorskip("transformers")
 
@@ -49,14 +49,14 @@ def test_trainer_callback_records_the_run_and_its_checkpoints(
         model=model, args=args, train_dataset=Tiny(), eval_dataset=Tiny(), callbacks=[callback]
     )
     trainer.train()
-    (row,) = runs_index(repo).rows()
+    (row,) = repo.view(RunsView).rows()
     record = load_run(repo, row["id"])
     assert record.status == "finished"
     assert record.config["max_steps"] == 4
     assert record.summary["loss"]["count"] == 4
     assert {e["step"] for e in record.evals} == {2, 4}
     assert [c["step"] for c in record.checkpoints] == [2, 4]
-    branch = refs(repo).branches("tiny-bert")[f"runs/{record.id}"]
+    branch = repo.view(ModelRefs).branches("tiny-bert")[f"runs/{record.id}"]
     assert branch == record.checkpoints[-1]["commit"]
 
 
@@ -64,6 +64,6 @@ def test_the_plain_loop_example_runs(repo: Repository, monkeypatch: pytest.Monke
     example = Path(__file__).resolve().parents[3] / "examples" / "plain_loop.py"
     monkeypatch.chdir(repo.root)
     runpy.run_path(str(example), run_name="__main__")
-    (row,) = runs_index(repo).rows()
+    (row,) = repo.view(RunsView).rows()
     assert row["status"] == "finished"
     assert row["metrics"]["loss"]["last"] < row["metrics"]["loss"]["max"]

@@ -80,6 +80,6 @@ def test_lightning_logger_records_params_metrics_and_checkpoints(
 
 
 def _run_ids(repo: Repository) -> list[str]:
-    from fmforge.tracking.views import runs_index
+    from fmforge.tracking.views import RunsView
 
-    return [row["id"] for row in runs_index(repo).rows()]
+    return [row["id"] for row in repo.view(RunsView).rows()]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from tests.modelfiles import base_weights, write_model
 
-from fmforge.errors import InvalidEvent
-from fmforge.models import commit_model, refs
+from fmforge.errors import InvalidMetric
+from fmforge.models import ModelRefs, commit_model
 from fmforge.repository import Repository
 from fmforge.tracking import (
     AnomalyAction,
@@ -61,11 +61,17 @@ def test_logged_values_come_back_exactly(repo: Repository) -> None:
 
 def test_bad_input_is_refused_with_its_name(repo: Repository) -> None:
     with start_run("p", repo=repo) as run:
-        with pytest.raises(ValueError, match="could not convert"):
+        with pytest.raises(InvalidMetric, match="'loss': 'high' is not a number"):
             run.log({"loss": "high"})
-        with pytest.raises(InvalidEvent, match="non-empty strings"):
+        with pytest.raises(InvalidMetric, match="printable characters"):
             run.log({"": 1.0})
-    with pytest.raises(InvalidEvent, match="flush_interval"):
+        with pytest.raises(InvalidMetric, match="outside the int64 range"):
+            run.log({"loss": 1.0}, step=10**30)
+        with pytest.raises(InvalidMetric, match="step must be an integer"):
+            run.log({"loss": 1.0}, step=1.5)  # type: ignore[arg-type]
+        run.log({"loss": 0.5}, step=3)  # the refused calls left nothing behind
+    assert read_metric(repo, run.id, "loss")[0].tolist() == [3]
+    with pytest.raises(InvalidMetric, match="flush_interval"):
         start_run("p", repo=repo, flush_interval=5).__enter__()
 
 
@@ -107,7 +113,7 @@ def test_a_stop_action_raises_in_the_training_loop(repo: Repository, tmp_path: P
     assert record.status == "stopped"
     (anomaly,) = record.anomalies
     tag = anomaly["last_good_checkpoint"]["tag"]
-    index = refs(repo)
+    index = repo.view(ModelRefs)
     assert index.resolve("tiny", tag) == record.checkpoints[0]["commit"]
     assert index.branches("tiny") == {f"runs/{run_id}": record.checkpoints[0]["commit"]}
 
@@ -173,7 +179,7 @@ def test_checkpoints_are_commits_on_the_runs_branch(repo: Repository, tmp_path: 
     record = load_run(repo, run.id)
     assert record.base_model == "tiny@main"
     assert record.checkpoints == [{"step": 100, "model": "tiny", "commit": commit}]
-    assert refs(repo).branches("tiny")[f"runs/{run.id}"] == commit
+    assert repo.view(ModelRefs).branches("tiny")[f"runs/{run.id}"] == commit
 
 
 def test_system_metrics_and_throughput_are_recorded(repo: Repository) -> None:

@@ -11,7 +11,7 @@ from tests.clirunner import fm
 
 from fmforge.repository import Repository
 from fmforge.tracking import start_run
-from fmforge.tracking.views import runs_index
+from fmforge.tracking.views import RunsView
 
 
 def two_runs(repo: Repository) -> list[str]:
@@ -95,7 +95,7 @@ def test_import_tensorboard_event_files(repo: Repository, tmp_path: Path) -> Non
     code, out = fm(repo.root, "runs", "import-tb", str(tmp_path / "tb"), "--project", "old")
     assert code == 0, out
     assert "imported 2 runs" in out
-    rows = {r["name"]: r for r in runs_index(repo).rows(project="old")}
+    rows = {r["name"]: r for r in repo.view(RunsView).rows(project="old")}
     assert sorted(rows) == ["nested/run-b", "run-a"]
     b = rows["nested/run-b"]["metrics"]["train/loss"]
     assert (b["count"], b["last_step"]) == (10, 90)
@@ -110,7 +110,7 @@ def test_the_dashboards_runs_json_is_the_runs_table(repo: Repository) -> None:
     two_runs(repo)
     with start_run("other", repo=repo, name="nan run") as run:
         run.log({"loss": math.nan, "acc": 0.1 + 0.2}, step=0)  # summaries with None in them
-    index = runs_index(repo)
+    index = repo.view(RunsView)
     assert json.loads(index.table_json()) == index.rows()
     assert json.loads(index.table_json(project="other")) == index.rows(project="other")
     assert json.loads(index.table_json("metrics.loss.max > 1")) == index.rows(

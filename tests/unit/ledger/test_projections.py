@@ -11,7 +11,7 @@ from fmforge.ledger import Event, NewEvent, Projection, ProjectionRunner, handle
 from fmforge.ledger.store import EventStore
 
 
-class Balances(Projection):
+class Balances(Projection[dict[str, int]]):
     name = "balances"
     tables = ("balances",)
 
@@ -20,6 +20,9 @@ class Balances(Projection):
 
     def create_tables(self, db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE balances (account TEXT PRIMARY KEY, amount INTEGER NOT NULL)")
+
+    def read(self, db: sqlite3.Connection) -> dict[str, int]:
+        return dict(db.execute("SELECT account, amount FROM balances").fetchall())
 
     @handles("Deposited", "Withdrew")
     def apply(self, db: sqlite3.Connection, event: Event) -> None:

@@ -32,9 +32,10 @@ import orjson
 import yaml
 import zstandard
 
+from fmforge.data.events import LabelMatrixBuilt
 from fmforge.data.versions import STREAM_PREFIX, DatasetVersion, read_table, resolve
+from fmforge.data.views import DatasetWork
 from fmforge.errors import LabelingError
-from fmforge.ledger import NewEvent
 from fmforge.repository import Repository
 
 ABSTAIN = -1
@@ -321,11 +322,8 @@ def apply_lfs(
 
 
 def _last_matrix(repo: Repository, version: DatasetVersion) -> list[dict[str, str]] | None:
-    last = None
-    for event in repo.ledger.read_stream(STREAM_PREFIX + version.dataset):
-        if event.type == "LabelMatrixBuilt" and event.data["version"] == version.id:
-            last = event.data["lfs"]
-    return last
+    matrices = repo.view(DatasetWork).label_matrices(version.dataset, version.id)
+    return matrices[-1] if matrices else None
 
 
 def _record_matrix(
@@ -336,10 +334,9 @@ def _record_matrix(
     todo: list[LabelingFunction],
     stored: dict[str, str],
 ) -> None:
-    repo.ledger.append(
+    repo.record(
         STREAM_PREFIX + version.dataset,
-        NewEvent(
-            "LabelMatrixBuilt",
+        LabelMatrixBuilt(
             {"version": version.id, "labels": list(lfs[0].labels), "lfs": described,
              "computed": [lf.name for lf in todo]},
             refs=tuple(sorted(set(stored.values()))),
@@ -350,10 +347,9 @@ def _record_matrix(
 def _known_columns(repo: Repository, version: DatasetVersion) -> dict[str, str]:
     """LF version -> stored column, from earlier matrices over the same version."""
     known: dict[str, str] = {}
-    for event in repo.ledger.read_stream(STREAM_PREFIX + version.dataset):
-        if event.type == "LabelMatrixBuilt" and event.data["version"] == version.id:
-            for lf in event.data["lfs"]:
-                known[lf["version"]] = lf["column"]
+    for lfs in repo.view(DatasetWork).label_matrices(version.dataset, version.id):
+        for lf in lfs:
+            known[lf["version"]] = lf["column"]
     return known
 
 

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from fmforge.data.events import ManualLabelSet
 from fmforge.data.labeling.analysis import LFSummary
 from fmforge.data.labeling.functions import LabelingError, LabelMatrix
 from fmforge.data.labeling.model import LabelModel
 from fmforge.data.versions import STREAM_PREFIX, AddResult, commit_table, read_table, resolve
-from fmforge.ledger import NewEvent
+from fmforge.data.views import DatasetWork
 from fmforge.repository import Repository
 
 DEV_SPLITS = ("valid", "dev", "validation")
@@ -228,18 +229,14 @@ def set_label(repo: Repository, target: str, row: str, label: str, labels: list[
         raise LabelingError(
             f"{row!r} names {len(hits)} rows of {version.ref}; give a longer row id"
         )
-    repo.ledger.append(
+    repo.record(
         STREAM_PREFIX + version.dataset,
-        NewEvent("ManualLabelSet", {"row_id": hits[0], "label": label,
-                                    "labeler": repo.ledger.actor, "version": version.id}),
+        ManualLabelSet({"row_id": hits[0], "label": label,
+                        "labeler": repo.principal, "version": version.id}),
     )  # fmt: skip
     return str(hits[0])
 
 
 def manual_labels(repo: Repository, dataset: str) -> dict[str, str]:
     """row id -> the label last set by hand."""
-    out: dict[str, str] = {}
-    for event in repo.ledger.read_stream(STREAM_PREFIX + dataset):
-        if event.type == "ManualLabelSet":
-            out[event.data["row_id"]] = event.data["label"]
-    return out
+    return repo.view(DatasetWork).manual_labels(dataset)

@@ -1,0 +1,140 @@
+"""The dataset domain's events, on streams ``dataset/<name>``.
+
+``DatasetVersionCommitted`` records each version (its manifest, parents and the transformation
+that made it); the others record the work done on versions: cleaning verdicts, label-issue
+queues and verdicts, label matrices, manual labels, forgotten rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, NotRequired
+
+from annotated_types import Ge
+from pydantic import StringConstraints
+from typing_extensions import TypedDict
+
+from fmforge.ledger.registry import DIGEST_PATTERN, Domain, EventType
+
+Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
+RowId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+Count = Annotated[int, Ge(0)]
+Text = Annotated[str, StringConstraints(max_length=1 << 16)]
+
+
+class Column(TypedDict):
+    name: str
+    type: str
+
+
+class DatasetVersionCommittedData(TypedDict):
+    dataset: str
+    number: Annotated[int, Ge(1)]
+    version: Digest
+    parents: list[Digest]
+    manifest: Digest
+    rows: Count
+    columns: list[Column]
+    transformation: dict[str, Any]  # {"kind": add | clean | label | merge | forget | ..., ...}
+    message: Text
+
+
+class CleaningReviewedData(TypedDict):
+    row_id: RowId
+    rule: dict[str, Any]
+    action: str
+    verdict: Annotated[str, StringConstraints(pattern=r"^(accept|override)$")]
+    reviewer: str
+    note: Text
+    version: Digest
+
+
+class LabelIssue(TypedDict):
+    row_id: RowId
+    given: Any
+    suggested: Any
+    quality: float
+
+
+class LabelIssuesFoundData(TypedDict):
+    version: Digest
+    label_column: str
+    features: str
+    rows: Count
+    issues: list[LabelIssue]
+
+
+class LabelIssueReviewedData(TypedDict):
+    row_id: RowId
+    verdict: Annotated[str, StringConstraints(pattern=r"^(relabel|keep)$")]
+    label: Any
+    reviewer: str
+
+
+class LabelingFunctionRecord(TypedDict):
+    name: str
+    kind: str
+    version: str
+    column: Digest
+
+
+class LabelMatrixBuiltData(TypedDict):
+    version: Digest
+    labels: list[str]
+    lfs: list[LabelingFunctionRecord]
+    computed: list[str]
+
+
+class ManualLabelSetData(TypedDict):
+    row_id: RowId
+    label: Any
+    labeler: str
+    version: Digest
+
+
+class RowsForgottenData(TypedDict):
+    dataset: str
+    version: Digest
+    rows: Count
+    earlier_forms: Count
+    reason: Text
+    erased_chunks: Count
+    still_live: Count
+    runs: list[dict[str, Any]]
+    models: list[dict[str, Any]]
+    subject: NotRequired[str]
+
+
+DatasetVersionCommitted = EventType("DatasetVersionCommitted", DatasetVersionCommittedData)
+CleaningReviewed = EventType("CleaningReviewed", CleaningReviewedData)
+LabelIssuesFound = EventType("LabelIssuesFound", LabelIssuesFoundData)
+LabelIssueReviewed = EventType("LabelIssueReviewed", LabelIssueReviewedData)
+LabelMatrixBuilt = EventType("LabelMatrixBuilt", LabelMatrixBuiltData)
+ManualLabelSet = EventType("ManualLabelSet", ManualLabelSetData)
+RowsForgotten = EventType("RowsForgotten", RowsForgottenData)
+
+
+def _same_dataset(stream: str, data: Mapping[str, Any]) -> str | None:
+    from fmforge.data.names import check_dataset_name
+
+    name = stream.removeprefix("dataset/")
+    if "dataset" in data and data["dataset"] != name:
+        return f"names dataset {data['dataset']!r}, but the stream is dataset {name!r}"
+    return check_dataset_name(name)
+
+
+DOMAIN = Domain(
+    "dataset",
+    streams=("dataset/",),
+    types=(
+        DatasetVersionCommitted,
+        CleaningReviewed,
+        LabelIssuesFound,
+        LabelIssueReviewed,
+        LabelMatrixBuilt,
+        ManualLabelSet,
+        RowsForgotten,
+    ),
+    writer="`fmforge data ...` and `fmforge label ...`",
+    check=_same_dataset,
+)

@@ -1,0 +1,99 @@
+"""The model registry's events, on streams ``model/<name>``.
+
+A commit and the branch move it causes are one append guarded by the stream version. Branches
+move only by events: created, moved (a commit, reset, push, pull or a forced rewrite naming the
+commits it drops), deleted. Tags are created once and never move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, NotRequired
+
+from annotated_types import Ge
+from pydantic import StringConstraints
+from typing_extensions import TypedDict
+
+from fmforge.ledger.registry import DIGEST_PATTERN, Domain, EventType
+from fmforge.models.names import check_model_name, check_ref_name
+
+Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MoveReason = Annotated[str, StringConstraints(pattern=r"^(commit|reset|push|pull|force)$")]
+Count = Annotated[int, Ge(0)]
+
+
+class ModelCommittedData(TypedDict):
+    model: Name
+    commit: Digest
+    parents: list[Digest]
+    manifest: Digest
+    message: str
+    branch: Name
+    tensors: Count
+    raw_bytes: Count
+    stored_bytes: Count
+    time: NotRequired[str]  # the commit id covers it; kept when the event travels elsewhere
+    base: NotRequired[str | None]  # NAME@COMMIT of the model an adapter adapts
+    author: NotRequired[str]  # who made the commit (the recorder may be a later puller)
+    provenance: NotRequired[dict[str, Any]]  # what produced the tensors (a run, a merge, ...)
+
+
+class BranchCreatedData(TypedDict):
+    model: Name
+    branch: Name
+    commit: Digest
+
+
+class BranchMovedData(TypedDict):
+    model: Name
+    branch: Name
+    commit: Digest
+    previous: Digest
+    reason: MoveReason
+    dropped: NotRequired[list[Digest]]  # a forced move: commits no longer reachable from it
+
+
+class BranchDeletedData(TypedDict):
+    model: Name
+    branch: Name
+    commit: Digest  # where it pointed
+
+
+class TagCreatedData(TypedDict):
+    model: Name
+    tag: Name
+    commit: Digest
+
+
+def _no_self_parent(stream: str, data: Mapping[str, Any]) -> str | None:
+    if data["commit"] in data["parents"]:
+        return "a commit cannot be its own parent"
+    return None
+
+
+def _same_model(stream: str, data: Mapping[str, Any]) -> str | None:
+    name = stream.removeprefix("model/")
+    if data["model"] != name:
+        return f"names model {data['model']!r}, but the stream is model {name!r}"
+    for kind in ("branch", "tag"):
+        if kind in data:
+            problem = check_ref_name(kind, data[kind])
+            if problem:
+                return problem
+    return check_model_name(name)
+
+
+ModelCommitted = EventType("ModelCommitted", ModelCommittedData, check=_no_self_parent)
+BranchCreated = EventType("BranchCreated", BranchCreatedData)
+BranchMoved = EventType("BranchMoved", BranchMovedData)
+BranchDeleted = EventType("BranchDeleted", BranchDeletedData)
+TagCreated = EventType("TagCreated", TagCreatedData)
+
+DOMAIN = Domain(
+    "model",
+    streams=("model/",),
+    types=(ModelCommitted, BranchCreated, BranchMoved, BranchDeleted, TagCreated),
+    writer="`fmforge model commit/branch/tag/reset`, push and pull",
+    check=_same_model,
+)
