@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
 import duckdb
@@ -80,6 +81,9 @@ SCALAR_FUNCTIONS = _names(
     # dates and times (of the values, never the clock)
     "year month day hour minute second date_part datepart date_trunc datetrunc strftime",
     "strptime try_strptime epoch dayofweek dayofyear week quarter make_date date_diff datediff",
+    # INTERVAL 1 DAY and friends
+    "to_years to_months to_weeks to_days to_hours to_minutes to_seconds to_milliseconds",
+    "to_microseconds",
 )
 AGGREGATE_FUNCTIONS = _names(
     "count count_star count_if sum avg mean min max median mode quantile quantile_cont",
@@ -118,6 +122,7 @@ _CLAUSES = {  # keys of a SELECT node a filter cannot add to, as the error names
     "having": "HAVING",
     "qualify": "QUALIFY",
     "sample": "USING SAMPLE",
+    "aggregate_handling": "GROUP BY",
     "cte_map": "WITH",
     "select_list": "a second select list",
     "from_table": "a second FROM",
@@ -159,7 +164,7 @@ def mask(
 ) -> list[bool]:
     """Per row of ``table``: whether the filter ``condition`` holds (NULL counts as false)."""
     position = "_position"
-    while position in table.column_names:
+    while position in {c.lower() for c in table.column_names}:  # DuckDB ignores case
         position = "_" + position
     connection = connect()
     try:
@@ -228,6 +233,17 @@ def _parse(connection: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
     except RecursionError:
         return {"error": True, "error_message": _TOO_DEEP}
     return tree
+
+
+@cache
+def _type_names() -> frozenset[str]:
+    """DuckDB's built-in type names and aliases (a fresh connection has no other)."""
+    connection = connect()
+    try:
+        rows = connection.execute("SELECT type_name FROM duckdb_types()").fetchall()
+    finally:
+        connection.close()
+    return frozenset(str(row[0]).lower() for row in rows)
 
 
 def _too_deep(message: str) -> bool:
@@ -371,14 +387,17 @@ class _Checker:
         if not isinstance(node, dict):
             return
         skip: set[str] = set()
+        kind = node.get("type") if isinstance(node.get("type"), str) else None
         if "class" in node:
             self.expression(node)
             if node["class"] == "CONSTANT":
                 skip = {"value"}
-        elif node.get("type") in _QUERY_NODES:
+        elif kind in _QUERY_NODES:
             self.query_node(node)
-        elif node.get("type") in _TABLE_REFS:
+        elif kind in _TABLE_REFS:
             self.table(node)
+        elif kind == "UNBOUND_TYPE_INFO":
+            self.type_name(node)
         for key, value in node.items():
             if key not in skip:
                 self.visit(value, depth + 1)
@@ -412,6 +431,13 @@ class _Checker:
             raise self.refused(f"the table function {function}()")
         elif kind not in ("JOIN", "SUBQUERY", "EXPRESSION_LIST", "EMPTY", "SHOW_REF"):
             raise self.refused(f"a {kind.replace('_', ' ').lower()}")
+
+    def type_name(self, node: dict[str, Any]) -> None:
+        """A type in a cast or typed literal must be a built-in one (``'x'::ATTACH`` is not)."""
+        name = str(node.get("name", ""))
+        if node.get("catalog") or node.get("schema") or name.lower() not in _type_names():
+            qualified = ".".join(p for p in (node.get("catalog"), node.get("schema"), name) if p)
+            raise self.refused(f"the type {qualified}")
 
     def expression(self, node: dict[str, Any]) -> None:
         kind = node["class"]
