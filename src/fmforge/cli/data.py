@@ -23,6 +23,7 @@ from fmforge.data import (
 from fmforge.errors import UsageError
 
 app = typer.Typer(cls=FmforgeGroup, help="Versioned datasets.", no_args_is_help=True)
+_FILTER = "one SQL expression over the columns; see Filters in docs/cli.md"
 
 
 @app.command("add")
@@ -100,15 +101,21 @@ def show(
     target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
     rows: Annotated[int, typer.Option("--rows", "-n", help="Sample rows to print.")] = 5,
     condition: Annotated[
-        str | None, typer.Option("--where", help="An SQL condition, e.g. \"label = 'spam'\".")
+        str | None,
+        typer.Option("--where", help=f"A filter, e.g. \"label = 'spam'\" ({_FILTER})."),
     ] = None,
 ) -> None:
     """Schema, row count, lineage and a sample of a version."""
     with open_repository(ctx) as repo:
         version = resolve(repo, target)
-        table = where(repo, version.ref, condition) if condition else read_table(repo, version.ref)
+        table = (
+            where(repo, version.ref, condition)
+            if condition is not None
+            else read_table(repo, version.ref)
+        )
     console.print(f"[bold]{version.ref}[/bold]  {version.id}", highlight=False)
-    console.print(f"rows: {version.rows:,}" + (f" ({table.num_rows:,} match)" if condition else ""))
+    matching = f" ({table.num_rows:,} match)" if condition is not None else ""
+    console.print(f"rows: {version.rows:,}{matching}")
     parents = ", ".join(p[:12] for p in version.parents) or "none"
     console.print(f"made by: {version.transformation.get('kind')}; parents: {parents}")
     console.print("columns: " + ", ".join(f"{c['name']} ({c['type']})" for c in version.columns))
@@ -246,7 +253,7 @@ def trace_(
     dataset: Annotated[
         str | None, typer.Option(help="With --where: the NAME[@REF] to pick rows from.")
     ] = None,
-    condition: Annotated[str | None, typer.Option("--where", help="An SQL condition.")] = None,
+    condition: Annotated[str | None, typer.Option("--where", help=f"A filter ({_FILTER}).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every dataset version holding a record, and the runs and model commits trained on it."""
@@ -255,7 +262,7 @@ def trace_(
     with open_repository(ctx) as repo:
         if row is not None:
             rows = [row]
-        elif dataset and condition:
+        elif dataset and condition is not None:
             rows = where(repo, dataset, condition).column("_row_id").to_pylist()[:20]
         else:
             raise UsageError("give a ROW id, or --dataset NAME --where CONDITION")
@@ -279,7 +286,9 @@ def trace_(
 def forget_(
     ctx: typer.Context,
     name: str,
-    condition: Annotated[str, typer.Option("--where", help="An SQL condition: rows to forget.")],
+    condition: Annotated[
+        str, typer.Option("--where", help=f"A filter: the rows to forget ({_FILTER}).")
+    ],
     reason: Annotated[str, typer.Option(help="Why: recorded with the forgetting.")],
 ) -> None:
     """Commit NAME without the matching rows and erase them from the store."""

@@ -28,16 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from fmforge.data.filters import check_filter, mask
 from fmforge.data.minhash import near_duplicate_groups
 from fmforge.data.storage import ROW_ID, row_ids
 from fmforge.data.text import normalize
 from fmforge.data.versions import AddResult, commit_table, read_table, resolve
-from fmforge.errors import CleaningError
+from fmforge.errors import CleaningError, InvalidFilter
 from fmforge.repository import Repository
 
 PII_PATTERNS = {
@@ -162,6 +162,7 @@ class Filter(Rule):
             raise CleaningError(
                 f"rule {self.kind}: bad regex {options['regex']!r}: {error}"
             ) from None
+        _check_sql(self.kind, options)
         words = options.get("keywords")
         self.keywords = (
             re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
@@ -294,17 +295,17 @@ class PythonRule(Rule):
 
 
 def _sql_mask(table: pa.Table, condition: str, kind: str) -> list[bool]:
-    connection = duckdb.connect()
-    try:
-        connection.register("data", table)
-        result = connection.execute(f"SELECT coalesce(({condition}), false) FROM data").fetchall()
-    except duckdb.Error as error:
-        raise CleaningError(
-            f"rule {kind}: sql {condition!r}: {str(error).splitlines()[0]}"
-        ) from None
-    finally:
-        connection.close()
-    return [bool(row[0]) for row in result]
+    """Per row: whether the filter holds (one expression over the columns, as ``--where``)."""
+    return mask(table, condition, source=f"rule {kind}: sql {condition!r}")
+
+
+def _check_sql(kind: str, options: dict[str, Any]) -> None:
+    """Refuse an ``sql:`` option that is not one filter expression before any row is read
+    (the columns are checked when the rule runs)."""
+    if "sql" in options:
+        if not isinstance(options["sql"], str):
+            raise InvalidFilter(f"rule {kind}: sql must be a string, not {options['sql']!r}")
+        check_filter(options["sql"], source=f"rule {kind}: sql {options['sql']!r}")
 
 
 _KINDS: dict[str, Callable[..., Rule]] = {

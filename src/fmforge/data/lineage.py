@@ -151,14 +151,17 @@ class Forgotten:
     models: list[dict[str, Any]]
 
 
-def forget(repo: Repository, name: str, condition: str, *, reason: str) -> Forgotten:
-    """Commit ``name`` without the rows where the SQL ``condition`` holds, and erase them."""
-    from fmforge.data.tables import query
+def forget(
+    repo: Repository, name: str, condition: str, *, reason: str, source: str = "--where"
+) -> Forgotten:
+    """Commit ``name`` without the rows where the filter ``condition`` holds (one expression
+    over its columns: :mod:`fmforge.data.filters`), and erase them."""
+    from fmforge.data.tables import where
 
     if not reason.strip():
         raise DataError("say why the rows are forgotten (--reason): it goes on the record")
     latest = resolve(repo, name)
-    doomed = query(repo, latest.ref, f"SELECT {ROW_ID} FROM data WHERE {condition}")
+    doomed = where(repo, latest.ref, condition, source=source)
     forgotten = set(doomed.column(ROW_ID).to_pylist())
     if not forgotten:
         raise DataError(f"no row of {latest.ref} matches {condition!r}: nothing forgotten")

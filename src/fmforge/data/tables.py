@@ -1,4 +1,5 @@
-"""Reading versions: SQL over a version (DuckDB), diffs between versions, export to files."""
+"""Reading versions: filters and queries over a version (DuckDB, checked by
+:mod:`fmforge.data.filters`), diffs between versions, export to files."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from fmforge.data.filters import run_query, select
 from fmforge.data.storage import ROW_ID
 from fmforge.data.versions import read_table, resolve
 from fmforge.errors import DataError, InvalidDataSource
@@ -19,22 +20,18 @@ from fmforge.repository import Repository
 
 
 def query(repo: Repository, target: str, sql: str) -> pa.Table:
-    """Run ``sql`` over the version ``target``, whose table is called ``data`` (with its
-    ``_row_id`` column), e.g. ``SELECT label, count(*) FROM data GROUP BY label``."""
-    data = read_table(repo, target, with_ids=True)
-    connection = duckdb.connect()
-    try:
-        connection.register("data", data)
-        return connection.execute(sql).to_arrow_table()
-    except duckdb.Error as error:
-        raise DataError(f"{target}: {str(error).splitlines()[0]}") from None
-    finally:
-        connection.close()
+    """Run ``sql``, one ``SELECT`` reading only the version ``target`` as the table ``data``
+    (with its ``_row_id`` column), e.g. ``SELECT label, count(*) FROM data GROUP BY label``.
+    Anything else (another statement, a file, a table function) is refused: see
+    :mod:`fmforge.data.filters`."""
+    return run_query(read_table(repo, target, with_ids=True), sql, source=f"query on {target}")
 
 
-def where(repo: Repository, target: str, condition: str) -> pa.Table:
-    """The rows of ``target`` for which the SQL boolean ``condition`` holds."""
-    return query(repo, target, f"SELECT * FROM data WHERE {condition}")
+def where(repo: Repository, target: str, condition: str, *, source: str = "--where") -> pa.Table:
+    """The rows of ``target`` (with ``_row_id``) for which the filter ``condition``, one SQL
+    expression over its columns, holds (:mod:`fmforge.data.filters` gives the grammar)."""
+    table = read_table(repo, target, with_ids=True)
+    return select(table, condition, source=source, relation=target)
 
 
 @dataclass

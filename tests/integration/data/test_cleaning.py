@@ -18,7 +18,7 @@ from fmforge.data.cleaning import (
     normalize,
     plan_cleaning,
 )
-from fmforge.errors import DataError
+from fmforge.errors import DataError, InvalidFilter
 from fmforge.repository import Repository
 from tests.clirunner import fm
 
@@ -114,7 +114,7 @@ def test_bad_rules_are_refused_with_the_rule_named(repo: Repository, tmp_path: P
         load_rules("rules:\n  - redact: {kinds: [ssn]}\n")
     with pytest.raises(CleaningError, match=r"rule drop_empty: no column 'body'"):
         plan_cleaning(repo, "comments", load_rules("column: body\nrules:\n  - drop_empty: {}\n"))
-    with pytest.raises(CleaningError, match="rule keep: sql"):
+    with pytest.raises(InvalidFilter, match="rule keep: sql 'nope > 1': the dataset has no column"):
         plan_cleaning(repo, "comments", load_rules("rules:\n  - keep: {sql: 'nope > 1'}\n"))
     assert [v.number for v in dataset_log(repo, "comments")] == [1]
 
