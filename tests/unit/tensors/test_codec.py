@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -193,3 +198,17 @@ class TestChunkedPaths:
         assert encoded.kind == kind
         assert len(encoded.parts) > spec.itemsize + 1  # streamed in pieces, never joined
         assert decode(encoded, spec, parent) == bytes(child)
+
+
+class TestStoredFormats:
+    """Payloads written by earlier versions (``golden_encodings.json``) decode to the same bits:
+    a stored encoding's format never changes under a repository."""
+
+    CASES = json.loads((Path(__file__).parent / "golden_encodings.json").read_text())
+
+    @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+    def test_stored_payload_decodes_bit_exactly(self, case: dict[str, Any]) -> None:
+        spec = TensorSpec(case["dtype"], tuple(case["shape"]))
+        parent = None if case["parent"] is None else base64.b64decode(case["parent"])
+        encoded = EncodedTensor(case["kind"], (base64.b64decode(case["payload"]),))
+        assert decode(encoded, spec, parent) == base64.b64decode(case["child"])
