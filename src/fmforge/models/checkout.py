@@ -31,10 +31,12 @@ from fmforge.tensors.layout import parse_header
 _NUMPY = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
     "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "U16": np.uint16,
-    "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_,
+    "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_, "C64": np.complex64,
     # no numpy dtype: the raw bits, as unsigned integers of the same width
-    "BF16": np.uint16, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8,
+    "BF16": np.uint16, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8, "F8_E8M0": np.uint8,
+    "F8_E4M3FNUZ": np.uint8, "F8_E5M2FNUZ": np.uint8,
 }  # fmt: skip
+# F4 and F6 pack several elements per byte: no array of their shape exists.
 
 
 @dataclass(frozen=True)
@@ -231,9 +233,13 @@ class LazyStateDict(Mapping[str, Any]):
             raise KeyError(
                 f"{self.reader.model}@{self.commit[:12]} has no tensor {name!r}"
             ) from None
-        array: np.ndarray[Any, Any] = np.frombuffer(
-            self.reader.tensor_bytes(raw_hash), dtype=_NUMPY[spec.dtype]
-        )
+        dtype = _NUMPY.get(spec.dtype)
+        if dtype is None:
+            raise InvalidTensor(
+                f"tensor {name!r} is {spec.dtype}, which packs several elements per byte: "
+                "check the model out to read it"
+            )
+        array: np.ndarray[Any, Any] = np.frombuffer(self.reader.tensor_bytes(raw_hash), dtype)
         array = array.reshape(spec.shape)
         if self.framework == "numpy":
             return array

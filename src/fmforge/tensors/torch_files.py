@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fmforge.errors import InvalidModelSource
+from fmforge.errors import InvalidModelSource, InvalidTensor
 from fmforge.tensors.codec import TensorSpec
 
 # torch dtype name -> safetensors dtype name
@@ -20,7 +20,8 @@ _DTYPES = {
     "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
     "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
     "uint16": "U16", "uint32": "U32", "uint64": "U64", "bool": "BOOL",
-    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "float8_e8m0fnu": "F8_E8M0",
+    "float8_e4m3fnuz": "F8_E4M3FNUZ", "float8_e5m2fnuz": "F8_E5M2FNUZ", "complex64": "C64",
 }  # fmt: skip
 
 
@@ -82,7 +83,9 @@ def to_torch(array: Any, spec: TensorSpec) -> Any:
     """A torch tensor over ``array``'s bytes, with ``spec``'s dtype (bfloat16 and fp8 too)."""
     torch = _torch()
     by_name = {v: k for k, v in _DTYPES.items()}
-    dtype = getattr(torch, by_name[spec.dtype])
+    dtype = getattr(torch, by_name.get(spec.dtype, ""), None)
+    if dtype is None:
+        raise InvalidTensor(f"this torch has no dtype for {spec.dtype}: use framework='numpy'")
     if array.size == 0:
         return torch.empty(spec.shape, dtype=dtype)
     raw = torch.from_numpy(array.reshape(-1).view("uint8").copy())
