@@ -20,7 +20,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fmforge.errors import InvalidModelSource, InvalidTensor, ObjectNotFound, RefNotFound
+from fmforge.errors import (
+    InvalidModelSource,
+    InvalidTensor,
+    ObjectNotFound,
+    RefNotFound,
+    UsageError,
+)
 from fmforge.models.commits import load_manifest, refs, stored_lookup
 from fmforge.models.refs import split_model_ref
 from fmforge.models.storage import StoredTensor, load_tensor
@@ -99,7 +105,12 @@ def checkout(
     """
     reader = CommitReader(repo, target)
     directory = Path(out)
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory}: exists and is not a directory (checkout writes one)")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{directory}: cannot create the directory: {exc.strerror}") from None
     written = files = count = 0
     for entry in reader.manifest["files"]:
         destination = directory / entry["path"]
@@ -240,7 +251,12 @@ class LazyStateDict(Mapping[str, Any]):
                 "check the model out to read it"
             )
         array: np.ndarray[Any, Any] = np.frombuffer(self.reader.tensor_bytes(raw_hash), dtype)
-        array = array.reshape(spec.shape)
+        try:
+            array = array.reshape(spec.shape)
+        except ValueError:  # an empty tensor with a dimension numpy cannot index
+            raise InvalidTensor(
+                f"tensor {name!r} has shape {list(spec.shape)}, beyond numpy's limits"
+            ) from None
         if self.framework == "numpy":
             return array
         from fmforge.tensors.torch_files import to_torch
