@@ -22,7 +22,7 @@ of two concurrent commits to one branch, one wins and the other gets ``BranchCon
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ from fmforge.errors import (
 )
 from fmforge.ledger import NewEvent
 from fmforge.ledger.events import canonical_json, utc_now
+from fmforge.models.inputs import is_torch_weights, source_files
 from fmforge.models.refs import (
     STREAM_PREFIX,
     ModelRefs,
@@ -60,7 +61,7 @@ from fmforge.models.storage import (
 )
 from fmforge.repository import Repository
 from fmforge.tensors.codec import TensorSpec
-from fmforge.tensors.layout import open_tensors, read_layout
+from fmforge.tensors.layout import open_tensors
 
 MANIFEST_FORMAT = 1
 
@@ -84,104 +85,6 @@ def refs(repo: Repository) -> RefIndex:
     """The model refs projection, brought up to date with the ledger."""
     repo.views.run(ModelRefs(repo.objects))
     return RefIndex(repo.views.db)
-
-
-def _source_files(path: Path) -> list[tuple[str, Path]]:
-    """(path in the commit, path on disk) of every file to commit, each weights file already
-    checked, so a refusal comes before anything is stored.
-
-    A single file is committed as given (a link to it included). In a directory, a symbolic
-    link is followed when its target stays inside the directory (it is committed as a copy of
-    the target, under the link's name) or, for a Hugging Face cache snapshot
-    (``.../snapshots/REV/``), inside that model's ``blobs/`` folder; a link leading anywhere
-    else, a dangling link, a loop, and anything but files and folders are refused, by name.
-    """
-    if path.is_file():
-        if path.suffix != ".safetensors" and not _is_torch_weights(path):
-            raise InvalidModelSource(
-                f"{path}: a single file must be a .safetensors file or a PyTorch weights file"
-            )
-        files = [(path.name, path)]
-    elif not path.is_dir():
-        raise InvalidModelSource(f"{path}: no such file or directory")
-    else:
-        root = path.resolve()
-        files = sorted(_walk(path, "", _link_roots(root), frozenset({root})))
-    if not files:
-        raise InvalidModelSource(f"{path}: the directory has no files to commit")
-    for _relative, source in files:
-        _check_weights_file(source)
-    return files
-
-
-def _link_roots(root: Path) -> tuple[Path, ...]:
-    """Where links under ``root`` may lead: inside it, and for a Hugging Face cache snapshot
-    (``models--ORG--NAME/snapshots/REV``), into that model's ``blobs/`` folder."""
-    if root.parent.name == "snapshots" and (root.parent.parent / "blobs").is_dir():
-        return (root, (root.parent.parent / "blobs").resolve())
-    return (root,)
-
-
-def _walk(
-    directory: Path, prefix: str, allowed: tuple[Path, ...], ancestors: frozenset[Path]
-) -> Iterator[tuple[str, Path]]:
-    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        if _skipped(entry.name):
-            continue
-        relative, source = prefix + entry.name, Path(entry.path)
-        if entry.is_symlink():
-            target = Path(os.path.realpath(entry.path))
-            if not any(target == a or target.is_relative_to(a) for a in allowed):
-                raise InvalidModelSource(
-                    f"{source}: a symbolic link to {target}, outside the directory; fmforge "
-                    "commits only what the directory holds (copy the file in, or remove the link)"
-                )
-            if not target.exists():
-                raise InvalidModelSource(f"{source}: a symbolic link to nothing ({target})")
-        if entry.is_dir():  # follows a link that passed the checks above
-            real = Path(os.path.realpath(entry.path))
-            if real in ancestors:
-                raise InvalidModelSource(
-                    f"{source}: a symbolic link to {real}, which contains it (a loop)"
-                )
-            yield from _walk(source, relative + "/", allowed, ancestors | {real})
-        elif entry.is_file():
-            yield relative, source
-        else:
-            raise InvalidModelSource(
-                f"{source}: not a regular file or directory (a pipe, socket or device)"
-            )
-
-
-_SKIPPED_DIRS = {".git", ".cache", ".ipynb_checkpoints", ".huggingface"}
-
-
-def _skipped(part: str) -> bool:
-    """VCS and cache folders, and fmforge's own temporary and marker files, are not model files."""
-    return part in _SKIPPED_DIRS or part.startswith(".fmforge")
-
-
-# Training state a Hugging Face Trainer checkpoint holds beside the weights: kept as files.
-_TRAINING_STATE = ("training_args", "optimizer", "scheduler", "scaler", "rng_state")
-
-
-def _is_torch_weights(path: Path) -> bool:
-    """PyTorch state dicts by name: ``pytorch_model*.bin`` and ``adapter_model*.bin`` as
-    transformers and PEFT name them, and ``.pt``/``.pth`` files other than a Trainer's training
-    state (``optimizer.pt``, ``rng_state.pth``, ...). Other files are stored as they are."""
-    if path.name.startswith(("pytorch_model", "adapter_model")):
-        return path.suffix in (".bin", ".pt", ".pth")
-    return path.suffix in (".pt", ".pth") and not path.name.startswith(_TRAINING_STATE)
-
-
-def _check_weights_file(source: Path) -> None:
-    """Refuse a weights file the commit would refuse later, before anything is stored."""
-    if source.suffix == ".safetensors":
-        read_layout(source)
-    elif _is_torch_weights(source):
-        from fmforge.tensors.torch_files import load_torch_state_dict
-
-        load_torch_state_dict(source)
 
 
 def _adapter_info(path: Path) -> dict[str, Any] | None:
@@ -239,7 +142,7 @@ def commit_model(
     parents = (parent_id,) if parent_id else ()
     adapter = _adapter_info(source_path)
     adapts = _resolve_base(index, base, adapter)
-    sources = _source_files(source_path)
+    sources = source_files(source_path)
 
     result = CommitResult(name, "", branch, parents)
     parent_tensors = _parent_tensors(repo, index, parent_id)
@@ -254,7 +157,7 @@ def commit_model(
             entry: dict[str, Any] | None
             if source.suffix == ".safetensors":
                 entry = _commit_safetensors(writer, relative, source)
-            elif _is_torch_weights(source):
+            elif is_torch_weights(source):
                 entry = _commit_torch(writer, relative, source)
             else:
                 entry = None
