@@ -20,7 +20,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fmforge.errors import InvalidModelSource, InvalidTensor, ObjectNotFound, RefNotFound
+from fmforge.errors import (
+    InvalidModelSource,
+    InvalidTensor,
+    ObjectNotFound,
+    RefNotFound,
+    UsageError,
+)
 from fmforge.models.history import confirm
 from fmforge.models.refs import ModelRefs, split_model_ref
 from fmforge.models.storage import StoredTensor, load_tensor
@@ -32,10 +38,12 @@ from fmforge.tensors.layout import parse_header
 _NUMPY = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
     "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "U16": np.uint16,
-    "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_,
+    "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_, "C64": np.complex64,
     # no numpy dtype: the raw bits, as unsigned integers of the same width
-    "BF16": np.uint16, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8,
+    "BF16": np.uint16, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8, "F8_E8M0": np.uint8,
+    "F8_E4M3FNUZ": np.uint8, "F8_E5M2FNUZ": np.uint8,
 }  # fmt: skip
+# F4 and F6 pack several elements per byte: no array of their shape exists.
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,12 @@ def checkout(
     """
     reader = CommitReader(repo, target)
     directory = Path(out)
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory}: exists and is not a directory (checkout writes one)")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{directory}: cannot create the directory: {exc.strerror}") from None
     written = files = count = 0
     for entry in reader.manifest["files"]:
         destination = directory / entry["path"]
@@ -247,10 +260,19 @@ class LazyStateDict(Mapping[str, Any]):
             raise KeyError(
                 f"{self.reader.model}@{self.commit[:12]} has no tensor {name!r}"
             ) from None
-        array: np.ndarray[Any, Any] = np.frombuffer(
-            self.reader.tensor_bytes(raw_hash), dtype=_NUMPY[spec.dtype]
-        )
-        array = array.reshape(spec.shape)
+        dtype = _NUMPY.get(spec.dtype)
+        if dtype is None:
+            raise InvalidTensor(
+                f"tensor {name!r} is {spec.dtype}, which packs several elements per byte: "
+                "check the model out to read it"
+            )
+        array: np.ndarray[Any, Any] = np.frombuffer(self.reader.tensor_bytes(raw_hash), dtype)
+        try:
+            array = array.reshape(spec.shape)
+        except ValueError:  # an empty tensor with a dimension numpy cannot index
+            raise InvalidTensor(
+                f"tensor {name!r} has shape {list(spec.shape)}, beyond numpy's limits"
+            ) from None
         if self.framework == "numpy":
             return array
         from fmforge.tensors.torch_files import to_torch

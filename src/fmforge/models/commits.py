@@ -54,6 +54,7 @@ from fmforge.errors import (
 from fmforge.ledger import NewEvent
 from fmforge.ledger.events import canonical_json, utc_now
 from fmforge.models.events import BranchCreated, BranchMoved, ModelCommitted
+from fmforge.models.inputs import is_torch_weights, source_files
 from fmforge.models.names import validate_model_name, validate_ref_name
 from fmforge.models.refs import STREAM_PREFIX, ModelRefs, RefIndex, split_model_ref
 from fmforge.models.sources import ParentFiles, remember
@@ -64,40 +65,6 @@ from fmforge.tensors.layout import open_tensors, parse_header
 
 MANIFEST_FORMAT = 1
 DEFAULT_BRANCH = "main"
-
-
-def _source_files(path: Path) -> list[tuple[str, Path]]:
-    if path.is_file():
-        if path.suffix != ".safetensors" and not _is_torch_weights(path):
-            raise InvalidModelSource(
-                f"{path}: a single file must be a .safetensors file or a PyTorch weights file"
-            )
-        return [(path.name, path)]
-    if not path.is_dir():
-        raise InvalidModelSource(f"{path}: no such file or directory")
-    files = sorted(
-        (p.relative_to(path).as_posix(), p)
-        for p in path.rglob("*")
-        if p.is_file() and not any(_skipped(part) for part in p.relative_to(path).parts)
-    )
-    if not files:
-        raise InvalidModelSource(f"{path}: the directory has no files to commit")
-    return files
-
-
-_SKIPPED_DIRS = {".git", ".cache", ".ipynb_checkpoints", ".huggingface"}
-
-
-def _skipped(part: str) -> bool:
-    """VCS and cache folders, and fmforge's own temporary and marker files, are not model files."""
-    return part in _SKIPPED_DIRS or part.startswith(".fmforge")
-
-
-def _is_torch_weights(path: Path) -> bool:
-    """PyTorch state dicts as transformers and PEFT name them (``training_args.bin`` is not)."""
-    return path.suffix in (".bin", ".pt", ".pth") and (
-        path.name.startswith(("pytorch_model", "adapter_model")) or path.suffix != ".bin"
-    )
 
 
 def _adapter_info(path: Path) -> dict[str, Any] | None:
@@ -221,7 +188,7 @@ def commit_model(
     )  # fmt: skip
     adapter = _adapter_info(source_path)
     adapts = _resolve_base(index, base, adapter)
-    sources = _source_files(source_path)
+    sources = source_files(source_path)
     parent_id = plan.parents[0] if plan.parents else None
     result = CommitResult(name, "", branch, plan.parents)
     files: list[dict[str, Any]] = []
@@ -237,7 +204,7 @@ def commit_model(
             entry: dict[str, Any] | None
             if source.suffix == ".safetensors":
                 entry = _commit_safetensors(writer, relative, source)
-            elif _is_torch_weights(source):
+            elif is_torch_weights(source):
                 entry = _commit_torch(writer, relative, source)
             else:
                 entry = None
@@ -471,14 +438,12 @@ def _commit_safetensors(writer: TensorWriter, relative: str, source: Path) -> di
     }
 
 
-def _commit_torch(writer: TensorWriter, relative: str, source: Path) -> dict[str, Any] | None:
-    """A PyTorch state dict, loaded with ``weights_only=True``; None if it is not one (then the
-    file is stored as an opaque blob). Its tensors are stored like safetensors tensors."""
+def _commit_torch(writer: TensorWriter, relative: str, source: Path) -> dict[str, Any]:
+    """A PyTorch state dict, loaded with ``weights_only=True`` (anything else is refused, see
+    ``load_torch_state_dict``). Its tensors are stored like safetensors tensors."""
     from fmforge.tensors.torch_files import load_torch_state_dict
 
     loaded = load_torch_state_dict(source)
-    if loaded is None:
-        return None
     tensors = []
     items = list(loaded.items())
     digests = writer.hash_all([data for _, (_spec, data) in items])

@@ -190,10 +190,10 @@ def _statistics(
     with_rank: bool,
 ) -> None:
     """Fill ``entry``'s statistics, in float64 chunks of rows (memory ~ the two tensors)."""
-    old_bits = np.frombuffer(old_raw, np.uint8).reshape(spec.numel, spec.itemsize)
-    new_bits = np.frombuffer(new_raw, np.uint8).reshape(spec.numel, spec.itemsize)
-    changed = int(np.count_nonzero((old_bits != new_bits).any(axis=1)))
-    entry.fraction_changed = changed / spec.numel if spec.numel else 0.0
+    old_bits = np.frombuffer(old_raw, np.uint8).reshape(spec.words, spec.itemsize)
+    new_bits = np.frombuffer(new_raw, np.uint8).reshape(spec.words, spec.itemsize)
+    changed = int(np.count_nonzero((old_bits != new_bits).any(axis=1)))  # bytes, for F4/F6
+    entry.fraction_changed = changed / spec.words if spec.words else 0.0
     old_values, new_values = _values(old_raw, spec), _values(new_raw, spec)
     if old_values is None or new_values is None:
         return

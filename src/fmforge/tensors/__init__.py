@@ -1,4 +1,5 @@
-"""Lossless encodings of tensors and tensor deltas."""
+"""Lossless encodings of tensors and tensor deltas (``codec``, one module per encoding in
+``encodings``), tensor specs (``spec``) and the safetensors layout (``layout``)."""
 
 from __future__ import annotations
 

@@ -2,99 +2,56 @@
 
 A safetensors file is an 8-byte little-endian header length, a JSON header mapping each tensor
 name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets into the byte buffer that
-follows; ``"__metadata__"`` holds string metadata), then the buffer. The header bytes are kept
+follows; ``"__metadata__"`` holds string metadata), then the buffer. ``tensors.header`` accepts
+exactly the headers the reference loader accepts. The header bytes are kept
 exactly as found, so ``write_file`` gives back the original file byte for byte. Reading goes
 through ``mmap``: tensors are views, never copies of the whole file.
 """
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import struct
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 from fmforge.errors import InvalidTensor
-from fmforge.tensors.codec import TensorSpec
+from fmforge.tensors.header import MAX_HEADER, SafetensorsLayout, TensorEntry, parse_header
 
-MAX_HEADER = 100 << 20  # the reference implementation's limit
-
-
-@dataclass(frozen=True, slots=True)
-class TensorEntry:
-    name: str
-    spec: TensorSpec
-    begin: int  # offsets into the data buffer, as in the header
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class SafetensorsLayout:
-    header: bytes  # the JSON header exactly as stored (trailing padding included)
-    entries: tuple[TensorEntry, ...]  # in buffer order
-    metadata: Mapping[str, str] | None
-
-    @property
-    def data_start(self) -> int:
-        return 8 + len(self.header)
-
-    @property
-    def data_size(self) -> int:
-        return self.entries[-1].end if self.entries else 0
-
-
-def parse_header(header: bytes, source: str = "<header>") -> SafetensorsLayout:
-    """Validate a header: known dtypes, sizes that match shapes, a buffer with no holes."""
-    try:
-        parsed = json.loads(header.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidTensor(f"{source}: safetensors header is not JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidTensor(f"{source}: safetensors header is not a JSON object")
-    metadata = parsed.pop("__metadata__", None)
-    entries = []
-    for name, info in parsed.items():
-        try:
-            spec = TensorSpec(info["dtype"], tuple(int(d) for d in info["shape"]))
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidTensor(f"{source}: tensor {name!r} has a malformed entry: {exc}") from None
-        except InvalidTensor as exc:
-            raise InvalidTensor(f"{source}: tensor {name!r}: {exc}") from None
-        if end - begin != spec.nbytes:
-            raise InvalidTensor(
-                f"{source}: tensor {name!r} spans {end - begin} bytes, "
-                f"{spec.dtype}{list(spec.shape)} needs {spec.nbytes}"
-            )
-        entries.append(TensorEntry(name, spec, begin, end))
-    entries.sort(key=lambda e: (e.begin, e.end))
-    position = 0
-    for entry in entries:
-        if entry.begin != position:
-            raise InvalidTensor(
-                f"{source}: tensor {entry.name!r} starts at byte {entry.begin} of the buffer, "
-                f"expected {position} (safetensors buffers have no holes or overlaps)"
-            )
-        position = entry.end
-    return SafetensorsLayout(header, tuple(entries), metadata)
+__all__ = [
+    "MAX_HEADER",
+    "SafetensorsLayout",
+    "TensorEntry",
+    "open_tensors",
+    "parse_header",
+    "read_layout",
+    "write_file",
+]
 
 
 def read_layout(path: str | os.PathLike[str]) -> SafetensorsLayout:
+    """The layout of the file at ``path``, refused unless the reference loader would load it:
+    a valid header (``tensors.header``) whose tensors cover the rest of the file exactly."""
     path = Path(path)
     with open(path, "rb") as handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
-            raise InvalidTensor(f"{path}: too short to be a safetensors file")
+            raise InvalidTensor(
+                f"{path}: {len(prefix)} bytes is too short to be a safetensors file"
+            )
         (length,) = struct.unpack("<Q", prefix)
         if length > MAX_HEADER:
-            raise InvalidTensor(f"{path}: safetensors header of {length} bytes is implausible")
+            raise InvalidTensor(
+                f"{path}: a safetensors header of {length:,} bytes is over the format's "
+                f"limit of {MAX_HEADER:,}"
+            )
         header = handle.read(length)
     if len(header) != length:
-        raise InvalidTensor(f"{path}: truncated safetensors header")
+        raise InvalidTensor(
+            f"{path}: truncated safetensors header ({len(header)} of {length} bytes)"
+        )
     layout = parse_header(header, str(path))
     expected = layout.data_start + layout.data_size
     actual = path.stat().st_size
@@ -113,8 +70,8 @@ def open_tensors(
     """
     layout = read_layout(path)
     with open(path, "rb") as handle:
-        if layout.data_size == 0:
-            yield layout, iter(())
+        if layout.data_size == 0:  # nothing to map (mmap refuses empty files), empty tensors
+            yield layout, ((entry, memoryview(b"")) for entry in layout.entries)
             return
         # MAP_POPULATE maps the whole file in one call instead of one page fault per 4 KiB.
         flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from fmforge.errors import InvalidModelSource
 from fmforge.models import checkout, commit_model, load_state_dict, open_model
 from fmforge.models.checkout import CommitReader
 from fmforge.repository import Repository
@@ -118,7 +119,9 @@ class TestTorchFiles:
         kinds = {f["path"]: f["kind"] for f in CommitReader(repo, "bin").manifest["files"]}
         assert kinds == {"pytorch_model.bin": "torch", "training_args.bin": "blob"}
 
-    def test_a_malicious_pickle_is_never_executed(self, repo: Repository, tmp_path: Path) -> None:
+    def test_a_malicious_pickle_is_never_executed(
+        self, repo: Repository, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         import pickle
 
         class Boom:
@@ -127,8 +130,9 @@ class TestTorchFiles:
 
         (tmp_path / "m").mkdir()
         (tmp_path / "m" / "pytorch_model.bin").write_bytes(pickle.dumps({"w": Boom()}))
-        result = commit_model(repo, "evil", tmp_path / "m", "a pickle with code in it")
-        assert result.tensors == 0  # refused by weights_only=True, stored as an opaque file
+        with pytest.raises(InvalidModelSource, match="not a plain state dict"):
+            commit_model(repo, "evil", tmp_path / "m", "a pickle with code in it")
+        assert "executed!" not in capsys.readouterr().out
 
 
 class TestLazyReading:

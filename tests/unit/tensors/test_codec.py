@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,7 +14,7 @@ from hypothesis import strategies as st
 
 from fmforge.errors import CorruptTensor, InvalidTensor
 from fmforge.tensors import KINDS, EncodedTensor, TensorSpec, decode, encode
-from fmforge.tensors.codec import ITEMSIZE, encoded_sizes
+from fmforge.tensors.codec import DTYPE_BITS, ENCODINGS, ITEMSIZE, encoded_sizes
 
 rng = np.random.default_rng(1234)
 
@@ -32,7 +37,7 @@ def weights(shape: tuple[int, ...], dtype: str = "F32", scale: float = 0.05) -> 
 
 
 class TestRoundTrip:
-    @pytest.mark.parametrize("dtype", sorted(ITEMSIZE))
+    @pytest.mark.parametrize("dtype", sorted(DTYPE_BITS))
     @pytest.mark.parametrize("kind", KINDS)
     def test_every_dtype_and_kind_on_arbitrary_bits(self, dtype: str, kind: str) -> None:
         spec = TensorSpec(dtype, (64, 48))
@@ -152,6 +157,27 @@ class TestChoice:
         assert decode(encoded, spec, parent) == child
 
 
+class TestRegistry:
+    def test_kinds_keep_their_stored_numbers(self) -> None:
+        # models.storage writes KINDS.index(kind) into every tensor object: append only.
+        assert KINDS == ("raw", "xor", "diff", "sparse", "lowrank")
+        assert all(ENCODINGS[kind].name == kind for kind in KINDS)
+
+    def test_each_encoding_module_stays_small(self) -> None:
+        from fmforge.tensors import encodings
+
+        for module in Path(encodings.__file__).parent.glob("*.py"):
+            assert len(module.read_text().splitlines()) < 300, module.name
+
+    def test_packed_sub_byte_dtypes_must_end_on_a_byte(self) -> None:
+        assert TensorSpec("F4", (3, 2)).nbytes == 3
+        assert TensorSpec("F6_E2M3", (4,)).nbytes == 3
+        with pytest.raises(InvalidTensor, match="byte boundary"):
+            TensorSpec("F4", (3,))
+        with pytest.raises(InvalidTensor, match="sizes >= 0"):
+            TensorSpec("F32", (True, 2))
+
+
 class TestErrors:
     def test_wrong_length_names_the_tensor(self) -> None:
         with pytest.raises(InvalidTensor, match=r"F32\[2, 2\] needs 16 bytes, got 15"):
@@ -181,7 +207,7 @@ class TestChunkedPaths:
     @pytest.mark.parametrize("kind", ["raw", "xor", "diff"])
     @pytest.mark.parametrize("dtype", ["F32", "BF16", "I8"])
     def test_large_tensors_round_trip_in_every_dense_kind(self, kind: str, dtype: str) -> None:
-        from fmforge.tensors.codec import _CHUNK
+        from fmforge.tensors.encodings.planes import CHUNK as _CHUNK
 
         spec = TensorSpec(dtype, (2 * _CHUNK + 12345,))  # crosses chunk edges, ends mid-chunk
         gen = np.random.default_rng(7)
@@ -193,3 +219,17 @@ class TestChunkedPaths:
         assert encoded.kind == kind
         assert len(encoded.parts) > spec.itemsize + 1  # streamed in pieces, never joined
         assert decode(encoded, spec, parent) == bytes(child)
+
+
+class TestStoredFormats:
+    """Payloads written by earlier versions (``golden_encodings.json``) decode to the same bits:
+    a stored encoding's format never changes under a repository."""
+
+    CASES = json.loads((Path(__file__).parent / "golden_encodings.json").read_text())
+
+    @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+    def test_stored_payload_decodes_bit_exactly(self, case: dict[str, Any]) -> None:
+        spec = TensorSpec(case["dtype"], tuple(case["shape"]))
+        parent = None if case["parent"] is None else base64.b64decode(case["parent"])
+        encoded = EncodedTensor(case["kind"], (base64.b64decode(case["payload"]),))
+        assert decode(encoded, spec, parent) == base64.b64decode(case["child"])
