@@ -100,9 +100,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "server.max_body_bytes",
         "FMFORGE_SERVER_MAX_BODY_BYTES",
-        1_000_000,
+        4_000_000,
         "Largest request body `fmforge ui` reads; a larger one is refused (413). The default "
-        "is MLflow's limit for a log-batch request.",
+        "holds MLflow's largest valid log-batch (100 params and 100 tags at their length "
+        "limits, and metrics).",
     ),
     Setting(
         "server.max_key_chars",

@@ -48,7 +48,8 @@ def create_app(
     state = ServerState(
         root, heartbeat_timeout_s=heartbeat_timeout_s, limits=Limits.from_settings(settings)
     )
-    app = FastAPI(title="fmforge", lifespan=lifespan)
+    # No /docs or /redoc: their pages load scripts from a CDN; /openapi.json stays.
+    app = FastAPI(title="fmforge", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.fmforge = state
     for module in (pages, runs, models, mlflow):
         app.include_router(module.router)

@@ -165,7 +165,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         error = EndpointNotFound(f"no route answers {where}")
     elif exc.status_code == 405:
         allow = (exc.headers or {}).get("Allow", "")
-        error = MethodNotAllowed(f"{where}: the route answers only {allow}", allow=allow)
+        answers = f"answers only {allow}" if allow else f"does not answer {request.method}"
+        error = MethodNotAllowed(f"{where}: the route {answers}", allow=allow)
     elif exc.status_code == 413:
         error = PayloadTooLarge(f"{where}: {exc.detail}")
     else:

@@ -34,15 +34,15 @@ WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Request limits, each the setting ``server.<field name>``."""
+    """Request limits, each the setting ``server.<field name>`` (defaults there)."""
 
-    max_body_bytes: int = 1_000_000
-    max_key_chars: int = 250
-    max_param_value_chars: int = 6000
-    max_tag_value_chars: int = 8000
-    max_experiment_name_chars: int = 500
-    max_metrics_per_batch: int = 1000
-    max_params_tags_per_batch: int = 100
+    max_body_bytes: int
+    max_key_chars: int
+    max_param_value_chars: int
+    max_tag_value_chars: int
+    max_experiment_name_chars: int
+    max_metrics_per_batch: int
+    max_params_tags_per_batch: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:

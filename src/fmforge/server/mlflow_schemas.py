@@ -26,7 +26,7 @@ from fmforge.server.guards import Limits
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _KEY = re.compile(r"[/\w.\- :]+")  # MLflow's validate_param_and_metric_name, less the empty name
-_INTEGER = re.compile(r"[+-]?\d{1,19}")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
 
 
 def _fail(kind: str, message: str, value: object) -> PydanticCustomError:
