@@ -50,10 +50,13 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── RunNotFound             no run with that id or name
     │   ├── RunStopped              an anomaly action stopped the run
     │   ├── InvalidMetric           a logged value or step that cannot be recorded
-    │   └── QueryError              a runs query that does not parse or names nothing
+    │   ├── QueryError              a runs query that does not parse or names nothing
+    │   ├── ExperimentNotFound      no MLflow experiment with that id or name
+    │   └── ExperimentExists        an MLflow experiment of that name exists already
     └── RequestError
         ├── InvalidRequest          a malformed HTTP request (body, field, parameter)
         ├── EndpointNotFound        no such route
+        │   └── MethodNotAllowed    the route exists but does not answer this method
         ├── PayloadTooLarge         a body or field over the configured limits
         └── RequestRefused          a foreign Host or Origin, or a state change without JSON
 
@@ -421,6 +424,18 @@ class QueryError(TrackingError):
     """A runs query that does not parse, or that names a field no run has."""
 
 
+class ExperimentNotFound(TrackingError):
+    """No MLflow experiment (an fmforge project seen through MLflow's API) with that id or name."""
+
+    http_status = 404
+
+
+class ExperimentExists(TrackingError):
+    """An MLflow experiment of that name exists already; nothing was recorded."""
+
+    http_status = 409
+
+
 class RequestError(FmforgeError):
     """Family of HTTP request errors (the server's edge)."""
 
@@ -435,6 +450,16 @@ class EndpointNotFound(RequestError):
     """No route answers this method and path."""
 
     http_status = 404
+
+
+class MethodNotAllowed(EndpointNotFound):
+    """The route exists but does not answer this method (``.allow``: the methods it does)."""
+
+    http_status = 405
+
+    def __init__(self, message: str, allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class PayloadTooLarge(RequestError):

@@ -91,6 +91,58 @@ SETTINGS: tuple[Setting, ...] = (
         "empty for the operating system's USER@HOST. A server stamps the principal of each "
         "request instead.",
     ),
+    Setting(
+        "server.allowed_hosts",
+        "FMFORGE_SERVER_ALLOWED_HOSTS",
+        "127.0.0.1,localhost,::1",
+        "Comma-separated host names `fmforge ui` answers (any port), besides the one --host "
+        "binds; a request with any other Host header is refused (403), which defeats DNS "
+        "rebinding. '*' answers every name.",
+    ),
+    Setting(
+        "server.max_body_bytes",
+        "FMFORGE_SERVER_MAX_BODY_BYTES",
+        4_000_000,
+        "Largest request body `fmforge ui` reads; a larger one is refused (413). The default "
+        "holds MLflow's largest valid log-batch (100 params and 100 tags at their length "
+        "limits, and metrics).",
+    ),
+    Setting(
+        "server.max_key_chars",
+        "FMFORGE_SERVER_MAX_KEY_CHARS",
+        250,
+        "Longest metric, param or tag key the MLflow API accepts (MLflow's own limit).",
+    ),
+    Setting(
+        "server.max_param_value_chars",
+        "FMFORGE_SERVER_MAX_PARAM_VALUE_CHARS",
+        6000,
+        "Longest param value the MLflow API accepts (MLflow's own limit).",
+    ),
+    Setting(
+        "server.max_tag_value_chars",
+        "FMFORGE_SERVER_MAX_TAG_VALUE_CHARS",
+        8000,
+        "Longest tag value or run name the MLflow API accepts (MLflow's own limit).",
+    ),
+    Setting(
+        "server.max_experiment_name_chars",
+        "FMFORGE_SERVER_MAX_EXPERIMENT_NAME_CHARS",
+        500,
+        "Longest experiment (project) name the MLflow API accepts (MLflow's own limit).",
+    ),
+    Setting(
+        "server.max_metrics_per_batch",
+        "FMFORGE_SERVER_MAX_METRICS_PER_BATCH",
+        1000,
+        "Most metrics one MLflow log-batch request may carry (MLflow's own limit).",
+    ),
+    Setting(
+        "server.max_params_tags_per_batch",
+        "FMFORGE_SERVER_MAX_PARAMS_TAGS_PER_BATCH",
+        100,
+        "Most params, and most tags, one MLflow log-batch request may carry (MLflow's own limit).",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 

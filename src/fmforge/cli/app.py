@@ -250,7 +250,12 @@ def ui(
         raise UsageError(f"--heartbeat-timeout must be positive, got {heartbeat_timeout}")
     root = find_repository(store_option(ctx) or Path.cwd())
     console.print(f"serving {root} on http://{host}:{port} (MLflow API under /api/2.0/mlflow)")
-    app_ = create_app(root, heartbeat_timeout_s=heartbeat_timeout)
+    if host in ("0.0.0.0", "::"):
+        console.print(
+            "answering only the host names of setting server.allowed_hosts "
+            "(loopback by default): add the names clients use to reach this machine"
+        )
+    app_ = create_app(root, heartbeat_timeout_s=heartbeat_timeout, bind_host=host)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

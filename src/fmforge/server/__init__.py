@@ -1,1 +1,2 @@
-"""The HTTP server behind ``fmforge ui``: the runs pages and MLflow's tracking REST API."""
+"""The HTTP server behind ``fmforge ui``: the runs pages, the JSON they read, and MLflow's
+tracking REST API (``create_app`` in ``app``; routes in ``routers/``)."""

@@ -71,6 +71,9 @@ def field_value(run: dict[str, Any], name: str) -> Any:
     return run.get(name)
 
 
+MAX_DEPTH = 100
+
+
 def parse(text: str) -> Predicate:
     tokens = _tokens(text)
     position = 0
@@ -85,27 +88,29 @@ def parse(text: str) -> Predicate:
         position += 1
         return tokens[position - 1]
 
-    def query() -> Predicate:
-        parts = [conjunction()]
+    def query(depth: int = 0) -> Predicate:
+        parts = [conjunction(depth)]
         while (token := peek()) is not None and token == ("word", "or"):
             take()
-            parts.append(conjunction())
+            parts.append(conjunction(depth))
         return parts[0] if len(parts) == 1 else (lambda run: any(p(run) for p in parts))
 
-    def conjunction() -> Predicate:
-        parts = [clause()]
+    def conjunction(depth: int) -> Predicate:
+        parts = [clause(depth)]
         while (token := peek()) is not None and token == ("word", "and"):
             take()
-            parts.append(clause())
+            parts.append(clause(depth))
         return parts[0] if len(parts) == 1 else (lambda run: all(p(run) for p in parts))
 
-    def clause() -> Predicate:
+    def clause(depth: int = 0) -> Predicate:
+        if depth > MAX_DEPTH:  # Python's stack, not the user, would end the query
+            raise QueryError(f"the query nests 'not' and '(' deeper than {MAX_DEPTH} levels")
         kind, value = take()
         if (kind, value) == ("word", "not"):
-            inner = clause()
+            inner = clause(depth + 1)
             return lambda run: not inner(run)
         if (kind, value) == ("paren", "("):
-            inner = query()
+            inner = query(depth + 1)
             if take() != ("paren", ")"):
                 raise QueryError(f"missing ')' in {text!r}")
             return inner

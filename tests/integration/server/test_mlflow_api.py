@@ -64,3 +64,65 @@ def test_the_official_client_logs_into_fmforge(
     assert values.tolist() == [1.0 / (s + 1) for s in range(50)]
     (row,) = repo.view(RunsView).rows("config.optimizer = adam")
     assert row["metrics"]["acc"]["last"] == 0.9
+
+
+_BAD_CALLS = textwrap.dedent(
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.create_experiment("bad-calls")
+    run = client.create_run(experiment, run_name="survivor").info.run_id
+
+    def refused(code, call, *words):
+        try:
+            call()
+        except MlflowException as error:
+            assert error.error_code == code, (code, error.error_code, str(error))
+            for word in words:
+                assert word in str(error), (word, str(error))
+            return
+        raise AssertionError(f"not refused: expected {code}")
+
+    refused("RESOURCE_ALREADY_EXISTS", lambda: client.create_experiment("bad-calls"), "exists")
+    refused("RESOURCE_DOES_NOT_EXIST", lambda: client.get_run("no-such-run"), "no-such-run")
+    refused("RESOURCE_DOES_NOT_EXIST", lambda: client.get_experiment("999"), "999")
+    refused("INVALID_PARAMETER_VALUE",
+            lambda: client.search_runs([experiment], filter_string="metrics.acc >"), "filter")
+    refused("INVALID_PARAMETER_VALUE", lambda: client.log_param(run, "lr", "x" * 7000),
+            "server.max_param_value_chars")
+    refused("INVALID_PARAMETER_VALUE", lambda: client.set_tag(run, "a|b", "v"), "'key'")
+    refused("INVALID_PARAMETER_VALUE", lambda: client.create_experiment("x" * 600), "500")
+    refused("RESOURCE_DOES_NOT_EXIST", lambda: client.log_metric("no-such-run", "loss", 1.0))
+    refused("ENDPOINT_NOT_FOUND", lambda: client.delete_run(run))
+
+    # The normal flow goes on as if nothing happened.
+    for step in range(5):
+        client.log_metric(run, "loss", 1.0 / (step + 1), step=step)
+    client.log_param(run, "lr", "0.01")
+    client.set_terminated(run)
+    history = client.get_metric_history(run, "loss")
+    assert [m.step for m in history] == list(range(5)), history
+    assert client.get_run(run).data.params == {"lr": "0.01"}
+    print(run)
+    """
+)
+
+
+def test_the_official_client_gets_mlflows_error_codes(
+    repo: Repository, server: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server}
+    done = subprocess.run(
+        [sys.executable, "-c", _BAD_CALLS], env=env, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = done.stdout.strip().splitlines()[-1]
+    record = load_run(repo, run_id)
+    assert record.status == "finished"
+    assert record.config == {"lr": "0.01"}
+    _steps, values = read_metric(repo, run_id, "loss")
+    assert values.tolist() == [1.0 / (s + 1) for s in range(5)]

@@ -45,6 +45,8 @@ def test_queries(query: str, expected: bool) -> None:
         ("(status = finished", "ends too early"),
         ("status = finished extra", "unexpected 'extra'"),
         ("metrics.loss > 1", "unknown field"),
+        ("(" * 5000 + "status = finished", "deeper than 100 levels"),  # not a RecursionError
+        ("not " * 5000 + "status = finished", "deeper than 100 levels"),
     ],
 )
 def test_bad_queries_say_what_is_wrong(query: str, message: str) -> None:

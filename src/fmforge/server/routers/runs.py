@@ -1,0 +1,55 @@
+"""The JSON the dashboard reads: the runs table, one run, one metric at chart resolution."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from fmforge.errors import InvalidRequest
+from fmforge.server.encoding import json_safe
+from fmforge.server.state import State
+from fmforge.tracking.reading import load_run, metric_overview
+from fmforge.tracking.views import RunsView
+
+router = APIRouter(prefix="/api/runs")
+
+
+@router.get("")
+async def runs_table(
+    state: State, where: str | None = None, project: str | None = None
+) -> Response:
+    """The runs table (what the dashboard lists), filtered by a runs query."""
+    text = state.repo.view(RunsView).table_json(
+        where, project=project, heartbeat_timeout_s=state.heartbeat_timeout_s
+    )
+    return Response(text, media_type="application/json")
+
+
+@router.get("/{run_id}")
+async def run(run_id: str, state: State) -> dict[str, Any]:
+    """Everything a run's events say: config, lineage, environment, summaries, anomalies,
+    checkpoints, evals, samples. Non-finite numbers are sent as the strings NaN/Infinity."""
+    record = dataclasses.asdict(
+        load_run(state.repo, run_id, heartbeat_timeout_s=state.heartbeat_timeout_s)
+    )
+    record["chunks"] = len(record["chunks"])
+    return json_safe(record)  # type: ignore[no-any-return]
+
+
+@router.get("/{run_id}/series")
+async def series(
+    run_id: str, metric: str, state: State, width: int = 1000, start: float | None = None,
+    end: float | None = None,
+) -> dict[str, object]:  # fmt: skip
+    """One metric at chart resolution (each column's min and max, so spikes stay), over
+    the steps ``start..end`` when given (a zoomed chart asks again for its range)."""
+    for name, bound in (("start", start), ("end", end)):
+        if bound is not None and not -(2.0**63) <= bound <= 2.0**63:
+            raise InvalidRequest(f"query parameter {name!r} must be a step, got {bound!r}")
+    steps, values = metric_overview(
+        state.repo, run_id, metric, max(1, min(width, 10_000)), start=start, end=end
+    )
+    return {"metric": metric, "steps": steps.tolist(), "values": values.tolist()}

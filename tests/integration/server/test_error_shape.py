@@ -1,0 +1,169 @@
+"""Every route answers errors in one shape (datasette's ``tests/test_error_shape.py`` habit).
+
+The walk below takes the routes from the app itself: a route added without a bad request to
+try here fails ``test_every_route_has_a_bad_request``, so none escapes the shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from starlette.routing import BaseRoute, Mount, Route
+from tests.hostile.harness import http_refused
+
+import fmforge.errors
+from fmforge.errors import FmforgeError
+from fmforge.repository import Repository
+from fmforge.server.app import create_app
+from fmforge.server.errors import MLFLOW_CODE_BY_CLASS, MLFLOW_CODE_BY_STATUS, mlflow_error_code
+
+M = "/api/2.0/mlflow"
+JSON = {"Content-Type": "application/json"}
+SHAPE = {"error_code", "message", "code"}
+
+# (method, route path) -> a bad request to it: (method, URL, body, status); None for a route
+# that takes no input to get wrong (its only bad request is a method it does not answer).
+BAD: dict[tuple[str, str], tuple[str, str, bytes | None, int] | None] = {
+    ("GET", "/"): None,
+    ("GET", "/compare"): None,
+    ("GET", "/runs/{run_id}"): None,  # the same page for every id; its JSON refuses
+    ("GET", "/openapi.json"): None,
+    ("GET", "/runs/{run_id}/report.html"): ("GET", "/runs/nope/report.html", None, 404),
+    ("GET", "/api/runs"): ("GET", "/api/runs?where=((", None, 400),
+    ("GET", "/api/runs/{run_id}"): ("GET", "/api/runs/nope", None, 404),
+    ("GET", "/api/runs/{run_id}/series"): ("GET", "/api/runs/nope/series", None, 400),
+    ("GET", "/api/models/{model}/commits/{commit}/changes"): (
+        "GET", "/api/models/m/commits/c/changes", None, 404,
+    ),
+    ("GET", f"{M}/experiments/get-by-name"): ("GET", f"{M}/experiments/get-by-name", None, 400),
+    ("GET", f"{M}/experiments/get"): ("GET", f"{M}/experiments/get?experiment_id=9", None, 404),
+    ("GET", f"{M}/runs/get"): ("GET", f"{M}/runs/get?run_id=nope", None, 404),
+    ("GET", f"{M}/metrics/get-history"): ("GET", f"{M}/metrics/get-history?run_id=x", None, 400),
+    ("POST", f"{M}/experiments/create"): ("POST", f"{M}/experiments/create", b"{", 400),
+    ("POST", f"{M}/runs/create"): ("POST", f"{M}/runs/create", b"[]", 400),
+    ("POST", f"{M}/runs/update"): ("POST", f"{M}/runs/update", b"{}", 400),
+    ("POST", f"{M}/runs/log-batch"): ("POST", f"{M}/runs/log-batch", b'{"run_id": 5}', 400),
+    ("POST", f"{M}/runs/log-metric"): ("POST", f"{M}/runs/log-metric", b'"x"', 400),
+    ("POST", f"{M}/runs/log-parameter"): ("POST", f"{M}/runs/log-parameter", b"{}", 400),
+    ("POST", f"{M}/runs/set-tag"): ("POST", f"{M}/runs/set-tag", b'{"run_id": "nope"}', 400),
+    ("POST", f"{M}/runs/search"): ("POST", f"{M}/runs/search", b'{"filter": "x >"}', 400),
+    ("GET", "/static"): ("GET", "/static/nope.js", None, 404),  # the mount
+}  # fmt: skip
+
+
+def registered(routes: Sequence[BaseRoute]) -> list[tuple[str, str]]:
+    """(method, path) of every route, descending into included routers (newer FastAPI keeps
+    them whole, as ``original_router``; their routes' paths carry the router's prefix, and
+    the app includes them without one)."""
+    found = []
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            found += registered(included.routes)
+        elif isinstance(route, Mount):
+            found.append(("GET", route.path))
+        elif isinstance(route, APIRoute | Route):
+            found += [(m, route.path) for m in sorted(route.methods or ()) if m != "HEAD"]
+    return found
+
+
+@pytest.fixture
+def client(repo: Repository) -> Iterator[TestClient]:
+    with TestClient(create_app(repo.root), base_url="http://127.0.0.1") as client:
+        yield client
+
+
+def assert_shape(response: Any, status: int) -> dict[str, Any]:
+    body = http_refused(response, status)
+    assert set(body) == SHAPE, body
+    return body
+
+
+ROUTES = registered(create_app(Path(__file__).parent).routes)  # building the app opens nothing
+
+
+def test_every_route_has_a_bad_request() -> None:
+    assert sorted(ROUTES) == sorted(BAD), "a new route needs its bad request in BAD"
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+def test_a_bad_request_answers_the_shape(client: TestClient, method: str, path: str) -> None:
+    bad = BAD.get((method, path))
+    if bad is not None:
+        verb, url, body, status = bad
+        assert_shape(client.request(verb, url, content=body, headers=JSON), status)
+    # and a method the route does not answer
+    other = "PUT" if method == "GET" else "GET"
+    url = path.replace("{", "").replace("}", "")  # any value for each path parameter
+    if path == "/static":
+        url = "/static/app.js"
+    body = assert_shape(client.request(other, url, content=b"{}", headers=JSON), 405)
+    assert body["error_code"] == "ENDPOINT_NOT_FOUND"
+    assert body["code"] == "method_not_allowed"
+
+
+def test_an_unknown_route_is_mlflows_endpoint_not_found(client: TestClient) -> None:
+    body = assert_shape(client.get(f"{M}/registered-models/list"), 404)
+    assert body == {
+        "error_code": "ENDPOINT_NOT_FOUND",
+        "message": f"no route answers GET {M}/registered-models/list",
+        "code": "endpoint_not_found",
+    }
+
+
+def test_an_unexpected_error_is_a_500_in_the_shape_and_logged(
+    repo: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(repo.root)
+
+    async def boom() -> None:
+        raise RuntimeError("secret internals\nTraceback (most recent call last): ...")
+
+    app.add_api_route("/boom", boom)
+    with (
+        TestClient(app, base_url="http://127.0.0.1") as client,
+        caplog.at_level(logging.ERROR, logger="fmforge.server.errors"),
+    ):
+        response = client.get("/boom")
+    assert response.status_code == 500
+    body = response.json()
+    assert set(body) == SHAPE
+    assert body["error_code"] == "INTERNAL_ERROR"
+    assert body["code"] == "internal_error"
+    assert "RuntimeError" in body["message"]
+    assert "secret" not in body["message"]
+    assert "\n" not in body["message"]
+    (record,) = [r for r in caplog.records if r.name == "fmforge.server.errors"]
+    assert record.exc_info is not None
+    assert "secret internals" in str(record.exc_info[1])
+
+
+def all_errors() -> list[type[FmforgeError]]:
+    found: list[type[FmforgeError]] = []
+    stack: list[type[FmforgeError]] = [FmforgeError]
+    while stack:
+        cls = stack.pop()
+        found.append(cls)
+        stack += cls.__subclasses__()
+    return sorted(found, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("cls", all_errors(), ids=lambda c: c.__name__)
+def test_every_error_maps_to_a_status_and_an_mlflow_error_code(cls: type[FmforgeError]) -> None:
+    assert cls.__module__ == fmforge.errors.__name__
+    assert 400 <= cls.http_status <= 599
+    code = mlflow_error_code(cls.__new__(cls))
+    databricks = pytest.importorskip("mlflow.protos.databricks_pb2")
+    databricks.ErrorCode.Value(code)  # a name MLflow's client knows (raises if not)
+
+
+def test_the_tables_name_only_mlflow_error_codes() -> None:
+    databricks = pytest.importorskip("mlflow.protos.databricks_pb2")
+    for code in [*MLFLOW_CODE_BY_CLASS.values(), *MLFLOW_CODE_BY_STATUS.values()]:
+        databricks.ErrorCode.Value(code)
