@@ -24,6 +24,7 @@ from fmforge.errors import (
     RepositoryNotFound,
 )
 from fmforge.ledger import EventStore, NewEvent, Projection, ProjectionRunner, open_event_store
+from fmforge.ledger.projections import ViewDifference
 from fmforge.ledger.store import AppendResult, Head, default_actor
 from fmforge.objects import GcReport, ObjectStore, open_object_store
 from fmforge.settings import (
@@ -61,6 +62,8 @@ class VerifyReport:
     head: Head
     events: int
     objects_checked: int
+    views_checked: int = 0
+    view_differences: tuple[ViewDifference, ...] = ()
 
 
 def find_repository(start: Path) -> Path:
@@ -218,13 +221,17 @@ class Repository:
         self,
         *,
         objects: bool = True,
+        views: bool = True,
         workers: int | None = None,
         on_object: Callable[[str], None] | None = None,
     ) -> VerifyReport:
-        """Verify the hash chain, then read back every referenced object and check its hash.
+        """Verify the hash chain, read back every referenced object and check its hash, then
+        rebuild every read model into a scratch database and compare it with ``views.db``.
 
-        Raises at the first fault: ``ChainBroken``, ``ObjectNotFound`` or ``CorruptObject``, the
-        last two naming the first event that refers to the object.
+        Raises at the first fault of the chain or an object: ``ChainBroken``,
+        ``ObjectNotFound`` or ``CorruptObject``, the last two naming the first event that refers
+        to the object. Read models that differ are listed in ``view_differences`` (projection,
+        table, key); ``rebuild_views`` repairs them.
         """
         head = self.ledger.verify(workers=workers)
         checked = 0
@@ -245,7 +252,23 @@ class Repository:
                 checked += 1
                 if on_object is not None:
                     on_object(digest)
-        return VerifyReport(head, head.seq, checked)
+        differences: list[ViewDifference] = []
+        classes: tuple[type[Projection[Any]], ...] = ()
+        if views:
+            from fmforge.views import VIEWS
+
+            classes = VIEWS
+            differences = self.views.verify(VIEWS)
+        return VerifyReport(head, head.seq, checked, len(classes), tuple(differences))
+
+    def rebuild_views(self) -> list[str]:
+        """Rebuild every read model from the ledger (what ``verify`` found wrong is gone);
+        returns their names."""
+        from fmforge.views import VIEWS
+
+        for cls in VIEWS:
+            self.views.rebuild(self.views.projection(cls))
+        return [cls.name for cls in VIEWS]
 
     def gc(
         self,
@@ -262,9 +285,11 @@ class Repository:
         as an ``ObjectsPruned`` event, so ``verify`` knows they are gone on purpose and the
         ledger tells when and why.
         """
+        from fmforge.views import ObjectRefs
+
         grace = self.settings["gc.grace_period_s"] if grace_period_s is None else grace_period_s
         prune = set(prune)
-        keep = set(self.ledger.referenced_objects()) - prune
+        keep = self.view(ObjectRefs).all() - prune
         report = self.objects.gc(keep, grace_period_s=grace, dry_run=dry_run)
         pruned = sorted(prune.intersection(report.deleted_digests))
         if pruned and not dry_run:

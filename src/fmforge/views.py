@@ -33,8 +33,53 @@ class PrunedObjects(Projection[set[str]]):
         )
 
 
+class ReferenceIndex:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def all(self) -> set[str]:
+        """Every object some event refers to."""
+        return {r[0] for r in self.db.execute("SELECT digest FROM object_refs")}
+
+    def outside_models(self) -> set[str]:
+        """Objects some event outside the model registry refers to (a dataset, a run...):
+        they stay whatever the model registry's gc decides."""
+        rows = self.db.execute("SELECT digest FROM object_refs WHERE outside_models = 1")
+        return {r[0] for r in rows}
+
+
+class ObjectRefs(Projection[ReferenceIndex]):
+    """Every object any event refers to (its ``refs``, whatever the event's type), with the
+    first seq naming it: what gc keeps, answered without decoding the ledger."""
+
+    name = "object_refs"
+    tables = ("object_refs",)
+    refs_only = True
+
+    def create_tables(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            "CREATE TABLE object_refs (digest TEXT PRIMARY KEY, first_seq INTEGER NOT NULL, "
+            "outside_models INTEGER NOT NULL)"
+        )
+
+    def read(self, db: sqlite3.Connection) -> ReferenceIndex:
+        return ReferenceIndex(db)
+
+    def apply_refs(self, db: sqlite3.Connection, rows: list[tuple[int, str, str]]) -> None:
+        db.executemany(
+            "INSERT INTO object_refs VALUES (?, ?, ?) ON CONFLICT (digest) DO UPDATE SET "
+            "outside_models = max(outside_models, excluded.outside_models)",
+            [
+                (digest, seq, 0 if stream.startswith("model/") else 1)
+                for seq, stream, refs in rows
+                for digest in refs.split(",")
+            ],
+        )
+
+
 VIEWS: tuple[type[Projection[Any]], ...] = (
     PrunedObjects,
+    ObjectRefs,
     ModelRefs,
     DatasetsView,
     DatasetWork,

@@ -14,7 +14,12 @@ from rich.table import Table
 
 from fmforge import __version__
 from fmforge.cli import data, events, label, model, remote, runs
-from fmforge.cli.context import FmforgeGroup, console, open_repository, store_option
+from fmforge.cli.context import (
+    FmforgeGroup,
+    console,
+    open_repository,
+    store_option,
+)
 from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
 from fmforge.errors import RepositoryNotFound, UsageError
@@ -180,11 +185,29 @@ def verify(
     quick: Annotated[
         bool, typer.Option("--quick", help="Rebuild a random sample of 64 tensors, not all.")
     ] = False,
+    views: Annotated[
+        bool,
+        typer.Option(
+            "--views/--no-views",
+            help="Also rebuild every read model in a scratch database and compare it with "
+            ".fmforge/views.db.",
+        ),
+    ] = True,
+    rebuild_views: Annotated[
+        bool,
+        typer.Option("--rebuild-views", help="Rebuild every read model from the ledger first."),
+    ] = False,
 ) -> None:
-    """Recompute the hash chain, re-hash every referenced object and rebuild every model tensor
-    through its delta chain, checking its hash; exit 1 on the first fault."""
+    """Recompute the hash chain, re-hash every referenced object, rebuild every model tensor
+    through its delta chain and every read model from the ledger, checking each; exit 1 on
+    the first fault, or when a read model differs (naming projection, table and key)."""
     with open_repository(ctx) as repo:
-        report = repo.verify(objects=objects, workers=workers)
+        if rebuild_views:
+            rebuilt = repo.rebuild_views()
+            console.print(
+                f"rebuilt {len(rebuilt)} read models from the ledger: {', '.join(rebuilt)}"
+            )
+        report = repo.verify(objects=objects, workers=workers, views=views)
         check = verify_tensors(repo, quick=quick) if tensors else None
     console.print(
         f"ok: {report.events} events, chain verifies to head {report.head.hash.hex()}; "
@@ -196,6 +219,18 @@ def verify(
             f"ok: {check.tensors} distinct tensors of {check.commits} model commits rebuilt "
             f"bit-exact{' (a sample)' if quick else ''}{pruned}"
         )
+    if report.view_differences:
+        for difference in report.view_differences[:50]:
+            console.print(f"view differs: {difference}", markup=False)
+        more = len(report.view_differences) - 50
+        if more > 0:
+            console.print(f"... and {more} more")
+        raise UsageError(
+            f"{len(report.view_differences)} row(s) of the read models in .fmforge/views.db "
+            "differ from the ledger; `fmforge verify --rebuild-views` rebuilds them"
+        )
+    if views:
+        console.print(f"ok: {report.views_checked} read models match a rebuild from the ledger")
 
 
 @app.command()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+
+try:  # typer 0.2x vendors click; older typers use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 from fmforge.errors import FmforgeError
 from fmforge.repository import Repository
@@ -17,14 +23,40 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class FmforgeGroup(typer.core.TyperGroup):
-    """The one place errors become output: an ``FmforgeError`` is one line on stderr, exit 1."""
+    """The one place errors become output: an ``FmforgeError`` is one line on stderr, exit 1;
+    a command line that does not parse (unknown option, missing argument) is one line too,
+    exit 2, as git does."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except FmforgeError as exc:
-            err_console.print(f"fmforge: error: {exc}", markup=False)
+            err_console.print(f"fmforge: error: {_one_line(str(exc))}", markup=False)
             raise typer.Exit(1) from None
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "fmforge"
+            err_console.print(
+                f"fmforge: error: {_one_line(exc.format_message())} (see `{where} --help`)",
+                markup=False,
+            )
+            sys.exit(2)
+        except click_errors.ClickException as exc:
+            err_console.print(f"fmforge: error: {_one_line(exc.format_message())}", markup=False)
+            sys.exit(exc.exit_code)
+        except (typer.Abort, KeyboardInterrupt):
+            err_console.print("fmforge: aborted", markup=False)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def store_option(ctx: typer.Context) -> Path | None:

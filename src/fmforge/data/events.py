@@ -106,7 +106,13 @@ class RowsForgottenData(TypedDict):
 
 
 DatasetVersionCommitted = EventType("DatasetVersionCommitted", DatasetVersionCommittedData)
-CleaningReviewed = EventType("CleaningReviewed", CleaningReviewedData)
+
+
+def _one_rule(stream: str, data: Mapping[str, Any]) -> str | None:
+    return None if len(data["rule"]) == 1 else "rule names exactly one kind, e.g. {'dedup': {}}"
+
+
+CleaningReviewed = EventType("CleaningReviewed", CleaningReviewedData, check=_one_rule)
 LabelIssuesFound = EventType("LabelIssuesFound", LabelIssuesFoundData)
 LabelIssueReviewed = EventType("LabelIssueReviewed", LabelIssueReviewedData)
 LabelMatrixBuilt = EventType("LabelMatrixBuilt", LabelMatrixBuiltData)

@@ -95,7 +95,7 @@ class DatasetsView(Projection[DatasetIndex]):
     def committed(self, db: sqlite3.Connection, event: Event) -> None:
         d = event.data
         db.execute(
-            "INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 d["version"], d["dataset"], d["number"], json.dumps(d["parents"]), d["manifest"],
                 d["rows"], json.dumps(d["columns"]), json.dumps(d["transformation"]),

@@ -257,6 +257,18 @@ class PostgresEventStore(EventStore):
         )
         yield from rows
 
+    def read_refs(self, from_seq: int, to_seq: int) -> Iterator[tuple[int, str, str]]:
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT seq, stream, refs FROM fmforge_events WHERE seq BETWEEN %s AND %s "
+                "AND refs != '' ORDER BY seq",
+                (from_seq, to_seq),
+            )
+            .fetchall()
+        )
+        yield from rows
+
     def _count_rows(self) -> int:
         row = self._reader().execute("SELECT count(*) FROM fmforge_events").fetchone()
         return int(row[0]) if row else 0

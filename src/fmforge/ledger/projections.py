@@ -76,6 +76,13 @@ class Projection(ABC, Generic[R]):
     tables: ClassVar[tuple[str, ...]] = ()
     handlers: ClassVar[dict[str, str]] = {}
     objects: ObjectStore | None = None
+    refs_only: ClassVar[bool] = False
+    """Fed ``(seq, stream, refs)`` of every event that refers to objects (whatever its type,
+    nothing decoded) through ``apply_refs``, instead of events through handlers."""
+
+    def apply_refs(self, db: sqlite3.Connection, rows: list[tuple[int, str, str]]) -> None:
+        """For ``refs_only`` projections."""
+        raise NotImplementedError
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -207,16 +214,26 @@ class ProjectionRunner:
         applied = 0
         while position < head.seq:
             upto = min(head.seq, position + batch_size)
-            events = list(self.store.read_all(position + 1, to_seq=upto, types=types))
-            db.execute("BEGIN IMMEDIATE")
-            event: Event | None = None
-            try:
-                for event in events:
-                    handlers[event.type](db, event)
-            except Exception as exc:
-                db.execute("ROLLBACK")
-                assert event is not None
-                raise ProjectionError(projection.name, event.seq, exc, event.type) from exc
+            if projection.refs_only:
+                rows = list(self.store.read_refs(position + 1, upto))
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    projection.apply_refs(db, rows)
+                except Exception as exc:
+                    db.execute("ROLLBACK")
+                    raise ProjectionError(projection.name, upto, exc, "refs") from exc
+                events: list[Event] = []
+            else:
+                events = list(self.store.read_all(position + 1, to_seq=upto, types=types))
+                db.execute("BEGIN IMMEDIATE")
+                event: Event | None = None
+                try:
+                    for event in events:
+                        handlers[event.type](db, event)
+                except Exception as exc:
+                    db.execute("ROLLBACK")
+                    assert event is not None
+                    raise ProjectionError(projection.name, event.seq, exc, event.type) from exc
             last_hash = head.hash if upto == head.seq else self.store.hash_at(upto)
             db.execute(
                 "UPDATE projection_checkpoints SET position = ?, hash = ? WHERE name = ?",

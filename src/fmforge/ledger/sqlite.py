@@ -350,6 +350,15 @@ class SqliteEventStore(EventStore):
             "SELECT seq, refs FROM events WHERE refs != '' ORDER BY seq"
         )
 
+    def read_refs(self, from_seq: int, to_seq: int) -> Iterator[tuple[int, str, str]]:
+        return _fetch(
+            self._reader().execute(
+                "SELECT seq, stream, refs FROM events WHERE seq BETWEEN ? AND ? AND refs != '' "
+                "ORDER BY seq",
+                (from_seq, to_seq),
+            )
+        )
+
     def _count_rows(self) -> int:
         return int(self._reader().execute("SELECT count(*) FROM events").fetchone()[0])
 

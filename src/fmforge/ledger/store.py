@@ -188,6 +188,11 @@ class EventStore(ABC):
         """(seq, comma-joined digests) of every event that refers to objects, in seq order."""
 
     @abstractmethod
+    def read_refs(self, from_seq: int, to_seq: int) -> Iterator[tuple[int, str, str]]:
+        """(seq, stream, comma-joined digests) of the events in the range that refer to
+        objects, in seq order, without decoding them."""
+
+    @abstractmethod
     def _change_waiter(self, poll_interval: float) -> ChangeWaiter: ...
 
     @abstractmethod

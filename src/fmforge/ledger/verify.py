@@ -46,8 +46,13 @@ def verify_rows(
             first_prev = bytes(p)
         elif p != prev:
             raise ChainBroken(seq, "prev_hash does not link to the previous event's hash")
-        if data is not None and hasher(data).digest() != ph:
-            raise ChainBroken(seq, "payload does not match its recorded payload hash")
+        if data is not None:
+            if type(data) is not bytes:
+                raise ChainBroken(
+                    seq, f"payload is stored as {type(data).__name__}, not bytes: rewritten"
+                )
+            if hasher(data).digest() != ph:
+                raise ChainBroken(seq, "payload does not match its recorded payload hash")
         if hasher(preimage).digest() != h:
             raise ChainBroken(seq, "event header does not match its recorded hash")
         prev = h

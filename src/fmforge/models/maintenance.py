@@ -58,9 +58,9 @@ def prunable_objects(repo: Repository, retention_s: float) -> tuple[set[str], li
                 candidates |= needed
                 dropped.append(info.commit)
     # an object some other event refers to (a dataset, a run) stays whatever the models say
-    for event in repo.ledger.read_all():
-        if event.refs and not event.stream.startswith("model/"):
-            keep.update(event.refs)
+    from fmforge.views import ObjectRefs
+
+    keep |= repo.view(ObjectRefs).outside_models()
     return candidates - keep, dropped
 
 

@@ -11,6 +11,7 @@ from each commit's manifest object. Reached as ``repo.view(ModelRefs)``, which g
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from fmforge.models.names import validate_model_name
 from fmforge.models.storage import StoredTensor
 
 STREAM_PREFIX = "model/"
+logger = logging.getLogger(__name__)
 # executescript() would commit the runner's transaction, so statements run one by one.
 _SCHEMA = """
 CREATE TABLE model_commits (
@@ -99,7 +101,7 @@ class ModelRefs(Projection["RefIndex"]):
         # The author made the commit (kept when it travels); the event's actor recorded it here.
         author = d.get("author") or event.meta.get("origin_actor") or event.meta.get("actor")
         db.execute(
-            "INSERT INTO model_commits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO model_commits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 d["commit"], d["model"], json.dumps(d["parents"]), d["manifest"], d["message"],
                 str(author or ""), event.time, event.seq,
@@ -108,13 +110,14 @@ class ModelRefs(Projection["RefIndex"]):
         )  # fmt: skip
         assert self.objects is not None
         try:
-            manifest = orjson.loads(self.objects.get(d["manifest"]))
+            stored = orjson.loads(self.objects.get(d["manifest"]))["stored"]
+            rows = [(str(h), json.dumps(record)) for h, record in stored.items()]
         except ObjectNotFound:
             return  # pruned by gc with its commit: its tensors are gone too
-        db.executemany(
-            "INSERT OR IGNORE INTO model_tensors VALUES (?, ?)",
-            [(h, json.dumps(record)) for h, record in manifest["stored"].items()],
-        )
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            logger.warning("seq %d: manifest %s is not a manifest", event.seq, d["manifest"])
+            return  # readers of this commit refuse it (its manifest does not parse)
+        db.executemany("INSERT OR IGNORE INTO model_tensors VALUES (?, ?)", rows)
 
     @handles("BranchDeleted")
     def branch_deleted(self, db: sqlite3.Connection, event: Event) -> None:
@@ -138,7 +141,10 @@ class ModelRefs(Projection["RefIndex"]):
     @handles("TagCreated")
     def tagged(self, db: sqlite3.Connection, event: Event) -> None:
         d = event.data
-        db.execute("INSERT INTO model_tags VALUES (?, ?, ?)", (d["model"], d["tag"], d["commit"]))
+        # Tags never move: the first one recorded stands.
+        db.execute(
+            "INSERT OR IGNORE INTO model_tags VALUES (?, ?, ?)", (d["model"], d["tag"], d["commit"])
+        )
 
 
 class RefIndex:

@@ -9,9 +9,11 @@ by size:
 - **age**: the oldest value waiting is written within ``flush_interval`` (at most 1 s) of being
   logged: the writer wakes when the first value arrives and flushes just before that deadline,
   leaving room for the flush itself;
-- **size**: past ``max_buffer_bytes`` of waiting values, ``log`` itself flushes before it
-  returns (back-pressure): a loop logging faster than the disk can keep up slows down to its
-  pace instead of growing memory without bound.
+- **size**: past ``FLUSH_SOON`` waiting values the writer flushes at once (small chunks are
+  quick to write); past ``max_buffer_bytes``, or when the oldest value is overdue because the
+  writer is starved of the GIL, ``log`` itself flushes before it returns (back-pressure): a
+  loop logging faster than the disk can keep up slows down to its pace instead of growing
+  memory without bound or keeping values in memory past their deadline.
 
 A chunk is durable (fsync) before its event is, and its event before the next flush starts:
 after ``kill -9`` everything logged more than ``flush_interval`` ago is readable and nothing
@@ -52,6 +54,7 @@ from fmforge.tracking.views import HEARTBEAT_S, RunsView
 
 STREAM_PREFIX = "run/"
 MAX_BUFFER_BYTES = 64 << 20
+FLUSH_SOON = 1 << 18  # waiting values past which the writer flushes without waiting
 _VALUE_BYTES = 24  # step, value and time: 8 bytes each
 _INT64 = (-(2**63), 2**63 - 1)
 _MAX_NAME = 250  # MLflow's limit on a metric key
@@ -226,13 +229,17 @@ class Run:
                 column[0].append(step)
                 column[1].append(value)
                 column[2].append(now_us)
-            if not self._buffered and converted:
-                self._first_at = time.monotonic()
+            before = self._buffered
+            now = time.monotonic()
+            if not before and converted:
+                self._first_at = now
                 self._wake.set()
-            self._buffered += len(converted)
-            full = self._buffered >= self.max_buffered
-        if full:  # back-pressure: the loop pays for the flush it made necessary
-            self.flush()
+            self._buffered = waiting = before + len(converted)
+            if before < FLUSH_SOON <= waiting:
+                self._wake.set()
+            overdue = waiting and now - self._first_at > self.flush_interval * 0.9
+        if waiting >= self.max_buffered or (overdue and not self._flush_lock.locked()):
+            self.flush()  # back-pressure: the loop pays for the flush it made necessary
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Add configuration values after the start (flattened keys; later values win)."""
@@ -325,16 +332,28 @@ class Run:
             logger.exception("run %s: the writer thread failed", self.id)
 
     def _wait_for_deadline(self) -> None:
-        """Sleep until the oldest waiting value is due (or, idle, until the next tick)."""
-        if not self._buffered:
+        """Sleep until the oldest waiting value is due, or many are waiting (or, idle, until
+        the next tick, for heartbeats and system metrics)."""
+        idle_ticked = False
+        while not self._closing.is_set():
+            waiting = self._buffered
+            if waiting >= FLUSH_SOON:
+                return
             self._wake.clear()
-            if not self._buffered:
-                self._wake.wait(self.flush_interval)
-        if self._buffered:
-            margin = min(max(0.05, 1.5 * self._flush_cost), self.flush_interval / 2)
-            due = self._first_at + self.flush_interval - margin - time.monotonic()
-            if due > 0:
-                self._closing.wait(due)
+            if waiting:
+                margin = min(max(0.05, 1.5 * self._flush_cost), self.flush_interval / 2)
+                due = self._first_at + self.flush_interval - margin - time.monotonic()
+                if due <= 0:
+                    return
+                if self._buffered >= FLUSH_SOON:
+                    return
+                self._wake.wait(due)
+            elif idle_ticked:
+                return
+            else:
+                idle_ticked = True
+                if not self._buffered:
+                    self._wake.wait(self.flush_interval)
 
     def flush(self) -> None:
         """Write what was logged since the last flush, now (the writer thread does this within

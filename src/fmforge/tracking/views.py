@@ -146,7 +146,7 @@ class RunsView(Projection["RunsIndex"]):
     def started(self, db: sqlite3.Connection, event: Event) -> None:
         d = event.data
         db.execute(
-            "INSERT INTO runs VALUES "
+            "INSERT OR IGNORE INTO runs VALUES "
             "(?, ?, ?, 'running', ?, ?, NULL, ?, ?, ?, ?, 0, 0, '{}', NULL, ?, '{}', '{}', NULL)",
             (
                 d["run"], d["project"], d["name"], d["started"], epoch_seconds(event.time),
@@ -158,9 +158,12 @@ class RunsView(Projection["RunsIndex"]):
     @handles("ParamsLogged")
     def params(self, db: sqlite3.Connection, event: Event) -> None:
         run_id = self._seen(db, event)
-        config, shown = db.execute(
+        row = db.execute(
             "SELECT config, config_shown FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
+        if row is None:
+            return  # a run whose start is not recorded: nothing to add to
+        config, shown = row
         params = event.data["params"]
         db.execute(
             "UPDATE runs SET config = ?, config_shown = ? WHERE run_id = ?",
@@ -179,7 +182,10 @@ class RunsView(Projection["RunsIndex"]):
     @handles("TagsSet")
     def tags(self, db: sqlite3.Connection, event: Event) -> None:
         run_id = self._seen(db, event)
-        (text,) = db.execute("SELECT tag_values FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        row = db.execute("SELECT tag_values FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return
+        (text,) = row
         merged = {**json.loads(text), **event.data["tags"]}
         db.execute("UPDATE runs SET tag_values = ? WHERE run_id = ?", (_dumps(merged), run_id))
 
@@ -200,13 +206,15 @@ class RunsView(Projection["RunsIndex"]):
         # Kept as the JSON the dashboard sends: listing runs is then string assembly, not
         # 50 dicts per run (see RunsIndex.table_json).
         run_id = self._seen(db, event)
-        (text,) = db.execute("SELECT metrics FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        summary = json.loads(text)
+        row = db.execute("SELECT metrics FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return
+        summary = json.loads(row[0])
         merge_summaries(summary, event.data["metrics"])
         db.execute("UPDATE runs SET metrics = ? WHERE run_id = ?", (_dumps(summary), run_id))
         chunk = [m for m in event.data["metrics"].values() if m["count"]]
         # Chunks written before steps were summarised have no range: read for any range.
-        ranged = chunk and all("step_min" in m for m in chunk)
+        ranged = chunk and all("step_min" in m and "step_max" in m for m in chunk)
         db.execute(
             "INSERT INTO run_chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -223,7 +231,7 @@ class RunsView(Projection["RunsIndex"]):
         if event.data["detector"] == "heartbeat_lost":  # written by a watcher: not a sign of life
             db.execute(
                 "UPDATE runs SET anomalies = anomalies + 1, lost_at = ? WHERE run_id = ?",
-                (event.data["last_seen"], run_id),
+                (event.data.get("last_seen", 0.0), run_id),
             )
         else:
             self._seen(db, event)
