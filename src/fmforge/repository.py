@@ -25,7 +25,7 @@ from fmforge.errors import (
 )
 from fmforge.ledger import EventStore, NewEvent, Projection, ProjectionRunner, open_event_store
 from fmforge.ledger.projections import ViewDifference
-from fmforge.ledger.store import AppendResult, Head, default_actor
+from fmforge.ledger.records import AppendResult, Head, default_actor
 from fmforge.objects import GcReport, ObjectStore, open_object_store
 from fmforge.settings import (
     STORE_ENV,

@@ -3,7 +3,6 @@
 from fmforge.data.tables import DatasetDiff, diff_datasets, export_table, query, where
 from fmforge.data.versions import (
     AddResult,
-    DatasetVersion,
     add_dataset,
     commit_table,
     dataset_log,
@@ -12,6 +11,7 @@ from fmforge.data.versions import (
     read_table,
     resolve,
 )
+from fmforge.data.views import DatasetVersion
 
 __all__ = [
     "AddResult",

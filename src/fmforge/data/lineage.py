@@ -25,14 +25,13 @@ from fmforge.data.storage import ROW_ID, load_manifest
 from fmforge.data.versions import (
     STREAM_PREFIX,
     AddResult,
-    DatasetVersion,
     commit_table,
     dataset_log,
     list_datasets,
     read_table,
     resolve,
 )
-from fmforge.data.views import DatasetWork
+from fmforge.data.views import DatasetVersion, DatasetWork
 from fmforge.errors import DataError, DatasetNotFound, InvalidName, ObjectNotFound
 from fmforge.objects import ObjectStore
 from fmforge.repository import Repository

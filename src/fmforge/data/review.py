@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 
 from fmforge.data.events import CleaningReviewed
 from fmforge.data.storage import ROW_ID
-from fmforge.data.versions import STREAM_PREFIX, DatasetVersion, dataset_log, read_table, resolve
-from fmforge.data.views import DatasetWork, rule_key
+from fmforge.data.versions import STREAM_PREFIX, dataset_log, read_table, resolve
+from fmforge.data.views import DatasetVersion, DatasetWork, rule_key
 from fmforge.errors import DataError
 from fmforge.repository import Repository
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from fmforge.errors import ConfigError
 from fmforge.ledger.events import GENESIS_HASH, Event, NewEvent, new_event_id
 from fmforge.ledger.projections import Projection, ProjectionRunner, handles
+from fmforge.ledger.records import AppendResult, Head
 from fmforge.ledger.registry import Domain, EventRegistry, EventType
-from fmforge.ledger.store import AppendResult, EventStore, Head
+from fmforge.ledger.store import EventStore
 from fmforge.ledger.subscriptions import Subscription
 from fmforge.ledger.upcasting import UpcasterRegistry
 

@@ -29,7 +29,7 @@ from fmforge.ledger.events import (
 )
 
 if TYPE_CHECKING:
-    from fmforge.ledger.store import AppendResult
+    from fmforge.ledger.records import AppendResult
 
 
 class Encoded(NamedTuple):

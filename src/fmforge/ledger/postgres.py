@@ -20,9 +20,10 @@ from psycopg.copy import QueuedLibpqWriter
 
 from fmforge.errors import BackendUnavailable, LedgerLocked, UniqueViolation
 from fmforge.ledger.events import GENESIS_HASH, ROW_COLUMNS, RawRow
+from fmforge.ledger.records import Head, RowQuery
 from fmforge.ledger.registry import EventRegistry
 from fmforge.ledger.sqlite import prefix_upper_bound
-from fmforge.ledger.store import EventStore, Head, RowQuery
+from fmforge.ledger.store import EventStore
 from fmforge.ledger.upcasting import UpcasterRegistry
 from fmforge.settings import redact_url
 

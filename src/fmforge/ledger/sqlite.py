@@ -19,8 +19,9 @@ from typing import Any
 
 from fmforge.errors import BackendUnavailable, LedgerLocked, UniqueViolation
 from fmforge.ledger.events import GENESIS_HASH, ROW_COLUMNS, RawRow
+from fmforge.ledger.records import Head, RowQuery
 from fmforge.ledger.registry import EventRegistry
-from fmforge.ledger.store import EventStore, Head, RowQuery
+from fmforge.ledger.store import EventStore
 from fmforge.ledger.upcasting import UpcasterRegistry
 
 SCHEMA = f"""

@@ -19,7 +19,8 @@ import blake3
 
 from fmforge.errors import ChainBroken
 from fmforge.ledger.events import GENESIS_HASH
-from fmforge.ledger.store import EventStore, Head
+from fmforge.ledger.records import Head
+from fmforge.ledger.store import EventStore
 
 PARALLEL_THRESHOLD = 200_000
 

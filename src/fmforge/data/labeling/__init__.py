@@ -1,7 +1,8 @@
 """Weak supervision: label models over label matrices (rows x labeling functions)."""
 
 from fmforge.data.labeling.functions import LabelingFunction, labeling_function
-from fmforge.data.labeling.model import ABSTAIN, MODELS, LabelModel, LabelModelError
+from fmforge.data.labeling.model import ABSTAIN, MODELS, LabelModel
+from fmforge.errors import LabelModelError
 
 __all__ = [
     "ABSTAIN",

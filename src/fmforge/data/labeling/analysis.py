@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fmforge.data.labeling.model import LabelModelError
+from fmforge.errors import LabelModelError
 
 Array = np.ndarray[Any, Any]
 

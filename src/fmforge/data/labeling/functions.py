@@ -33,8 +33,8 @@ import yaml
 import zstandard
 
 from fmforge.data.events import LabelMatrixBuilt
-from fmforge.data.versions import STREAM_PREFIX, DatasetVersion, read_table, resolve
-from fmforge.data.views import DatasetWork
+from fmforge.data.versions import STREAM_PREFIX, read_table, resolve
+from fmforge.data.views import DatasetVersion, DatasetWork
 from fmforge.errors import LabelingError
 from fmforge.repository import Repository
 
@@ -337,7 +337,7 @@ def _record_matrix(
     repo.record(
         STREAM_PREFIX + version.dataset,
         LabelMatrixBuilt(
-            {"version": version.id, "labels": list(lfs[0].labels), "lfs": described,
+            {"version": version.id, "labels": list(lfs[0].labels), "lfs": described,  # type: ignore[typeddict-item]
              "computed": [lf.name for lf in todo]},
             refs=tuple(sorted(set(stored.values()))),
         ),

@@ -16,10 +16,11 @@ import pyarrow as pa
 
 from fmforge.data.events import ManualLabelSet
 from fmforge.data.labeling.analysis import LFSummary
-from fmforge.data.labeling.functions import LabelingError, LabelMatrix
+from fmforge.data.labeling.functions import LabelMatrix
 from fmforge.data.labeling.model import LabelModel
 from fmforge.data.versions import STREAM_PREFIX, AddResult, commit_table, read_table, resolve
 from fmforge.data.views import DatasetWork
+from fmforge.errors import LabelingError
 from fmforge.repository import Repository
 
 DEV_SPLITS = ("valid", "dev", "validation")
