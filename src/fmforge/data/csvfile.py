@@ -36,7 +36,7 @@ from fmforge.data.textfiles import DecodedStream
 from fmforge.errors import InvalidDataSource
 
 MAX_COLUMNS = 10_000
-RECORD_BYTES = 16 << 20  # the longest record a CSV may hold
+RECORD_BYTES = 16 << 20  # records up to this long are read (Arrow's block: up to twice is)
 _INTEGER = r"^(?:0|-?[1-9][0-9]*)$"
 _NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?$"
 _TEXT_TYPES = {f"f{i}": pa.string() for i in range(MAX_COLUMNS + 1)}
@@ -123,7 +123,8 @@ def _malformed(
         return InvalidDataSource(f"{path}: an empty file (no header line)")
     if "straddl" in text:
         return InvalidDataSource(
-            f"{path}: a record longer than {RECORD_BYTES >> 20} MiB (or an unclosed quote)"
+            f"{path}: a record too long (a CSV record may hold {RECORD_BYTES >> 20} MiB), or an "
+            "unclosed quote"
         )
     return InvalidDataSource(f"{path}: malformed CSV ({text})")
 

@@ -124,7 +124,8 @@ def _a(word: str) -> str:
 
 
 def _path(path: tuple[str, ...]) -> str:
-    return repr("".join(p if p == "[]" or i == 0 else f".{p}" for i, p in enumerate(path)))
+    text = "".join(p if p == "[]" or i == 0 else f".{p}" for i, p in enumerate(path))
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 class _Checker:

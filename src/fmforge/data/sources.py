@@ -178,6 +178,7 @@ def read_parquet(path: Path) -> pa.Table:
     names = table.column_names
     if not names:
         raise InvalidDataSource(f"{path}: no columns")
+    table = table.cast(pa.schema([f.with_type(_arrow_lists(f.type)) for f in table.schema]))
     for number, name in enumerate(names, 1):
         if names.index(name) != number - 1:
             raise InvalidDataSource(
@@ -208,6 +209,18 @@ def read_parquet(path: Path) -> pa.Table:
                     "hold NUL"
                 )
     return table
+
+
+def _arrow_lists(kind: pa.DataType) -> pa.DataType:
+    """``kind`` with Arrow's own name for list items (Parquet writers name them ``element``),
+    so that a list column read back from Parquet has the type it was written with."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        item = kind.value_field
+        inner = pa.field("item", _arrow_lists(item.type), item.nullable, item.metadata)
+        return pa.list_(inner) if pa.types.is_list(kind) else pa.large_list(inner)
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_arrow_lists(f.type)) for f in kind])
+    return kind
 
 
 def _storable(kind: pa.DataType) -> bool:

@@ -117,9 +117,9 @@ def export_table(table: pa.Table, path: Path) -> None:
     bytes, NaN or infinity. CSV floats keep a decimal point (``1.0``), so that reading the file
     back gives floats again."""
     suffix = path.suffix.lower()
+    _check_target(path)
     if suffix not in (".parquet", ".csv", ".jsonl", ".ndjson", ".json"):
         raise InvalidDataSource(f"{path}: export to .csv, .jsonl or .parquet, not {suffix!r}")
-    _check_target(path)
     if suffix == ".csv":
         _check_flat(table, path)
     elif suffix != ".parquet":

@@ -94,14 +94,24 @@ class DecodedStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while self.offset == len(self.pending) and not self.done:
-            block = self.raw.read(BLOCK_BYTES)
-            self.done = not block
-            self.pending, self.offset = self._decode(block).encode("utf-8"), 0
-        size = min(len(buffer), len(self.pending) - self.offset)
-        buffer[:size] = memoryview(self.pending)[self.offset : self.offset + size]
-        self.offset += size
-        return size
+        """Fill ``buffer`` whole unless the file ends: Arrow's CSV reader takes a short read
+        for a block, and a record must fit in one."""
+        filled = 0
+        while filled < len(buffer):
+            if self.offset == len(self.pending):
+                if self.done:
+                    break
+                block = self.raw.read(BLOCK_BYTES)
+                self.done = not block
+                self.pending, self.offset = self._decode(block).encode("utf-8"), 0
+                continue
+            size = min(len(buffer) - filled, len(self.pending) - self.offset)
+            buffer[filled : filled + size] = memoryview(self.pending)[
+                self.offset : self.offset + size
+            ]
+            self.offset += size
+            filled += size
+        return filled
 
     def _decode(self, block: bytes) -> str:
         try:
@@ -112,12 +122,12 @@ class DecodedStream(io.RawIOBase):
             bad = bytes(problem.object[problem.start : problem.end])
             where = self._where(valid, len(valid))
             shown = " ".join(f"0x{b:02x}" for b in bad[:4])
-            what = (
-                f"{'bytes' if len(bad) > 1 else 'byte'} {shown} {'are' if len(bad) > 1 else 'is'}"
-                f" not valid {self.encoding.upper()}"
-                if bad
-                else f"the file ends inside a {self.encoding.upper()} character"
-            )
+            if problem.reason == "unexpected end of data":
+                what = f"the file ends inside a {self.encoding.upper()} character ({shown})"
+            elif len(bad) > 1:
+                what = f"bytes {shown} are not valid {self.encoding.upper()}"
+            else:
+                what = f"byte {shown} is not valid {self.encoding.upper()}"
             hint = _HINT if self.encoding in ("utf-8", "utf-8-sig") else "is --encoding right?"
             raise InvalidDataSource(f"{self.path}: {where}: {what}; {hint}") from None
         nul = text.find("\0")
