@@ -16,6 +16,10 @@ is traceable to its rule. Rules, as YAML (or the same as Python objects)::
       - redact: {kinds: [email, phone, url, ip, credit_card], replacement: "[{kind}]"}
       - language: {keep: [en], min_probability: 0.8}   # needs langdetect
       - python: {function: "my_rules:drop_spam"}   # f(table, column) -> list of drop flags
+
+Every kind's options are checked when the rules are loaded, before any rule runs (``rulespec``
+holds them, and which modules a ``python`` rule may name); docs/cli.md lists them all. A clean
+that changes no row records nothing.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ them to a dataset version as a label matrix.
     def subscribe(row):
         return "spam" if "subscribe" in row["text"].lower() else None   # None: abstain
 
-An LF returns a class name, a class index, or None to abstain. Each LF has a version: the
+An LF returns a class name, a class index, or None to abstain. A YAML LF file is checked field
+by field when loaded (``LFSpec``), and an LF reading a column the version lacks is refused
+before any LF runs. Each LF has a version: the
 blake3 of its source (a Python function's code, or a YAML LF's definition), recorded with its
 votes. ``apply_lfs`` builds the matrix (int8, -1 = abstain) in parallel across processes and
 reuses every column whose LF version it has computed before on the same rows: editing one LF
