@@ -47,8 +47,11 @@ def _locate(line: int, character: int, line_text: str, record_start: bool, first
     where = f"line {line}, character {character}"
     if line == 1 or not record_start:
         return where
-    header = next(csv.reader([first]), [])
-    index = max(len(next(csv.reader([line_text]), [])), 1) - 1
+    try:
+        header = next(csv.reader([first]), [])
+        index = max(len(next(csv.reader([line_text]), [])), 1) - 1
+    except csv.Error:  # a field beyond the csv module's limit: say the line only
+        return where
     if 0 <= index < len(header):
         return f"line {line}, column {header[index]!r} (character {character})"
     return where
@@ -136,12 +139,15 @@ def _record_line(path: Path, encoding: str | None, record: int) -> int | None:
         text = io.TextIOWrapper(io.BufferedReader(stream), encoding="utf-8", newline="")
         reader = csv.reader(text)
         seen, start = 0, 1
-        for fields in reader:
-            if fields:
-                seen += 1
-                if seen == record:
-                    return start
-            start = reader.line_num + 1
+        try:
+            for fields in reader:
+                if fields:
+                    seen += 1
+                    if seen == record:
+                        return start
+                start = reader.line_num + 1
+        except csv.Error:  # a field beyond the csv module's limit: the record number will do
+            return None
     return None
 
 
