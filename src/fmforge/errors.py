@@ -43,7 +43,8 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── SchemaClash             a new version's columns disagree with the previous one's
     │   ├── DatasetConflict         another writer recorded a version first
     │   ├── InvalidFilter           a --where filter or SQL rule that is not one safe expression
-    │   ├── CleaningError           a cleaning rule that cannot run as written
+    │   ├── CleaningError           a cleaning rules file that cannot be read or run
+    │   │   └── BadRule                 one rule whose options are wrong (.kind, .detail)
     │   ├── LabelingError           a labeling function or its file is wrong
     │   └── LabelModelError         a label matrix a label model cannot fit
     ├── TrackingError
@@ -387,6 +388,14 @@ class InvalidFilter(DataError):
 
 class CleaningError(DataError):
     """A cleaning rule that cannot run as written."""
+
+
+class BadRule(CleaningError):
+    """A rule that cannot run as written; ``detail`` says why without naming the rule."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"rule {kind}: {detail}")
+        self.kind, self.detail = kind, detail
 
 
 class LabelingError(DataError):

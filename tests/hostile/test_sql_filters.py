@@ -180,7 +180,7 @@ def test_cleaning_rule_sql_must_be_text(people_repo: Path, out: Path) -> None:
     rules = out / "rules.yaml"
     rules.write_text("rules:\n  - drop: {sql: [1, 2]}\n")
     line = cli_refused(people_repo, "data", "clean", "people", "-r", str(rules), "--apply")
-    assert "rule drop: sql must be a string, not [1, 2]" in line
+    assert "option 'sql' must be an SQL condition (a string), not a list" in line
 
 
 # (case id, query, what the one line must say)

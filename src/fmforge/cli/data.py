@@ -35,12 +35,20 @@ def add(
     allow_schema_change: Annotated[
         bool, typer.Option(help="Accept removed or retyped columns.")
     ] = False,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help="The text files' encoding (e.g. latin-1); default UTF-8, or what a "
+            "byte-order mark says."
+        ),
+    ] = None,
 ) -> None:
     """Record the rows of SOURCE as the next version of dataset NAME."""
     with open_repository(ctx) as repo:
         result = add_dataset(
-            repo, name, source, message=message, allow_schema_change=allow_schema_change
-        )
+            repo, name, source, message=message, allow_schema_change=allow_schema_change,
+            encoding=encoding,
+        )  # fmt: skip
     v = result.version
     if not result.created:
         console.print(f"{v.ref} ({v.id[:12]}) already holds exactly these rows: nothing recorded")

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 from fmforge.cli.context import FmforgeGroup, console, open_repository
 from fmforge.data.labeling import LabelModel
@@ -43,7 +44,7 @@ def fit(
     )
     console.print(f"chosen: {model.chosen} (prior {np.round(model.chosen_prior, 3).tolist()})")
     for name, score in sorted(model.scores.items(), key=lambda item: -item[1]):
-        console.print(f"  dev {metric} {score:.3f}  {name}")
+        console.print(f"  dev {metric} {score:.3f}  {name}", markup=False)
     if len(y_test):
         predicted = model.predict(L_test)
         console.print(f"test accuracy {np.mean(predicted == y_test):.3f}")
@@ -83,6 +84,7 @@ def apply(
         f"{matrix.version.ref}: {matrix.matrix.shape[0]:,} rows x {len(matrix.lfs)} LFs; "
         f"computed {', '.join(matrix.computed) or 'none'}; reused {reused}",
         highlight=False,
+        markup=False,
     )
 
 
@@ -113,6 +115,7 @@ def analyze_(
             f"{r.name:{width}}  {r.kind:8} {r.coverage:8.3f} {r.overlap:7.3f} {r.conflict:8.3f} "
             f"{','.join(r.polarity):9} {accuracy:>8}  {weight:>6}",
             highlight=False,
+            markup=False,
         )
     if examples:
         for r in reports:
@@ -121,7 +124,7 @@ def analyze_(
             for text in r.conflicts:
                 console.print(f"  {r.name} conflicts: {text}", markup=False, highlight=False)
     for warning in warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @app.command("model")
@@ -141,7 +144,7 @@ def model_(
         model, result = label_version(repo, matrix, gold=_gold(gold, dev_split), metric=metric)
     console.print(f"chosen: {model.chosen} (prior {np.round(model.chosen_prior, 3).tolist()})")
     for name, score in sorted(model.scores.items(), key=lambda item: -item[1])[:5]:
-        console.print(f"  dev {metric} {score:.3f}  {name}")
+        console.print(f"  dev {metric} {score:.3f}  {name}", markup=False)
     v = result.version
     console.print(f"recorded {v.ref} ({v.id[:12]}): weak_label and weak_label_proba per row")
 
@@ -179,7 +182,7 @@ def set_(
     labels = list(load_lfs(lfs)[0].labels)
     with open_repository(ctx) as repo:
         row_id = set_label(repo, target, row, label, labels)
-    console.print(f"{row_id[:12]} labelled {label}")
+    console.print(f"{row_id[:12]} labelled {label}", markup=False)
 
 
 @app.command("check")
@@ -198,7 +201,9 @@ def check(
         console.print("every recorded LF column agrees with its LF")
         return
     for name, rows in stale.items():
-        console.print(f"[red]{name}[/red]: {rows} sampled rows vote differently than recorded")
+        console.print(
+            f"[red]{escape(name)}[/red]: {rows} sampled rows vote differently than recorded"
+        )
     raise typer.Exit(1)
 
 

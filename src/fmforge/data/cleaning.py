@@ -16,11 +16,14 @@ is traceable to its rule. Rules, as YAML (or the same as Python objects)::
       - redact: {kinds: [email, phone, url, ip, credit_card], replacement: "[{kind}]"}
       - language: {keep: [en], min_probability: 0.8}   # needs langdetect
       - python: {function: "my_rules:drop_spam"}   # f(table, column) -> list of drop flags
+
+Every kind's options are checked when the rules are loaded, before any rule runs (``rulespec``
+holds them, and which modules a ``python`` rule may name); docs/cli.md lists them all. A clean
+that changes no row records nothing.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import re
 from collections.abc import Callable, Sequence
@@ -28,15 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
+from fmforge.data import rulespec
 from fmforge.data.filters import check_filter, mask
 from fmforge.data.minhash import near_duplicate_groups
-from fmforge.data.storage import ROW_ID, row_ids
+from fmforge.data.rulespec import BadRule
+from fmforge.data.storage import ROW_ID, load_manifest, manifest_ids, row_ids
 from fmforge.data.text import normalize
-from fmforge.data.versions import AddResult, commit_table, read_table, resolve
+from fmforge.data.userinput import UserPattern, load_yaml, shown
+from fmforge.data.versions import AddResult, commit_table, dataset_log, read_table, resolve
+from fmforge.data.views import DatasetVersion
 from fmforge.errors import CleaningError, InvalidFilter
 from fmforge.repository import Repository
 
@@ -62,11 +69,17 @@ class Decision:
 
 
 class Rule:
+    """One rule: its options are checked when it is made (``BadRule`` names the wrong one)."""
+
     kind = ""
+    Options: type[rulespec.Options] = rulespec.NoOptions
 
     def __init__(self, column: str, **options: Any) -> None:
+        if not isinstance(column, str) or not column:
+            raise BadRule(self.kind, f"option 'column' must be a column name, not {shown(column)}")
         self.column = column
         self.options = options
+        self.settings: Any = rulespec.validated(self.Options, self.kind, options)
 
     def describe(self) -> dict[str, Any]:
         return {self.kind: {"column": self.column, **self.options}}
@@ -76,9 +89,10 @@ class Rule:
 
     def _texts(self, table: pa.Table) -> list[str | None]:
         if self.column not in table.column_names:
-            raise CleaningError(
-                f"rule {self.kind}: no column {self.column!r} (columns: "
-                f"{', '.join(c for c in table.column_names if c != ROW_ID)})"
+            raise BadRule(
+                self.kind,
+                f"no column {self.column!r} (columns: "
+                f"{', '.join(c for c in table.column_names if c != ROW_ID)})",
             )
         return [None if v is None else str(v) for v in table.column(self.column).to_pylist()]
 
@@ -96,11 +110,10 @@ class Dedup(Rule):
     spacing and punctuation are folded (``normalized``)."""
 
     kind = "dedup"
+    Options = rulespec.DedupOptions
 
     def decide(self, table: pa.Table) -> Decision:
-        mode = self.options.get("mode", "exact")
-        if mode not in ("exact", "normalized"):
-            raise CleaningError(f"rule dedup: mode must be exact or normalized, not {mode!r}")
+        mode = self.settings.mode
         seen: set[str] = set()
         dropped = []
         for i, text in enumerate(self._texts(table)):
@@ -118,25 +131,14 @@ class NearDedup(Rule):
     similarity of character shingles at or above ``threshold`` (default 0.8)."""
 
     kind = "near_dedup"
-
-    def __init__(self, column: str, **options: Any) -> None:
-        super().__init__(column, **options)
-        unknown = set(options) - {"threshold", "permutations", "shingle"}
-        if unknown:
-            raise CleaningError(f"rule near_dedup: unknown options {sorted(unknown)}")
-        self.threshold = float(options.get("threshold", 0.8))
-        if not 0 < self.threshold <= 1:
-            raise CleaningError(
-                f"rule near_dedup: threshold must be in (0, 1], not {self.threshold}"
-            )
+    Options = rulespec.NearDedupOptions
 
     def decide(self, table: pa.Table) -> Decision:
         texts = self._texts(table)
         present = [i for i, t in enumerate(texts) if t]
         groups = near_duplicate_groups(
-            [texts[i] or "" for i in present], threshold=self.threshold,
-            permutations=int(self.options.get("permutations", 64)),
-            shingle=int(self.options.get("shingle", 5)),
+            [texts[i] or "" for i in present], threshold=self.settings.threshold,
+            permutations=self.settings.permutations, shingle=self.settings.shingle,
         )  # fmt: skip
         return Decision([present[k] for k, first in enumerate(groups) if first != k])
 
@@ -145,30 +147,33 @@ class Filter(Rule):
     """``drop`` (or ``keep``) rows matching all the given conditions: a regex, any of some
     keywords (whole words, case-insensitive), a length range, an SQL condition over the row."""
 
+    Options = rulespec.FilterOptions
+
     def __init__(self, column: str, *, keep: bool, **options: Any) -> None:
-        super().__init__(column, **options)
         self.kind = "keep" if keep else "drop"
-        known = {"regex", "keywords", "min_length", "max_length", "sql"}
-        unknown = set(options) - known
-        if unknown or not options:
-            raise CleaningError(
-                f"rule {self.kind}: give one or more of {', '.join(sorted(known))}"
-                + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else "")
-            )
+        super().__init__(column, **options)
+        known = ", ".join(rulespec.FilterOptions.model_fields)
+        if not options:
+            raise BadRule(self.kind, f"give one or more of {known}")
+        low, high = self.settings.min_length, self.settings.max_length
+        if low is not None and high is not None and low > high:
+            raise BadRule(self.kind, f"min_length {low} is above max_length {high}: none match")
         self.keep = keep
-        try:
-            self.regex = re.compile(options["regex"]) if "regex" in options else None
-        except re.error as error:
-            raise CleaningError(
-                f"rule {self.kind}: bad regex {options['regex']!r}: {error}"
-            ) from None
+        self.regex = (
+            UserPattern(options["regex"], "option 'regex'", self._error)
+            if "regex" in options
+            else None
+        )
         _check_sql(self.kind, options)
-        words = options.get("keywords")
+        words = self.settings.keywords
         self.keywords = (
             re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
             if words
             else None
         )
+
+    def _error(self, detail: str) -> BadRule:
+        return BadRule(self.kind, detail)
 
     def decide(self, table: pa.Table) -> Decision:
         needs_text = (
@@ -188,7 +193,7 @@ class Filter(Rule):
                 continue
             value = text or ""
             matches[i] = (
-                (self.regex is None or bool(self.regex.search(value)))
+                (self.regex is None or self.regex.search(value))
                 and (self.keywords is None or bool(self.keywords.search(value)))
                 and ("min_length" not in self.options or len(value) >= low)
                 and ("max_length" not in self.options or len(value) <= high)
@@ -198,24 +203,24 @@ class Filter(Rule):
 
 class Redact(Rule):
     """Replace emails, URLs, IP addresses, credit-card-like numbers and phone numbers with a
-    token (``[{kind}]`` by default)."""
+    token: ``replacement`` taken literally, except that ``{kind}`` in it becomes the kind's
+    name in capitals (``[{kind}]``, the default, gives ``[EMAIL]``)."""
 
     kind = "redact"
+    Options = rulespec.RedactOptions
 
     def __init__(self, column: str, **options: Any) -> None:
         super().__init__(column, **options)
-        kinds = options.get("kinds", list(_ORDER))
-        unknown = [k for k in kinds if k not in PII_PATTERNS]
-        if unknown:
-            raise CleaningError(
-                f"rule redact: unknown kinds {unknown} (known: {', '.join(PII_PATTERNS)})"
-            )
-        self.patterns = [(k, re.compile(PII_PATTERNS[k])) for k in _ORDER if k in kinds]
-        self.replacement = str(options.get("replacement", "[{kind}]"))
+        replacement = self.settings.replacement
+        self.patterns = [
+            (re.compile(PII_PATTERNS[k]), replacement.replace("{kind}", k.upper()))
+            for k in _ORDER
+            if k in self.settings.kinds
+        ]
 
     def redact(self, text: str) -> str:
-        for kind, pattern in self.patterns:
-            text = pattern.sub(self.replacement.format(kind=kind.upper()), text)
+        for pattern, token in self.patterns:
+            text = pattern.sub(_literal(token), text)
         return text
 
     def decide(self, table: pa.Table) -> Decision:
@@ -228,27 +233,28 @@ class Redact(Rule):
         return decision
 
 
+def _literal(token: str) -> Callable[[re.Match[str]], str]:
+    """A replacement taken as it is (a string given to ``re.sub`` would expand ``\\1``)."""
+    return lambda _match: token
+
+
 class Language(Rule):
     """Keep rows whose detected language is one of ``keep`` (ISO 639-1 codes); a row whose
     language is detected with less than ``min_probability`` is kept (too short to tell).
     Needs the ``langdetect`` package (seeded, so the result is the same on every run)."""
 
     kind = "language"
+    Options = rulespec.LanguageOptions
 
     def __init__(self, column: str, **options: Any) -> None:
         super().__init__(column, **options)
         try:
             from langdetect import DetectorFactory
         except ImportError:
-            raise CleaningError(
-                "rule language needs a language detector: pip install langdetect"
-            ) from None
+            raise BadRule(self.kind, "needs a language detector: pip install langdetect") from None
         DetectorFactory.seed = 0
-        keep = options.get("keep")
-        if not keep or not isinstance(keep, list):
-            raise CleaningError("rule language: give keep: [codes], e.g. [en]")
-        self.keep = {str(code) for code in keep}
-        self.minimum = float(options.get("min_probability", 0.8))
+        self.keep = set(self.settings.keep)
+        self.minimum = self.settings.min_probability
 
     def decide(self, table: pa.Table) -> Decision:
         from langdetect import detect_langs
@@ -266,31 +272,40 @@ class Language(Rule):
 
 
 class PythonRule(Rule):
-    """A function by import path, ``module:function(table, column) -> sequence of bools``
-    (True: drop the row)."""
+    """A function of the user's own module, ``module:function(table, column) -> one bool per
+    row`` (True: drop the row); ``rulespec`` says which modules and functions qualify.
+    ``base``: the rules file's directory, searched first for the module."""
 
     kind = "python"
+    Options = rulespec.PythonOptions
 
-    def __init__(self, column: str, **options: Any) -> None:
+    def __init__(self, column: str, *, base: Path | None = None, **options: Any) -> None:
         super().__init__(column, **options)
-        target = str(options.get("function", ""))
-        module, _, name = target.partition(":")
-        try:
-            self.function: Callable[[pa.Table, str], Sequence[bool]] = getattr(
-                importlib.import_module(module), name
-            )
-        except (ImportError, AttributeError, ValueError):
-            raise CleaningError(
-                f"rule python: cannot import {target!r} (write it as module:function)"
-            ) from None
+        self.target = self.settings.function
+        self.function = rulespec.user_function(self.target, base)
 
     def decide(self, table: pa.Table) -> Decision:
-        flags = list(self.function(table.drop_columns([ROW_ID]), self.column))
+        try:
+            result = self.function(table.drop_columns([ROW_ID]), self.column)
+            flags = result.to_pylist() if hasattr(result, "to_pylist") else list(result)
+        except Exception as error:  # the user's function: say what it raised
+            text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise BadRule(
+                self.kind,
+                f"{self.target} raised {type(error).__name__}"
+                + (f": {text[:200]}" if text else ""),
+            ) from None
         if len(flags) != table.num_rows:
-            raise CleaningError(
-                f"rule python {self.options['function']}: returned {len(flags)} flags for "
-                f"{table.num_rows} rows"
+            raise BadRule(
+                self.kind, f"{self.target} returned {len(flags)} flags for {table.num_rows} rows"
             )
+        for i, flag in enumerate(flags):
+            if not isinstance(flag, bool | np.bool_):
+                raise BadRule(
+                    self.kind,
+                    f"{self.target} returned {shown(flag)} for row {i + 1}: return True (drop) "
+                    "or False (keep) for each row",
+                )
         return Decision([i for i, drop in enumerate(flags) if drop])
 
 
@@ -321,45 +336,47 @@ _KINDS: dict[str, Callable[..., Rule]] = {
 
 
 def load_rules(source: str | Path | dict[str, Any]) -> list[Rule]:
-    """Rules from a YAML file, YAML text or the parsed mapping."""
-    if isinstance(source, Path):
-        try:
-            text = source.read_text()
-        except OSError as error:
-            raise CleaningError(f"{source}: {error.strerror}") from None
-        spec = _parse(text, str(source))
-    elif isinstance(source, str):
-        spec = _parse(source, "rules")
+    """Rules from a YAML file, YAML text or the parsed mapping; every rule and option is
+    checked before any rule runs."""
+    if isinstance(source, dict):
+        spec, name, base = source, "rules", None
     else:
-        spec = source
+        spec, name = load_yaml(source, CleaningError, "rules")
+        base = source.resolve().parent if isinstance(source, Path) else None
     if not isinstance(spec, dict) or not isinstance(spec.get("rules"), list):
-        raise CleaningError("rules: expected a mapping with a 'rules' list")
-    default_column = str(spec.get("column", "text"))
-    rules = []
-    for number, entry in enumerate(spec["rules"], 1):
-        if not isinstance(entry, dict) or len(entry) != 1:
-            raise CleaningError(f"rule {number}: write each rule as 'kind: {{options}}'")
-        ((kind, options),) = entry.items()
-        if kind not in _KINDS:
-            raise CleaningError(
-                f"rule {number}: unknown kind {kind!r} (known: {', '.join(_KINDS)})"
-            )
-        options = dict(options or {})
-        column = str(options.pop("column", default_column))
-        try:
-            rules.append(_KINDS[kind](column, **options))
-        except TypeError as error:
-            raise CleaningError(f"rule {number} ({kind}): {error}") from None
-    return rules
+        raise CleaningError(f"{name}: expected a mapping with a 'rules' list")
+    unknown = [str(k) for k in spec if k not in ("column", "rules")]
+    if unknown:
+        raise CleaningError(f"{name}: unknown key {unknown[0]!r} (keys: column, rules)")
+    if not spec["rules"]:
+        raise CleaningError(f"{name}: the 'rules' list is empty")
+    default_column = spec.get("column", "text")
+    if not isinstance(default_column, str) or not default_column:
+        raise CleaningError(f"{name}: 'column' must be a column name, not {shown(default_column)}")
+    return [_rule(name, number, entry, default_column, base) for number, entry in
+            enumerate(spec["rules"], 1)]  # fmt: skip
 
 
-def _parse(text: str, name: str) -> Any:
+def _rule(name: str, number: int, entry: Any, column: str, base: Path | None) -> Rule:
+    where = f"{name}: rule {number}"
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise CleaningError(f"{where}: write each rule as 'kind: {{options}}'")
+    ((kind, options),) = entry.items()
+    if kind not in _KINDS:
+        raise CleaningError(f"{where}: unknown kind {shown(kind)} (known: {', '.join(_KINDS)})")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise CleaningError(f"{where} ({kind}): options must be a mapping, not {shown(options)}")
+    if not all(isinstance(key, str) for key in options):
+        raise CleaningError(f"{where} ({kind}): option names must be strings")
+    options = dict(options)
+    own_column = options.pop("column", column)
+    extra = {"base": base} if kind == "python" else {}
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise CleaningError(f"{name}:{where}: not valid YAML") from None
+        return _KINDS[kind](own_column, **options, **extra)
+    except BadRule as error:
+        raise CleaningError(f"{where} ({kind}): {error.detail}") from None
 
 
 @dataclass
@@ -402,7 +419,10 @@ def plan_cleaning(
     reports = []
     changes: list[tuple[str, int, str, str | None]] = []
     for number, rule in enumerate(rules):
-        decision = rule.decide(table)
+        try:
+            decision = rule.decide(table)
+        except BadRule as error:
+            raise CleaningError(f"rule {number + 1} ({error.kind}): {error.detail}") from None
         ids = table.column(ROW_ID).to_pylist()
         key = rule_key(rule.describe())
         overridden = {i for i, row_id in enumerate(ids) if (row_id, key) in overrides}
@@ -465,10 +485,15 @@ def apply_cleaning(
     """Commit the cleaned rows as the next version, with the changes object naming, for every
     dropped or rewritten row, the rule that did it."""
     plan = plan_cleaning(repo, target, rules)
+    version = resolve(repo, target)
+    if plan.changes.num_rows == 0:  # nothing changed: nothing to record, not even an object
+        return plan, AddResult(version, created=False)
+    newest = dataset_log(repo, version.dataset)[0]
+    if _same_rows(repo, newest, plan.table):  # what the newest version holds already
+        return plan, AddResult(newest, created=False)
     sink = io.BytesIO()
     pq.write_table(plan.changes, sink, compression="zstd")
     changes = repo.objects.put(sink.getvalue(), compress=False)
-    version = resolve(repo, target)
     result = commit_table(
         repo, version.dataset, plan.table.drop_columns([ROW_ID]),
         plan.table.column(ROW_ID).to_pylist(),
@@ -481,3 +506,12 @@ def apply_cleaning(
         extra_refs=(changes,),
     )  # fmt: skip
     return plan, result
+
+
+def _same_rows(repo: Repository, version: DatasetVersion, table: pa.Table) -> bool:
+    """Whether ``table`` (with its row ids) is exactly ``version``'s rows, in its order."""
+    columns = [{"name": f.name, "type": str(f.type)} for f in table.schema if f.name != ROW_ID]
+    if version.rows != table.num_rows or version.columns != columns:
+        return False
+    ids = manifest_ids(repo.objects, load_manifest(repo.objects, version.manifest))
+    return bool(ids == table.column(ROW_ID).to_pylist())

@@ -1,20 +1,33 @@
 """Reading files to add as a dataset version: CSV, JSON Lines, Parquet, or a directory of them.
 
-Everything becomes one Arrow table. A file that cannot be read is refused with its path, and
-where the format has lines, the line and the column at fault; nothing is recorded.
+Everything becomes one Arrow table holding exactly what the files hold, or the files are refused
+naming the file and, where the format has lines, the line and the column at fault; nothing is
+recorded either way. Text files are decoded as ``textfiles`` says (UTF-8 unless a byte-order mark
+or the ``encoding`` given says otherwise; no NUL), CSV values typed as ``csvfile`` says (a type
+only where it gives back every value as written), JSON values kept as ``jsonlfile`` says (exact
+or refused). Parquet files keep their types; types the store cannot give back exactly
+(decimals, half floats, durations, unions, extension types) are refused, as is text that is not
+UTF-8 or holds NUL.
+
+A directory's files (found recursively by extension; other files are ignored) must share one
+set of columns. Its CSV files are typed together, as one table. Where files give a column
+different types, integers widen to floats only when every integer is exact as a float; any other
+difference is refused.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pyarrow as pa
-import pyarrow.csv as pacsv
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fmforge.errors import InvalidDataSource
+from fmforge.data.csvfile import read_csv_text, type_columns
+from fmforge.data.jsonlfile import read_jsonl
+from fmforge.data.storage import ROW_ID
+from fmforge.data.textfiles import codec_name, file_encoding
+from fmforge.errors import InvalidDataSource, UsageError
 
 FORMATS = {
     ".csv": "csv",
@@ -23,128 +36,226 @@ FORMATS = {
     ".json": "jsonl",
     ".parquet": "parquet",
 }
+_EXACT_INT = 1 << 53
 
 
-def read_source(path: Path) -> pa.Table:
-    """The rows of ``path`` (a file, or a directory whose supported files share one schema)."""
+def source_files(path: Path) -> list[Path]:
+    """The files ``read_source(path)`` reads, in the order it reads them."""
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+    return [path]
+
+
+def text_encoding(path: Path, encoding: str | None) -> str | None:
+    """The encoding a source file is read with (None for Parquet), to record with the version."""
+    if FORMATS.get(path.suffix.lower()) in ("csv", "jsonl"):
+        return file_encoding(path, encoding)
+    return None
+
+
+def read_source(path: Path, encoding: str | None = None) -> pa.Table:
+    """The rows of ``path`` (a file, or a directory whose supported files share one schema).
+    ``encoding``: the text files' encoding, when it is not UTF-8 (or UTF-16/32 with a mark)."""
+    if encoding is not None:
+        codec_name(encoding)
+    if path.is_dir():
+        files = source_files(path)
         if not files:
             raise InvalidDataSource(f"{path}: no .csv, .jsonl or .parquet files in this directory")
-        tables = [read_file(f) for f in files]
-        first = tables[0].schema
-        for file, table in zip(files[1:], tables[1:], strict=True):
-            if set(table.column_names) != set(first.names):
-                raise InvalidDataSource(
-                    f"{file}: columns {_columns(table.schema)} differ from {files[0].name}'s "
-                    f"{_columns(first)}; files of one dataset share one schema"
-                )
-        try:  # the same columns; types inferred per file may differ in width (int/float, units)
-            return pa.concat_tables(
-                [t.select(first.names) for t in tables], promote_options="permissive"
-            )
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            raise InvalidDataSource(
-                f"{path}: the files' column types cannot be reconciled ({_first_line(error)})"
-            ) from None
-    if not path.exists():
+    elif not path.exists():
         raise InvalidDataSource(f"{path}: no such file or directory")
-    return read_file(path)
-
-
-def read_file(path: Path) -> pa.Table:
-    kind = FORMATS.get(path.suffix.lower())
-    if kind == "csv":
-        return _read_csv(path)
-    if kind == "jsonl":
-        return _read_jsonl(path)
-    if kind == "parquet":
-        try:
-            return pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as error:
-            raise InvalidDataSource(f"{path}: not a readable Parquet file ({error})") from None
-    raise InvalidDataSource(
-        f"{path}: unsupported file type {path.suffix!r} (use .csv, .jsonl or .parquet)"
-    )
-
-
-def _read_csv(path: Path) -> pa.Table:
-    bad: list[Any] = []
-
-    def refuse(row: Any) -> str:
-        bad.append(row)
-        return "error"
-
-    try:
-        return pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(use_threads=False),  # serial: rows know their line
-            parse_options=pacsv.ParseOptions(invalid_row_handler=refuse),
-        )
-    except pa.ArrowInvalid as error:
-        if bad:
-            row = bad[0]
-            where = f"line {row.number}" if row.number is not None else "a line"
+    elif not path.is_file():
+        raise InvalidDataSource(f"{path}: not a regular file")
+    else:
+        files = [path]
+        kind = FORMATS.get(path.suffix.lower())
+        if kind is None:
             raise InvalidDataSource(
-                f"{path}: {where} has {row.actual_columns} fields where the header has "
-                f"{row.expected_columns}: {row.text[:80]!r}"
-            ) from None
-        raise InvalidDataSource(f"{path}: malformed CSV ({_first_line(error)})") from None
+                f"{path}: unsupported file type {path.suffix!r} (use .csv, .jsonl or .parquet)"
+            )
+        if kind == "parquet" and encoding is not None:
+            raise UsageError("--encoding applies to CSV and JSON Lines files, not Parquet")
+    return _combine(files, encoding)
 
 
-def _read_jsonl(path: Path) -> pa.Table:
-    rows: list[dict[str, Any]] = []
-    kinds: dict[str, tuple[str, int]] = {}  # column -> (kind, line it was first seen on)
-    with path.open("rb") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError as error:
-                raise InvalidDataSource(
-                    f"{path}: line {number}: malformed JSON ({error})"
-                ) from None
-            if not isinstance(record, dict):
-                raise InvalidDataSource(
-                    f"{path}: line {number}: a record must be a JSON object, got {_kind(record)}"
-                )
-            for column, value in record.items():
-                kind = _kind(value)
-                if kind == "null":
-                    continue
-                seen = kinds.setdefault(column, (kind, number))
-                if seen[0] != kind and {seen[0], kind} != {"integer", "number"}:
-                    raise InvalidDataSource(
-                        f"{path}: line {number}, column {column!r}: a {kind} where line "
-                        f"{seen[1]} has a {seen[0]}"
-                    )
-            rows.append(record)
-    if not rows:
-        raise InvalidDataSource(f"{path}: no records")
+def read_file(path: Path, encoding: str | None = None) -> pa.Table:
+    """One file's rows."""
+    return _combine([path], encoding)
+
+
+def _combine(files: list[Path], encoding: str | None) -> pa.Table:
+    texts: list[tuple[Path, pa.Table]] = []  # CSV files, typed together below
+    typed: list[tuple[Path, pa.Table]] = []
+    for file in files:
+        kind = FORMATS.get(file.suffix.lower())
+        if kind == "csv":
+            texts.append((file, read_csv_text(file, encoding)))
+        elif kind == "jsonl":
+            typed.append((file, read_jsonl(file, encoding)))
+        elif kind == "parquet":
+            typed.append((file, read_parquet(file)))
+        else:
+            raise InvalidDataSource(
+                f"{file}: unsupported file type {file.suffix!r} (use .csv, .jsonl or .parquet)"
+            )
+    parts = sorted(texts + typed, key=lambda part: files.index(part[0]))
+    first_file, first = parts[0]
+    for file, table in parts[1:]:
+        if set(table.column_names) != set(first.column_names):
+            raise InvalidDataSource(
+                f"{file}: columns {_columns(table.schema)} differ from {first_file.name}'s "
+                f"{_columns(first.schema)}; files of one dataset share one schema"
+            )
+    names = first.column_names
+    if texts:
+        csv = type_columns(pa.concat_tables([t.select(names) for _, t in texts]))
+        typed.insert(0, (texts[0][0], csv))
+    if len(typed) == 1:
+        return typed[0][1].select(names)
+    return _unify([(file, table.select(names)) for file, table in typed])
+
+
+def _unify(parts: list[tuple[Path, pa.Table]]) -> pa.Table:
+    """One table from tables with the same columns; a column's types must agree, or be
+    integers and floats that widen exactly."""
+    fields = []
+    for name in parts[0][1].column_names:
+        kinds = [(file, table.schema.field(name).type) for file, table in parts]
+        present = [(file, kind) for file, kind in kinds if not pa.types.is_null(kind)]
+        target = present[0][1] if present else pa.null()
+        if any(kind != target for _, kind in present):
+            target = _widened(name, parts, present)
+        fields.append(pa.field(name, target))
+    schema = pa.schema(fields)
     try:
-        return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise InvalidDataSource(f"{path}: {_first_line(error)}") from None
+        return pa.concat_tables([table.cast(schema) for _, table in parts])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+        raise InvalidDataSource(
+            f"{parts[0][0].parent}: the files' column types cannot be reconciled "
+            f"({_first_line(error)})"
+        ) from None
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "list" if isinstance(value, list) else "object"
+def _widened(
+    name: str, parts: list[tuple[Path, pa.Table]], present: list[tuple[Path, pa.DataType]]
+) -> pa.DataType:
+    first_file, first = present[0]
+    numeric = [pa.types.is_integer(k) or pa.types.is_floating(k) for _, k in present]
+    if not all(numeric):
+        file, kind = next((f, k) for f, k in present if k != first)
+        raise InvalidDataSource(
+            f"{file}: column {name!r} is {kind} where {first_file.name} has {first}; "
+            "files of one dataset share one schema"
+        )
+    floats = [f for f, k in present if pa.types.is_floating(k)]
+    target = pa.float64() if floats else pa.int64()
+    tables = dict(parts)
+    for file, kind in present:
+        if not pa.types.is_integer(kind):
+            continue
+        bounds = pc.min_max(tables[file].column(name)).as_py()
+        low, high = bounds["min"], bounds["max"]
+        if low is None:
+            continue
+        limit = _EXACT_INT if floats else (1 << 63) - 1
+        if max(abs(low), abs(high)) > limit:
+            other = f"{floats[0].name} holds fractions" if floats else "the column is int64"
+            raise InvalidDataSource(
+                f"{file}: column {name!r} holds the integer {high if abs(high) > limit else low},"
+                f" which cannot stay exact where {other}"
+            )
+    return target
+
+
+def read_parquet(path: Path) -> pa.Table:
+    """A Parquet file's rows, refused if a type or a string cannot be stored exactly."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError, MemoryError) as error:
+        raise InvalidDataSource(
+            f"{path}: not a readable Parquet file ({_first_line(error)})"
+        ) from None
+    names = table.column_names
+    if not names:
+        raise InvalidDataSource(f"{path}: no columns")
+    table = table.cast(pa.schema([f.with_type(_arrow_lists(f.type)) for f in table.schema]))
+    for number, name in enumerate(names, 1):
+        if names.index(name) != number - 1:
+            raise InvalidDataSource(
+                f"{path}: the column name {name!r} appears twice (columns "
+                f"{names.index(name) + 1} and {number}); names must be distinct"
+            )
+    if ROW_ID in names:
+        raise InvalidDataSource(f"{path}: the column name {ROW_ID!r} is reserved for row ids")
+    for field in table.schema:
+        if not _storable(field.type):
+            raise InvalidDataSource(
+                f"{path}: column {field.name!r} is {field.type}, which fmforge cannot store "
+                "exactly (cast it to int64, float64 or string)"
+            )
+        column = table.column(field.name)
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid:
+            raise InvalidDataSource(
+                f"{path}: column {field.name!r} holds text that is not valid UTF-8"
+            ) from None
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            hits = pc.match_substring(column, "\0")
+            if pc.any(hits).as_py():
+                row = pc.index(hits, True).as_py() + 1
+                raise InvalidDataSource(
+                    f"{path}: row {row}, column {field.name!r}: a NUL character; text may not "
+                    "hold NUL"
+                )
+    return table
+
+
+def _arrow_lists(kind: pa.DataType) -> pa.DataType:
+    """``kind`` with Arrow's own name for list items (Parquet writers name them ``element``),
+    so that a list column read back from Parquet has the type it was written with."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        item = kind.value_field
+        inner = pa.field("item", _arrow_lists(item.type), item.nullable, item.metadata)
+        return pa.list_(inner) if pa.types.is_list(kind) else pa.large_list(inner)
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_arrow_lists(f.type)) for f in kind])
+    return kind
+
+
+def _storable(kind: pa.DataType) -> bool:
+    """Types whose values the store hashes and gives back exactly."""
+    if pa.types.is_dictionary(kind):
+        return _storable(kind.value_type)
+    if (
+        pa.types.is_null(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_float32(kind)
+        or pa.types.is_float64(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_fixed_size_binary(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_timestamp(kind)
+        or pa.types.is_time(kind)
+    ):
+        return True
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _storable(kind.value_type)
+    if pa.types.is_struct(kind):
+        return kind.num_fields > 0 and all(_storable(f.type) for f in kind)
+    if pa.types.is_map(kind):
+        return _storable(kind.key_type) and _storable(kind.item_type)
+    return False
 
 
 def _columns(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}: {f.type}" for f in schema)
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -101,15 +106,135 @@ def diff_datasets(
 
 
 def export_table(table: pa.Table, path: Path) -> None:
-    """Write ``table`` as CSV, JSON Lines or Parquet, chosen by ``path``'s extension."""
+    """Write ``table`` as CSV, JSON Lines or Parquet, chosen by ``path``'s extension.
+
+    The file is written beside ``path`` under a temporary name and renamed over it once whole:
+    a refused or failed export leaves nothing. Values a format cannot hold exactly are refused
+    before anything is written: CSV holds flat values, not lists, objects or bytes; JSON has no
+    bytes, NaN or infinity. CSV floats keep a decimal point (``1.0``), so that reading the file
+    back gives floats again."""
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        pq.write_table(table, path, compression="zstd")
-    elif suffix == ".csv":
-        pacsv.write_csv(table, path)
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        with path.open("wb") as out:
-            for row in table.to_pylist():
-                out.write(orjson.dumps(row) + b"\n")
-    else:
+    _check_target(path)
+    if suffix not in (".parquet", ".csv", ".jsonl", ".ndjson", ".json"):
         raise InvalidDataSource(f"{path}: export to .csv, .jsonl or .parquet, not {suffix!r}")
+    if suffix == ".csv":
+        _check_flat(table, path)
+    elif suffix != ".parquet":
+        _check_json(table, path)
+    try:
+        with _replacing(path) as out:
+            if suffix == ".parquet":
+                pq.write_table(table, out, compression="zstd")
+            elif suffix == ".csv":
+                pacsv.write_csv(_csv_ready(table), out)
+            else:
+                for batch in table.to_batches(max_chunksize=8192):
+                    out.write(
+                        b"".join(
+                            orjson.dumps(row, default=_json_default) + b"\n"
+                            for row in batch.to_pylist()
+                        )
+                    )
+    except (pa.ArrowException, orjson.JSONEncodeError) as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InvalidDataSource(f"{path}: cannot be written as {suffix}: {text}") from None
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):  # a pandas Timestamp, when pandas is importable
+        return value.isoformat()
+    raise TypeError(f"a {type(value).__name__} value has no JSON form")
+
+
+def _check_target(path: Path) -> None:
+    if path.is_dir():
+        raise InvalidDataSource(f"{path}: is a directory; give a file name to export to")
+    if path.exists() and not path.is_file():
+        raise InvalidDataSource(f"{path}: exists and is not a regular file")
+    if not path.parent.is_dir():
+        raise InvalidDataSource(f"{path}: no such directory {str(path.parent)!r}")
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[BinaryIO]:
+    """A new file beside ``path`` that replaces it when the block ends without an error."""
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as error:
+        raise InvalidDataSource(
+            f"{path}: cannot write in {str(path.parent)!r}: {error.strerror}"
+        ) from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            yield out
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o7777)
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise InvalidDataSource(f"{path}: cannot write it: {error.strerror or error}") from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _check_flat(table: pa.Table, path: Path) -> None:
+    for item in table.schema:
+        kind = item.type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if pa.types.is_nested(kind):
+            raise InvalidDataSource(
+                f"{path}: column {item.name!r} is {item.type}; CSV holds flat values only "
+                "(export to .jsonl or .parquet)"
+            )
+        if _is_bytes(kind):
+            raise InvalidDataSource(
+                f"{path}: column {item.name!r} holds bytes ({item.type}), which CSV cannot "
+                "hold exactly; export to .parquet"
+            )
+
+
+def _check_json(table: pa.Table, path: Path) -> None:
+    for item in table.schema:
+        if _holds(item.type, _is_bytes):
+            raise InvalidDataSource(
+                f"{path}: column {item.name!r} holds bytes ({item.type}), which JSON cannot "
+                "hold exactly; export to .parquet"
+            )
+        if pa.types.is_floating(item.type):
+            column = table.column(item.name)
+            bad = pc.invert(pc.is_finite(column))
+            if pc.any(bad).as_py():
+                row = pc.index(bad, True).as_py() + 1
+                raise InvalidDataSource(
+                    f"{path}: row {row}, column {item.name!r}: {column[row - 1].as_py()} has "
+                    "no JSON form; export to .csv or .parquet"
+                )
+
+
+def _is_bytes(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+        or pa.types.is_fixed_size_binary(kind)
+    )  # fmt: skip
+
+
+def _holds(kind: pa.DataType, test: Any) -> bool:
+    if test(kind):
+        return True
+    if pa.types.is_dictionary(kind):
+        return _holds(kind.value_type, test)
+    return any(_holds(kind.field(i).type, test) for i in range(kind.num_fields))
+
+
+def _csv_ready(table: pa.Table) -> pa.Table:
+    """Float columns as text with a decimal point or exponent (Arrow writes 1.0 as ``1``)."""
+    for index, item in enumerate(table.schema):
+        if pa.types.is_floating(item.type):
+            text = pc.cast(table.column(index), pa.string())
+            plain = pc.invert(pc.match_substring_regex(text, "[.eEna]"))
+            text = pc.if_else(plain, pc.binary_join_element_wise(text, ".0", ""), text)
+            table = table.set_column(index, item.name, text)
+    return table

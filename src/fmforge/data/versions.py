@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from fmforge.data.events import DatasetVersionCommitted
 from fmforge.data.names import validate_dataset_name
-from fmforge.data.sources import read_source
+from fmforge.data.sources import read_source, text_encoding
 from fmforge.data.storage import (
     load_manifest,
     load_table,
@@ -144,18 +144,28 @@ def add_dataset(
     *,
     message: str | None = None,
     allow_schema_change: bool = False,
+    encoding: str | None = None,
 ) -> AddResult:
     """Record the rows of ``source`` (CSV, JSONL, Parquet, or a directory of them) as the next
     version of ``name``. Refused, with nothing recorded, when the files cannot be read or their
-    columns clash with the previous version's (unless ``allow_schema_change``)."""
+    columns clash with the previous version's (unless ``allow_schema_change``). ``encoding``:
+    the text files' encoding when it is not UTF-8 (UTF-16/32 with a byte-order mark are found);
+    each text file's is recorded with its path, size and digest."""
     validate_dataset_name(name)
-    table = read_source(source)
+    table = read_source(source, encoding)
     files = sorted(source.rglob("*")) if source.is_dir() else [source]
-    sources = [
-        {"path": str(f), "bytes": f.stat().st_size, "blake3": _file_digest(f)}
-        for f in files
-        if f.is_file()
-    ]
+    sources = []
+    for f in files:
+        if f.is_file():
+            entry: dict[str, Any] = {
+                "path": str(f),
+                "bytes": f.stat().st_size,
+                "blake3": _file_digest(f),
+            }
+            read_as = text_encoding(f, encoding)
+            if read_as is not None:
+                entry["encoding"] = read_as
+            sources.append(entry)
     return commit_table(
         repo, name, table, row_ids(table),
         transformation={"kind": "add", "sources": sources},

@@ -90,12 +90,12 @@ def test_bad_input_names_file_line_and_column_and_records_nothing(
         add_dataset(repo, "d", bad_csv)
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": 1\n')
-    with pytest.raises(InvalidDataSource, match=r"bad.jsonl: line 2: malformed JSON"):
+    with pytest.raises(InvalidDataSource, match=r"bad.jsonl: line 2, character 25: malformed JSON"):
         add_dataset(repo, "d", bad_json)
     clash = tmp_path / "clash.jsonl"
     clash.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": "spam"}\n')
     with pytest.raises(
-        InvalidDataSource, match=r"line 2, column 'label': a string where line 1 has a integer"
+        InvalidDataSource, match=r"line 2, column 'label': a string where line 1 has an integer"
     ):
         add_dataset(repo, "d", clash)
     (tmp_path / "x.txt").write_text("text\n")

@@ -5,7 +5,9 @@ them to a dataset version as a label matrix.
     def subscribe(row):
         return "spam" if "subscribe" in row["text"].lower() else None   # None: abstain
 
-An LF returns a class name, a class index, or None to abstain. Each LF has a version: the
+An LF returns a class name, a class index, or None to abstain. A YAML LF file is checked field
+by field when loaded (``LFSpec``), and an LF reading a column the version lacks is refused
+before any LF runs. Each LF has a version: the
 blake3 of its source (a Python function's code, or a YAML LF's definition), recorded with its
 votes. ``apply_lfs`` builds the matrix (int8, -1 = abstain) in parallel across processes and
 reuses every column whose LF version it has computed before on the same rows: editing one LF
@@ -24,15 +26,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import blake3
 import numpy as np
 import orjson
-import yaml
+import pyarrow as pa
 import zstandard
+from pydantic import BaseModel, ConfigDict, Field
 
 from fmforge.data.events import LabelMatrixBuilt
+from fmforge.data.userinput import SpecProblem, UserPattern, load_yaml, shown, validate_fields
 from fmforge.data.versions import STREAM_PREFIX, read_table, resolve
 from fmforge.data.views import DatasetVersion, DatasetWork
 from fmforge.errors import LabelingError
@@ -46,8 +50,10 @@ class LabelingFunction:
     name: str
     labels: tuple[str, ...]
     function: Callable[[dict[str, Any]], Any]
-    kind: str  # python | keyword | regex
+    kind: str  # python | keyword | regex | exemplar
     source: str  # what the version hashes: the code or the YAML definition
+    columns: tuple[str, ...] = ()  # the columns it reads, where known (YAML LFs)
+    origin: str = ""  # where it was defined, for messages ("lfs.yaml: LF 3 (kw_link)")
 
     @property
     def batched(self) -> bool:
@@ -116,9 +122,8 @@ class _Keywords:
 
 
 class _Regex:
-    def __init__(self, column: str, pattern: str, label: str, flags: int) -> None:
-        self.column, self.label = column, label
-        self.pattern = re.compile(pattern, flags)
+    def __init__(self, column: str, pattern: UserPattern, label: str) -> None:
+        self.column, self.label, self.pattern = column, label, pattern
 
     def __call__(self, row: dict[str, Any]) -> str | None:
         return self.label if self.pattern.search(str(row.get(self.column) or "")) else None
@@ -151,62 +156,111 @@ class _Exemplars:
         return self.vote_many([row])[0]
 
 
+_Text = Annotated[str, Field(min_length=1)]
+
+
+class LFSpec(BaseModel):
+    """One YAML LF: a name, the label it votes, and exactly one of keywords, regex, exemplars."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    name: _Text = Field(description="a non-empty string, unique in the file")
+    label: _Text | int | None = Field(None, description="one of the file's labels")
+    column: _Text | None = Field(None, description="a column name (default: the file's column)")
+    keywords: list[_Text] | None = Field(
+        None, min_length=1, description="a list of one or more non-empty strings"
+    )
+    regex: str | None = Field(None, description="a regular expression (a string)")
+    ignore_case: bool = Field(True, description="true or false")
+    exemplars: dict[str, list[_Text]] | None = Field(
+        None, min_length=1, description="a mapping of labels to lists of example texts"
+    )
+    threshold: float = Field(0.6, ge=-1, le=1, description="a number from -1 to 1")
+
+
 def load_lfs(source: Path | str) -> list[LabelingFunction]:
-    """LFs from a YAML file (keyword and regex LFs) or a Python file (its decorated LFs)."""
+    """LFs from a YAML file (keyword, regex and exemplar LFs) or a Python file (its decorated
+    LFs). Every field of a YAML file is checked before anything runs."""
     path = Path(source)
     if path.suffix == ".py":
         return _python_lfs(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise LabelingError(f"{path}: {error.strerror}") from None
-    except yaml.YAMLError:
-        raise LabelingError(f"{path}: not valid YAML") from None
+    spec, name = load_yaml(path, LabelingError, "lfs")
     if (
         not isinstance(spec, dict)
         or not isinstance(spec.get("lfs"), list)
         or not spec.get("labels")
     ):
-        raise LabelingError(f"{path}: expected 'labels' (class names) and an 'lfs' list")
-    labels = tuple(str(label) for label in spec["labels"])
-    column = str(spec.get("column", "text"))
-    lfs = []
-    for number, entry in enumerate(spec["lfs"], 1):
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise LabelingError(f"{path}: LF {number} needs a name")
-        if "label" not in entry and "exemplars" not in entry:
-            raise LabelingError(f"{path}: LF {entry['name']} needs the label it votes")
-        label = str(entry.get("label", labels[0]))
-        if label not in labels:
-            raise LabelingError(
-                f"{path}: LF {entry['name']} votes {label!r}, not in {list(labels)}"
-            )
-        definition = orjson.dumps({"column": column, **entry}, option=orjson.OPT_SORT_KEYS).decode()
-        col = str(entry.get("column", column))
-        if "keywords" in entry:
-            function: Callable[[dict[str, Any]], Any] = _Keywords(col, entry["keywords"], label)
-            kind = "keyword"
-        elif "regex" in entry:
-            try:
-                flags = re.IGNORECASE if entry.get("ignore_case", True) else 0
-                function = _Regex(col, str(entry["regex"]), label, flags)
-            except re.error as error:
-                raise LabelingError(f"{path}: LF {entry['name']}: bad regex: {error}") from None
-            kind = "regex"
-        elif "exemplars" in entry:
-            examples = entry["exemplars"]
-            if not isinstance(examples, dict) or not set(map(str, examples)) <= set(labels):
-                raise LabelingError(
-                    f"{path}: LF {entry['name']}: exemplars map labels to lists of texts"
-                )
-            threshold = float(entry.get("threshold", 0.6))
-            function = _Exemplars(col, {str(k): list(v) for k, v in examples.items()}, threshold)
-            kind = "exemplar"
-        else:
-            raise LabelingError(f"{path}: LF {entry['name']} needs keywords, regex or exemplars")
-        lfs.append(LabelingFunction(str(entry["name"]), labels, function, kind, definition))
-    _check_unique(lfs)
+        raise LabelingError(f"{name}: expected 'labels' (class names) and an 'lfs' list")
+    unknown = [str(k) for k in spec if k not in ("labels", "column", "lfs")]
+    if unknown:
+        raise LabelingError(f"{name}: unknown key {unknown[0]!r} (keys: labels, column, lfs)")
+    labels = _labels(name, spec["labels"])
+    column = spec.get("column", "text")
+    if not isinstance(column, str) or not column:
+        raise LabelingError(f"{name}: 'column' must be a column name, not {shown(column)}")
+    if not spec["lfs"]:
+        raise LabelingError(f"{name}: the 'lfs' list is empty")
+    lfs = [_yaml_lf(name, n, entry, labels, column) for n, entry in enumerate(spec["lfs"], 1)]
+    _check_unique(lfs, name)
     return lfs
+
+
+def _labels(name: str, given: Any) -> tuple[str, ...]:
+    if not isinstance(given, list) or not all(
+        isinstance(v, str | int) and not isinstance(v, bool) for v in given
+    ):
+        raise LabelingError(
+            f"{name}: 'labels' must be a list of class names (strings; quote yes/no/true/false)"
+        )
+    labels = tuple(str(label) for label in given)
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise LabelingError(f"{name}: 'labels' must name two or more distinct classes")
+    return labels
+
+
+def _yaml_lf(
+    name: str, number: int, entry: Any, labels: tuple[str, ...], column: str
+) -> LabelingFunction:
+    lf_name = entry.get("name") if isinstance(entry, dict) else None
+    where = f"{name}: LF {number}" + (
+        f" ({lf_name})" if isinstance(lf_name, str) and lf_name else ""
+    )
+    try:
+        spec = validate_fields(LFSpec, entry, "field")
+    except SpecProblem as problem:
+        raise LabelingError(f"{where}: {problem}") from None
+    given = [k for k in ("keywords", "regex", "exemplars") if getattr(spec, k) is not None]
+    if len(given) != 1:
+        raise LabelingError(f"{where}: give exactly one of keywords, regex or exemplars")
+    (kind,) = given
+    for option, owner in (("ignore_case", "regex"), ("threshold", "exemplars")):
+        if option in entry and kind != owner:
+            raise LabelingError(f"{where}: {option} applies to {owner} LFs only")
+    if spec.label is None and kind != "exemplars":
+        raise LabelingError(f"{where}: needs the label it votes (one of {', '.join(labels)})")
+    label = str(spec.label if spec.label is not None else labels[0])
+    if label not in labels:
+        raise LabelingError(f"{where}: votes {label!r}, not one of {', '.join(labels)}")
+    definition = orjson.dumps({"column": column, **entry}, option=orjson.OPT_SORT_KEYS).decode()
+    col = spec.column or column
+    function: Callable[[dict[str, Any]], Any]
+    if spec.keywords is not None:
+        function, kind = _Keywords(col, spec.keywords, label), "keyword"
+    elif spec.regex is not None:
+        pattern = UserPattern(spec.regex, where, LabelingError, ignore_case=spec.ignore_case)
+        function = _Regex(col, pattern, label)
+    else:
+        exemplars = spec.exemplars or {}
+        strangers = [k for k in exemplars if k not in labels]
+        if strangers:
+            raise LabelingError(
+                f"{where}: exemplars for {strangers[0]!r}, not one of {', '.join(labels)}"
+            )
+        function = _Exemplars(col, {k: list(v) for k, v in exemplars.items()}, spec.threshold)
+        kind = "exemplar"
+    return LabelingFunction(
+        spec.name, labels, function, kind, definition, columns=(col,), origin=where
+    )
 
 
 def _python_lfs(path: Path) -> list[LabelingFunction]:
@@ -225,17 +279,17 @@ def _python_lfs(path: Path) -> list[LabelingFunction]:
     lfs = [v for v in vars(module).values() if isinstance(v, LabelingFunction)]
     if not lfs:
         raise LabelingError(f"{path}: no @labeling_function in it")
-    _check_unique(lfs)
+    _check_unique(lfs, str(path))
     return lfs
 
 
-def _check_unique(lfs: Sequence[LabelingFunction]) -> None:
+def _check_unique(lfs: Sequence[LabelingFunction], name: str) -> None:
     names = [lf.name for lf in lfs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise LabelingError(f"LF names must be unique: {', '.join(repeated)}")
+        raise LabelingError(f"{name}: LF names must be unique: {', '.join(repeated)}")
     if len({lf.labels for lf in lfs}) > 1:
-        raise LabelingError("every LF must vote over the same labels")
+        raise LabelingError(f"{name}: every LF must vote over the same labels")
 
 
 # What forked workers read (set before the pool starts; nothing is pickled but the results).
@@ -286,6 +340,7 @@ def apply_lfs(
         raise LabelingError("no labeling functions to apply")
     version = resolve(repo, target)
     table = read_table(repo, version.ref, with_ids=True)
+    _check_columns(lfs, table, version)
     row_ids = table.column("_row_id").to_pylist()
     known = _known_columns(repo, version)
     columns: dict[str, bytes] = {}
@@ -319,6 +374,20 @@ def apply_lfs(
         version, [lf.describe() for lf in lfs], lfs[0].labels, matrix.reshape(len(row_ids), -1),
         row_ids, [lf.name for lf in todo],
     )  # fmt: skip
+
+
+def _check_columns(
+    lfs: Sequence[LabelingFunction], table: pa.Table, version: DatasetVersion
+) -> None:
+    """Refuse an LF that reads a column the version does not have (it would never vote)."""
+    have = [c for c in table.column_names if c != "_row_id"]
+    for lf in lfs:
+        for column in lf.columns:
+            if column not in have:
+                raise LabelingError(
+                    f"{lf.origin or 'LF ' + lf.name}: reads column {column!r}, which "
+                    f"{version.ref} does not have (columns: {', '.join(have)})"
+                )
 
 
 def _last_matrix(repo: Repository, version: DatasetVersion) -> list[dict[str, str]] | None:
@@ -361,6 +430,7 @@ def stale_lfs(
     version = resolve(repo, target)
     known = _known_columns(repo, version)
     table = read_table(repo, version.ref)
+    _check_columns(lfs, table, version)
     picked = np.sort(np.random.default_rng(0).permutation(table.num_rows)[:sample])
     rows = table.take(picked).to_pylist()
     out = {}
