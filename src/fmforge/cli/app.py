@@ -14,7 +14,7 @@ from rich.table import Table
 
 from fmforge import __version__
 from fmforge.cli import data, events, label, model, remote, runs
-from fmforge.cli.context import FmforgeGroup, console, open_repository, store_option
+from fmforge.cli.context import FmforgeGroup, console, open_repository, store_option, text
 from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
 from fmforge.errors import RepositoryNotFound, UsageError
@@ -302,10 +302,10 @@ def demo(
 
 def _run_demo(directory: Path) -> None:
     for number, (step, lines) in enumerate(run_demo(directory), 1):
-        console.print(f"[bold]{number}. {step.title}[/bold]")
+        console.print(text((f"{number}. {step.title}", "bold")))
         for line in lines:
-            console.print(f"   {line}", markup=False)
-    console.print("[bold green]demo finished[/bold green]")
+            console.print(f"   {line}")
+    console.print(text(("demo finished", "bold green")))
 
 
 def _moment(text: str) -> str:

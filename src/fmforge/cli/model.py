@@ -10,7 +10,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from fmforge.cli.context import FmforgeGroup, console, open_repository
+from fmforge.cli.context import FmforgeGroup, console, open_repository, text
 from fmforge.errors import UsageError
 from fmforge.models import (
     checkout,
@@ -121,7 +121,7 @@ def log(
             typer.echo(orjson.dumps(record))
             continue
         names = f" ({', '.join(labels[info.commit])})" if info.commit in labels else ""
-        console.print(f"[yellow]{_short(info.commit)}[/yellow]{names} {info.message}")
+        console.print(text((_short(info.commit), "yellow"), f"{names} {info.message}"))
         console.print(
             f"    {info.time[:19].replace('T', ' ')}  {info.actor}  {info.tensors} tensors, "
             f"{info.stored_bytes:,} bytes stored",
@@ -238,8 +238,13 @@ def show(
     )
     for record in forgotten:
         console.print(
-            f"[yellow]trained on forgotten data: {record['rows']} rows of {record['dataset']} "
-            f"({record['reason']})[/yellow]"
+            text(
+                (
+                    f"trained on forgotten data: {record['rows']} rows of {record['dataset']} "
+                    f"({record['reason']})",
+                    "yellow",
+                )
+            )
         )
     console.print(f"\n    {info.message}", markup=False)
 
