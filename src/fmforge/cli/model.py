@@ -321,10 +321,17 @@ def checkout_(
     tensors: Annotated[
         str | None, typer.Option(help="Only tensors whose names match this glob.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Write into a non-empty directory, overwriting the files it holds."
+        ),
+    ] = False,
 ) -> None:
-    """Write a version to a directory; safetensors files come back byte-identical."""
+    """Write a version to a new or empty directory; safetensors files come back byte-identical.
+    Nothing is left behind when it fails."""
     with open_repository(ctx) as repo:
-        result = checkout(repo, target, output, tensors=tensors)
+        result = checkout(repo, target, output, tensors=tensors, force=force)
     console.print(
         f"checked out {result.model}@{_short(result.commit)} into {result.directory}: "
         f"{result.files} files, {result.tensors} tensors, {result.bytes_written:,} bytes, verified"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import secrets
 import struct
 import tempfile
 import time
@@ -278,16 +279,18 @@ class ObjectStore(ABC):
                 pass
 
     def copy_to(self, digest: str, path: str | os.PathLike[str]) -> None:
-        """Write the object to ``path``, streaming; the file appears only once verified."""
+        """Write the object to ``path``, streaming; the file appears only once verified, with
+        the default mode (0666 less the umask, as any new file)."""
         target = Path(path)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        name = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as out, self.open(digest) as reader:
                 while chunk := reader.read(self.chunk_size):
                     out.write(chunk)
             os.replace(name, target)
         finally:
-            Path(name).unlink(missing_ok=True)
+            name.unlink(missing_ok=True)
 
     def iter_objects(self) -> Iterator[ObjectInfo]:
         return self._iter_stored()
