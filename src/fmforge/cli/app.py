@@ -229,6 +229,12 @@ def gc(
         f"({len(commits)} model commits outside every branch and tag and the retention window); "
         f"kept {report.kept}, spared {report.young} younger than the grace period"
     )
+    if report.staged_removed or report.staged_young:
+        console.print(
+            f"{'would remove' if dry_run else 'removed'} {report.staged_removed} temporary "
+            f"file(s) of interrupted writes, {report.staged_bytes} bytes; spared "
+            f"{report.staged_young} younger than the grace period"
+        )
 
 
 @app.command("ui")

@@ -62,6 +62,9 @@ class GcReport:
     young: int
     bytes_freed: int
     deleted_digests: tuple[str, ...]
+    staged_removed: int = 0  # staging files of interrupted writes removed (older than the grace)
+    staged_bytes: int = 0
+    staged_young: int = 0  # staging files spared: a writer may still be filling them
 
 
 def frame_header(codec: int, raw_size: int) -> bytes:
@@ -310,7 +313,8 @@ class ObjectStore(ABC):
         now: float | None = None,
     ) -> GcReport:
         """Delete objects not in ``keep``, sparing any younger than the grace period (a writer may
-        have stored it and not yet recorded the event that refers to it)."""
+        have stored it and not yet recorded the event that refers to it), and the staging files
+        that writers killed mid-put left, older than the grace period."""
         now = time.time() if now is None else now
         keep = set(keep)
         kept = young = freed = 0
@@ -325,17 +329,28 @@ class ObjectStore(ABC):
                     self._delete(info.digest)
                 deleted.append(info.digest)
                 freed += info.stored_size
-        self._gc_staging(now - grace_period_s, dry_run)
-        return GcReport(kept, len(deleted), young, freed, tuple(deleted))
+        removed, removed_bytes, spared = self._gc_staging(now - grace_period_s, dry_run)
+        return GcReport(
+            kept, len(deleted), young, freed, tuple(deleted), removed, removed_bytes, spared
+        )
 
-    def _gc_staging(self, older_than: float, dry_run: bool) -> None:
-        """Remove staging files left by crashed writers."""
+    def _gc_staging(self, older_than: float, dry_run: bool) -> tuple[int, int, int]:
+        """Remove the staging files (``put-*.tmp``) of writers killed mid-put, last written
+        before ``older_than``: (files removed, their bytes, files spared as too young)."""
+        removed = removed_bytes = spared = 0
         for staged in self._staging_dir().glob("put-*.tmp"):
             try:
-                if staged.stat().st_mtime < older_than and not dry_run:
+                info = staged.stat()
+                if info.st_mtime >= older_than:
+                    spared += 1
+                    continue
+                if not dry_run:
                     staged.unlink()
-            except FileNotFoundError:
+            except FileNotFoundError:  # its writer finished meanwhile
                 continue
+            removed += 1
+            removed_bytes += info.st_size
+        return removed, removed_bytes, spared
 
 
 def _start_writeback(handle: IO[bytes], start: int, end: int) -> int:
