@@ -156,6 +156,20 @@ class ObjectStoreContract:
         store.delete(keep)
         assert not store.has(keep)
 
+    def test_put_new_tells_whether_it_stored_the_object(
+        self, store: ObjectStore, tmp_path: Path
+    ) -> None:
+        small, large = b"tell me", os.urandom(3 * store.chunk_size)
+        path = tmp_path / "large.bin"
+        path.write_bytes(large)
+        digest, created = store.put_new(small)
+        assert created
+        assert store.put_new(small) == (digest, False)
+        digest, created = store.put_new(path)
+        assert created
+        assert store.put_new(iter([large[:10], large[10:]])) == (digest, False)
+        assert store.put_new(large) == (digest, False)
+
     def test_gc_removes_the_staging_files_of_interrupted_writes(self, store: ObjectStore) -> None:
         """A writer killed mid-put leaves its staging file: gc removes it once older than the
         grace period (and reports it), sparing younger ones and everything else there."""

@@ -138,6 +138,11 @@ class ObjectStore(ABC):
         Returns the blake3 hex digest of the raw bytes. Storing existing content is a no-op.
         ``compress=False`` skips the compression probe, for payloads already compressed.
         """
+        return self.put_new(source, compress=compress)[0]
+
+    def put_new(self, source: Source, *, compress: bool = True) -> tuple[str, bool]:
+        """``put``, also telling whether this call stored the object (False: it was there
+        already), for callers that report the bytes they added."""
         if isinstance(source, bytes | bytearray | memoryview):
             view = memoryview(source).cast("B")
             if len(view) <= 8 * self.chunk_size:
@@ -156,10 +161,10 @@ class ObjectStore(ABC):
             return self._put_chunks(reader, compress)
         return self._put_chunks(iter(source), compress)
 
-    def _put_small(self, view: memoryview, compress: bool) -> str:
+    def _put_small(self, view: memoryview, compress: bool) -> tuple[str, bool]:
         digest = hash_bytes(view)
         if self._exists(digest):
-            return digest
+            return digest, False
         codec, body = CODEC_RAW, view
         if compress and self._worth_compressing(view[:_PROBE]):
             compressed = zstandard.ZstdCompressor(level=self.zstd_level).compress(view)
@@ -174,9 +179,9 @@ class ObjectStore(ABC):
             self._publish(digest, staged)
         finally:
             staged.unlink(missing_ok=True)
-        return digest
+        return digest, True
 
-    def _put_chunks(self, chunks: Iterable[bytes | memoryview], compress: bool) -> str:
+    def _put_chunks(self, chunks: Iterable[bytes | memoryview], compress: bool) -> tuple[str, bool]:
         iterator = iter(chunks)
         first = next(iterator, b"")
         worth = compress and self._worth_compressing(first[:_PROBE])
@@ -205,11 +210,12 @@ class ObjectStore(ABC):
                 handle.write(frame_header(codec, size))
                 self._finish_staged(handle)
             digest = str(hasher.hexdigest())
-            if not self._exists(digest):
+            created = not self._exists(digest)
+            if created:
                 self._publish(digest, staged)
         finally:
             staged.unlink(missing_ok=True)
-        return digest
+        return digest, created
 
     def _worth_compressing(self, probe: bytes | memoryview) -> bool:
         if self.compression == "off" or len(probe) < 64:
