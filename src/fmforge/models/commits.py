@@ -302,7 +302,7 @@ def _tensor_bytes(name: str, value: Any) -> tuple[TensorSpec, memoryview]:
         if dtype is None or value.dtype.byteorder == ">":
             raise InvalidTensor(f"tensor {name!r}: unsupported numpy dtype {value.dtype}")
         array = np.ascontiguousarray(value)
-        return TensorSpec(dtype, tuple(array.shape)), memoryview(array.reshape(-1).view(np.uint8))
+        return TensorSpec(dtype, tuple(array.shape)), array.reshape(-1).view(np.uint8).data
     torch_dtype = str(getattr(value, "dtype", "")).removeprefix("torch.")
     if torch_dtype not in _TORCH_DTYPES or not hasattr(value, "detach"):
         raise InvalidTensor(
@@ -312,7 +312,7 @@ def _tensor_bytes(name: str, value: Any) -> tuple[TensorSpec, memoryview]:
 
     flat = value.detach().to("cpu").contiguous().reshape(-1)
     data = flat.view(torch.uint8).numpy() if flat.numel() else np.zeros(0, np.uint8)
-    return TensorSpec(_TORCH_DTYPES[torch_dtype], tuple(value.shape)), memoryview(data)
+    return TensorSpec(_TORCH_DTYPES[torch_dtype], tuple(value.shape)), data.data
 
 
 def safetensors_header(

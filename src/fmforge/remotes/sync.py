@@ -23,12 +23,12 @@ from fmforge.hints import did_you_mean
 from fmforge.ledger import NewEvent
 from fmforge.models.commits import branch_event
 from fmforge.models.events import TagCreated
-from fmforge.models.history import ModelHistory
+from fmforge.models.history import ModelHistory, Record
 from fmforge.models.names import validate_model_name
 from fmforge.models.refs import STREAM_PREFIX
 from fmforge.models.writer import manifest_objects
 from fmforge.objects import ObjectStore
-from fmforge.remotes.backends import Record, RemoteBackend, open_backend, record_event
+from fmforge.remotes.backends import RemoteBackend, open_backend, record_event
 from fmforge.repository import DIRNAME, Repository
 
 REMOTES_FILE = "remotes.json"
