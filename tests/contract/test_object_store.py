@@ -156,6 +156,43 @@ class ObjectStoreContract:
         store.delete(keep)
         assert not store.has(keep)
 
+    def test_put_new_tells_whether_it_stored_the_object(
+        self, store: ObjectStore, tmp_path: Path
+    ) -> None:
+        small, large = b"tell me", os.urandom(3 * store.chunk_size)
+        path = tmp_path / "large.bin"
+        path.write_bytes(large)
+        digest, created = store.put_new(small)
+        assert created
+        assert store.put_new(small) == (digest, False)
+        digest, created = store.put_new(path)
+        assert created
+        assert store.put_new(iter([large[:10], large[10:]])) == (digest, False)
+        assert store.put_new(large) == (digest, False)
+
+    def test_gc_removes_the_staging_files_of_interrupted_writes(self, store: ObjectStore) -> None:
+        """A writer killed mid-put leaves its staging file: gc removes it once older than the
+        grace period (and reports it), sparing younger ones and everything else there."""
+        staging = store._staging_dir()
+        old, young = staging / "put-old.tmp", staging / "put-young.tmp"
+        old.write_bytes(b"x" * 1000)
+        young.write_bytes(b"y" * 10)
+        other = staging / "not-ours.tmp"
+        other.write_bytes(b"z")
+        os.utime(old, (time.time() - 7200, time.time() - 7200))
+        try:
+            dry = store.gc(set(), grace_period_s=3600, dry_run=True)
+            assert (dry.staged_removed, dry.staged_bytes, dry.staged_young) == (1, 1000, 1)
+            assert old.exists()
+            report = store.gc(set(), grace_period_s=3600)
+            assert (report.staged_removed, report.staged_bytes, report.staged_young) == (1, 1000, 1)
+            assert not old.exists()
+            assert young.exists()
+            assert other.exists()
+        finally:
+            for path in (old, young, other):
+                path.unlink(missing_ok=True)
+
     @pytest.mark.slow
     def test_streaming_memory_stays_bounded(self, store: ObjectStore) -> None:
         chunk = store.chunk_size

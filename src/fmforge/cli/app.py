@@ -14,12 +14,7 @@ from rich.table import Table
 
 from fmforge import __version__
 from fmforge.cli import data, events, label, model, remote, runs
-from fmforge.cli.context import (
-    FmforgeGroup,
-    console,
-    open_repository,
-    store_option,
-)
+from fmforge.cli.context import FmforgeGroup, console, open_repository, store_option, text
 from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
 from fmforge.errors import RepositoryNotFound, UsageError
@@ -264,6 +259,12 @@ def gc(
         f"({len(commits)} model commits outside every branch and tag and the retention window); "
         f"kept {report.kept}, spared {report.young} younger than the grace period"
     )
+    if report.staged_removed or report.staged_young:
+        console.print(
+            f"{'would remove' if dry_run else 'removed'} {report.staged_removed} temporary "
+            f"file(s) of interrupted writes, {report.staged_bytes} bytes; spared "
+            f"{report.staged_young} younger than the grace period"
+        )
 
 
 @app.command("ui")
@@ -337,10 +338,10 @@ def demo(
 
 def _run_demo(directory: Path) -> None:
     for number, (step, lines) in enumerate(run_demo(directory), 1):
-        console.print(f"[bold]{number}. {step.title}[/bold]")
+        console.print(text((f"{number}. {step.title}", "bold")))
         for line in lines:
-            console.print(f"   {line}", markup=False)
-    console.print("[bold green]demo finished[/bold green]")
+            console.print(f"   {line}")
+    console.print(text(("demo finished", "bold green")))
 
 
 def _moment(text: str) -> str:

@@ -1,4 +1,10 @@
-"""What every command shares: the repository it works on and the consoles it prints to."""
+"""What every command shares: the repository it works on and the consoles it prints to.
+
+The consoles never read what they print as markup or emoji codes: model and branch names,
+messages, dataset cells, run names, metric names and error messages come from users and data,
+and ``[red]x[/red]``, ``[/bold]`` or ``:warning:`` in them must print as typed (an unbalanced tag
+would otherwise crash the command). Styled output is built from literal pieces with ``text``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 try:  # typer 0.2x vendors click; older typers use click itself
     from typer._click import exceptions as click_errors
@@ -18,9 +25,16 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 from fmforge.errors import FmforgeError
 from fmforge.repository import Repository
 
-# soft_wrap: long lines stay whole, so output can be grepped and piped.
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# soft_wrap: long lines stay whole, so output can be grepped and piped. markup and emoji off:
+# every string printed (table cells included) is literal text.
+console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+def text(*parts: str | tuple[str, str]) -> Text:
+    """One line from literal pieces, each a string or (string, style), never parsed as markup:
+    ``text(("v3", "bold"), " ", message)``."""
+    return Text.assemble(*parts)
 
 
 class FmforgeGroup(typer.core.TyperGroup):

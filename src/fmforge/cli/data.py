@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from fmforge.cli.context import FmforgeGroup, console, open_repository
+from fmforge.cli.context import FmforgeGroup, console, open_repository, text
 from fmforge.data import (
     add_dataset,
     dataset_log,
@@ -97,9 +97,10 @@ def log(ctx: typer.Context, name: str) -> None:
     for v in versions:
         kind = v.transformation.get("kind", "?")
         console.print(
-            f"[bold]v{v.number}[/bold] {v.id[:12]}  {v.time[:19]}  {v.rows:,} rows  {kind}: "
-            f"{v.message}",
-            highlight=False,
+            text(
+                (f"v{v.number}", "bold"),
+                f" {v.id[:12]}  {v.time[:19]}  {v.rows:,} rows  {kind}: {v.message}",
+            )
         )
 
 
@@ -121,7 +122,7 @@ def show(
             if condition is not None
             else read_table(repo, version.ref)
         )
-    console.print(f"[bold]{version.ref}[/bold]  {version.id}", highlight=False)
+    console.print(text((version.ref, "bold"), f"  {version.id}"))
     matching = f" ({table.num_rows:,} match)" if condition is not None else ""
     console.print(f"rows: {version.rows:,}{matching}")
     parents = ", ".join(p[:12] for p in version.parents) or "none"
@@ -203,13 +204,15 @@ def clean(
     for number, report in enumerate(plan.reports, 1):
         ((kind, options),) = report.rule.items()
         console.print(
-            f"[bold]{number}. {kind}[/bold] {orjson.dumps(options).decode()}: "
-            f"{report.dropped:,} dropped, {report.rewritten:,} rewritten",
-            highlight=False,
+            text(
+                (f"{number}. {kind}", "bold"),
+                f" {orjson.dumps(options).decode()}: "
+                f"{report.dropped:,} dropped, {report.rewritten:,} rewritten",
+            )
         )
         for example in report.examples:
-            text = orjson.dumps(example, default=str).decode()[:200]
-            console.print(f"     {text}", markup=False, highlight=False)
+            shown = orjson.dumps(example, default=str).decode()[:200]
+            console.print(f"     {shown}", markup=False, highlight=False)
     if result is None:
         console.print("preview only: nothing recorded (--apply commits it)")
     elif result.created:
@@ -246,10 +249,10 @@ def review_(
         if pending and flag.verdict is not None:
             continue
         (kind,) = flag.rule
-        text = orjson.dumps(flag.row, default=str).decode()
+        row_text = orjson.dumps(flag.row, default=str).decode()
         table.add_row(
             flag.row_id[:12], kind, flag.action, flag.verdict or "-",
-            text if len(text) <= 80 else text[:77] + "...",
+            row_text if len(row_text) <= 80 else row_text[:77] + "...",
         )  # fmt: skip
     console.print(table)
 
@@ -279,7 +282,7 @@ def trace_(
         if as_json:
             typer.echo(orjson.dumps(found.__dict__))
             continue
-        console.print(f"[bold]row {found.row_ids[0][:16]}[/bold]", highlight=False)
+        console.print(text((f"row {found.row_ids[0][:16]}", "bold")))
         for alias in found.row_ids[1:]:
             console.print(f"  later id {alias[:16]} (rewritten by a cleaning)", highlight=False)
         for v in found.versions:
@@ -312,8 +315,12 @@ def forget_(
                       "of another dataset: their chunks were kept")  # fmt: skip
     for model in done.models:
         console.print(
-            f"[yellow]model {model['model']}@{model['commit'][:12]} was trained on forgotten data"
-            "[/yellow]"
+            text(
+                (
+                    f"model {model['model']}@{model['commit'][:12]} was trained on forgotten data",
+                    "yellow",
+                )
+            )
         )
     for run in done.runs:
         console.print(f"run {run['name']} used {run['dataset']}", highlight=False)
@@ -366,5 +373,5 @@ def _as_label(text: str | None) -> object:
 
 
 def _cell(value: object) -> str:
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    shown = str(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

@@ -7,9 +7,8 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.markup import escape
 
-from fmforge.cli.context import FmforgeGroup, console, open_repository
+from fmforge.cli.context import FmforgeGroup, console, open_repository, text
 from fmforge.data.labeling import LabelModel
 from fmforge.data.labeling.wrench import import_wrench, label_matrix
 
@@ -119,12 +118,12 @@ def analyze_(
         )
     if examples:
         for r in reports:
-            for text in r.fires:
-                console.print(f"  {r.name} fires: {text}", markup=False, highlight=False)
-            for text in r.conflicts:
-                console.print(f"  {r.name} conflicts: {text}", markup=False, highlight=False)
+            for fired in r.fires:
+                console.print(f"  {r.name} fires: {fired}", markup=False, highlight=False)
+            for conflict in r.conflicts:
+                console.print(f"  {r.name} conflicts: {conflict}", markup=False, highlight=False)
     for warning in warnings:
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        console.print(text(("warning:", "yellow"), f" {warning}"))
 
 
 @app.command("model")
@@ -201,9 +200,7 @@ def check(
         console.print("every recorded LF column agrees with its LF")
         return
     for name, rows in stale.items():
-        console.print(
-            f"[red]{escape(name)}[/red]: {rows} sampled rows vote differently than recorded"
-        )
+        console.print(text((name, "red"), f": {rows} sampled rows vote differently than recorded"))
     raise typer.Exit(1)
 
 

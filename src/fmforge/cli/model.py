@@ -10,7 +10,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from fmforge.cli.context import FmforgeGroup, console, open_repository
+from fmforge.cli.context import FmforgeGroup, console, open_repository, text
 from fmforge.errors import UsageError
 from fmforge.models import (
     checkout,
@@ -121,7 +121,7 @@ def log(
             typer.echo(orjson.dumps(record))
             continue
         names = f" ({', '.join(labels[info.commit])})" if info.commit in labels else ""
-        console.print(f"[yellow]{_short(info.commit)}[/yellow]{names} {info.message}")
+        console.print(text((_short(info.commit), "yellow"), f"{names} {info.message}"))
         console.print(
             f"    {info.time[:19].replace('T', ' ')}  {info.actor}  {info.tensors} tensors, "
             f"{info.stored_bytes:,} bytes stored",
@@ -238,8 +238,13 @@ def show(
     )
     for record in forgotten:
         console.print(
-            f"[yellow]trained on forgotten data: {record['rows']} rows of {record['dataset']} "
-            f"({record['reason']})[/yellow]"
+            text(
+                (
+                    f"trained on forgotten data: {record['rows']} rows of {record['dataset']} "
+                    f"({record['reason']})",
+                    "yellow",
+                )
+            )
         )
     console.print(f"\n    {info.message}", markup=False)
 
@@ -316,10 +321,17 @@ def checkout_(
     tensors: Annotated[
         str | None, typer.Option(help="Only tensors whose names match this glob.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Write into a non-empty directory, overwriting the files it holds."
+        ),
+    ] = False,
 ) -> None:
-    """Write a version to a directory; safetensors files come back byte-identical."""
+    """Write a version to a new or empty directory; safetensors files come back byte-identical.
+    Nothing is left behind when it fails."""
     with open_repository(ctx) as repo:
-        result = checkout(repo, target, output, tensors=tensors)
+        result = checkout(repo, target, output, tensors=tensors, force=force)
     console.print(
         f"checked out {result.model}@{_short(result.commit)} into {result.directory}: "
         f"{result.files} files, {result.tensors} tensors, {result.bytes_written:,} bytes, verified"

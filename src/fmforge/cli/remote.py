@@ -53,7 +53,7 @@ def remove(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
 
 @contextmanager
 def _progress() -> Iterator[ProgressCallback]:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn())
     # Drawn only on a terminal: piped or captured output stays clean.
     quiet = not err_console.is_terminal
     with Progress(*columns, console=err_console, transient=True, disable=quiet) as bar:

@@ -11,7 +11,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from fmforge.cli.context import FmforgeGroup, console, open_repository
+from fmforge.cli.context import FmforgeGroup, console, open_repository, text
 from fmforge.tracking.compare import compare_runs
 from fmforge.tracking.environment import flatten
 from fmforge.tracking.reading import load_run, read_metric
@@ -94,7 +94,7 @@ def show(
         record = load_run(repo, repo.view(RunsView).resolve(run))
         series = {name: read_metric(repo, record.id, name)[1] for name in record.summary}
     console.print(
-        f"[bold]{record.name}[/bold]  {record.id}  project {record.project}  {record.status}"
+        text((record.name, "bold"), f"  {record.id}  project {record.project}  {record.status}")
     )
     duration = f"{record.duration_s:.1f} s" if record.duration_s is not None else "still running"
     console.print(f"started {_when(record.started)}, {duration}", markup=False)
@@ -113,7 +113,7 @@ def show(
         markup=False,
     )
     if record.config:
-        console.print("[bold]config[/bold]")
+        console.print(text(("config", "bold")))
         for key, value in sorted(flatten(record.config).items()):
             console.print(f"  {key} = {value!r}", markup=False)
     table = Table("metric", "count", "last", "min", "max", "curve")
@@ -126,8 +126,11 @@ def show(
     console.print(table)
     for anomaly in record.anomalies:
         console.print(
-            f"[red]anomaly[/red] {anomaly['detector']} on {anomaly['metric']} at step "
-            f"{anomaly['step']}: {anomaly['evidence']}"
+            text(
+                ("anomaly", "red"),
+                f" {anomaly['detector']} on {anomaly['metric']} at step "
+                f"{anomaly['step']}: {anomaly['evidence']}",
+            )
         )
     for checkpoint in record.checkpoints:
         where = f"{checkpoint['model']}@{checkpoint['commit'][:12]}"

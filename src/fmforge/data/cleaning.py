@@ -38,13 +38,12 @@ import pyarrow.parquet as pq
 from fmforge.data import rulespec
 from fmforge.data.filters import check_filter, mask
 from fmforge.data.minhash import near_duplicate_groups
-from fmforge.data.rulespec import BadRule
 from fmforge.data.storage import ROW_ID, load_manifest, manifest_ids, row_ids
 from fmforge.data.text import normalize
 from fmforge.data.userinput import UserPattern, load_yaml, shown
 from fmforge.data.versions import AddResult, commit_table, dataset_log, read_table, resolve
 from fmforge.data.views import DatasetVersion
-from fmforge.errors import CleaningError, InvalidFilter
+from fmforge.errors import BadRule, CleaningError, InvalidFilter
 from fmforge.repository import Repository
 
 PII_PATTERNS = {

@@ -36,6 +36,7 @@ from fmforge.errors import (
     StreamVersionConflict,
     ViewMismatch,
 )
+from fmforge.hints import did_you_mean
 from fmforge.objects.hashing import new_hasher
 from fmforge.repository import Repository
 
@@ -52,9 +53,11 @@ class AddResult:
 
 def dataset_log(repo: Repository, name: str) -> list[DatasetVersion]:
     """Every version of ``name``, newest first."""
-    versions = repo.view(DatasetsView).versions(validate_dataset_name(name))
+    view = repo.view(DatasetsView)
+    versions = view.versions(validate_dataset_name(name))
     if not versions:
-        raise DatasetNotFound(f"no dataset {name!r} (see `fmforge data ls`)")
+        hint = did_you_mean(name, [v.dataset for v in view.newest()])
+        raise DatasetNotFound(f"no dataset {name!r}{hint} (see `fmforge data ls`)")
     return versions
 
 
@@ -75,8 +78,9 @@ def _pick(target: str, versions: list[tuple[int, str]]) -> int:
     name, _, ref = target.partition("@")
     match = _REF_RE.match(ref or "latest")
     if match is None:
+        hint = did_you_mean(ref.partition("~")[0], ["latest", *(f"v{n}" for n, _ in versions)])
         raise DatasetNotFound(
-            f"{target!r}: REF must be latest, vN, a version id prefix, each optionally ~N"
+            f"{target!r}: REF must be latest, vN, a version id prefix, each optionally ~N{hint}"
         )
     base, back = match["base"], int(match["back"] or 0)
     if base == "latest":
@@ -88,7 +92,10 @@ def _pick(target: str, versions: list[tuple[int, str]]) -> int:
         if len(hits) > 1:
             raise DatasetNotFound(f"{target!r}: the prefix names {len(hits)} versions")
         index = hits[0] if hits else -1
-    if index < 0 or index + back >= len(versions):
+    if index < 0:
+        hint = did_you_mean(base, ["latest", *(f"v{number}" for number, _ in versions)])
+        raise DatasetNotFound(f"{target!r}: no such version{hint} (see `fmforge data log {name}`)")
+    if index + back >= len(versions):
         raise DatasetNotFound(f"{target!r}: no such version (see `fmforge data log {name}`)")
     return index + back
 

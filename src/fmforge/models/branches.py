@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fmforge.errors import BranchConflict, BranchDiverged, RefNotFound, StreamVersionConflict
+from fmforge.hints import did_you_mean
 from fmforge.ledger import NewEvent
 from fmforge.models.events import BranchCreated, BranchDeleted, BranchMoved, TagCreated
 from fmforge.models.names import validate_model_name, validate_ref_name
@@ -62,7 +63,8 @@ def reset_branch(repo: Repository, model: str, branch: str, ref: str) -> str:
     version = repo.ledger.stream_version(STREAM_PREFIX + model)
     previous = index.branches(model).get(branch)
     if previous is None:
-        raise RefNotFound(f"{model} has no branch {branch!r}")
+        hint = did_you_mean(branch, index.branches(model))
+        raise RefNotFound(f"{model} has no branch {branch!r}{hint}")
     commit = index.resolve(model, ref)
     dropped = _only_reachable_from(index, model, previous, [commit])
     data = {
@@ -84,7 +86,7 @@ def delete_branch(repo: Repository, model: str, branch: str, *, force: bool = Fa
     branches = index.branches(model)
     head = branches.get(branch)
     if head is None:
-        raise RefNotFound(f"{model} has no branch {branch!r}")
+        raise RefNotFound(f"{model} has no branch {branch!r}{did_you_mean(branch, branches)}")
     others = [c for b, c in branches.items() if b != branch] + list(index.tags(model).values())
     orphaned = _only_reachable_from(index, model, head, others)
     if orphaned and not force:

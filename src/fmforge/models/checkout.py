@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import secrets
 import shutil
 import struct
 from collections.abc import Iterator, Mapping
@@ -112,36 +113,119 @@ def checkout(
     out: str | os.PathLike[str],
     *,
     tensors: str | None = None,
+    force: bool = False,
 ) -> CheckoutResult:
-    """Write ``NAME@REF`` into directory ``out``.
+    """Write ``NAME@REF`` into directory ``out`` (new, or empty unless ``force``).
 
     Without ``tensors``, each safetensors file comes back byte-identical to the committed one.
     With a glob, only matching tensors are written, in a valid safetensors file with a new
     header, and non-tensor files are still written.
+
+    Every file is written and verified in a temporary directory first (beside a new ``out``,
+    inside an existing one) and moved into place at the end: a checkout that fails leaves
+    nothing behind. A non-empty ``out`` is refused; ``force`` overwrites the files the commit
+    holds there and leaves the others. Files get the default mode (0666 less the umask).
     """
     reader = CommitReader(repo, target)
     directory = Path(out)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory}: exists and is not a directory (checkout writes one)")
+    existing = directory.is_dir()
+    if existing and not force and any(directory.iterdir()):
+        raise UsageError(
+            f"{directory} is not empty: check out into a new or empty directory, or give "
+            "--force to overwrite the files this commit holds there"
+        )
+    created = [] if existing else _create_parents(directory.absolute().parent)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        staging = _staging_dir(directory, inside=existing)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    try:
+        files, count, written = _write_files(reader, staging, tensors)
+        if existing:
+            _move_into(staging, directory)
+        else:
+            try:
+                os.rename(staging, directory)
+            except OSError as exc:  # another writer made it meanwhile
+                raise UsageError(f"{directory}: cannot create it: {exc.strerror}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)
+        raise
+    return CheckoutResult(reader.model, reader.commit, directory, files, count, written)
+
+
+def _create_parents(parent: Path) -> list[Path]:
+    """Create ``parent`` and its missing ancestors; returns those created, deepest first."""
+    missing = []
+    for ancestor in (parent, *parent.parents):
+        if ancestor.exists():
+            break
+        missing.append(ancestor)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"{directory}: cannot create the directory: {exc.strerror}") from None
+        _remove_empty(missing)
+        raise UsageError(f"{parent}: cannot create the directory: {exc.strerror}") from None
+    return missing
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for path in directories:  # deepest first
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
+def _staging_dir(directory: Path, *, inside: bool) -> Path:
+    """A new hidden directory (mode 0777 less the umask) for the files before they go in place:
+    inside an existing target (same filesystem, writable there), else beside it."""
+    base = directory if inside else directory.absolute().parent
+    name = f".fmforge-checkout-{secrets.token_hex(6)}"
+    staging = base / (name if inside else f".{directory.name}{name}")
+    try:
+        staging.mkdir()
+    except OSError as exc:
+        raise UsageError(f"{base}: cannot write there: {exc.strerror}") from None
+    return staging
+
+
+def _write_files(reader: CommitReader, root: Path, pattern: str | None) -> tuple[int, int, int]:
+    """(files, tensors, bytes) of the commit written under ``root``."""
     written = files = count = 0
+    resolved = root.resolve()
     for entry in reader.manifest["files"]:
-        destination = directory / entry["path"]
-        if not destination.resolve().is_relative_to(directory.resolve()):
+        destination = root / entry["path"]
+        if not destination.resolve().is_relative_to(resolved):
             raise InvalidModelSource(f"manifest path {entry['path']!r} leaves the directory")
         destination.parent.mkdir(parents=True, exist_ok=True)
         if entry["kind"] == "blob":
-            repo.objects.copy_to(entry["object"], destination)
+            reader.repo.objects.copy_to(entry["object"], destination)
         elif entry["kind"] == "torch":
-            count += _write_torch(reader, entry, destination, tensors)
+            count += _write_torch(reader, entry, destination, pattern)
         else:
-            count += _write_safetensors(reader, entry, destination, tensors)
+            count += _write_safetensors(reader, entry, destination, pattern)
         written += destination.stat().st_size
         files += 1
-    return CheckoutResult(reader.model, reader.commit, directory, files, count, written)
+    return files, count, written
+
+
+def _move_into(staging: Path, directory: Path) -> None:
+    """Move what ``staging`` holds into ``directory``, replacing entries of the same name (a
+    directory on both sides is merged), then remove ``staging``."""
+    for entry in sorted(staging.iterdir()):
+        target = directory / entry.name
+        if entry.is_dir() and target.is_dir() and not target.is_symlink():
+            _move_into(entry, target)
+            continue
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    staging.rmdir()
 
 
 def _write_safetensors(
@@ -316,18 +400,32 @@ def iter_tensors(
 def open_model(target: str, *, repo: Repository | None = None) -> Path:
     """A directory holding ``NAME@REF``, for ``from_pretrained``; checked out once per commit.
 
-    The copy lives in ``.fmforge/checkouts/<commit>``; a marker written last makes a copy left
-    half-written by a crash count as absent.
+    The copy lives in ``.fmforge/checkouts/<commit>``. It is written in a temporary directory
+    beside it, with a marker written last, and renamed into place: a copy without the marker
+    (left by an older fmforge) counts as absent, and a failure leaves nothing behind.
     """
     if repo is None:
         with Repository.open() as opened:
             return open_model(target, repo=opened)
     reader = CommitReader(repo, target)
     directory = repo.path / "checkouts" / reader.commit
-    marker = directory / ".fmforge-complete"
+    marker = directory / _MARKER
     if marker.exists():
         return directory
-    shutil.rmtree(directory, ignore_errors=True)
-    checkout(repo, f"{reader.model}@{reader.commit}", directory)
-    marker.write_text(reader.commit + "\n")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_dir(directory, inside=False)
+    try:
+        _write_files(reader, staging, None)
+        (staging / _MARKER).write_text(reader.commit + "\n")
+        shutil.rmtree(directory, ignore_errors=True)  # a copy without its marker
+        try:
+            os.rename(staging, directory)
+        except OSError:
+            if not marker.exists():  # not another process's finished copy
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+_MARKER = ".fmforge-complete"

@@ -209,9 +209,9 @@ def commit_model(
             else:
                 entry = None
             if entry is None:
-                digest = repo.objects.put(source)
+                digest, created = repo.objects.put_new(source)
                 size = source.stat().st_size
-                writer.new_objects[digest] = size
+                writer.added(digest, size, created)
                 entry = {"path": relative, "kind": "blob", "object": digest, "size": size}
             result.raw_bytes += int(entry["size"])
             files.append(entry)
@@ -262,8 +262,8 @@ def commit_tensors(
             repo, index, parent_tensors(repo, index, parent_id), parent_files, result, None
         ) as writer,
     ):
-        header_digest = repo.objects.put(header)
-        writer.new_objects[header_digest] = len(header)
+        header_digest, created = repo.objects.put_new(header)
+        writer.added(header_digest, len(header), created)
         views = [data for _, (_, data) in entries]
         digests = writer.hash_all(views)
         for (key, (spec, data)), digest in zip(entries, digests, strict=True):
@@ -421,8 +421,8 @@ def branch_event(
 
 def _commit_safetensors(writer: TensorWriter, relative: str, source: Path) -> dict[str, Any]:
     with open_tensors(source) as (layout, views):
-        header_digest = writer.repo.objects.put(layout.header)
-        writer.new_objects[header_digest] = len(layout.header)
+        header_digest, created = writer.repo.objects.put_new(layout.header)
+        writer.added(header_digest, len(layout.header), created)
         pairs = list(views)
         digests = writer.hash_all([view for _, view in pairs])
         for (entry, view), digest in zip(pairs, digests, strict=True):

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from fmforge.errors import ModelNotFound, ObjectNotFound, RefNotFound
+from fmforge.hints import did_you_mean
 from fmforge.ledger import Event, Projection, handles
 from fmforge.ledger.projections import create_statements
 from fmforge.models.names import validate_model_name
@@ -238,7 +239,8 @@ class RefIndex:
         if not self.db.execute(
             "SELECT 1 FROM model_commits WHERE model = ? LIMIT 1", (model,)
         ).fetchone():
-            raise ModelNotFound(f"no model named {model!r} (see `fmforge model ls`)")
+            hint = did_you_mean(model, self.models())
+            raise ModelNotFound(f"no model named {model!r}{hint} (see `fmforge model ls`)")
         return resolve_ref(
             model,
             ref,
@@ -263,7 +265,8 @@ class RefIndex:
                 return str(rows[0][0])
             if len(rows) > 1:
                 raise RefNotFound(f"{model}@{name}: commit prefix matches {len(rows)} commits")
-        raise RefNotFound(f"{model} has no branch, tag or commit {name!r}")
+        hint = did_you_mean(name, [*self.branches(model), *self.tags(model)])
+        raise RefNotFound(f"{model} has no branch, tag or commit {name!r}{hint}")
 
     def _branch_at(self, model: str, branch: str, moment: str) -> str | None:
         row = self.db.execute(
@@ -291,6 +294,7 @@ def resolve_ref(
     if when is not None:
         found = branch_at(base, _parse_moment(when))
         if found is None:
+            named(base)  # a branch that never existed: say so (with its closest names)
             raise RefNotFound(f"{model}@{base}@{{{when}}}: the branch did not exist then")
         commit = found
     else:

@@ -109,9 +109,16 @@ class TensorWriter:
         self.parent_tensors = parent_tensors
         self.result = result
         self.stored: dict[str, dict[str, Any]] = {}
-        self.new_objects: dict[str, int] = {}  # digest -> size of every object this commit put
+        # digest -> bytes this commit added, for every object it put (0: it was there already);
+        # every one is a ref of the commit's event, so gc keeps it while the commit needs it
+        self.new_objects: dict[str, int] = {}
         self.pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
         self.pending: dict[str, tuple[Future[StoredTensor], int]] = {}
+
+    def added(self, digest: str, size: int, created: bool) -> None:
+        """Note an object this commit put (a file or a header): its bytes count as stored only
+        when the put created it."""
+        self.new_objects[digest] = max(self.new_objects.get(digest, 0), size if created else 0)
 
     def hash_all(self, views: list[memoryview]) -> list[str]:
         return list(self.pool.map(raw_hash, views))

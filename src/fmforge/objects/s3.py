@@ -7,6 +7,7 @@ usual AWS sources (environment, ~/.aws); the endpoint from ``objects.s3_endpoint
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +58,10 @@ class S3ObjectStore(ObjectStore):
             multipart_chunksize=max(chunk_size, 5 << 20),
             max_concurrency=2,
         )
-        self._staging = Path(tempfile.gettempdir())
+        # Staged in a folder of fmforge's own, so gc removes only fmforge's leftovers there.
+        user = os.getuid() if hasattr(os, "getuid") else "user"
+        self._staging = Path(tempfile.gettempdir()) / f"fmforge-staging-{user}"
+        self._staging.mkdir(mode=0o700, exist_ok=True)
         try:
             self._client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import secrets
 import struct
 import tempfile
 import time
@@ -61,6 +62,9 @@ class GcReport:
     young: int
     bytes_freed: int
     deleted_digests: tuple[str, ...]
+    staged_removed: int = 0  # staging files of interrupted writes removed (older than the grace)
+    staged_bytes: int = 0
+    staged_young: int = 0  # staging files spared: a writer may still be filling them
 
 
 def frame_header(codec: int, raw_size: int) -> bytes:
@@ -134,6 +138,11 @@ class ObjectStore(ABC):
         Returns the blake3 hex digest of the raw bytes. Storing existing content is a no-op.
         ``compress=False`` skips the compression probe, for payloads already compressed.
         """
+        return self.put_new(source, compress=compress)[0]
+
+    def put_new(self, source: Source, *, compress: bool = True) -> tuple[str, bool]:
+        """``put``, also telling whether this call stored the object (False: it was there
+        already), for callers that report the bytes they added."""
         if isinstance(source, bytes | bytearray | memoryview):
             view = memoryview(source).cast("B")
             if len(view) <= 8 * self.chunk_size:
@@ -152,10 +161,10 @@ class ObjectStore(ABC):
             return self._put_chunks(reader, compress)
         return self._put_chunks(iter(source), compress)
 
-    def _put_small(self, view: memoryview, compress: bool) -> str:
+    def _put_small(self, view: memoryview, compress: bool) -> tuple[str, bool]:
         digest = hash_bytes(view)
         if self._exists(digest):
-            return digest
+            return digest, False
         codec, body = CODEC_RAW, view
         if compress and self._worth_compressing(view[:_PROBE]):
             compressed = zstandard.ZstdCompressor(level=self.zstd_level).compress(view)
@@ -170,9 +179,9 @@ class ObjectStore(ABC):
             self._publish(digest, staged)
         finally:
             staged.unlink(missing_ok=True)
-        return digest
+        return digest, True
 
-    def _put_chunks(self, chunks: Iterable[bytes | memoryview], compress: bool) -> str:
+    def _put_chunks(self, chunks: Iterable[bytes | memoryview], compress: bool) -> tuple[str, bool]:
         iterator = iter(chunks)
         first = next(iterator, b"")
         worth = compress and self._worth_compressing(first[:_PROBE])
@@ -201,11 +210,12 @@ class ObjectStore(ABC):
                 handle.write(frame_header(codec, size))
                 self._finish_staged(handle)
             digest = str(hasher.hexdigest())
-            if not self._exists(digest):
+            created = not self._exists(digest)
+            if created:
                 self._publish(digest, staged)
         finally:
             staged.unlink(missing_ok=True)
-        return digest
+        return digest, created
 
     def _worth_compressing(self, probe: bytes | memoryview) -> bool:
         if self.compression == "off" or len(probe) < 64:
@@ -278,16 +288,18 @@ class ObjectStore(ABC):
                 pass
 
     def copy_to(self, digest: str, path: str | os.PathLike[str]) -> None:
-        """Write the object to ``path``, streaming; the file appears only once verified."""
+        """Write the object to ``path``, streaming; the file appears only once verified, with
+        the default mode (0666 less the umask, as any new file)."""
         target = Path(path)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        name = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as out, self.open(digest) as reader:
                 while chunk := reader.read(self.chunk_size):
                     out.write(chunk)
             os.replace(name, target)
         finally:
-            Path(name).unlink(missing_ok=True)
+            name.unlink(missing_ok=True)
 
     def iter_objects(self) -> Iterator[ObjectInfo]:
         return self._iter_stored()
@@ -307,7 +319,8 @@ class ObjectStore(ABC):
         now: float | None = None,
     ) -> GcReport:
         """Delete objects not in ``keep``, sparing any younger than the grace period (a writer may
-        have stored it and not yet recorded the event that refers to it)."""
+        have stored it and not yet recorded the event that refers to it), and the staging files
+        that writers killed mid-put left, older than the grace period."""
         now = time.time() if now is None else now
         keep = set(keep)
         kept = young = freed = 0
@@ -322,17 +335,28 @@ class ObjectStore(ABC):
                     self._delete(info.digest)
                 deleted.append(info.digest)
                 freed += info.stored_size
-        self._gc_staging(now - grace_period_s, dry_run)
-        return GcReport(kept, len(deleted), young, freed, tuple(deleted))
+        removed, removed_bytes, spared = self._gc_staging(now - grace_period_s, dry_run)
+        return GcReport(
+            kept, len(deleted), young, freed, tuple(deleted), removed, removed_bytes, spared
+        )
 
-    def _gc_staging(self, older_than: float, dry_run: bool) -> None:
-        """Remove staging files left by crashed writers."""
+    def _gc_staging(self, older_than: float, dry_run: bool) -> tuple[int, int, int]:
+        """Remove the staging files (``put-*.tmp``) of writers killed mid-put, last written
+        before ``older_than``: (files removed, their bytes, files spared as too young)."""
+        removed = removed_bytes = spared = 0
         for staged in self._staging_dir().glob("put-*.tmp"):
             try:
-                if staged.stat().st_mtime < older_than and not dry_run:
+                info = staged.stat()
+                if info.st_mtime >= older_than:
+                    spared += 1
+                    continue
+                if not dry_run:
                     staged.unlink()
-            except FileNotFoundError:
+            except FileNotFoundError:  # its writer finished meanwhile
                 continue
+            removed += 1
+            removed_bytes += info.st_size
+        return removed, removed_bytes, spared
 
 
 def _start_writeback(handle: IO[bytes], start: int, end: int) -> int:

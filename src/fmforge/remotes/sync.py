@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from fmforge.errors import NonFastForward, RemoteError, RemoteNotFound, RepositoryExists
+from fmforge.hints import did_you_mean
 from fmforge.ledger import NewEvent
 from fmforge.models.commits import branch_event
 from fmforge.models.events import TagCreated
@@ -73,7 +74,7 @@ def add_remote(repo: Repository, name: str, url: str, endpoint_url: str | None =
 def remove_remote(repo: Repository, name: str) -> None:
     remotes = list_remotes(repo)
     if name not in remotes:
-        raise RemoteNotFound(f"no remote named {name!r}")
+        raise RemoteNotFound(f"no remote named {name!r}{did_you_mean(name, remotes)}")
     del remotes[name]
     _save(repo, remotes)
 
@@ -89,7 +90,8 @@ def get_remote(repo: Repository, name: str) -> Remote:
     remotes = list_remotes(repo)
     if name not in remotes:
         known = ", ".join(remotes) or "none; add one with `fmforge remote add NAME URL`"
-        raise RemoteNotFound(f"no remote named {name!r} (remotes: {known})")
+        hint = did_you_mean(name, remotes)
+        raise RemoteNotFound(f"no remote named {name!r}{hint} (remotes: {known})")
     return remotes[name]
 
 

@@ -8,6 +8,8 @@
     VALUE   := a number, a 'quoted' or "quoted" string, or a bare word
 
 A comparison with a missing field is false. Parsed into a predicate; never evaluated as code.
+A metric that no run of the selection has is a typo, not a missing field: ``RunsIndex.rows``
+refuses it, naming the closest metric names (``parse_query`` gives the fields a query names).
 """
 
 from __future__ import annotations
@@ -71,12 +73,25 @@ def field_value(run: dict[str, Any], name: str) -> Any:
     return run.get(name)
 
 
+def metric_of(field: str) -> str | None:
+    """The metric name a FIELD reads (``metrics.train.loss.min`` -> ``train.loss``), or None."""
+    if not field.startswith("metrics."):
+        return None
+    return field[len("metrics.") :].rpartition(".")[0]
+
+
 MAX_DEPTH = 100
 
 
 def parse(text: str) -> Predicate:
+    return parse_query(text)[0]
+
+
+def parse_query(text: str) -> tuple[Predicate, list[str]]:
+    """The predicate of a query, and the FIELDs it names in order."""
     tokens = _tokens(text)
     position = 0
+    fields: list[str] = []
 
     def peek() -> tuple[str, str] | None:
         return tokens[position] if position < len(tokens) else None
@@ -119,6 +134,7 @@ def parse(text: str) -> Predicate:
                 f"unknown field {value!r}: use config.KEY, metrics.NAME.(last|min|max|count), "
                 "status, name, project, tags, datasets, base_model or id"
             )
+        fields.append(value)
         op_kind, op = take()
         if op_kind != "op":
             raise QueryError(f"expected a comparison after {value!r}, got {op!r}")
@@ -130,7 +146,7 @@ def parse(text: str) -> Predicate:
     predicate = query()
     if position != len(tokens):
         raise QueryError(f"unexpected {tokens[position][1]!r} in {text!r}")
-    return predicate
+    return predicate, fields
 
 
 def _compare(name: str, op: str, expected: Any) -> Predicate:

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fmforge.errors import RunNotFound
+from fmforge.errors import QueryError, RunNotFound
+from fmforge.hints import did_you_mean
 from fmforge.ledger import Event, Projection, handles
 from fmforge.ledger.projections import create_statements
 from fmforge.tracking.environment import flatten
-from fmforge.tracking.query import parse
+from fmforge.tracking.query import metric_of, parse_query
 
 HEARTBEAT_S = 30.0
 """A running run writes at least this often (a heartbeat when it has nothing else to say)."""
@@ -279,6 +280,21 @@ SELECT '[' || coalesce(group_concat(row, ','), '') || ']' FROM (SELECT
 _JSON_COLUMNS = frozenset({"datasets", "tags", "config", "metrics"})
 
 
+def _check_metrics(fields: list[str], runs: list[dict[str, Any]], project: str | None) -> None:
+    """Refuse a metric no run in ``runs`` has (when there are runs): a typo matches nothing."""
+    if not runs:
+        return
+    known = {name for run in runs for name in run["metrics"]}
+    for name in fields:
+        metric = metric_of(name)
+        if metric is not None and metric not in known:
+            where = f" of project {project!r}" if project else ""
+            raise QueryError(
+                f"unknown metric {metric!r} in {name!r}: no run{where} has it"
+                f"{did_you_mean(metric, known)}"
+            )
+
+
 class RunsIndex:
     """The query side of ``RunsView``."""
 
@@ -293,15 +309,16 @@ class RunsIndex:
         heartbeat_timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> list[dict[str, Any]]:
         """Every run (newest first) as a dict with its config and metric summaries, filtered
-        by a query (see ``fmforge.tracking.query``)."""
-        predicate = parse(where) if where else None
-        out = []
-        for run in self._rows(project, heartbeat_timeout_s):
-            run = {key: json.loads(value) if key in _JSON_COLUMNS else value
-                   for key, value in run.items()}  # fmt: skip
-            if predicate is None or predicate(run):
-                out.append(run)
-        return out
+        by a query (see ``fmforge.tracking.query``). A metric the query names that no run of
+        the selection has is refused as a typo (``QueryError`` with the closest names)."""
+        predicate, fields = parse_query(where) if where else (None, [])
+        runs = [
+            {key: json.loads(value) if key in _JSON_COLUMNS else value
+             for key, value in run.items()}
+            for run in self._rows(project, heartbeat_timeout_s)
+        ]  # fmt: skip
+        _check_metrics(fields, runs, project)
+        return [run for run in runs if predicate is None or predicate(run)]
 
     def table_json(
         self,
@@ -348,7 +365,11 @@ class RunsIndex:
             (id_or_name, id_or_name, id_or_name, id_or_name.replace("%", "").replace("_", "")),
         ).fetchall()
         if not rows:
-            raise RunNotFound(f"no run with id or name {id_or_name!r} (see `fmforge runs ls`)")
+            names = [r[0] for r in self.db.execute("SELECT DISTINCT name FROM runs")]
+            hint = did_you_mean(id_or_name, names)
+            raise RunNotFound(
+                f"no run with id or name {id_or_name!r}{hint} (see `fmforge runs ls`)"
+            )
         if len(rows) > 1:
             exact = [r for r in rows if r[0] == id_or_name]
             if exact:

@@ -127,3 +127,39 @@ def test_diff_graph_and_remotes_through_the_cli(tmp_path: Path) -> None:
     code, out = fm(store, "push", "nowhere", "tiny")
     assert code == 1
     assert out.startswith("fmforge: error: no remote named 'nowhere'")
+
+
+def test_committing_the_same_model_again_stores_nothing_new(tmp_path: Path) -> None:
+    """The second commit of an identical directory adds no tensor, file or header object: it
+    reports 0 new bytes, still names every file and header object it uses as refs, verifies."""
+    from fmforge.models import ModelRefs
+    from fmforge.models.writer import load_manifest, manifest_objects
+    from fmforge.repository import Repository
+
+    store = tmp_path / "repo"
+    store.mkdir()
+    assert fm(store, "init")[0] == 0
+    model = write_model(tmp_path / "v1", base_weights())
+    code, out = fm(store, "model", "commit", "tiny", str(model), "-m", "first")
+    assert code == 0, out
+    first_objects = {p for p in (store / ".fmforge" / "objects").rglob("*") if p.is_file()}
+    code, out = fm(store, "model", "commit", "tiny", str(model), "-m", "again")
+    assert code == 0, out
+    assert "5 tensors: 5 unchanged, 0 deltas, 0 full" in out
+    assert "stored 0 new bytes for " in out
+    added = {p for p in (store / ".fmforge" / "objects").rglob("*") if p.is_file()}
+    assert added == first_objects  # even the manifest: it lists the same files and tensors
+    with Repository.open(store) as repo:
+        index = repo.view(ModelRefs)
+        head = index.commit(index.resolve("tiny", "main"))
+        assert head.stored_bytes == 0
+        event = list(repo.ledger.read_all(1, types=["ModelCommitted"]))[-1]
+        manifest = load_manifest(repo, head.manifest)
+        files = {f["object"] for f in manifest["files"] if f["kind"] == "blob"}
+        headers = {f["header"] for f in manifest["files"] if f["kind"] == "safetensors"}
+        assert files | headers | {head.manifest} <= set(event.refs)
+        assert set(event.refs) <= manifest_objects(head.manifest, manifest)
+    code, out = fm(store, "verify")
+    assert code == 0, out
+    code, out = fm(store, "model", "show", "tiny@main")
+    assert "0 new bytes stored" in out
