@@ -160,7 +160,7 @@ class MlflowStore:
         projects = {experiments.get(e) for e in experiment_ids}
         where = translate_filter(filter_string) if filter_string else None
         try:
-            found = self.repo.view(RunsView).rows(where)
+            found = self.repo.view(RunsView).rows(where, strict_metrics=False)  # as MLflow
         except QueryError as exc:  # it names the translated query: name the filter too
             raise QueryError(f"filter {show(filter_string, 80)}: {exc}") from None
         rows = [r for r in found if not projects or r["project"] in projects]

@@ -307,17 +307,20 @@ class RunsIndex:
         *,
         project: str | None = None,
         heartbeat_timeout_s: float = DEFAULT_TIMEOUT_S,
+        strict_metrics: bool = True,
     ) -> list[dict[str, Any]]:
         """Every run (newest first) as a dict with its config and metric summaries, filtered
         by a query (see ``fmforge.tracking.query``). A metric the query names that no run of
-        the selection has is refused as a typo (``QueryError`` with the closest names)."""
+        the selection has is refused as a typo (``QueryError`` with the closest names) unless
+        ``strict_metrics`` is off (MLflow's search matches nothing instead)."""
         predicate, fields = parse_query(where) if where else (None, [])
         runs = [
             {key: json.loads(value) if key in _JSON_COLUMNS else value
              for key, value in run.items()}
             for run in self._rows(project, heartbeat_timeout_s)
         ]  # fmt: skip
-        _check_metrics(fields, runs, project)
+        if strict_metrics:
+            _check_metrics(fields, runs, project)
         return [run for run in runs if predicate is None or predicate(run)]
 
     def table_json(
