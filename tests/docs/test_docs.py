@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-import types
 from pathlib import Path
 
-import fmforge
 from fmforge.cli.app import app
 from fmforge.settings import SETTINGS
 
@@ -46,15 +44,3 @@ def test_readme_gives_the_two_commands() -> None:
     assert "make test" in text
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.MULTILINE)
-
-
-def test_public_api_is_sorted_and_exported() -> None:
-    assert fmforge.__all__ == sorted(fmforge.__all__)
-    for name in fmforge.__all__:
-        assert hasattr(fmforge, name), name
-    public = {
-        name
-        for name, value in vars(fmforge).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
-    } - {"annotations"}
-    assert public <= set(fmforge.__all__)

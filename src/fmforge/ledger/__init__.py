@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path as _Path
 
-from fmforge.errors import ConfigError
+from fmforge.errors import ConfigError as _ConfigError
 from fmforge.ledger.events import GENESIS_HASH, Event, NewEvent, new_event_id
 from fmforge.ledger.projections import Projection, ProjectionRunner, handles
 from fmforge.ledger.records import AppendResult, Head
@@ -33,15 +33,15 @@ def open_event_store(
         path = url.removeprefix("sqlite:///")
         path = path if path.startswith("/") else "/" + path
     elif "://" in url:
-        raise ConfigError(
+        raise _ConfigError(
             f"unsupported ledger URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST/DB"
         )
     else:
         path = url
     from fmforge.ledger.sqlite import SqliteEventStore
 
-    if not Path(path).parent.is_dir():
-        raise ConfigError(f"ledger directory {Path(path).parent} does not exist")
+    if not _Path(path).parent.is_dir():
+        raise _ConfigError(f"ledger directory {_Path(path).parent} does not exist")
     return SqliteEventStore(
         path, busy_timeout=busy_timeout, upcasters=upcasters, actor=actor, registry=registry
     )
