@@ -43,6 +43,10 @@ class Encoded(NamedTuple):
     key_id: str | None
 
 
+_new_tuple = tuple.__new__
+_blake3 = blake3.blake3
+
+
 class Encoder:
     """Turns the NewEvents of one append into canonical bytes and hashes."""
 
@@ -90,15 +94,19 @@ class Encoder:
             if event.meta
             else self.shared_meta
         )
-        return Encoded(
-            event.event_id,
-            event.type,
-            schema_version,
-            data,
-            blake3.blake3(data).digest(),
-            meta,
-            validate_refs(event.refs) if event.refs else "",
-            event.key_id,
+        # tuple.__new__ skips the named tuple's Python-level __new__ (the hot loop of appends)
+        return _new_tuple(
+            Encoded,
+            (
+                event.event_id,
+                event.type,
+                schema_version,
+                data,
+                _blake3(data).digest(),
+                meta,
+                validate_refs(event.refs) if event.refs else "",
+                event.key_id,
+            ),
         )
 
 

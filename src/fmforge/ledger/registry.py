@@ -61,6 +61,7 @@ class EventType(Generic[P]):
         self.schema_version = schema_version
         self.check = check
         self._adapter: TypeAdapter[Any] | None = None
+        self._many: TypeAdapter[Any] | None = None
         # The pydantic config of a TypedDict is an attribute of the class.
         payload.__pydantic_config__ = _STRICT  # type: ignore[attr-defined]
 
@@ -98,6 +99,28 @@ class EventType(Generic[P]):
             problem = self.check(stream, data)
             if problem:
                 raise InvalidEvent(f"{self.name}: {problem}")
+
+    def validate_many(self, stream: str, payloads: list[Mapping[str, Any]]) -> None:
+        """``validate`` for many payloads at once (one pydantic call for the list)."""
+        many = self._many
+        if many is None:
+            from pydantic import TypeAdapter
+
+            many = self._many = TypeAdapter(list[self.payload])  # type: ignore[name-defined]
+        from pydantic import ValidationError
+
+        try:
+            many.validate_python(payloads)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            index = error["loc"][0] if error["loc"] else 0
+            self.validate(stream, payloads[int(index)])  # the one-line message for that event
+            raise InvalidEvent(f"{self.name}: {_first_problem(exc)}") from None
+        if self.check is not None:
+            for data in payloads:
+                problem = self.check(stream, data)
+                if problem:
+                    raise InvalidEvent(f"{self.name}: {problem}")
 
     def __repr__(self) -> str:
         return f"EventType({self.name!r}, v{self.schema_version})"
@@ -184,11 +207,33 @@ class EventRegistry:
             )
         check_stream_name(stream)
 
+    def validate_all(self, stream: str, events: Sequence[NewEvent]) -> None:
+        """``validate`` for every event of one append (the stream's domain found once, the
+        payloads of each type validated in one call)."""
+        domain = self.domain_of(stream)
+        groups: dict[str, list[Mapping[str, Any]]] = {}
+        for event in events:
+            self._check_type(stream, event, domain)
+            groups.setdefault(event.type, []).append(event.data)
+        for type_name, payloads in groups.items():
+            owner, event_type = self.types[type_name]
+            if len(payloads) == 1:
+                event_type.validate(stream, payloads[0])
+            else:
+                event_type.validate_many(stream, payloads)
+            if owner.check is not None:
+                for data in payloads:
+                    problem = owner.check(stream, data)
+                    if problem:
+                        raise InvalidEvent(f"{type_name} on {stream!r}: {problem}")
+
     def validate(self, stream: str, event: NewEvent) -> None:
         """A domain event: its type is declared, by the domain owning ``stream``, at this
         schema version, and its payload matches the schema."""
+        self.validate_all(stream, [event])
+
+    def _check_type(self, stream: str, event: NewEvent, domain: Domain | None) -> None:
         found = self.types.get(event.type)
-        domain = self.domain_of(stream)
         if found is None:
             if domain is not None:
                 raise InvalidEvent(
@@ -209,8 +254,3 @@ class EventRegistry:
             )
         if not isinstance(event.data, dict):
             raise InvalidEvent(f"{event.type}: the payload must be a JSON object")
-        event_type.validate(stream, event.data)
-        if owner.check is not None:
-            problem = owner.check(stream, event.data)
-            if problem:
-                raise InvalidEvent(f"{event.type} on {stream!r}: {problem}")

@@ -157,7 +157,7 @@ class EventStore(GroupCommitter, ABC):
         for event in events:
             if type(event) is not NewEvent:
                 raise InvalidEvent(f"expected NewEvent, got {type(event).__name__}")
-            self.registry.validate(stream, event)
+        self.registry.validate_all(stream, events)
         return self._append(stream, events, expected_version, actor)
 
     def _append(
