@@ -412,6 +412,56 @@ class EventStoreContract:
     def fresh_url(self, url: str) -> str:
         raise NotImplementedError
 
+    # ---- the registry, the write path and the reads other layers need -------------------
+
+    def test_a_registry_closes_domain_streams_to_append_and_validates_record(
+        self, url: str
+    ) -> None:
+        from fmforge.events import REGISTRY
+        from fmforge.tracking.events import RunHeartbeat
+
+        with open_event_store(url, actor="alice@test", registry=REGISTRY) as store:
+            with pytest.raises(InvalidEvent, match="reserved"):
+                store.append("run/r1", RunHeartbeat({"time": 1.0}))
+            with pytest.raises(InvalidEvent, match="recorded only by"):
+                store.append("notes/x", RunHeartbeat({"time": 1.0}))
+            with pytest.raises(InvalidEvent, match="time"):
+                store.record(
+                    "run/r1", [RunHeartbeat({"time": "soon"})],  # type: ignore[typeddict-item]
+                    expected_version=None, actor="bob@test",
+                )  # fmt: skip
+            assert store.head().seq == 0
+            result = store.record(
+                "run/r1", [RunHeartbeat({"time": 1.0}), RunHeartbeat({"time": 2.0})],
+                expected_version=0, actor="bob@test",
+            )  # fmt: skip
+            assert result.version == 2
+            assert [e.meta["actor"] for e in store.read_stream("run/r1")] == ["bob@test"] * 2
+            store.append("notes/x", NewEvent("NoteTaken", {}))
+            assert store.read_all(streams="notes/").__next__().meta["actor"] == "alice@test"
+
+    def test_newest_first_reads_and_time_bisection(self, store: EventStore) -> None:
+        for n in range(30):
+            store.append(f"s/{n % 3}", NewEvent("Ticked", {"n": n}))
+        newest = [e.data["n"] for e in store.read_all(descending=True, limit=4)]
+        assert newest == [29, 28, 27, 26]
+        prefixed = [e.data["n"] for e in store.read_all(streams="s/1", descending=True, limit=3)]
+        assert prefixed == [28, 25, 22]
+        events = list(store.read_all())
+        middle = events[17]
+        assert store.first_seq_at(middle.time) <= middle.seq
+        assert all(e.time < middle.time for e in events[: store.first_seq_at(middle.time) - 1])
+        assert store.first_seq_at("2999-01-01T00:00:00.000000Z") == store.head().seq + 1
+        assert store.hash_at(middle.seq) == middle.hash
+        assert store.hash_at(10_000) is None
+
+    def test_read_refs_gives_every_event_that_refers_to_objects(self, store: EventStore) -> None:
+        a, b = "a" * 64, "b" * 64
+        store.append("s", [NewEvent("X", refs=(a,)), NewEvent("Y"), NewEvent("Z", refs=(a, b))])
+        store.append("t", NewEvent("W", refs=(b,)))
+        assert list(store.read_refs(1, 4)) == [(1, "s", a), (3, "s", f"{a},{b}"), (4, "t", b)]
+        assert list(store.read_refs(2, 3)) == [(3, "s", f"{a},{b}")]
+
 
 class TestSqliteEventStore(EventStoreContract):
     events_table = "events"
