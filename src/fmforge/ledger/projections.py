@@ -84,6 +84,21 @@ class Projection(ABC, Generic[R]):
         """For ``refs_only`` projections."""
         raise NotImplementedError
 
+    def dispatch(self, db: sqlite3.Connection, event: Event) -> None:
+        """Apply one event with its handler; a failure names the event."""
+        try:
+            getattr(self, self.handlers[event.type])(db, event)
+        except ProjectionError:
+            raise
+        except Exception as exc:
+            raise ProjectionError(self.name, event.seq, exc, event.type) from exc
+
+    def apply_batch(self, db: sqlite3.Connection, events: list[Event]) -> None:
+        """Apply a batch of events in order (inside the runner's transaction). Override to
+        merge work across events; the result must equal one ``dispatch`` per event."""
+        for event in events:
+            self.dispatch(db, event)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         found: dict[str, str] = {}
@@ -210,7 +225,6 @@ class ProjectionRunner:
     ) -> int:
         head = self.store.head()
         types = tuple(projection.handlers)
-        handlers = {t: getattr(projection, name) for t, name in projection.handlers.items()}
         applied = 0
         while position < head.seq:
             upto = min(head.seq, position + batch_size)
@@ -226,14 +240,14 @@ class ProjectionRunner:
             else:
                 events = list(self.store.read_all(position + 1, to_seq=upto, types=types))
                 db.execute("BEGIN IMMEDIATE")
-                event: Event | None = None
                 try:
-                    for event in events:
-                        handlers[event.type](db, event)
+                    projection.apply_batch(db, events)
+                except ProjectionError:
+                    db.execute("ROLLBACK")
+                    raise
                 except Exception as exc:
                     db.execute("ROLLBACK")
-                    assert event is not None
-                    raise ProjectionError(projection.name, event.seq, exc, event.type) from exc
+                    raise ProjectionError(projection.name, upto, exc, "a batch") from exc
             last_hash = head.hash if upto == head.seq else self.store.hash_at(upto)
             db.execute(
                 "UPDATE projection_checkpoints SET position = ?, hash = ? WHERE name = ?",

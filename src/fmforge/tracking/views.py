@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from fmforge.errors import QueryError, RunNotFound
 from fmforge.hints import did_you_mean
 from fmforge.ledger import Event, Projection, handles
@@ -108,20 +110,23 @@ def merge_summaries(summary: dict[str, dict[str, Any]], metrics: dict[str, dict[
             continue
         old["count"] += new["count"]
         old["non_finite"] += new["non_finite"]
-        for key, pick in (("min", min), ("max", max)):
-            values = [v for v in (old[key], new[key]) if v is not None]
-            old[key] = pick(values) if values else None
+        low, high = new["min"], new["max"]
+        if low is not None and (old["min"] is None or low < old["min"]):
+            old["min"] = low
+        if high is not None and (old["max"] is None or high > old["max"]):
+            old["max"] = high
         if new["last_step"] >= old["last_step"]:
             old["last"], old["last_step"] = new["last"], new["last_step"]
-        for key, pick in (("step_min", min), ("step_max", max)):
-            if key in new and key in old:
-                old[key] = pick(old[key], new[key])
+        if "step_min" in old:
+            if "step_min" in new and "step_max" in new:
+                old["step_min"] = min(old["step_min"], new["step_min"])
+                old["step_max"] = max(old["step_max"], new["step_max"])
             else:
-                old.pop(key, None)
+                del old["step_min"], old["step_max"]
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return orjson.dumps(value).decode()
 
 
 class RunsView(Projection["RunsIndex"]):
@@ -202,6 +207,43 @@ class RunsView(Projection["RunsIndex"]):
             (run_id, event.seq, _ITEM_KINDS[event.type], _dumps(event.data)),
         )
 
+    def apply_batch(self, db: sqlite3.Connection, events: list[Event]) -> None:
+        """Like one handler call per event, but the metric summaries of consecutive
+        ``MetricsLogged`` events are merged in memory and written once per run: a run logs
+        one every second, so replaying a week-long run is a merge, not a million UPDATEs."""
+        summaries: dict[str, dict[str, Any]] = {}
+        seen: dict[str, float] = {}
+        chunks: list[tuple[Any, ...]] = []
+
+        def flush() -> None:
+            for run_id, summary in summaries.items():
+                db.execute(
+                    "UPDATE runs SET metrics = ?, last_seen = max(last_seen, ?) WHERE run_id = ?",
+                    (_dumps(summary), seen[run_id], run_id),
+                )
+            db.executemany("INSERT INTO run_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", chunks)
+            summaries.clear()
+            seen.clear()
+            chunks.clear()
+
+        for event in events:
+            if event.type != "MetricsLogged":
+                if summaries or chunks:
+                    flush()
+                self.dispatch(db, event)
+                continue
+            run_id = event.stream.removeprefix("run/")
+            summary = summaries.get(run_id)
+            if summary is None:
+                row = db.execute("SELECT metrics FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+                if row is None:
+                    continue  # a run whose start is not recorded
+                summary = summaries[run_id] = orjson.loads(row[0])
+            merge_summaries(summary, event.data["metrics"])
+            seen[run_id] = max(seen.get(run_id, 0.0), epoch_seconds(event.time))
+            chunks.append(_chunk_row(run_id, event))
+        flush()
+
     @handles("MetricsLogged")
     def metrics(self, db: sqlite3.Connection, event: Event) -> None:
         # Kept as the JSON the dashboard sends: listing runs is then string assembly, not
@@ -210,21 +252,10 @@ class RunsView(Projection["RunsIndex"]):
         row = db.execute("SELECT metrics FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             return
-        summary = json.loads(row[0])
+        summary = orjson.loads(row[0])
         merge_summaries(summary, event.data["metrics"])
         db.execute("UPDATE runs SET metrics = ? WHERE run_id = ?", (_dumps(summary), run_id))
-        chunk = [m for m in event.data["metrics"].values() if m["count"]]
-        # Chunks written before steps were summarised have no range: read for any range.
-        ranged = chunk and all("step_min" in m and "step_max" in m for m in chunk)
-        db.execute(
-            "INSERT INTO run_chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id, event.seq, event.data["chunk"], event.data["bytes"],
-                min(m["step_min"] for m in chunk) if ranged else None,
-                max(m["step_max"] for m in chunk) if ranged else None,
-                _dumps(sorted(event.data["metrics"])),
-            ),
-        )  # fmt: skip
+        db.execute("INSERT INTO run_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", _chunk_row(run_id, event))
 
     @handles("AnomalyDetected")
     def anomaly(self, db: sqlite3.Connection, event: Event) -> None:
@@ -258,6 +289,26 @@ class RunsView(Projection["RunsIndex"]):
             "UPDATE runs SET status = ?, duration_s = ?, end_time = ? WHERE run_id = ?",
             (event.data["status"], event.data["duration_s"], epoch_seconds(event.time), run_id),
         )
+
+
+def _chunk_row(run_id: str, event: Event) -> tuple[Any, ...]:
+    data = event.data
+    low = high = None
+    ranged = True  # chunks written before steps were summarised have no range: read always
+    for summary in data["metrics"].values():
+        if not summary["count"]:
+            continue
+        if "step_min" not in summary or "step_max" not in summary:
+            ranged = False
+            break
+        if low is None or summary["step_min"] < low:
+            low = summary["step_min"]
+        if high is None or summary["step_max"] > high:
+            high = summary["step_max"]
+    if not ranged:
+        low = high = None
+    names = orjson.dumps(sorted(data["metrics"])).decode()
+    return (run_id, event.seq, data["chunk"], data["bytes"], low, high, names)
 
 
 def _real(column: str) -> str:
