@@ -66,6 +66,28 @@ class TagCreatedData(TypedDict):
     commit: Digest
 
 
+class CommitEvaluatedData(TypedDict):
+    model: Name
+    commit: Digest
+    dataset: str  # NAME@vN as resolved when evaluated
+    dataset_version: Digest  # the version id: what was measured, whatever REF named it
+    split: str | None  # a split column's value, or None for every row
+    metrics: dict[str, float | str]  # "NaN"/"Infinity" as strings (JSON has none)
+    rows: Count
+    run: NotRequired[str | None]  # the tracking run that measured it, if any
+    task: NotRequired[str | None]  # classification | causal-lm | ...
+
+
+class FisherComputedData(TypedDict):
+    model: Name
+    commit: Digest
+    dataset: str
+    dataset_version: Digest
+    object: Digest  # a safetensors object: the diagonal Fisher, same tensor names as the model
+    examples: Count
+    task: NotRequired[str | None]
+
+
 def _no_self_parent(stream: str, data: Mapping[str, Any]) -> str | None:
     if data["commit"] in data["parents"]:
         return "a commit cannot be its own parent"
@@ -89,11 +111,22 @@ BranchCreated = EventType("BranchCreated", BranchCreatedData)
 BranchMoved = EventType("BranchMoved", BranchMovedData)
 BranchDeleted = EventType("BranchDeleted", BranchDeletedData)
 TagCreated = EventType("TagCreated", TagCreatedData)
+CommitEvaluated = EventType("CommitEvaluated", CommitEvaluatedData)
+FisherComputed = EventType("FisherComputed", FisherComputedData)
 
 DOMAIN = Domain(
     "model",
     streams=("model/",),
-    types=(ModelCommitted, BranchCreated, BranchMoved, BranchDeleted, TagCreated),
-    writer="`fmforge model commit/branch/tag/reset`, push and pull",
+    types=(
+        ModelCommitted,
+        BranchCreated,
+        BranchMoved,
+        BranchDeleted,
+        TagCreated,
+        CommitEvaluated,
+        FisherComputed,
+    ),
+    writer="`fmforge model commit/branch/tag/reset/merge/rebase`, `fmforge eval`, `fmforge fisher`, "
+    "push and pull",
     check=_same_model,
 )
