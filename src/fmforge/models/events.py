@@ -126,7 +126,8 @@ DOMAIN = Domain(
         CommitEvaluated,
         FisherComputed,
     ),
-    writer="`fmforge model commit/branch/tag/reset/merge/rebase`, `fmforge eval`, `fmforge fisher`, "
+    writer="`fmforge model commit/branch/tag/reset/merge/rebase`, `fmforge eval`, "
+    "`fmforge fisher`, "
     "push and pull",
     check=_same_model,
 )

@@ -117,12 +117,12 @@ def merge_summaries(summary: dict[str, dict[str, Any]], metrics: dict[str, dict[
             old["max"] = high
         if new["last_step"] >= old["last_step"]:
             old["last"], old["last_step"] = new["last"], new["last_step"]
-        if "step_min" in old:
-            if "step_min" in new and "step_max" in new:
-                old["step_min"] = min(old["step_min"], new["step_min"])
-                old["step_max"] = max(old["step_max"], new["step_max"])
-            else:
-                del old["step_min"], old["step_max"]
+        if "step_min" in old and "step_max" in old and "step_min" in new and "step_max" in new:
+            old["step_min"] = min(old["step_min"], new["step_min"])
+            old["step_max"] = max(old["step_max"], new["step_max"])
+        else:  # a chunk without a step range: the run's range is unknown from here on
+            old.pop("step_min", None)
+            old.pop("step_max", None)
 
 
 def _dumps(value: Any) -> str:
