@@ -149,6 +149,9 @@ class ProjectionRunner:
         self.objects = objects
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
+        # A cache of the ledger: a power cut may lose its last batches (they are applied again
+        # from the checkpoint), never its consistency, so commits need not wait for fsync.
+        self.db.execute("PRAGMA synchronous=NORMAL")
         (format_,) = self.db.execute("PRAGMA user_version").fetchone()
         if format_ != VIEWS_FORMAT:
             # Written by another fmforge: forget every checkpoint, so each projection rebuilds

@@ -212,14 +212,14 @@ class RunsView(Projection["RunsIndex"]):
         ``MetricsLogged`` events are merged in memory and written once per run: a run logs
         one every second, so replaying a week-long run is a merge, not a million UPDATEs."""
         summaries: dict[str, dict[str, Any]] = {}
-        seen: dict[str, float] = {}
+        seen: dict[str, str] = {}  # the newest event time per run (ISO times sort as text)
         chunks: list[tuple[Any, ...]] = []
 
         def flush() -> None:
             for run_id, summary in summaries.items():
                 db.execute(
                     "UPDATE runs SET metrics = ?, last_seen = max(last_seen, ?) WHERE run_id = ?",
-                    (_dumps(summary), seen[run_id], run_id),
+                    (_dumps(summary), epoch_seconds(seen[run_id]), run_id),
                 )
             db.executemany("INSERT INTO run_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", chunks)
             summaries.clear()
@@ -240,7 +240,9 @@ class RunsView(Projection["RunsIndex"]):
                     continue  # a run whose start is not recorded
                 summary = summaries[run_id] = orjson.loads(row[0])
             merge_summaries(summary, event.data["metrics"])
-            seen[run_id] = max(seen.get(run_id, 0.0), epoch_seconds(event.time))
+            when = event.time
+            if when > seen.get(run_id, ""):
+                seen[run_id] = when
             chunks.append(_chunk_row(run_id, event))
         flush()
 
