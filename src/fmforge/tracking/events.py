@@ -2,8 +2,9 @@
 project) on ``experiment/<id>``.
 
 A run's stream starts with ``RunStarted`` and ends with ``RunFinished``; between them the
-writer thread records ``MetricsLogged`` once per flush (the chunk's digest and a summary per
-metric), and the run records what the loop reports.
+writer thread records ``MetricsLogged`` once per flush (the chunk's digest, a summary per
+metric and, since pyramids, the digest of the block summaries the flush closed), and the run
+records what the loop reports.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class MetricsLoggedData(TypedDict):
     bytes: Count
     values: Count
     metrics: dict[str, MetricSummary]
+    pyramid: NotRequired[Digest]  # the summaries this flush closed (``tracking.pyramid``)
 
 
 class ParamsLoggedData(TypedDict):

@@ -4,7 +4,8 @@
 metric summaries stored as the JSON the dashboard sends, built from the events alone (chunks
 are never opened), so listing and filtering a thousand runs is a query. ``run_items`` keeps
 what a run page shows (anomalies, checkpoints, evaluations, samples), ``run_chunks`` the
-metric chunks in order with the step range each covers. A run whose last event is older than
+metric chunks in order with the step range each covers, ``metric_series``/``metric_blocks``
+each metric's summary pyramid (``fmforge.tracking.pyramid``). A run whose last event is older than
 the heartbeat timeout and that never finished reads as ``crashed``: derived at read time, so a
 read never writes.
 """
@@ -23,6 +24,8 @@ from fmforge.errors import RunNotFound
 from fmforge.ledger import Event, Projection, handles
 from fmforge.ledger.projections import create_statements
 from fmforge.tracking.environment import flatten
+from fmforge.tracking.pyramid import SCHEMA as PYRAMID_SCHEMA
+from fmforge.tracking.pyramid import apply_pyramid
 from fmforge.tracking.query import parse
 
 HEARTBEAT_S = 30.0
@@ -125,11 +128,12 @@ def _dumps(value: Any) -> str:
 
 class RunsView(Projection["RunsIndex"]):
     name = "runs"
-    version = 5
-    tables = ("runs", "run_items", "run_chunks")
+    version = 6
+    tables = ("runs", "run_items", "run_chunks", "metric_series", "metric_blocks")
 
     def create_tables(self, db: sqlite3.Connection) -> None:
         create_statements(db, _SCHEMA)
+        create_statements(db, PYRAMID_SCHEMA)
 
     def read(self, db: sqlite3.Connection) -> RunsIndex:
         return RunsIndex(db)
@@ -207,15 +211,15 @@ class RunsView(Projection["RunsIndex"]):
         chunk = [m for m in event.data["metrics"].values() if m["count"]]
         # Chunks written before steps were summarised have no range: read for any range.
         ranged = chunk and all("step_min" in m for m in chunk)
+        first = min(m["step_min"] for m in chunk) if ranged else None
+        last = max(m["step_max"] for m in chunk) if ranged else None
         db.execute(
             "INSERT INTO run_chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id, event.seq, event.data["chunk"], event.data["bytes"],
-                min(m["step_min"] for m in chunk) if ranged else None,
-                max(m["step_max"] for m in chunk) if ranged else None,
-                _dumps(sorted(event.data["metrics"])),
-            ),
+            (run_id, event.seq, event.data["chunk"], event.data["bytes"], first, last,
+             _dumps(sorted(event.data["metrics"]))),
         )  # fmt: skip
+        span = last - first if first is not None and last is not None else 0
+        apply_pyramid(db, self.objects, run_id, event.data, span)
 
     @handles("AnomalyDetected")
     def anomaly(self, db: sqlite3.Connection, event: Event) -> None:
