@@ -58,6 +58,7 @@ BLOCK = np.dtype(
     ]
 )  # fmt: skip
 """One block's summary; ``min``/``max`` are NaN (steps 0) when it holds no finite value."""
+FIELDS: tuple[str, ...] = BLOCK.names or ()
 
 Array = np.ndarray[Any, Any]
 
@@ -273,10 +274,13 @@ def _fold(state: _Metric, steps: Array, values: Array) -> Array:
 
 
 def encode(entries: list[tuple[str, int, Array]]) -> bytes:
-    """The object of one flush: a JSON line naming (metric, k0, summaries), then the summaries
-    (little-endian ``BLOCK`` records) in that order."""
+    """The object of one flush: a JSON line naming (metric, k0, number of summaries), then
+    each metric's summaries field by field (little-endian arrays in ``BLOCK``'s order: steps
+    and small counts side by side compress well)."""
     header = json.dumps([[name, k0, int(rows.size)] for name, k0, rows in entries])
-    body = b"".join(np.ascontiguousarray(rows, BLOCK).tobytes() for _, _, rows in entries)
+    body = b"".join(
+        np.ascontiguousarray(rows[field]).tobytes() for _, _, rows in entries for field in FIELDS
+    )
     return _MAGIC + header.encode() + b"\n" + body
 
 
@@ -284,14 +288,18 @@ def decode(data: bytes) -> list[tuple[str, int, Array]]:
     if not data.startswith(_MAGIC):
         raise ValueError("not a metric pyramid")
     end = data.index(b"\n", len(_MAGIC))
-    entries = json.loads(data[len(_MAGIC) : end])
-    rows = np.frombuffer(data, BLOCK, offset=end + 1)
-    out, at = [], 0
-    for name, k0, count in entries:
-        out.append((str(name), int(k0), rows[at : at + int(count)]))
-        at += int(count)
-    if at != rows.size:
-        raise ValueError("metric pyramid: trailing records")
+    out, at = [], end + 1
+    for name, k0, count in json.loads(data[len(_MAGIC) : end]):
+        rows = np.zeros(int(count), BLOCK)
+        for field in FIELDS:
+            size = rows.size * BLOCK[field].itemsize
+            if at + size > len(data):
+                raise ValueError("metric pyramid: truncated")
+            rows[field] = np.frombuffer(data, BLOCK[field], rows.size, at)
+            at += size
+        out.append((str(name), int(k0), rows))
+    if at != len(data):
+        raise ValueError("metric pyramid: trailing bytes")
     return out
 
 

@@ -287,16 +287,22 @@ class RunsIndex:
         *,
         project: str | None = None,
         heartbeat_timeout_s: float = DEFAULT_TIMEOUT_S,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Every run (newest first) as a dict with its config and metric summaries, filtered
-        by a query (see ``fmforge.tracking.query``)."""
+        by a query (see ``fmforge.tracking.query``); the ``limit`` newest ones when given."""
         predicate = parse(where) if where else None
-        out = []
-        for run in self._rows(project, heartbeat_timeout_s):
+        out: list[dict[str, Any]] = []
+        if limit is not None and limit <= 0:
+            return out
+        sql_limit = limit if predicate is None else None
+        for run in self._rows(project, heartbeat_timeout_s, sql_limit):
             run = {key: json.loads(value) if key in _JSON_COLUMNS else value
                    for key, value in run.items()}  # fmt: skip
             if predicate is None or predicate(run):
                 out.append(run)
+                if len(out) == limit:
+                    break
         return out
 
     def table_json(
@@ -316,15 +322,19 @@ class RunsIndex:
         (text,) = self.db.execute(query, params).fetchone()
         return str(text)
 
-    def _rows(self, project: str | None, timeout: float) -> Iterator[dict[str, Any]]:
+    def _rows(
+        self, project: str | None, timeout: float, limit: int | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Each run's columns, the JSON ones still as text; a silent running run is crashed."""
         now = time.time()
         query = (
             "SELECT run_id, project, name, status, started, last_seen, duration_s, base_model, "
             "datasets, tags, config, anomalies, checkpoints, metrics FROM runs"
             + (" WHERE project = ?" if project else "")
+            + " ORDER BY started DESC"
+            + (f" LIMIT {int(limit)}" if limit is not None else "")
         )
-        for row in self.db.execute(query + " ORDER BY started DESC", (project,) if project else ()):
+        for row in self.db.execute(query, (project,) if project else ()):
             (run_id, proj, name, status, started, last_seen, duration, base_model, datasets,
              tags, config, anomalies, checkpoints, metrics) = row  # fmt: skip
             if status == "running" and now - last_seen > timeout:
