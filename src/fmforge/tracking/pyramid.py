@@ -279,7 +279,7 @@ def encode(entries: list[tuple[str, int, Array]]) -> bytes:
     and small counts side by side compress well)."""
     header = json.dumps([[name, k0, int(rows.size)] for name, k0, rows in entries])
     body = b"".join(
-        np.ascontiguousarray(rows[field]).tobytes() for _, _, rows in entries for field in FIELDS
+        np.ascontiguousarray(rows[name]).tobytes() for _, _, rows in entries for name in FIELDS
     )
     return _MAGIC + header.encode() + b"\n" + body
 
@@ -291,11 +291,11 @@ def decode(data: bytes) -> list[tuple[str, int, Array]]:
     out, at = [], end + 1
     for name, k0, count in json.loads(data[len(_MAGIC) : end]):
         rows = np.zeros(int(count), BLOCK)
-        for field in FIELDS:
-            size = rows.size * BLOCK[field].itemsize
+        for column in FIELDS:
+            size = rows.size * BLOCK[column].itemsize
             if at + size > len(data):
                 raise ValueError("metric pyramid: truncated")
-            rows[field] = np.frombuffer(data, BLOCK[field], rows.size, at)
+            rows[column] = np.frombuffer(data, BLOCK[column], rows.size, at)
             at += size
         out.append((str(name), int(k0), rows))
     if at != len(data):

@@ -86,7 +86,6 @@ def test_runs_and_logging_answer_while_slow_charts_are_in_flight(
         step += 1
         time.sleep(0.05)
     in_flight = len(charts_done)
-    print(f"chart alone {alone:.3f} s; runs table max {max(table):.3f} s, logging max {max(logging):.3f} s")
     stop.set()
     for thread in threads:
         thread.join(timeout=60)
