@@ -82,7 +82,8 @@ def old_format_copy(repo: Any, run_id: str) -> str:
         if event.type == "MetricsLogged":
             data = {k: v for k, v in event.data.items() if k != "pyramid"}
             events.append(MetricsLogged(data, refs=(data["chunk"],)))
-    repo.record(f"run/{copy}", events)
+    for at in range(0, len(events), 5000):  # the most one append takes
+        repo.record(f"run/{copy}", events[at : at + 5000])
     return copy
 
 

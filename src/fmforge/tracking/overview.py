@@ -251,9 +251,10 @@ def metric_columns(
     ``start..end`` (default: all of them), ``width`` columns at most."""
     index = repo.view(RunsView)
     series = PyramidIndex(index.db).series(run_id, name)
-    if series is None:
+    if series is None:  # never logged: no values, wherever one looks
         index.run(run_id)  # RunNotFound for an unknown run
-        return _empty()
+        nothing = np.zeros(0, np.int64)
+        return reference_columns(nothing, nothing.astype(float), width, start=start, end=end)
     reader = _Reader(repo, index, run_id, name, series)
     width = max(1, width)
     if series.legacy or series.k0 is None or series.frontier is None or series.step_min is None:

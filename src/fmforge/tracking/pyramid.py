@@ -313,9 +313,7 @@ CREATE TABLE metric_series (
 );
 CREATE TABLE metric_blocks (
     series INTEGER NOT NULL, level INTEGER NOT NULL, block INTEGER NOT NULL,
-    count INTEGER NOT NULL, finite INTEGER NOT NULL, min REAL, min_step INTEGER NOT NULL,
-    max REAL, max_step INTEGER NOT NULL, last REAL, last_step INTEGER NOT NULL,
-    PRIMARY KEY (series, level, block)
+    summary BLOB NOT NULL, PRIMARY KEY (series, level, block)
 ) WITHOUT ROWID;
 CREATE INDEX run_chunks_by_step ON run_chunks (run_id, first_step)
 """
@@ -333,27 +331,20 @@ ON CONFLICT (run_id, metric) DO UPDATE SET
     max_span = max(max_span, excluded.max_span)
 """
 
-# Every SET expression sees the row as it was (SQLite evaluates them all first).
+# A block's summary is its ``BLOCK`` record (80 bytes: NaN and -0.0 kept as they are; a chart
+# fetches ~2,000 of them as one column). Partial summaries of one block merge in Python.
 _BLOCK_UPSERT = """
-INSERT INTO metric_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO metric_blocks VALUES (?, ?, ?, ?)
 ON CONFLICT (series, level, block) DO UPDATE SET
-    count = count + excluded.count,
-    finite = finite + excluded.finite,
-    min = CASE WHEN excluded.finite > 0 AND (finite = 0 OR excluded.min < min
-               OR (excluded.min = min AND excluded.min_step < min_step))
-          THEN excluded.min ELSE min END,
-    min_step = CASE WHEN excluded.finite > 0 AND (finite = 0 OR excluded.min < min
-               OR (excluded.min = min AND excluded.min_step < min_step))
-          THEN excluded.min_step ELSE min_step END,
-    max = CASE WHEN excluded.finite > 0 AND (finite = 0 OR excluded.max > max
-               OR (excluded.max = max AND excluded.max_step < max_step))
-          THEN excluded.max ELSE max END,
-    max_step = CASE WHEN excluded.finite > 0 AND (finite = 0 OR excluded.max > max
-               OR (excluded.max = max AND excluded.max_step < max_step))
-          THEN excluded.max_step ELSE max_step END,
-    last = CASE WHEN excluded.last_step >= last_step THEN excluded.last ELSE last END,
-    last_step = max(last_step, excluded.last_step)
+    summary = fmforge_merge_blocks(summary, excluded.summary)
 """
+
+
+def _merge_blobs(stored: bytes, new: bytes) -> bytes:
+    parts = np.frombuffer(stored + new, BLOCK)
+    merged = merge(parts, np.zeros(2, np.int64))
+    merged["block"] = parts["block"][0]
+    return bytes(merged.tobytes())
 
 
 @lru_cache(maxsize=64)
@@ -388,23 +379,19 @@ def apply_pyramid(
             (run_id, name, None if legacy else summary["last_step"], int(legacy),
              summary.get("step_min"), summary.get("step_max"), span),
         )  # fmt: skip
+    if entries:
+        db.create_function("fmforge_merge_blocks", 2, _merge_blobs, deterministic=True)
     for name, k0, rows in entries:
         (series,) = db.execute(
             "SELECT series FROM metric_series WHERE run_id = ? AND metric = ?", (run_id, name)
         ).fetchone()
         db.execute("UPDATE metric_series SET k0 = ? WHERE series = ?", (k0, series))
-        db.executemany(_BLOCK_UPSERT, _rows(series, rows))
-
-
-def _rows(series: int, rows: Array) -> list[tuple[Any, ...]]:
-    has = rows["finite"] > 0
-    # NaN cannot be stored (SQLite makes it NULL): a block without finite values has NULLs.
-    return [
-        (series, level, block, count, finite, low if h else None, low_step,
-         high if h else None, high_step, last, last_step)
-        for (level, block, count, finite, low, low_step, high, high_step, last, last_step), h
-        in zip(rows.tolist(), has.tolist(), strict=True)
-    ]  # fmt: skip
+        packed, size = np.ascontiguousarray(rows, BLOCK).tobytes(), BLOCK.itemsize
+        db.executemany(
+            _BLOCK_UPSERT,
+            [(series, level, block, packed[i * size : (i + 1) * size]) for i, (level, block)
+             in enumerate(zip(rows["level"].tolist(), rows["block"].tolist(), strict=True))],
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -418,12 +405,6 @@ class Series:
     step_min: int | None
     step_max: int | None
     max_span: int  # the widest step range of a chunk holding it
-
-
-_COLUMNS = (
-    "level, block, count, finite, ifnull(min, 0.0), min_step, ifnull(max, 0.0), max_step, "
-    "ifnull(last, 0.0), last_step, last IS NULL"
-)
 
 
 class PyramidIndex:
@@ -445,15 +426,11 @@ class PyramidIndex:
         if last < first:
             return np.zeros(0, BLOCK)
         rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM metric_blocks WHERE series = ? AND level = ? "
+            "SELECT summary FROM metric_blocks WHERE series = ? AND level = ? "
             "AND block BETWEEN ? AND ? ORDER BY block",
             (series, level, _clamp(first), _clamp(last)),
         ).fetchall()
-        out = np.array([r[:-1] for r in rows], dtype=BLOCK) if rows else np.zeros(0, BLOCK)
-        if rows:
-            out["last"][np.array([r[-1] for r in rows], dtype=bool)] = np.nan
-            out["min"][out["finite"] == 0] = out["max"][out["finite"] == 0] = np.nan
-        return out
+        return np.frombuffer(b"".join(r[0] for r in rows), BLOCK).copy()
 
     def chunks(self, run_id: str, metric: str, first: int, last: int, max_span: int) -> list[str]:
         """The digests of the run's chunks holding ``metric`` whose steps reach into

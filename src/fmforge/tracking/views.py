@@ -391,7 +391,8 @@ class RunsIndex:
             "SELECT kind, data FROM run_items WHERE run_id = ? ORDER BY seq", (run_id,)
         ):
             lists[kind].append(json.loads(data))
-        record.chunks = [c.digest for c in self.chunks(run_id)]
+        record.chunks = [d for (d,) in self.db.execute(
+            "SELECT digest FROM run_chunks WHERE run_id = ? ORDER BY seq", (run_id,))]  # fmt: skip
         return record
 
     def chunks(

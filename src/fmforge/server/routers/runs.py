@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response
 
@@ -45,7 +46,7 @@ def run(run_id: str, state: State) -> dict[str, Any]:
 def series(
     run_id: str, metric: str, state: State, width: int = 1000, start: float | None = None,
     end: float | None = None,
-) -> dict[str, object]:  # fmt: skip
+) -> Response:  # fmt: skip
     """One metric at chart resolution (each column's min and max, so spikes stay), over
     the steps ``start..end`` when given (a zoomed chart asks again for its range)."""
     for name, bound in (("start", start), ("end", end)):
@@ -54,4 +55,6 @@ def series(
     steps, values = metric_overview(
         state.repo, run_id, metric, max(1, min(width, 10_000)), start=start, end=end
     )
-    return {"metric": metric, "steps": steps.tolist(), "values": values.tolist()}
+    body = {"metric": metric, "steps": steps, "values": values}  # finite values only
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+                    media_type="application/json")  # fmt: skip
