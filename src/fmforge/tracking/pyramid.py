@@ -26,6 +26,7 @@ from the chunks). What reads it is ``fmforge.tracking.overview``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -118,8 +119,9 @@ def merge(parts: Array, keys: Array | None = None) -> Array:
     if parts.size == 0:
         return parts
     keys = parts["block"] if keys is None else keys
-    order = np.argsort(keys, kind="stable")
-    parts, keys = parts[order], keys[order]
+    if keys.size > 1 and (keys[1:] < keys[:-1]).any():
+        order = np.argsort(keys, kind="stable")
+        parts, keys = parts[order], keys[order]
     starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
     if starts.size == parts.size:
         out = parts.copy()
@@ -130,20 +132,23 @@ def merge(parts: Array, keys: Array | None = None) -> Array:
     out["level"] = parts["level"][starts]
     out["count"] = np.add.reduceat(parts["count"], starts)
     out["finite"] = np.add.reduceat(parts["finite"], starts)
-    has = parts["finite"] > 0
     group = np.repeat(np.arange(starts.size), np.diff(np.append(starts, parts.size)))
-    # Lexicographic picks within each group: (value, step) for the minimum, (-value, step)
-    # for the maximum, (last_step, position) for the last; parts without finite values last.
-    position = np.arange(parts.size)
-    pick = np.lexsort((parts["min_step"], np.where(has, parts["min"], np.inf), group))
-    first = pick[starts]
-    out["min"], out["min_step"] = parts["min"][first], parts["min_step"][first]
-    pick = np.lexsort((parts["max_step"], np.where(has, -parts["max"], np.inf), group))
-    first = pick[starts]
-    out["max"], out["max_step"] = parts["max"][first], parts["max_step"][first]
-    pick = np.lexsort((-position, -parts["last_step"], group))
-    first = pick[starts]
-    out["last"], out["last_step"] = parts["last"][first], parts["last_step"][first]
+    has = parts["finite"] > 0
+    # Within each group: the smallest value, then its smallest step (parts without finite
+    # values never win); the largest likewise; the largest last_step, then the latest part.
+    low = np.where(has, parts["min"], np.inf)
+    out["min"] = np.minimum.reduceat(low, starts)
+    out["min_step"] = np.minimum.reduceat(
+        np.where(has & (low == out["min"][group]), parts["min_step"], _BIG), starts
+    )
+    high = np.where(has, parts["max"], -np.inf)
+    out["max"] = np.maximum.reduceat(high, starts)
+    out["max_step"] = np.minimum.reduceat(
+        np.where(has & (high == out["max"][group]), parts["max_step"], _BIG), starts
+    )
+    out["last_step"] = np.maximum.reduceat(parts["last_step"], starts)
+    latest = np.where(parts["last_step"] == out["last_step"][group], np.arange(parts.size), -1)
+    out["last"] = parts["last"][np.maximum.reduceat(latest, starts)]
     none = out["finite"] == 0
     out["min"][none] = out["max"][none] = np.nan
     out["min_step"][none] = out["max_step"][none] = 0
@@ -380,7 +385,9 @@ def apply_pyramid(
              summary.get("step_min"), summary.get("step_max"), span),
         )  # fmt: skip
     if entries:
-        db.create_function("fmforge_merge_blocks", 2, _merge_blobs, deterministic=True)
+        # Busy with a statement (OperationalError): it was registered before and is in use.
+        with contextlib.suppress(sqlite3.OperationalError):
+            db.create_function("fmforge_merge_blocks", 2, _merge_blobs, deterministic=True)
     for name, k0, rows in entries:
         (series,) = db.execute(
             "SELECT series FROM metric_series WHERE run_id = ? AND metric = ?", (run_id, name)
