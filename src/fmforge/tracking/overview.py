@@ -11,8 +11,8 @@ column every value comes back exactly (a step logged several times: its smallest
 at a bounded cost whatever the run's length: a column at level ``j`` is one or two stored
 blocks; a column cut by the zoom's edge, or holding the metric's open blocks, is rebuilt from
 finer blocks, and below the finest level from the chunks of those few steps. A chart finer
-than the finest level reads the chunks of its range (at most a few hundred: the finest level
-follows the run's steps per flush). Metrics of runs written before pyramids, and metrics not
+than the finest level reads the chunks of its range (about ``width / 2`` at most: the finest
+level follows the run's steps per flush). Metrics of runs written before pyramids, and metrics not
 summarised yet (their first 64 flushes), are read from their chunks.
 """
 

@@ -12,8 +12,9 @@ whose block differs closes the open block, which is written out as a summary; so
 is written once per level, when its block closes, and a flush writes a few summaries per
 metric, not a chart. The finest level ``k0`` fits the metric's density, decided once from its
 first 64 flushes or 4,096 values (until then nothing is summarised and readers use the
-chunks): blocks of about half a flush's steps, so that a chart never needs more than a few
-hundred chunks, and the summaries stay about the size of the chunks or smaller. Each flush's
+chunks): blocks of at most half a flush's steps (a power of 4), so that a chart never reads
+more than about ``width / 2`` chunks (one finer than the finest blocks), while the summaries
+stay within a small factor of the chunks' size (0.4 at 10 steps a flush). Each flush's
 summaries are one content-addressed object (``encode``), named by its ``MetricsLogged`` event.
 
 **Indexing** (``apply_pyramid``, a ``RunsView`` handler). Summaries are merged into
