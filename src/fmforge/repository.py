@@ -9,6 +9,7 @@ objects at S3 for teams.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -105,6 +106,7 @@ class Repository:
             self.ledger.close()
             raise
         self._views: ProjectionRunner | None = None
+        self._views_lock = threading.Lock()  # threads of a server may ask for it at once
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -210,7 +212,11 @@ class Repository:
     def views(self) -> ProjectionRunner:
         """Runner for projections, kept in ``.fmforge/views.db``."""
         if self._views is None:
-            self._views = ProjectionRunner(self.ledger, self.path / "views.db", self.objects)
+            with self._views_lock:
+                if self._views is None:
+                    self._views = ProjectionRunner(
+                        self.ledger, self.path / "views.db", self.objects
+                    )
         return self._views
 
     def view(self, projection: type[Projection[R]]) -> R:

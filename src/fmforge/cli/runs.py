@@ -14,7 +14,8 @@ from rich.table import Table
 from fmforge.cli.context import FmforgeGroup, console, open_repository, text
 from fmforge.tracking.compare import compare_runs
 from fmforge.tracking.environment import flatten
-from fmforge.tracking.reading import load_run, read_metric
+from fmforge.tracking.overview import Columns, metric_columns
+from fmforge.tracking.reading import load_run
 from fmforge.tracking.report import write_report
 from fmforge.tracking.views import RunsView
 
@@ -22,26 +23,28 @@ app = typer.Typer(cls=FmforgeGroup, help="Training runs.", no_args_is_help=True)
 _BARS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(values: np.ndarray[Any, Any], width: int = 32) -> str:
-    """Min/max-preserving: each cell shows its bucket's extreme, so a spike never vanishes."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
+def sparkline(columns: Columns) -> str:
+    """One cell per column (a block of steps, see ``tracking.overview``): its extreme farther
+    from the column's last value, so a spike never vanishes; ``!`` where a column holds only
+    NaN or Inf, a space where it holds nothing."""
+    rows = columns.rows
+    finite = rows["finite"] > 0
+    if not finite.any():
         return ""
-    low, high = float(finite.min()), float(finite.max())
-    cells = []
-    for bucket in np.array_split(values, min(width, values.size)):
-        good = bucket[np.isfinite(bucket)]
-        if good.size == 0:
-            cells.append("!")  # NaN or Inf in this stretch
+    # Halved: the span of two float64 extremes can overflow; its ratios do not change.
+    low, high = float(rows["min"][finite].min()) / 2, float(rows["max"][finite].max()) / 2
+    cells: dict[int, str] = {}
+    for row in rows:
+        if not row["finite"]:
+            cells[int(row["block"])] = "!"  # NaN or Inf in this stretch
             continue
-        extreme = (
-            good.max()
-            if abs(good.max() - np.median(good)) >= abs(good.min() - np.median(good))
-            else good.min()
-        )
+        last = row["last"] if np.isfinite(row["last"]) else row["min"]
+        farther = abs(row["max"] - last) >= abs(row["min"] - last)
+        extreme = float(row["max"] if farther else row["min"]) / 2
         level = 0 if high == low else int((extreme - low) / (high - low) * (len(_BARS) - 1))
-        cells.append(_BARS[level])
-    return "".join(cells)
+        cells[int(row["block"])] = _BARS[level]
+    first, last_column = columns.lo >> columns.level, columns.hi >> columns.level
+    return "".join(cells.get(c, " ") for c in range(first, last_column + 1))
 
 
 def _when(epoch: float) -> str:
@@ -64,10 +67,17 @@ def ls(
         list[str] | None, typer.Option("--metric", "-m", help="Metric columns (default: 3).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
+    count: Annotated[
+        int, typer.Option("-n", "--max-count", min=1, help="Show the N newest runs.")
+    ] = 20,
+    every: Annotated[bool, typer.Option("--all", help="Show every run (no -n).")] = False,
 ) -> None:
-    """Runs, newest first, filtered by a query over config, metrics, status, tags, datasets."""
+    """Runs, newest first (a page of 20: -n N, --all), filtered by a query over config,
+    metrics, status, tags, datasets."""
     with open_repository(ctx) as repo:
-        rows = repo.view(RunsView).rows(where, project=project)
+        rows = repo.view(RunsView).rows(where, project=project, limit=None if every else count + 1)
+    more = not every and len(rows) > count
+    rows = rows if every else rows[:count]
     if as_json:
         for row in rows:
             typer.echo(orjson.dumps(row))
@@ -82,6 +92,8 @@ def ls(
             *(_num(row["metrics"].get(n, {}).get("last")) for n in names), str(row["anomalies"]),
         )  # fmt: skip
     console.print(table)
+    if more:
+        console.print(f"the {count} newest shown; -n N or --all for more", markup=False)
 
 
 @app.command("show")
@@ -92,7 +104,7 @@ def show(
     """One run: config, lineage, metric summaries with sparklines, anomalies, checkpoints."""
     with open_repository(ctx) as repo:
         record = load_run(repo, repo.view(RunsView).resolve(run))
-        series = {name: read_metric(repo, record.id, name)[1] for name in record.summary}
+        series = {name: metric_columns(repo, record.id, name, 32) for name in record.summary}
     console.print(
         text((record.name, "bold"), f"  {record.id}  project {record.project}  {record.status}")
     )

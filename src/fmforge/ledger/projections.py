@@ -12,6 +12,10 @@ restored backup, a copied directory) is rebuilt instead of trusted. ``verify`` r
 projection into a scratch database and names each row that differs from ``views.db``
 (projection, table, key): a read model edited by hand is found, and ``rebuild`` repairs it.
 
+Any thread may ask for a view: catching up runs under the runner's lock (on its one writing
+connection), and each thread reads through its own connection, which sees only committed
+batches; so a slow read in one thread never blocks another, and a read never sees half a batch.
+
 Read models are caches of the ledger, so they live beside any ledger backend, PostgreSQL
 included. Only validated events reach a projection (see ``fmforge.ledger.registry``); a handler
 that fails is a bug, reported as ``ProjectionError`` naming the projection, seq, type and cause,
@@ -23,6 +27,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import tempfile
+import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -160,26 +166,47 @@ class ProjectionRunner:
             self.db.execute(f"PRAGMA user_version = {VIEWS_FORMAT}")
         self.db.execute(_CHECKPOINTS)
         self._instances: dict[type[Projection[Any]], Projection[Any]] = {}
+        self._lock = threading.RLock()  # one catch-up at a time, on ``db``
+        self._local = threading.local()  # each thread's reading connection
+        self._readers: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
 
     def projection(self, cls: type[Projection[R]]) -> Projection[R]:
-        instance = self._instances.get(cls)
-        if instance is None:
-            instance = self._instances[cls] = cls()
-            instance.objects = self.objects
-        return instance
+        with self._lock:
+            instance = self._instances.get(cls)
+            if instance is None:
+                instance = self._instances[cls] = cls()
+                instance.objects = self.objects
+            return instance
 
     def view(self, cls: type[Projection[R]]) -> R:
-        """``cls``'s read side, after applying what the ledger recorded since its checkpoint."""
+        """``cls``'s read side, after applying what the ledger recorded since its checkpoint;
+        it reads through the calling thread's connection (use it in that thread)."""
         projection = self.projection(cls)
         self.run(projection)
-        return projection.read(self.db)
+        return projection.read(self._reader())
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            with self._lock:  # close the connections of threads that ended
+                for thread, old in self._readers:
+                    alive = thread()
+                    if alive is None or not alive.is_alive():
+                        old.close()
+                self._readers = [(t, c) for t, c in self._readers if (a := t()) and a.is_alive()]
+                self._readers.append((weakref.ref(threading.current_thread()), conn))
+        return conn
 
     def position(self, projection: Projection[Any]) -> int:
         """The last seq the projection has taken into account (0: nothing yet)."""
-        row = self.db.execute(
-            "SELECT version, position FROM projection_checkpoints WHERE name = ?",
-            (projection.name,),
-        ).fetchone()
+        with self._lock:
+            row = self.db.execute(
+                "SELECT version, position FROM projection_checkpoints WHERE name = ?",
+                (projection.name,),
+            ).fetchone()
         return int(row[1]) if row and row[0] == projection.version else 0
 
     def _ensure_setup(self, projection: Projection[Any]) -> int:
@@ -220,8 +247,9 @@ class ProjectionRunner:
 
     def run(self, projection: Projection[Any], *, batch_size: int = 2000) -> int:
         """Apply every event recorded since the checkpoint; return how many were applied."""
-        position = self._ensure_setup(projection)
-        return self._apply(projection, self.db, position, batch_size)
+        with self._lock:
+            position = self._ensure_setup(projection)
+            return self._apply(projection, self.db, position, batch_size)
 
     def _apply(
         self, projection: Projection[Any], db: sqlite3.Connection, position: int, batch_size: int
@@ -263,14 +291,15 @@ class ProjectionRunner:
 
     def rebuild(self, projection: Projection[Any]) -> int:
         """Drop the projection's tables and replay the whole ledger into them."""
-        self._reset(projection)
-        return self.run(projection)
+        with self._lock:
+            self._reset(projection)
+            return self.run(projection)
 
     def verify(self, classes: Sequence[type[Projection[Any]]]) -> list[ViewDifference]:
         """Rebuild each projection into a scratch database and compare it with ``views.db``
         (brought up to date first): every row that differs, by projection, table and key."""
         found: list[ViewDifference] = []
-        with tempfile.TemporaryDirectory(prefix="fmforge-views-") as tmp:
+        with self._lock, tempfile.TemporaryDirectory(prefix="fmforge-views-") as tmp:
             scratch = sqlite3.connect(Path(tmp) / "scratch.db", isolation_level=None)
             try:
                 scratch.execute("PRAGMA journal_mode=OFF")
@@ -311,7 +340,12 @@ class ProjectionRunner:
             self.db.execute("DETACH DATABASE scratch")
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            for _, conn in self._readers:
+                conn.close()
+            self._readers = []
+            self._local = threading.local()
+            self.db.close()
 
 
 def _db_path(db: sqlite3.Connection) -> str:

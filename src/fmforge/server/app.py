@@ -4,9 +4,12 @@ MLflow's tracking API.
 The dashboard is static (``static/``: HTML, one script, uPlot vendored): no build step, nothing
 fetched from elsewhere. The routes live in ``routers/`` (one module per domain) and share a
 ``ServerState``; ``guards`` checks every request's Host, origin and size before a route runs;
-``errors`` answers every error in one JSON shape. Endpoints run on the event loop's one thread,
-so the repository's connections are never used by two requests at once; runs opened through
-the MLflow API flush from their own threads.
+``errors`` answers every error in one JSON shape. Routes that read much (the runs JSON and
+charts, reports, MLflow's metric history) are plain ``def``s that FastAPI runs in its thread
+pool, so a slow read never stalls the event loop, where the other requests (MLflow logging
+among them) are answered; the repository is safe to share between threads (the ledger and the
+read models give each thread its own reading connection, and serialise writes and catch-ups).
+Runs opened through the MLflow API flush from their own threads.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 project) on ``experiment/<id>``.
 
 A run's stream starts with ``RunStarted`` and ends with ``RunFinished``; between them the
-writer thread records ``MetricsLogged`` once per flush (the chunk's digest and a summary per
-metric), and the run records what the loop reports.
+writer thread records ``MetricsLogged`` once per flush (the chunk's digest, a summary per
+metric and, since pyramids, the digest of the block summaries the flush closed), and the run
+records what the loop reports.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, NotRequired
 
-from annotated_types import Ge
+from annotated_types import Ge, Le
 from pydantic import StringConstraints
 from typing_extensions import TypedDict
 
@@ -19,7 +20,7 @@ from fmforge.ledger.registry import DIGEST_PATTERN, Domain, EventType
 
 Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
 Count = Annotated[int, Ge(0)]
-Step = Annotated[int, Ge(-(2**63)), "int64"]
+Step = Annotated[int, Ge(-(2**63)), Le(2**63 - 1)]  # int64, as run.log refuses beyond
 Number = float | str  # a float, or "NaN" / "Infinity" / "-Infinity" (JSON has none)
 
 
@@ -42,9 +43,9 @@ class MetricSummary(TypedDict):
     min: float | None
     max: float | None
     non_finite: Count
-    last_step: int
-    step_min: NotRequired[int]  # the smallest and largest step of the chunk
-    step_max: NotRequired[int]
+    last_step: Step
+    step_min: NotRequired[Step]  # the smallest and largest step of the chunk
+    step_max: NotRequired[Step]
 
 
 class MetricsLoggedData(TypedDict):
@@ -52,6 +53,7 @@ class MetricsLoggedData(TypedDict):
     bytes: Count
     values: Count
     metrics: dict[str, MetricSummary]
+    pyramid: NotRequired[Digest]  # the summaries this flush closed (``tracking.pyramid``)
 
 
 class ParamsLoggedData(TypedDict):
@@ -63,19 +65,19 @@ class TagsSetData(TypedDict):
 
 
 class SampleLoggedData(TypedDict):
-    step: int
+    step: Step
     inputs: Any
     outputs: Any
 
 
 class EvalLoggedData(TypedDict):
-    step: int
+    step: Step
     metrics: dict[str, Number]
     dataset: str | None
 
 
 class CheckpointLoggedData(TypedDict):
-    step: int
+    step: Step
     model: str
     commit: Digest
 
@@ -83,7 +85,7 @@ class CheckpointLoggedData(TypedDict):
 class AnomalyDetectedData(TypedDict):
     detector: str
     metric: str
-    step: int
+    step: Step
     value: float | None
     severity: str
     evidence: str

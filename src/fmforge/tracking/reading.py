@@ -1,9 +1,8 @@
-"""Reading runs back: metric series from chunks, everything else from the runs projection."""
+"""Reading runs back: metric series from chunks, charts from their summaries
+(``fmforge.tracking.overview``), everything else from the runs projection."""
 
 from __future__ import annotations
 
-import math
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -11,6 +10,7 @@ import numpy as np
 from fmforge.errors import RunNotFound
 from fmforge.repository import Repository
 from fmforge.tracking.chunks import read_series
+from fmforge.tracking.overview import downsample, metric_overview
 from fmforge.tracking.views import (
     DEFAULT_TIMEOUT_S,
     RunRecord,
@@ -67,59 +67,3 @@ def read_metric_with_times(
     index.run(run_id)  # RunNotFound for an unknown run
     chunks = (repo.objects.get(c.digest) for c in index.chunks(run_id, metric=name))
     return read_series(chunks, name, with_times=True)
-
-
-def downsample(
-    steps: np.ndarray[Any, Any], values: np.ndarray[Any, Any], width: int
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """At most about ``2 * width`` points: per column, the minimum and the maximum, in step
-    order (vectorised: columns of equal size, the remainder in one more)."""
-    finite = np.isfinite(values)
-    steps, values = steps[finite], values[finite]
-    if values.size <= 2 * width:
-        return steps, values
-    size = values.size // width
-    body = values[: size * width].reshape(width, size)
-    offsets = np.arange(width) * size
-    low, high = offsets + body.argmin(axis=1), offsets + body.argmax(axis=1)
-    first, second = np.minimum(low, high), np.maximum(low, high)
-    pairs = [first, second]
-    if size * width < values.size:
-        tail = values[size * width :]
-        ends = sorted({size * width + int(tail.argmin()), size * width + int(tail.argmax())})
-        pairs = [np.append(first, ends[0]), np.append(second, ends[-1])]
-    keep = np.stack(pairs, axis=1).ravel()  # column by column: already in step order
-    keep = keep[np.concatenate(([True], keep[1:] != keep[:-1]))]  # a flat column's one point
-    return steps[keep], values[keep]
-
-
-@lru_cache(maxsize=256)
-def _chunk_series(repo_objects: Any, digest: str, name: str) -> tuple[np.ndarray[Any, Any], ...]:
-    # Chunks never change (content addressed): a decoded series can be kept as long as wanted.
-    return read_series([repo_objects.get(digest)], name)
-
-
-def metric_overview(
-    repo: Repository,
-    run_id: str,
-    name: str,
-    width: int = 1000,
-    *,
-    start: float | None = None,
-    end: float | None = None,
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """A metric over steps ``start..end`` (default: all) reduced to about ``2 * width`` points
-    keeping each column's min and max (what a chart of that width can show; spikes never
-    vanish). Decoded chunks are cached."""
-    index = repo.view(RunsView)
-    index.run(run_id)  # RunNotFound for an unknown run
-    refs = index.chunks(run_id, metric=name, start=start, end=end)
-    parts = [_chunk_series(repo.objects, c.digest, name) for c in refs]
-    steps = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    values = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
-    if start is not None or end is not None:
-        inside = (steps >= (-math.inf if start is None else start)) & (
-            steps <= (math.inf if end is None else end)
-        )
-        steps, values = steps[inside], values[inside]
-    return downsample(steps, values, width)

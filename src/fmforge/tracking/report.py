@@ -1,7 +1,8 @@
 """A run as one self-contained HTML file: config, lineage, every metric as an SVG chart.
 
 No script and no external file: it opens anywhere and can be mailed. Curves are reduced to at
-most ``width`` columns keeping each column's minimum and maximum, so spikes never vanish;
+most ``width`` columns keeping each column's minimum and maximum, so spikes never vanish (read
+from the run's summaries: ``fmforge.tracking.overview``);
 anomalies are red marks on their curve, checkpoints dashed lines.
 """
 
@@ -11,24 +12,20 @@ import html
 import math
 import os
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from fmforge.repository import Repository
 from fmforge.tracking.environment import flatten
-from fmforge.tracking.reading import RunRecord, downsample, load_run, read_metric
+from fmforge.tracking.overview import Columns, metric_columns, points
+from fmforge.tracking.reading import RunRecord, load_run
 
 _W, _H, _PAD = 640, 160, 36
 
 
-def _chart(
-    name: str, steps: np.ndarray[Any, Any], values: np.ndarray[Any, Any], record: RunRecord
-) -> str:
-    xs, ys = downsample(steps, values, _W - 2 * _PAD)
+def _chart(name: str, columns: Columns, record: RunRecord) -> str:
+    xs, ys = points(columns)
     if xs.size == 0:
         return f"<h3>{html.escape(name)}</h3><p>no finite values</p>"
-    x0, x1 = float(steps.min()), float(max(steps.max(), steps.min() + 1))
+    x0, x1 = float(columns.lo), float(max(columns.hi, columns.lo + 1))
     y0, y1 = float(ys.min()), float(ys.max())
     if y0 == y1:
         y0, y1 = y0 - 1, y1 + 1
@@ -39,7 +36,7 @@ def _chart(
     def py(value: float) -> float:
         return _H - _PAD / 2 - (value - y0) / (y1 - y0) * (_H - _PAD)
 
-    points = " ".join(
+    line = " ".join(
         f"{px(s):.1f},{py(v):.1f}" for s, v in zip(xs.tolist(), ys.tolist(), strict=True)
     )
     marks = []
@@ -63,7 +60,7 @@ def _chart(
         f'<svg width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img" '
         f'aria-label="{html.escape(name)}">'
         f'<rect width="{_W}" height="{_H}" fill="#fafafa"/>'
-        f'<polyline fill="none" stroke="#1f6feb" stroke-width="1.2" points="{points}"/>'
+        f'<polyline fill="none" stroke="#1f6feb" stroke-width="1.2" points="{line}"/>'
         + "".join(marks)
         + f'<text x="2" y="12" font-size="10">{y1:.4g}</text>'
         f'<text x="2" y="{_H - 4}" font-size="10">{y0:.4g}</text>'
@@ -88,7 +85,8 @@ def write_report(repo: Repository, run_id: str, out: str | os.PathLike[str]) -> 
         for a in record.anomalies
     )
     charts = "".join(
-        _chart(name, *read_metric(repo, run_id, name), record) for name in sorted(record.summary)
+        _chart(name, metric_columns(repo, run_id, name, _W - 2 * _PAD), record)
+        for name in sorted(record.summary)
     )
     code = record.environment.get("code", {})
     version = str(code.get("git_commit") or "not in git")

@@ -2,9 +2,10 @@
 
 ``run.log`` checks its values, then appends them to in-memory typed columns (``array``: 24
 bytes a value) under a lock, about a microsecond per value. A writer thread turns what arrived
-into one Parquet chunk in the object store and records one ``MetricsLogged`` event with its
-digest and a summary per metric, then runs the anomaly detectors on it. It flushes by age and
-by size:
+into one Parquet chunk in the object store, folds it into the run's summary pyramid (the
+min/max blocks charts read, one small object per flush), and records one ``MetricsLogged``
+event with both digests and a summary per metric, then runs the anomaly detectors on it. It
+flushes by age and by size:
 
 - **age**: the oldest value waiting is written within ``flush_interval`` (at most 1 s) of being
   logged: the writer wakes when the first value arrives and flushes just before that deadline,
@@ -49,6 +50,7 @@ from fmforge.tracking import events as ev
 from fmforge.tracking.chunks import build_chunk, summarize
 from fmforge.tracking.detectors import Anomaly, Detector, default_detectors
 from fmforge.tracking.environment import capture_environment, flatten
+from fmforge.tracking.pyramid import PyramidBuilder
 from fmforge.tracking.system import SystemSampler
 from fmforge.tracking.views import HEARTBEAT_S, RunsView
 
@@ -143,6 +145,7 @@ class Run:
         self._lock = threading.Lock()  # guards the columns the loop appends to
         self._flush_lock = threading.Lock()  # one flush at a time: chunks and detectors in order
         self._columns: dict[str, Column] = {}
+        self._pyramid = PyramidBuilder()  # the summaries charts read (fmforge.tracking.pyramid)
         self._buffered = 0
         self._first_at = 0.0  # monotonic time of the oldest value waiting
         self._wake = threading.Event()
@@ -371,14 +374,16 @@ class Run:
             return
         data, series = build_chunk(columns)
         digest = self.repo.objects.put(data)
+        pyramid = self.repo.objects.put(self._pyramid.add(series))
         summary = {
             name: summarize(steps, values).to_json() for name, (steps, values) in series.items()
         }
         payload = {
             "chunk": digest, "bytes": len(data),
             "values": sum(s["count"] for s in summary.values()), "metrics": summary,
+            "pyramid": pyramid,
         }  # fmt: skip
-        self._append(ev.MetricsLogged(payload, refs=(digest,)))  # type: ignore[arg-type]
+        self._append(ev.MetricsLogged(payload, refs=(digest, pyramid)))  # type: ignore[arg-type]
         for name, (steps, values) in series.items():
             for detector in self.detectors:
                 if detector.watches(name):

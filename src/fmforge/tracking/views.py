@@ -4,7 +4,8 @@
 metric summaries stored as the JSON the dashboard sends, built from the events alone (chunks
 are never opened), so listing and filtering a thousand runs is a query. ``run_items`` keeps
 what a run page shows (anomalies, checkpoints, evaluations, samples), ``run_chunks`` the
-metric chunks in order with the step range each covers. A run whose last event is older than
+metric chunks in order with the step range each covers, ``metric_series``/``metric_blocks``
+each metric's summary pyramid (``fmforge.tracking.pyramid``). A run whose last event is older than
 the heartbeat timeout and that never finished reads as ``crashed``: derived at read time, so a
 read never writes.
 """
@@ -26,6 +27,8 @@ from fmforge.hints import did_you_mean
 from fmforge.ledger import Event, Projection, handles
 from fmforge.ledger.projections import create_statements
 from fmforge.tracking.environment import flatten
+from fmforge.tracking.pyramid import SCHEMA as PYRAMID_SCHEMA
+from fmforge.tracking.pyramid import apply_pyramid
 from fmforge.tracking.query import metric_of, parse_query
 
 HEARTBEAT_S = 30.0
@@ -131,11 +134,12 @@ def _dumps(value: Any) -> str:
 
 class RunsView(Projection["RunsIndex"]):
     name = "runs"
-    version = 5
-    tables = ("runs", "run_items", "run_chunks")
+    version = 6
+    tables = ("runs", "run_items", "run_chunks", "metric_series", "metric_blocks")
 
     def create_tables(self, db: sqlite3.Connection) -> None:
         create_statements(db, _SCHEMA)
+        create_statements(db, PYRAMID_SCHEMA)
 
     def read(self, db: sqlite3.Connection) -> RunsIndex:
         return RunsIndex(db)
@@ -243,7 +247,9 @@ class RunsView(Projection["RunsIndex"]):
             when = event.time
             if when > seen.get(run_id, ""):
                 seen[run_id] = when
-            chunks.append(_chunk_row(run_id, event))
+            row = _chunk_row(run_id, event)
+            chunks.append(row)
+            apply_pyramid(db, self.objects, run_id, event.data, _span(row))
         flush()
 
     @handles("MetricsLogged")
@@ -257,7 +263,9 @@ class RunsView(Projection["RunsIndex"]):
         summary = orjson.loads(row[0])
         merge_summaries(summary, event.data["metrics"])
         db.execute("UPDATE runs SET metrics = ? WHERE run_id = ?", (_dumps(summary), run_id))
-        db.execute("INSERT INTO run_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", _chunk_row(run_id, event))
+        row = _chunk_row(run_id, event)
+        db.execute("INSERT INTO run_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        apply_pyramid(db, self.objects, run_id, event.data, _span(row))
 
     @handles("AnomalyDetected")
     def anomaly(self, db: sqlite3.Connection, event: Event) -> None:
@@ -313,6 +321,14 @@ def _chunk_row(run_id: str, event: Event) -> tuple[Any, ...]:
     return (run_id, event.seq, data["chunk"], data["bytes"], low, high, names)
 
 
+def _span(chunk_row: tuple[Any, ...]) -> int:
+    """The step range a chunk covers (0 when unknown)."""
+    first, last = chunk_row[4], chunk_row[5]
+    if first is None or last is None:
+        return 0
+    return max(0, min(int(last - first), 2**63 - 1))
+
+
 def _real(column: str) -> str:
     # 17 significant digits: a float64 comes back as the same float64 (json_quote keeps 15).
     return f"CASE WHEN {column} IS NULL THEN 'null' ELSE printf('%!.17g', {column}) END"
@@ -361,20 +377,31 @@ class RunsIndex:
         project: str | None = None,
         heartbeat_timeout_s: float = DEFAULT_TIMEOUT_S,
         strict_metrics: bool = True,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Every run (newest first) as a dict with its config and metric summaries, filtered
-        by a query (see ``fmforge.tracking.query``). A metric the query names that no run of
-        the selection has is refused as a typo (``QueryError`` with the closest names) unless
-        ``strict_metrics`` is off (MLflow's search matches nothing instead)."""
+        by a query (see ``fmforge.tracking.query``); the ``limit`` newest ones when given. A
+        metric the query names that no run of the selection has is refused as a typo
+        (``QueryError`` with the closest names) unless ``strict_metrics`` is off (MLflow's
+        search matches nothing instead)."""
         predicate, fields = parse_query(where) if where else (None, [])
+        if limit is not None and limit <= 0:
+            return []
+        sql_limit = limit if predicate is None else None
         runs = [
             {key: json.loads(value) if key in _JSON_COLUMNS else value
              for key, value in run.items()}
-            for run in self._rows(project, heartbeat_timeout_s)
+            for run in self._rows(project, heartbeat_timeout_s, sql_limit)
         ]  # fmt: skip
         if strict_metrics:
             _check_metrics(fields, runs, project)
-        return [run for run in runs if predicate is None or predicate(run)]
+        out: list[dict[str, Any]] = []
+        for run in runs:
+            if predicate is None or predicate(run):
+                out.append(run)
+                if len(out) == limit:
+                    break
+        return out
 
     def table_json(
         self,
@@ -393,15 +420,19 @@ class RunsIndex:
         (text,) = self.db.execute(query, params).fetchone()
         return str(text)
 
-    def _rows(self, project: str | None, timeout: float) -> Iterator[dict[str, Any]]:
+    def _rows(
+        self, project: str | None, timeout: float, limit: int | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Each run's columns, the JSON ones still as text; a silent running run is crashed."""
         now = time.time()
         query = (
             "SELECT run_id, project, name, status, started, last_seen, duration_s, base_model, "
             "datasets, tags, config, anomalies, checkpoints, metrics FROM runs"
             + (" WHERE project = ?" if project else "")
+            + " ORDER BY started DESC"
+            + (f" LIMIT {int(limit)}" if limit is not None else "")
         )
-        for row in self.db.execute(query + " ORDER BY started DESC", (project,) if project else ()):
+        for row in self.db.execute(query, (project,) if project else ()):
             (run_id, proj, name, status, started, last_seen, duration, base_model, datasets,
              tags, config, anomalies, checkpoints, metrics) = row  # fmt: skip
             if status == "running" and now - last_seen > timeout:
@@ -462,7 +493,8 @@ class RunsIndex:
             "SELECT kind, data FROM run_items WHERE run_id = ? ORDER BY seq", (run_id,)
         ):
             lists[kind].append(json.loads(data))
-        record.chunks = [c.digest for c in self.chunks(run_id)]
+        record.chunks = [d for (d,) in self.db.execute(
+            "SELECT digest FROM run_chunks WHERE run_id = ? ORDER BY seq", (run_id,))]  # fmt: skip
         return record
 
     def chunks(

@@ -229,3 +229,39 @@ def test_a_state_dict_checkpoint_is_a_commit(repo: Repository, tmp_path: Path) -
     state = load_state_dict(f"head@{commit}", repo=repo)
     assert torch.equal(state["weight"], module.weight.detach())
     assert load_run(repo, run.id).checkpoints[0]["step"] == 7
+
+
+def test_charts_of_a_real_run_equal_the_charts_of_every_value(repo: Repository) -> None:
+    """A run's writer keeps its summary pyramid; charts read from it (mid-run, with open
+    blocks, and finished) equal ``downsample`` of every value: steps going back after a
+    restart, repeated, NaN and Inf included. Rebuilding the read model gives the same rows."""
+    from fmforge.tracking.overview import downsample, metric_overview
+    from fmforge.tracking.views import RunsView
+
+    run = Run(repo, "p", detectors=[], system_interval=None)
+    step = 0
+    for flush in range(150):
+        for i in range(20):
+            value = math.nan if (flush, i) == (90, 3) else math.sin(step / 50) + (flush == 120)
+            run.log({"loss": value, "inf": math.inf if i == 6 else float(i)}, step=step)
+            step += 1 if i != 2 else 0  # a repeated step
+        if flush == 100:
+            step -= 300  # resumed from an earlier checkpoint
+        run.flush()
+        if flush in (70, 149):
+            steps, values = read_metric(repo, run.id, "loss")
+            for width, start, end in (
+                (1000, None, None), (40, None, None), (64, 200, 330), (1000, 200, 330)
+            ):  # fmt: skip
+                got = metric_overview(repo, run.id, "loss", width, start=start, end=end)
+                want = downsample(steps, values, width, start=start, end=end)
+                assert got[0].tolist() == want[0].tolist()
+                assert got[1].tolist() == want[1].tolist()
+    run.finish()
+    (series,) = (
+        repo.view(RunsView)
+        .db.execute("SELECT k0 FROM metric_series WHERE run_id = ? AND metric = 'loss'", (run.id,))
+        .fetchone()
+    )
+    assert series == 2  # 19 steps a flush: blocks of 4 steps
+    assert repo.views.verify([RunsView]) == []

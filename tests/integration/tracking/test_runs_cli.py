@@ -120,3 +120,32 @@ def test_the_dashboards_runs_json_is_the_runs_table(repo: Repository) -> None:
     (nan_run,) = index.rows(project="other")
     assert nan_run["metrics"]["loss"]["non_finite"] == 1
     assert nan_run["metrics"]["acc"]["last"] == 0.1 + 0.2  # 17 digits: the same float
+
+
+def test_ls_shows_a_page_of_the_newest_runs(repo: Repository) -> None:
+    from fmforge.tracking.events import RunStarted
+
+    for i in range(25):
+        run_id = f"run-{i:03d}"
+        repo.record(f"run/{run_id}", RunStarted({
+            "run": run_id, "project": "p", "name": f"r{i:03d}", "config": {}, "config_flat": {},
+            "datasets": [], "base_model": None, "seed": None, "tags": [], "started": 1000.0 + i,
+        }))  # fmt: skip
+    code, out = fm(repo.root, "runs", "ls", "--json")
+    assert code == 0, out
+    names = [json.loads(line)["name"] for line in out.splitlines()]
+    assert names == [f"r{i:03d}" for i in range(24, 4, -1)]  # the 20 newest, newest first
+    code, out = fm(repo.root, "runs", "ls", "-n", "3")
+    assert code == 0, out
+    assert "r024" in out
+    assert "r021" not in out
+    assert "the 3 newest shown; -n N or --all for more" in out
+    code, out = fm(repo.root, "runs", "ls", "--all", "--json")
+    assert len(out.splitlines()) == 25
+    code, out = fm(repo.root, "runs", "ls", "name ~ r01", "-n", "2", "--json")
+    assert [json.loads(line)["name"] for line in out.splitlines()] == ["r019", "r018"]
+    code, out = fm(repo.root, "runs", "ls", "--all")
+    assert "--all for more" not in out
+    code, out = fm(repo.root, "runs", "ls", "-n", "0")
+    assert code != 0
+    assert "-n" in out

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,35 @@ class _DieAt(Balances):
 def _run_and_die(ledger: str, views: str, die_at: int) -> None:
     with open_event_store(ledger) as store:
         ProjectionRunner(store, views).run(_DieAt(die_at), batch_size=500)
+
+
+def test_views_from_many_threads_catch_up_once_and_read_whole_batches(store, tmp_path) -> None:
+    """Threads asking for a view while events arrive: each event is applied exactly once,
+    nothing fails, and every read shows the projection after some whole number of events."""
+    runner = ProjectionRunner(store, tmp_path / "views.db")
+    prefixes = {frozenset(expected(n).items()) for n in range(1201)}
+    seen: list[dict[str, int]] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                seen.append(runner.view(Balances))
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(6)]
+    for thread in readers:
+        thread.start()
+    for n in range(1200):
+        store.append(f"acct/{n % 5}", NewEvent("Deposited" if n % 3 else "Withdrew",
+                                                {"n": n, "amount": n}))  # fmt: skip
+    done.set()
+    for thread in readers:
+        thread.join()
+    assert not errors, errors[:3]
+    assert runner.view(Balances) == expected(1200)
+    assert len(seen) > 10
+    assert all(frozenset(s.items()) in prefixes for s in seen)
+    runner.close()

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fmforge.tracking.chunks import build_chunk, read_series
+from fmforge.tracking.overview import column_level
 from fmforge.tracking.reading import downsample
 
 
@@ -72,10 +73,15 @@ def test_downsampling_keeps_every_column_extreme_in_step_order(size: int) -> Non
     assert ys.min() == values[finite].min()
     lookup = dict(zip(steps.tolist(), values.tolist(), strict=True))
     assert all(lookup[s] == v for s, v in zip(xs.tolist(), ys.tolist(), strict=True))
-    drawable = values[finite]
-    if drawable.size > 2 * width:  # every column (of drawable values) gives its extremes
-        column = drawable.size // width
-        for c in range(width):
-            part = drawable[c * column : (c + 1) * column]
+    # Every column (2**j steps, aligned; at most `width` of them) gives its extremes.
+    level = column_level(int(steps.min()), int(steps.max()), width)
+    assert (int(steps.max()) >> level) - (int(steps.min()) >> level) < width
+    assert (
+        level == 0 or (int(steps.max()) >> (level - 1)) - (int(steps.min()) >> (level - 1)) >= width
+    )
+    columns = steps >> level
+    for column in np.unique(columns):
+        part = values[(columns == column) & finite]
+        if part.size:
             assert part.max() in ys
             assert part.min() in ys

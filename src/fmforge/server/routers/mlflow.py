@@ -107,7 +107,7 @@ async def search_runs(request: Request, state: State) -> dict[str, Any]:
 
 
 @router.get("/metrics/get-history")
-async def get_metric_history(
+def get_metric_history(  # every value of a metric: in the thread pool, off the event loop
     state: State, metric_key: str, run_id: str | None = None, run_uuid: str | None = None
 ) -> dict[str, Any]:
     found = run_id or run_uuid

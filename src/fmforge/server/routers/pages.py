@@ -32,8 +32,9 @@ async def compare_page() -> FileResponse:
 
 
 @router.get("/runs/{run_id}/report.html")
-async def report(run_id: str, state: State) -> Response:
-    """The run's self-contained HTML report (``fmforge runs report``), for sharing."""
+def report(run_id: str, state: State) -> Response:
+    """The run's self-contained HTML report (``fmforge runs report``), for sharing (a plain
+    ``def``: it reads a chart of every metric, in the thread pool)."""
     with tempfile.TemporaryDirectory() as tmp:
         page = write_report(state.repo, run_id, Path(tmp) / "run.html").read_text()
     return Response(page, media_type="text/html")

@@ -1,10 +1,15 @@
-"""The JSON the dashboard reads: the runs table, one run, one metric at chart resolution."""
+"""The JSON the dashboard reads: the runs table, one run, one metric at chart resolution.
+
+Plain ``def`` routes: FastAPI runs them in its thread pool, so a slow read (a chart of a run
+written before summary pyramids reads every chunk) never holds up the event loop, where the
+MLflow logging routes and every other request are answered."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response
 
@@ -18,9 +23,7 @@ router = APIRouter(prefix="/api/runs")
 
 
 @router.get("")
-async def runs_table(
-    state: State, where: str | None = None, project: str | None = None
-) -> Response:
+def runs_table(state: State, where: str | None = None, project: str | None = None) -> Response:
     """The runs table (what the dashboard lists), filtered by a runs query."""
     text = state.repo.view(RunsView).table_json(
         where, project=project, heartbeat_timeout_s=state.heartbeat_timeout_s
@@ -29,7 +32,7 @@ async def runs_table(
 
 
 @router.get("/{run_id}")
-async def run(run_id: str, state: State) -> dict[str, Any]:
+def run(run_id: str, state: State) -> dict[str, Any]:
     """Everything a run's events say: config, lineage, environment, summaries, anomalies,
     checkpoints, evals, samples. Non-finite numbers are sent as the strings NaN/Infinity."""
     record = dataclasses.asdict(
@@ -40,10 +43,10 @@ async def run(run_id: str, state: State) -> dict[str, Any]:
 
 
 @router.get("/{run_id}/series")
-async def series(
+def series(
     run_id: str, metric: str, state: State, width: int = 1000, start: float | None = None,
     end: float | None = None,
-) -> dict[str, object]:  # fmt: skip
+) -> Response:  # fmt: skip
     """One metric at chart resolution (each column's min and max, so spikes stay), over
     the steps ``start..end`` when given (a zoomed chart asks again for its range)."""
     for name, bound in (("start", start), ("end", end)):
@@ -52,4 +55,6 @@ async def series(
     steps, values = metric_overview(
         state.repo, run_id, metric, max(1, min(width, 10_000)), start=start, end=end
     )
-    return {"metric": metric, "steps": steps.tolist(), "values": values.tolist()}
+    body = {"metric": metric, "steps": steps, "values": values}  # finite values only
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+                    media_type="application/json")  # fmt: skip
