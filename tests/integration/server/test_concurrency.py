@@ -91,6 +91,10 @@ def test_runs_and_logging_answer_while_slow_charts_are_in_flight(
         thread.join(timeout=60)
     assert not errors, errors
     assert in_flight >= 5
-    # Before, each of these waited for the charts ahead of it on the event loop: seconds.
-    assert max(table) < min(1.0, alone), (sorted(table)[-5:], alone)
-    assert max(logging) < min(1.0, alone), (sorted(logging)[-5:], alone)
+    # Before, each of these waited for the charts ahead of it on the event loop: at least one
+    # chart's time each. Off the loop they only share the CPU (2 cores, maybe busy with other
+    # work too), so the typical request is far quicker than a chart and none waits for five.
+    for name, times in (("table", table), ("logging", logging)):
+        ordered = sorted(times)
+        assert ordered[len(ordered) // 2] < alone / 3, (name, ordered[-5:], alone)
+        assert ordered[-1] < 5 * alone, (name, ordered[-5:], alone)
