@@ -45,7 +45,7 @@ def timed(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[fl
     request = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json"})  # fmt: skip
     began = time.monotonic()
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=60) as response:
         answer = json.loads(response.read())
     return time.monotonic() - began, answer
 
@@ -78,7 +78,9 @@ def test_runs_and_logging_answer_while_slow_charts_are_in_flight(
     table, logging = [], []
     began = time.monotonic()
     step = 0
-    while time.monotonic() - began < 3 * alone or len(charts_done) < 5:
+    while time.monotonic() - began < 3 * alone or (
+        len(charts_done) < 5 and time.monotonic() - began < 120 and not errors
+    ):
         table.append(timed("GET", f"{server}/api/runs")[0])
         logging.append(timed("POST", f"{server}/api/2.0/mlflow/runs/log-metric", {
             "run_id": mlflow_run, "key": "loss", "value": 1.0, "timestamp": 0, "step": step,
