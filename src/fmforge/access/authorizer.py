@@ -183,8 +183,11 @@ class Authorizer:
         now: float | None = None,
     ) -> Decision:
         """The decision for ``principal`` doing ``action`` on ``resource`` (columns included),
-        through ``token`` if given (its scope must cover the request too)."""
-        moment = time.time() if now is None else now
+        through ``token`` if given (its scope must cover the request too); ``now`` decides as
+        of another moment (retention), uncached."""
+        if now is not None:  # a decision at another moment: never cached
+            return self._decide(principal, action, resource, context, token, now)[0]
+        moment = time.time()
         key = (principal, action, resource, context, token.token_id if token else None)
         hit = self._cache.get(key)
         if hit is not None and moment < hit[1]:

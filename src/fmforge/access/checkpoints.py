@@ -59,7 +59,7 @@ class VerifierKey:
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
         """A verifier key ``NAME+KEYID+BASE64``; ``ProofFailed`` when it is not one."""
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)  # the base64 may hold '+' itself
         try:
             name, hex_id, raw = parts
             blob = base64.b64decode(raw, validate=True)
@@ -104,7 +104,7 @@ class SigningKey:
 
     @classmethod
     def parse(cls, text: str, where: str) -> SigningKey:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 4)  # the base64 may hold '+' itself
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise ConfigError(f"{where}: not a signing key (PRIVATE+KEY+NAME+KEYID+BASE64)")
         try:

@@ -287,7 +287,7 @@ def load_policy(source: Path | str, name: str = "<policy>") -> PolicySpec:
         raise InvalidPolicy(f"{name}: {exc}") from None
     except ValidationError as exc:
         loc, message = _problem(exc)
-        target = _locate(node, loc)
+        target = _locate(node, loc, key=message.endswith("is not a field here"))
         mark = target.start_mark
         raise InvalidPolicy(f"{name}:{mark.line + 1}:{mark.column + 1}: {message}") from None
 
@@ -313,14 +313,15 @@ def _problem(exc: ValidationError) -> tuple[tuple[Any, ...], str]:
     return loc, f"{where} {message}" if where else message
 
 
-def _locate(node: yaml.Node, loc: tuple[Any, ...]) -> yaml.Node:
-    """The YAML node at a pydantic error location (as deep as the document goes)."""
-    for part in loc:
+def _locate(node: yaml.Node, loc: tuple[Any, ...], key: bool = False) -> yaml.Node:
+    """The YAML node at a pydantic error location (as deep as the document goes); with
+    ``key``, the last step's key rather than its value (a field that should not be there)."""
+    for depth, part in enumerate(loc, 1):
         if isinstance(node, yaml.MappingNode):
-            found = next((v for k, v in node.value if k.value == str(part)), None)
-            if found is None:
+            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if pair is None:
                 return node
-            node = found
+            node = pair[0] if key and depth == len(loc) else pair[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             if part >= len(node.value):
                 return node
