@@ -17,6 +17,8 @@ ledger included.
   ``key_id`` set on the event and ``stream\\0event_id`` as associated data. The ledger's chain
   hashes the ciphertext (an event's hash covers its payload's hash), so it verifies before
   and after the key is destroyed.
+  Only the payload is sealed: stream names, event types, ``meta`` and ``refs`` stay in clear,
+  so they must never hold personal data (name a subject's stream by its key id).
 - **Destroying** a subject's key deletes its row (overwritten with zeros by
   ``secure_delete``), records a tombstone and ``VACUUM``s the table: nothing left can decrypt
   the subject's ciphertexts, which then read as ``SubjectErased``.

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import orjson
 import typer
-from rich.table import Table
 
 from fmforge.access.authorizer import Context
 from fmforge.access.control import AccessControl
@@ -86,17 +85,14 @@ def user_add(
 
 @user_app.command("ls")
 def user_ls(ctx: typer.Context) -> None:
-    """Every principal with its groups and attributes."""
+    """Every principal, one per line: name, groups, attributes (JSON), disabled or not."""
     with open_repository(ctx) as repo:
         state = AccessControl(repo).state()
-    table = Table("principal", "groups", "attributes", "disabled")
     for name in sorted(state.principals):
         p = state.principals[name]
-        table.add_row(
-            name, ", ".join(sorted(p.groups)), orjson.dumps(dict(p.attributes)).decode(),
-            "yes" if p.disabled else "",
-        )  # fmt: skip
-    console.print(table)
+        groups = ",".join(sorted(p.groups)) or "-"
+        attrs = orjson.dumps(dict(p.attributes), option=orjson.OPT_SORT_KEYS).decode()
+        console.print(f"{name}  groups={groups}  {attrs}{'  disabled' if p.disabled else ''}")
 
 
 @app.command("member")
@@ -165,22 +161,25 @@ def token_revoke(
 
 @token_app.command("ls")
 def token_ls(ctx: typer.Context) -> None:
-    """Every token: id, principal, scope, expiry, state (never the token)."""
+    """Every token, one per line: id, principal, state, expiry, scope, note (never the
+    token itself)."""
     from datetime import UTC, datetime
 
     with open_repository(ctx) as repo:
         tokens = AccessControl(repo).state().tokens
-    table = Table("token", "principal", "scope", "expires (UTC)", "state", "note")
     for record in sorted(tokens.values(), key=lambda t: t.token_id):
         scope = "; ".join(f"{s.resource}: {','.join(sorted(s.actions))}" for s in record.scopes)
         expires = (
-            datetime.fromtimestamp(record.expires, UTC).strftime("%Y-%m-%d %H:%M")
+            datetime.fromtimestamp(record.expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             if record.expires is not None
             else "never"
         )
-        table.add_row(record.token_id, record.principal, scope, expires,
-                      "revoked" if record.revoked else "active", record.note)  # fmt: skip
-    console.print(table)
+        state = "revoked" if record.revoked else "active"
+        note = f"  note={record.note}" if record.note else ""
+        console.print(
+            f"{record.token_id}  {record.principal}  {state}  expires={expires}  "
+            f"scope=[{scope}]{note}"
+        )
 
 
 @app.command("grant")
@@ -220,15 +219,13 @@ def revoke(
 
 @app.command("grants")
 def grants(ctx: typer.Context) -> None:
-    """Every grant in force."""
+    """Every grant in force, one per line: id, principal, resource pattern, role, actions."""
     with open_repository(ctx) as repo:
         state = AccessControl(repo).state()
-    table = Table("grant", "principal", "resource", "role", "actions")
-    for g in sorted(state.grants.values(), key=lambda g: (g.principal, g.resource)):
-        table.add_row(
-            g.grant_id, g.principal, g.resource, g.role or "", ", ".join(sorted(g.actions))
-        )
-    console.print(table)
+    for g in sorted(state.grants.values(), key=lambda g: (g.principal, g.resource, g.grant_id)):
+        role = f"role={g.role}  " if g.role else ""
+        actions = ",".join(sorted(g.actions))
+        console.print(f"{g.grant_id}  {g.principal}  {g.resource}  {role}actions={actions}")
 
 
 @policy_app.command("set")
