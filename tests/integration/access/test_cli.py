@@ -74,7 +74,8 @@ def test_tokens_are_shown_once(repo: Repository) -> None:
     )  # fmt: skip
     assert result.exit_code == 0
     token = result.stdout.strip()
-    assert token.startswith("fmf_") and len(token) == 47
+    assert token.startswith("fmf_")
+    assert len(token) == 47
     assert "shown once" in result.stderr
     listing = fm(root, "access", "token", "ls")[1]
     assert "service:ci" in listing
