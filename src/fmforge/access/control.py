@@ -106,6 +106,8 @@ class AccessControl:
     ) -> list[Decision]:
         """Every principal's decision on ``action`` on ``resource``, now or as the state
         stood after event ``at_seq``: "who could read X at T"."""
+        if action not in ACTIONS:
+            raise InvalidPolicy(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
         if at_seq is None:
             authorizer = self.authorizer()
         else:

@@ -52,8 +52,10 @@ def _when(seconds: float) -> str:
 def _read_note(path: Path, option: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{option} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{option} {path}: not a UTF-8 signed note") from None
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None
 
 
 def _verifiers(repo: Repository, keys: list[str] | None) -> list[VerifierKey]:
