@@ -34,6 +34,7 @@ from fmforge.access.checkpoints import (
     write_secret,
 )
 from fmforge.access.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
+from fmforge.access.views import AccessHistoryView
 from fmforge.errors import ConfigError, ProofFailed, UsageError
 from fmforge.ledger import EventStore
 
@@ -125,28 +126,20 @@ def verifier_key(repo: Repository) -> VerifierKey:
     return signing_key(repo).verifier
 
 
-def recorded_checkpoints(repo: Repository, verifiers: list[VerifierKey]) -> list[Checkpoint]:
-    """Every ``CheckpointSigned`` of the ledger, oldest first, each signature checked."""
-    return [
-        Checkpoint.open(e.data["note"], verifiers) for e in repo.ledger.read_stream(ev.CHECKPOINTS)
-    ]
+def recorded_checkpoints(
+    repo: Repository, verifiers: list[VerifierKey], min_size: int = 0
+) -> list[Checkpoint]:
+    """The ledger's ``CheckpointSigned`` covering at least ``min_size`` events, oldest first,
+    each signature checked."""
+    found = repo.view(AccessHistoryView).checkpoints(min_size)
+    return [Checkpoint.open(c.note, verifiers) for c in found]
 
 
 def _last_recorded(repo: Repository) -> tuple[Checkpoint, float] | None:
-    version = repo.ledger.stream_version(ev.CHECKPOINTS)
-    if not version:
+    last = repo.view(AccessHistoryView).last_checkpoint()
+    if last is None:
         return None
-    (event,) = repo.ledger.read_stream(ev.CHECKPOINTS, version)
-    d = event.data
-    root = base64.b64decode(d["root"])
-    moment = _epoch(event.time)
-    return Checkpoint(d["origin"], d["size"], root, d["note"]), moment
-
-
-def _epoch(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return Checkpoint(last.origin, last.size, last.root, last.note), last.time
 
 
 class Checkpointer:
@@ -259,7 +252,7 @@ def prove_inclusion(
     if recorded is None:
         raise UsageError(f"no event seq {seq} (the ledger has {repo.ledger.head().seq})")
     if checkpoint is None:
-        covering = [c for c in recorded_checkpoints(repo, [verifier_key(repo)]) if c.size >= seq]
+        covering = recorded_checkpoints(repo, [verifier_key(repo)], seq)
         if not covering:
             raise UsageError(
                 f"no signed checkpoint covers seq {seq} yet (run `fmforge audit checkpoint`)"

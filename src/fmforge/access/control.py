@@ -27,7 +27,7 @@ from fmforge.access.policy import ACTIONS, PolicySpec
 from fmforge.access.principals import ANONYMOUS, check_attributes, check_principal
 from fmforge.access.resources import compile_patterns, parse_resource
 from fmforge.access.shredding import RepositoryKey, SubjectKeys
-from fmforge.access.state import STATE_TYPES, AccessState, replay
+from fmforge.access.state import AccessState
 from fmforge.access.tokens import (
     UNRESTRICTED,
     Scope,
@@ -37,7 +37,7 @@ from fmforge.access.tokens import (
     new_token_id,
     token_hash,
 )
-from fmforge.access.views import AccessView
+from fmforge.access.views import AccessHistoryView, AccessView
 from fmforge.errors import InvalidPolicy, Unauthenticated
 
 if TYPE_CHECKING:
@@ -98,8 +98,8 @@ class AccessControl:
             self._authorizer.set_facts(resource, attributes, kept)
 
     def state_at(self, seq: int) -> AccessState:
-        """The state in force just after event ``seq`` (replayed from the ledger)."""
-        return replay(self.repo.ledger.read_all(1, to_seq=seq, types=STATE_TYPES))
+        """The state in force just after event ``seq`` (its changes replayed)."""
+        return self.repo.view(AccessHistoryView).state_at(seq)
 
     def could(
         self, action: str, resource: str, *, at_seq: int | None = None, purpose: str | None = None

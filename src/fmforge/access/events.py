@@ -149,6 +149,71 @@ def _on_log(stream: str, data: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _checked(
+    check: Callable[[Mapping[str, Any]], object], *streams: str
+) -> Callable[[str, Mapping[str, Any]], str | None]:
+    """A type's rule: recorded on one of ``streams``, and ``check(data)`` (raising
+    ``InvalidPolicy``) passes, so no projection ever meets a policy, pattern, principal or
+    scope it cannot read."""
+    on = _on(*streams)
+
+    def rule(stream: str, data: Mapping[str, Any]) -> str | None:
+        from fmforge.errors import InvalidPolicy
+
+        problem = on(stream, data)
+        if problem:
+            return problem
+        try:
+            check(data)
+        except InvalidPolicy as exc:
+            return str(exc)
+        return None
+
+    return rule
+
+
+def _principal_fields(*fields: str) -> Callable[[Mapping[str, Any]], object]:
+    def check(data: Mapping[str, Any]) -> None:
+        from fmforge.access.principals import KINDS, check_attributes, check_principal
+
+        for name in fields:
+            check_principal(data[name], ("group",) if name == "group" else KINDS)
+        if "attributes" in data:
+            check_attributes(data["attributes"])
+
+    return check
+
+
+def _grant(data: Mapping[str, Any]) -> None:
+    from fmforge.access.policy import ACTIONS
+    from fmforge.access.principals import check_principal
+    from fmforge.access.resources import compile_patterns
+    from fmforge.errors import InvalidPolicy
+
+    check_principal(data["principal"])
+    compile_patterns(data["resource"])
+    unknown = [a for a in data["actions"] if a not in ACTIONS]
+    if unknown or not data["actions"]:
+        raise InvalidPolicy(f"actions {data['actions']!r}: known actions, at least one")
+
+
+def _token(data: Mapping[str, Any]) -> None:
+    from fmforge.access.principals import check_principal
+    from fmforge.access.tokens import parse_scopes
+
+    check_principal(data["principal"], ("user", "service"))
+    parse_scopes(data["scopes"])
+
+
+def _policy(data: Mapping[str, Any]) -> None:
+    from fmforge.access.policy import policy_from_json
+    from fmforge.errors import InvalidPolicy
+
+    spec = policy_from_json(data["policy"])
+    if spec.digest() != data["digest"]:
+        raise InvalidPolicy("the digest is not the policy's")
+
+
 def log_stream(root: str) -> str:
     """The stream of the access events of a resource root (``dataset/yt``)."""
     return f"access/log/{root}"
@@ -162,15 +227,17 @@ PRINCIPALS, TOKENS, GRANTS, POLICY = (
 )
 CHECKPOINTS, SUBJECTS = "access/checkpoints", "access/subjects"
 
-PrincipalCreated = EventType("PrincipalCreated", PrincipalCreatedData, check=_on(PRINCIPALS))
-PrincipalUpdated = EventType("PrincipalUpdated", PrincipalUpdatedData, check=_on(PRINCIPALS))
-GroupMemberAdded = EventType("GroupMemberAdded", GroupMemberAddedData, check=_on(PRINCIPALS))
-GroupMemberRemoved = EventType("GroupMemberRemoved", GroupMemberRemovedData, check=_on(PRINCIPALS))
-TokenIssued = EventType("TokenIssued", TokenIssuedData, check=_on(TOKENS))
+_PRINCIPAL = _checked(_principal_fields("principal"), PRINCIPALS)
+_MEMBER = _checked(_principal_fields("group", "member"), PRINCIPALS)
+PrincipalCreated = EventType("PrincipalCreated", PrincipalCreatedData, check=_PRINCIPAL)
+PrincipalUpdated = EventType("PrincipalUpdated", PrincipalUpdatedData, check=_PRINCIPAL)
+GroupMemberAdded = EventType("GroupMemberAdded", GroupMemberAddedData, check=_MEMBER)
+GroupMemberRemoved = EventType("GroupMemberRemoved", GroupMemberRemovedData, check=_MEMBER)
+TokenIssued = EventType("TokenIssued", TokenIssuedData, check=_checked(_token, TOKENS))
 TokenRevoked = EventType("TokenRevoked", TokenRevokedData, check=_on(TOKENS))
-GrantAdded = EventType("GrantAdded", GrantAddedData, check=_on(GRANTS))
+GrantAdded = EventType("GrantAdded", GrantAddedData, check=_checked(_grant, GRANTS))
 GrantRevoked = EventType("GrantRevoked", GrantRevokedData, check=_on(GRANTS))
-PolicySet = EventType("PolicySet", PolicySetData, check=_on(POLICY))
+PolicySet = EventType("PolicySet", PolicySetData, check=_checked(_policy, POLICY))
 AccessGranted = EventType("AccessGranted", AccessDecisionData, check=_on_log)
 AccessDenied = EventType("AccessDenied", AccessDecisionData, check=_on_log)
 CheckpointSigned = EventType("CheckpointSigned", CheckpointSignedData, check=_on(CHECKPOINTS))

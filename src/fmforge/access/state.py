@@ -2,8 +2,8 @@
 policy, folded from the ``access/`` events.
 
 ``AccessView`` (``fmforge.access.views``) keeps it as a projection for the present;
-``replay`` folds any prefix of the ledger, so the state in force at a past seq (or time) is
-rebuilt from the same events: "who could read X at T".
+``AccessHistoryView`` keeps the events themselves, and ``replay`` folds any prefix of them, so
+the state in force at a past seq (or time) is rebuilt: "who could read X at T".
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 from fmforge.access.policy import PolicySpec, policy_from_json
 from fmforge.access.principals import Principal
 from fmforge.access.tokens import Scope, TokenRecord
-from fmforge.ledger import Event
 
 STATE_TYPES = (
     "PrincipalCreated",
@@ -70,9 +69,8 @@ class StateBuilder:
         self.digest = ""
         self.seq = 0
 
-    def apply(self, event: Event) -> None:
-        d = event.data
-        kind = event.type
+    def apply(self, seq: int, kind: str, d: Mapping[str, Any]) -> None:
+        """Fold one event (its seq, type and payload)."""
         if kind == "PrincipalCreated":
             self.principals[d["principal"]] = Principal(d["principal"], dict(d["attributes"]))
         elif kind == "PrincipalUpdated":
@@ -100,9 +98,9 @@ class StateBuilder:
         elif kind == "GrantRevoked":
             self.grants.pop(d["grant_id"], None)
         elif kind == "PolicySet":
-            self.policy = policy_from_json(d["policy"], f"PolicySet at seq {event.seq}")
+            self.policy = policy_from_json(d["policy"], f"PolicySet at seq {seq}")
             self.digest = d["digest"]
-        self.seq = max(self.seq, event.seq)
+        self.seq = max(self.seq, seq)
 
     def state(self) -> AccessState:
         principals = {
@@ -114,10 +112,11 @@ class StateBuilder:
         )
 
 
-def replay(events: Iterable[Event]) -> AccessState:
-    """The state after ``events`` (the ``access/`` events of a ledger prefix, in seq order)."""
+def replay(events: Iterable[tuple[int, str, Mapping[str, Any]]]) -> AccessState:
+    """The state after ``events``: (seq, type, payload) of a ledger prefix's access events,
+    in seq order (``AccessHistory`` keeps them)."""
     builder = StateBuilder()
-    for event in events:
-        if event.type in STATE_TYPES:
-            builder.apply(event)
+    for seq, kind, data in events:
+        if kind in STATE_TYPES:
+            builder.apply(seq, kind, data)
     return builder.state()

@@ -4,11 +4,14 @@ principal over time).
 
 ``repo.view(AccessView)`` gives the current ``AccessState``; ``repo.view(AccessLogView)`` an
 ``AccessLog`` answering "who read dataset X between T1 and T2" and "what was denied to U" from
-its indexes, in milliseconds over a million access events, without decoding the ledger.
+its indexes, in milliseconds over a million access events, without decoding the ledger;
+``repo.view(AccessHistoryView)`` the access-control changes (the state at any past seq is their
+replay) and the signed checkpoints.
 """
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +22,7 @@ import orjson
 from fmforge.access.policy import PolicySpec, policy_from_json
 from fmforge.access.principals import Principal
 from fmforge.access.resources import parse_resource
-from fmforge.access.state import AccessState, Grant, scopes_of
+from fmforge.access.state import STATE_TYPES, AccessState, Grant, replay, scopes_of
 from fmforge.access.tokens import TokenRecord
 from fmforge.ledger import Event, Projection, handles
 from fmforge.ledger.projections import create_statements
@@ -284,3 +287,91 @@ class AccessLogView(Projection[AccessLog]):
                 d["reason"], d["purpose"], d["token_id"],
             ))  # fmt: skip
         db.executemany("INSERT INTO access_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+_HISTORY_SCHEMA = """
+CREATE TABLE access_history (
+    seq INTEGER PRIMARY KEY, type TEXT NOT NULL, data TEXT NOT NULL
+);
+CREATE TABLE access_checkpoints (
+    size INTEGER NOT NULL, seq INTEGER PRIMARY KEY, t REAL NOT NULL, origin TEXT NOT NULL,
+    root TEXT NOT NULL, note TEXT NOT NULL, reason TEXT NOT NULL
+);
+CREATE INDEX access_checkpoints_by_size ON access_checkpoints (size);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCheckpoint:
+    """A ``CheckpointSigned`` as recorded (its signature is checked by whoever reads it)."""
+
+    seq: int
+    time: float
+    size: int
+    origin: str
+    root: bytes
+    note: str
+    reason: str
+
+
+class AccessHistory:
+    """The query side of ``AccessHistoryView``."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def state_at(self, seq: int) -> AccessState:
+        """The access-control state in force just after event ``seq``."""
+        rows = self.db.execute(
+            "SELECT seq, type, data FROM access_history WHERE seq <= ? ORDER BY seq", (seq,)
+        )
+        return replay((s, kind, orjson.loads(data)) for s, kind, data in rows)
+
+    def checkpoints(self, min_size: int = 0) -> list[RecordedCheckpoint]:
+        """Recorded checkpoints covering at least ``min_size`` events, oldest first."""
+        rows = self.db.execute(
+            "SELECT seq, t, size, origin, root, note, reason FROM access_checkpoints "
+            "WHERE size >= ? ORDER BY seq",
+            (min_size,),
+        )
+        return [
+            RecordedCheckpoint(seq, t, size, origin, base64.b64decode(root), note, reason)
+            for seq, t, size, origin, root, note, reason in rows
+        ]
+
+    def last_checkpoint(self) -> RecordedCheckpoint | None:
+        row = self.db.execute("SELECT max(seq) FROM access_checkpoints").fetchone()
+        if row[0] is None:
+            return None
+        found = [c for c in self.checkpoints() if c.seq == row[0]]
+        return found[0]
+
+
+class AccessHistoryView(Projection[AccessHistory]):
+    """Every access-control change, kept as it was recorded (the state at any seq is their
+    replay), and every signed checkpoint."""
+
+    name = "access_history"
+    tables = ("access_history", "access_checkpoints")
+
+    def create_tables(self, db: sqlite3.Connection) -> None:
+        create_statements(db, _HISTORY_SCHEMA)
+
+    def read(self, db: sqlite3.Connection) -> AccessHistory:
+        return AccessHistory(db)
+
+    @handles(*STATE_TYPES)
+    def changed(self, db: sqlite3.Connection, event: Event) -> None:
+        db.execute(
+            "INSERT INTO access_history VALUES (?, ?, ?)",
+            (event.seq, event.type, _dumps(event.data)),
+        )
+
+    @handles("CheckpointSigned")
+    def signed(self, db: sqlite3.Connection, event: Event) -> None:
+        d = event.data
+        db.execute(
+            "INSERT INTO access_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (d["size"], event.seq, epoch(event.time), d["origin"], d["root"], d["note"],
+             d["reason"]),
+        )  # fmt: skip

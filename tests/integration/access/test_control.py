@@ -70,7 +70,8 @@ class TestChanges:
         assert issued.token not in json.dumps(token_event.data)
         assert token_event.meta["actor"] == "tester@fmforge"
         state = repo.view(AccessView)
-        replayed = replay(repo.ledger.read_all(types=STATE_TYPES))
+        replayed = replay((e.seq, e.type, e.data) for e in repo.ledger.read_all(types=STATE_TYPES))
+        assert AccessControl(repo).state_at(repo.ledger.head().seq) == replayed
         assert state == replayed
         assert state.principals["user:alice"].disabled
         assert next(iter(state.grants.values())).actions == {"read", "use"}
