@@ -152,7 +152,7 @@ class Authorizer:
         merged: dict[str, Any] = {}
         for node in reversed(chain):
             for pattern, values in self.attribute_patterns:
-                if pattern.regex.fullmatch(node):
+                if pattern.matches_node(node):
                     merged.update(values)
             merged.update(self.facts.get(node, ()))
         if len(self._attrs) > MAX_CACHE:

@@ -27,7 +27,7 @@ from fmforge.access.policy import ACTIONS, PolicySpec
 from fmforge.access.principals import ANONYMOUS, check_attributes, check_principal
 from fmforge.access.resources import compile_patterns, parse_resource
 from fmforge.access.shredding import RepositoryKey, SubjectKeys
-from fmforge.access.state import AccessState
+from fmforge.access.state import AccessState, StateBuilder
 from fmforge.access.tokens import (
     UNRESTRICTED,
     Scope,
@@ -37,7 +37,7 @@ from fmforge.access.tokens import (
     new_token_id,
     token_hash,
 )
-from fmforge.access.views import AccessHistoryView, AccessView
+from fmforge.access.views import AccessHistoryView
 from fmforge.errors import InvalidPolicy, Unauthenticated
 
 if TYPE_CHECKING:
@@ -67,17 +67,23 @@ class AccessControl:
         self._tokens: TokenIndex | None = None
         self._facts: dict[str, tuple[Mapping[str, Any] | None, tuple[str, ...] | None]] = {}
         self._subject_keys: SubjectKeys | None = None
+        self._builder = StateBuilder()
 
     # ---- the state in force -------------------------------------------------------------
 
     def state(self) -> AccessState:
-        return self.repo.view(AccessView)
+        """The access-control state in force (what ``repo.view(AccessView)`` reads too)."""
+        return self.authorizer().state
 
     def authorizer(self) -> Authorizer:
-        """The compiled state, rebuilt only when access events were recorded since."""
-        state = self.state()
+        """The compiled state, recompiled only when access-control changes were recorded
+        since (folded in from the history view, not re-read whole)."""
+        changes = self.repo.view(AccessHistoryView).changes(self._builder.seq)
         current = self._authorizer
-        if current is None or current.state.seq != state.seq:
+        if current is None or changes:
+            for seq, kind, data in changes:
+                self._builder.apply(seq, kind, data)
+            state = self._builder.state()
             current = self._authorizer = Authorizer(state)
             self._tokens = TokenIndex(state.tokens.values())
             for resource, (attributes, sources) in self._facts.items():

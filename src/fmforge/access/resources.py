@@ -52,9 +52,12 @@ _SPLIT = re.compile(r"([/@#])")
 _SAFE = "._~+=:-"
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9._~+=:-]+\Z")
+
+
 def quote(name: str) -> str:
     """``name`` as one segment: every character outside the segment alphabet escaped."""
-    return _urlquote(name, safe=_SAFE)
+    return name if _PLAIN.match(name) else _urlquote(name, safe=_SAFE)
 
 
 def format_resource(kind: str, name: str | None = None, **parts: str | list[str]) -> str:
@@ -106,6 +109,8 @@ class Resource:
 def _canonical(segment: str, columns: bool = False) -> str:
     """One spelling per segment: escapes decoded and re-encoded (``%2f`` is ``%2F``), ``*``
     kept as a wildcard."""
+    if "%" not in segment:
+        return segment  # already canonical: only escapes have two spellings
     if columns:
         return ",".join(_canonical(c) for c in segment.split(","))
     return "*".join(quote(unquote(p)) for p in segment.split("*"))
@@ -214,7 +219,8 @@ def ancestors(resource: str) -> tuple[str, ...]:
 
 
 class Pattern:
-    """A compiled resource pattern (see the module docstring): ``matches(resource)``."""
+    """A compiled resource pattern (see the module docstring): ``matches(resource)``. An exact
+    pattern (no ``*``) is compared as a string; only wildcards compile to a regex."""
 
     __slots__ = ("exact", "regex", "text")
 
@@ -235,6 +241,9 @@ class Pattern:
         tokens = [(sep, _canonical(seg)) for sep, seg in tokens]
         self.text = text = "".join(sep + seg for sep, seg in tokens)
         self.exact = "*" not in text
+        self.regex: re.Pattern[str] | None = None
+        if self.exact:
+            return
         parts = []
         for sep, segment in tokens:
             parts.append(re.escape(sep))
@@ -248,12 +257,18 @@ class Pattern:
 
     def matches(self, resource: str) -> bool:
         """Whether this pattern matches ``resource`` (one column at most) or an ancestor."""
-        full = self.regex.fullmatch
-        return any(full(r) for r in ancestors(resource))
+        return self.matches_chain(ancestors(resource))
 
     def matches_chain(self, chain: tuple[str, ...]) -> bool:
+        """Whether it matches one of ``chain`` (a resource and its ancestors)."""
+        if self.regex is None:
+            return self.text in chain
         full = self.regex.fullmatch
         return any(full(r) for r in chain)
+
+    def matches_node(self, node: str) -> bool:
+        """Whether it matches ``node`` itself (not its ancestors)."""
+        return node == self.text if self.regex is None else bool(self.regex.fullmatch(node))
 
     def __repr__(self) -> str:
         return f"Pattern({self.text!r})"
@@ -272,5 +287,16 @@ def expand_pattern(text: str) -> list[str]:
     return [f"{base}#{p}" for p in parts]
 
 
-def compile_patterns(text: str) -> list[Pattern]:
-    return [Pattern(p) for p in expand_pattern(text)]
+_compiled: dict[str, tuple[Pattern, ...]] = {}
+
+
+def compile_patterns(text: str) -> tuple[Pattern, ...]:
+    """The patterns of ``text`` (one per column of a column list), checked and compiled once
+    per process: recompiling a policy after one grant changed costs only the new patterns."""
+    found = _compiled.get(text)
+    if found is None:
+        found = tuple(Pattern(p) for p in expand_pattern(text))
+        if len(_compiled) >= 200_000:
+            _compiled.clear()
+        _compiled[text] = found
+    return found

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from fmforge.access.resources import Pattern, ancestors, compile_patterns
+from fmforge.access.resources import ancestors, compile_patterns
 from fmforge.errors import InvalidPolicy, Unauthenticated
 
 PREFIX = "fmf_"
@@ -76,20 +76,10 @@ class TokenRecord:
         chain = ancestors(resource)
         for scope in self.scopes:
             if "*" in scope.actions or action in scope.actions:
-                for pattern in _patterns(scope.resource):
+                for pattern in compile_patterns(scope.resource):
                     if pattern.matches_chain(chain):
                         return True
         return False
-
-
-_compiled: dict[str, list[Pattern]] = {}
-
-
-def _patterns(text: str) -> list[Pattern]:
-    found = _compiled.get(text)
-    if found is None:
-        found = _compiled[text] = compile_patterns(text)
-    return found
 
 
 def parse_scopes(scopes: Iterable[Mapping[str, object]]) -> tuple[Scope, ...]:

@@ -320,12 +320,18 @@ class AccessHistory:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
+    def changes(self, after: int = 0, upto: int | None = None) -> list[tuple[int, str, Any]]:
+        """(seq, type, payload) of the access-control changes after seq ``after`` (up to
+        ``upto``), in order."""
+        rows = self.db.execute(
+            "SELECT seq, type, data FROM access_history WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (after, upto if upto is not None else 2**62),
+        )
+        return [(seq, kind, orjson.loads(data)) for seq, kind, data in rows]
+
     def state_at(self, seq: int) -> AccessState:
         """The access-control state in force just after event ``seq``."""
-        rows = self.db.execute(
-            "SELECT seq, type, data FROM access_history WHERE seq <= ? ORDER BY seq", (seq,)
-        )
-        return replay((s, kind, orjson.loads(data)) for s, kind, data in rows)
+        return replay(self.changes(0, seq))
 
     def checkpoints(self, min_size: int = 0) -> list[RecordedCheckpoint]:
         """Recorded checkpoints covering at least ``min_size`` events, oldest first."""
