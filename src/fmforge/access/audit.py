@@ -70,8 +70,7 @@ class LedgerTree:
         tree = self.tree
         while tree.size < head:
             upto = min(head, tree.size + READ_CHUNK)
-            rows = self.store.read_raw(tree.size + 1, upto)
-            tree.extend(bytes(row[12]) for row in rows)
+            tree.extend(self.store.read_hashes(tree.size + 1, upto))
         return tree
 
     def rebuild(self) -> MerkleTree:
@@ -221,6 +220,62 @@ class Checkpointer:
     def _extends(self, previous: Checkpoint) -> bool:
         tree = self.tree.tree
         return previous.size <= tree.size and tree.root(previous.size) == previous.root
+
+
+def _checkpoint_loop(
+    root: str, every_events: int, every_seconds: float, poll_s: float, ready: Any, stop: Any
+) -> None:
+    """A background process's life: sign each checkpoint as it falls due; when stopped,
+    sign what is due and end."""
+    from fmforge.repository import Repository
+
+    with Repository.open(root) as repo:
+        checkpointer = Checkpointer(repo, every_events=every_events, every_seconds=every_seconds)
+        ready.set()
+        while True:
+            stopping = stop.wait(poll_s)
+            checkpointer.maybe_checkpoint()
+            if stopping:
+                return
+
+
+class BackgroundCheckpointer:
+    """A ``Checkpointer`` in a process of its own, polling the ledger: the Merkle tree's
+    hashing (two SHA-256 per event) then runs beside the writers instead of in their way.
+    Use as a context manager: entering waits until the process has opened the repository;
+    leaving it signs what is due and stops the process."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        every_events: int | None = None,
+        every_seconds: float | None = None,
+        poll_s: float = 0.2,
+    ) -> None:
+        import multiprocessing
+
+        signing_key(repo, create=True)  # made here, so a missing key fails in the caller
+        context = multiprocessing.get_context("spawn")
+        self._ready, self._stop = context.Event(), context.Event()
+        events = every_events or int(repo.settings["audit.checkpoint_every_events"])
+        seconds = every_seconds or float(repo.settings["audit.checkpoint_every_s"])
+        self._process = context.Process(
+            target=_checkpoint_loop,
+            args=(str(repo.root), events, seconds, poll_s, self._ready, self._stop),
+            daemon=True,
+        )
+
+    def __enter__(self) -> BackgroundCheckpointer:
+        self._process.start()
+        while not self._ready.wait(0.1):
+            if not self._process.is_alive():
+                raise ConfigError("the background checkpointer could not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._process.join(timeout=30)
 
 
 @dataclass(frozen=True)

@@ -69,10 +69,27 @@ class MerkleTree:
             levels[level] += node
 
     def extend(self, entries: Iterable[bytes]) -> None:
-        """Append leaves for ``entries`` (the data: event hashes)."""
-        append = self.append_leaf_hash
-        for entry in entries:
-            append(_sha256(b"\x00" + entry).digest())
+        """Append leaves for ``entries`` (the data: event hashes), level by level: every new
+        complete node once, with no per-leaf bookkeeping."""
+        sha = _sha256
+        leaves = b"".join([sha(b"\x00" + entry).digest() for entry in entries])
+        if not leaves:
+            return
+        old, new = self.size, self.size + len(leaves) // 32
+        levels = self.levels
+        levels[0] += leaves
+        level = 0
+        while new >> (level + 1) > old >> (level + 1):
+            below = memoryview(levels[level])
+            first, last = old >> (level + 1), new >> (level + 1)
+            parents = b"".join(
+                [sha(b"\x01" + below[i * 64 : i * 64 + 64]).digest() for i in range(first, last)]
+            )
+            level += 1
+            if len(levels) == level:
+                levels.append(bytearray())
+            levels[level] += parents
+        self.size = new
 
     def _node(self, level: int, index: int) -> bytes:
         return bytes(self.levels[level][index * 32 : (index + 1) * 32])

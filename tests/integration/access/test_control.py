@@ -16,6 +16,7 @@ import pytest
 
 from fmforge.access import events as ev
 from fmforge.access.audit import (
+    BackgroundCheckpointer,
     Checkpointer,
     prove_inclusion,
     recorded_checkpoints,
@@ -250,6 +251,17 @@ class TestCheckpoints:
         assert checkpointer.due(now=time.time() + 7200) == "interval"
         control.add_principal("user:c")
         assert checkpointer.maybe_checkpoint() is not None
+
+    def test_a_background_checkpointer_signs_beside_the_writers(self, repo: Repository) -> None:
+        control = AccessControl(repo)
+        with BackgroundCheckpointer(repo, every_events=3, every_seconds=3600, poll_s=0.05):
+            for i in range(8):
+                control.add_principal(f"user:u{i}")
+        signed = recorded_checkpoints(repo, [verifier_key(repo)])
+        assert signed
+        assert signed[-1].size >= 7
+        for old in signed:
+            verify_history(repo, old)
 
     def test_a_rewritten_history_is_caught_and_never_signed(self, repo: Repository) -> None:
         control = AccessControl(repo)
