@@ -1,4 +1,4 @@
-"""A verifier of fmforge's audit proofs sharing no code with it (RFC 9162, C2SP notes)."""
+"""A verifier of audit proofs sharing no code with the library it checks (RFC 9162, C2SP)."""
 
 import base64
 from hashlib import sha256

@@ -247,3 +247,15 @@ class TestPersistence:
         level1.write_bytes(level1.read_bytes()[:-32])
         assert MerkleTree.load(tmp_path).size == 0
         assert MerkleTree.load(tmp_path / "missing").size == 0
+
+
+def test_the_standalone_verifier_is_short_and_independent() -> None:
+    source = Path(S.__file__).read_text()
+    assert len(source.splitlines()) <= 50
+    assert "fmforge" not in source
+    imported = {
+        line.split()[1].split(".")[0]
+        for line in source.splitlines()
+        if line.startswith(("import ", "from "))
+    }
+    assert imported == {"base64", "hashlib", "cryptography"}
