@@ -8,7 +8,13 @@ The entry point is ``AccessControl(repo)``; ``Checkpointer(repo)`` signs checkpo
 
 from __future__ import annotations
 
-from fmforge.access.audit import Checkpointer, LedgerTree, prove_inclusion, verify_history
+from fmforge.access.audit import (
+    BackgroundCheckpointer,
+    Checkpointer,
+    LedgerTree,
+    prove_inclusion,
+    verify_history,
+)
 from fmforge.access.authorizer import Authorizer, Context, Decision
 from fmforge.access.checkpoints import Checkpoint, DirectorySink, SigningKey, VerifierKey
 from fmforge.access.control import AccessControl, IssuedToken
@@ -29,6 +35,7 @@ __all__ = [
     "AccessState",
     "AccessView",
     "Authorizer",
+    "BackgroundCheckpointer",
     "Checkpoint",
     "Checkpointer",
     "Context",
