@@ -39,7 +39,9 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/tracking.py
 	$(BIN)/python benchmarks/label_model.py
 	$(BIN)/python benchmarks/data.py
+	$(BIN)/python benchmarks/record.py
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/access.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -54,12 +54,18 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── QueryError              a runs query that does not parse or names nothing
     │   ├── ExperimentNotFound      no MLflow experiment with that id or name
     │   └── ExperimentExists        an MLflow experiment of that name exists already
-    └── RequestError
-        ├── InvalidRequest          a malformed HTTP request (body, field, parameter)
-        ├── EndpointNotFound        no such route
-        │   └── MethodNotAllowed    the route exists but does not answer this method
-        ├── PayloadTooLarge         a body or field over the configured limits
-        └── RequestRefused          a foreign Host or Origin, or a state change without JSON
+    ├── RequestError
+    │   ├── InvalidRequest          a malformed HTTP request (body, field, parameter)
+    │   ├── EndpointNotFound        no such route
+    │   │   └── MethodNotAllowed    the route exists but does not answer this method
+    │   ├── PayloadTooLarge         a body or field over the configured limits
+    │   └── RequestRefused          a foreign Host or Origin, or a state change without JSON
+    └── AccessError
+        ├── Unauthenticated         no credentials, or a token unknown, expired or revoked (.reason)
+        ├── AccessDenied            the policy refuses this action on this resource (.reason)
+        ├── InvalidPolicy           a policy file, rule, resource pattern or principal is wrong
+        ├── ProofFailed             a Merkle proof or signed checkpoint does not verify (.detail)
+        └── SubjectErased           a data subject's key was destroyed: their data is gone
 
 Each class has ``http_status`` (what the server answers) and ``code`` (a stable snake_case
 name, derived from the class name; clients may match on it). The CLI turns the whole tree into a
@@ -482,3 +488,68 @@ class RequestRefused(RequestError):
     not JSON: refused before anything ran."""
 
     http_status = 403
+
+
+class AccessError(FmforgeError):
+    """Family of access-control, audit and erasure errors."""
+
+    http_status = 403
+
+
+class Unauthenticated(AccessError):
+    """No credentials, or credentials that prove nothing: ``reason`` is ``unauthenticated``
+    (none given), ``malformed``, ``unknown_token``, ``expired`` or ``revoked``."""
+
+    http_status = 401
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"not authenticated ({reason}){': ' + detail if detail else ''}")
+        self.reason = reason
+
+
+class AccessDenied(AccessError):
+    """The policy refuses ``action`` on ``resource`` to ``principal``; ``reason`` is a stable
+    code: ``no_grant``, ``forbid:pii``, ``forbid:licence``, ``retention``, ``token_scope``,
+    ``forbid:<rule id>``, ..."""
+
+    http_status = 403
+
+    def __init__(
+        self, principal: str, action: str, resource: str, reason: str, detail: str = ""
+    ) -> None:
+        why = f"{reason}: {detail}" if detail else reason
+        super().__init__(f"{principal} may not {action} {resource} ({why})")
+        self.principal = principal
+        self.action = action
+        self.resource = resource
+        self.reason = reason
+        self.detail = detail
+
+
+class InvalidPolicy(AccessError):
+    """A policy file, rule, condition, resource pattern, role or principal name that is wrong;
+    nothing was recorded."""
+
+    http_status = 400
+
+
+class ProofFailed(AccessError):
+    """A Merkle inclusion or consistency proof, or a signed checkpoint, that does not verify:
+    the history a checkpoint vouches for is not the one presented."""
+
+    http_status = 409
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class SubjectErased(AccessError):
+    """The data subject's key was destroyed (crypto-shredding): what was encrypted under it
+    cannot be read any more."""
+
+    http_status = 410
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"the key {key_id} was destroyed: the subject's data is erased")
+        self.key_id = key_id

@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import StringConstraints
 from typing_extensions import TypedDict
 
+from fmforge.access import events as access_events
 from fmforge.data import events as data_events
 from fmforge.ledger.registry import DIGEST_PATTERN, Domain, EventRegistry, EventType
 from fmforge.models import events as model_events
@@ -40,6 +41,12 @@ REPOSITORY = Domain(
 )
 
 REGISTRY = EventRegistry(
-    [REPOSITORY, model_events.DOMAIN, data_events.DOMAIN, tracking_events.DOMAIN]
+    [
+        REPOSITORY,
+        model_events.DOMAIN,
+        data_events.DOMAIN,
+        tracking_events.DOMAIN,
+        access_events.DOMAIN,
+    ]
 )
 """What ``Repository`` validates every write against."""

@@ -143,6 +143,50 @@ SETTINGS: tuple[Setting, ...] = (
         100,
         "Most params, and most tags, one MLflow log-batch request may carry (MLflow's own limit).",
     ),
+    Setting(
+        "access.key_file",
+        "FMFORGE_ACCESS_KEY_FILE",
+        "",
+        "The repository key (32 random bytes, mode 0600) that wraps each data subject's "
+        "encryption key; empty for .fmforge/keys/repository.key. Keep it outside the object "
+        "store and out of backups of the ledger: whoever holds it and the key table can "
+        "decrypt personal data that has not been forgotten.",
+    ),
+    Setting(
+        "audit.signing_key_file",
+        "FMFORGE_AUDIT_SIGNING_KEY_FILE",
+        "",
+        "The Ed25519 key (mode 0600) that signs checkpoints of the ledger's Merkle tree; empty "
+        "for .fmforge/keys/checkpoint.key (created by the first `fmforge audit checkpoint`, "
+        "its public verifier key beside it as checkpoint.pub).",
+    ),
+    Setting(
+        "audit.origin",
+        "FMFORGE_AUDIT_ORIGIN",
+        "",
+        "The origin line of signed checkpoints and the signing key's name; empty for "
+        "fmforge/ followed by 16 hex digits of the ledger's first event hash.",
+    ),
+    Setting(
+        "audit.checkpoint_every_events",
+        "FMFORGE_AUDIT_CHECKPOINT_EVERY_EVENTS",
+        10_000,
+        "A checkpoint is due once this many events were recorded since the last one.",
+    ),
+    Setting(
+        "audit.checkpoint_every_s",
+        "FMFORGE_AUDIT_CHECKPOINT_EVERY_S",
+        60.0,
+        "A checkpoint is due once this many seconds passed since the last one (and events "
+        "were recorded); one is always signed after an access-control change.",
+    ),
+    Setting(
+        "audit.export_dir",
+        "FMFORGE_AUDIT_EXPORT_DIR",
+        "",
+        "A directory every checkpoint is also written to (<size>.checkpoint and "
+        "latest.checkpoint); empty for none.",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 

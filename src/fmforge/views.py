@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from fmforge.access.views import AccessHistoryView, AccessLogView, AccessView
 from fmforge.data.views import DatasetsView, DatasetWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.refs import ModelRefs
@@ -85,5 +86,8 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     DatasetWork,
     RunsView,
     ExperimentsView,
+    AccessView,
+    AccessLogView,
+    AccessHistoryView,
 )
 """Every projection, in the order verify rebuilds them."""

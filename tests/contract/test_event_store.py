@@ -462,6 +462,13 @@ class EventStoreContract:
         assert list(store.read_refs(1, 4)) == [(1, "s", a), (3, "s", f"{a},{b}"), (4, "t", b)]
         assert list(store.read_refs(2, 3)) == [(3, "s", f"{a},{b}")]
 
+    def test_read_hashes_gives_the_recorded_hashes_in_order(self, store: EventStore) -> None:
+        store.append("s", [NewEvent("X", {"i": i}) for i in range(30)])
+        hashes = list(store.read_hashes(3, 12))
+        assert hashes == [store.hash_at(seq) for seq in range(3, 13)]
+        assert all(type(h) is bytes for h in hashes)
+        assert list(store.read_hashes(29, 99)) == [store.hash_at(29), store.hash_at(30)]
+
 
 class TestSqliteEventStore(EventStoreContract):
     events_table = "events"

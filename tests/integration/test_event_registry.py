@@ -168,9 +168,58 @@ def valid_event(rng: random.Random, event_type: EventType[Any]) -> tuple[str, Ne
             if "run" in data:
                 data["run"] = run
             stream = "run/" + run
+    elif domain.name == "access":
+        stream = _access_event(rng, event_type.name, data)
     else:
         stream = "objects/pruned" if event_type.name == "ObjectsPruned" else "repository"
     return stream, event_type(data)
+
+
+ACCESS_RESOURCES = ["dataset/d0", "dataset/d0@v1#text", "model/m0/branch/main", "run/r1", "audit"]
+
+
+def _access_event(rng: random.Random, name: str, data: dict[str, Any]) -> str:
+    """Fill the access payload's constrained fields (ids, principals, patterns, the policy)
+    with valid values; return its stream."""
+    import base64
+
+    from fmforge.access import events as access
+    from fmforge.access.policy import PolicySpec
+    from fmforge.access.resources import parse_resource
+
+    def hexes(n: int) -> str:
+        return "".join(rng.choice(_HEX) for _ in range(n))
+
+    who = ["user:u1", "service:ci"] if name == "TokenIssued" else ["user:u1", "group:g1"]
+    fields: dict[str, Any] = {
+        "principal": rng.choice(who),
+        "attributes": {"pii_cleared": rng.random() < 0.5, "purposes": ["research"]},
+        "group": "group:g1",
+        "member": "user:u1",
+        "token_id": "tok_" + hexes(16),
+        "scopes": [{"resource": rng.choice(["dataset/*", "**"]), "actions": ["read"]}],
+        "grant_id": "grant_" + hexes(16),
+        "resource": rng.choice(ACCESS_RESOURCES),
+        "actions": rng.choice([["read"], ["read", "use"]]),
+        "policy": {},
+        "digest": PolicySpec().digest(),
+        "key_id": "subject:" + hexes(32),
+    }
+    if name == "CheckpointSigned":
+        fields["key_id"] = hexes(8)
+        data["root"] = base64.b64encode(rng.randbytes(32)).decode()
+    if name in ("AccessGranted", "AccessDenied"):
+        fields["token_id"] = rng.choice([None, "tok_" + hexes(16)])
+    data.update({k: v for k, v in fields.items() if k in data})
+    streams = {
+        "TokenIssued": access.TOKENS, "TokenRevoked": access.TOKENS,
+        "GrantAdded": access.GRANTS, "GrantRevoked": access.GRANTS, "PolicySet": access.POLICY,
+        "CheckpointSigned": access.CHECKPOINTS, "SubjectKeyCreated": access.SUBJECTS,
+        "SubjectForgotten": access.SUBJECTS,
+    }  # fmt: skip
+    if name in ("AccessGranted", "AccessDenied"):
+        return access.log_stream(parse_resource(data["resource"]).root)
+    return streams.get(name, access.PRINCIPALS)
 
 
 def invalid_event(rng: random.Random, event_type: EventType[Any]) -> tuple[str, NewEvent, str]:

@@ -10,6 +10,7 @@ import pytest
 
 PACKAGES = [
     "fmforge",
+    "fmforge.access",
     "fmforge.data",
     "fmforge.data.labeling",
     "fmforge.ledger",

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from fmforge import __version__
-from fmforge.cli import data, events, label, model, remote, runs
+from fmforge.cli import access, audit, data, events, label, model, remote, runs
 from fmforge.cli.context import FmforgeGroup, console, open_repository, store_option, text
 from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
@@ -30,6 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(access.app, name="access")
+app.add_typer(audit.app, name="audit")
 app.add_typer(data.app, name="data")
 app.add_typer(events.app, name="events")
 app.add_typer(label.app, name="label")

@@ -270,6 +270,17 @@ class PostgresEventStore(EventStore):
         )
         yield from rows
 
+    def read_hashes(self, from_seq: int, to_seq: int) -> Iterator[bytes]:
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT hash FROM fmforge_events WHERE seq BETWEEN %s AND %s ORDER BY seq",
+                (from_seq, to_seq),
+            )
+            .fetchall()
+        )
+        return (bytes(row[0]) for row in rows)
+
     def _count_rows(self) -> int:
         row = self._reader().execute("SELECT count(*) FROM fmforge_events").fetchone()
         return int(row[0]) if row else 0

@@ -360,6 +360,12 @@ class SqliteEventStore(EventStore):
             )
         )
 
+    def read_hashes(self, from_seq: int, to_seq: int) -> Iterator[bytes]:
+        cursor = self._reader().execute(
+            "SELECT hash FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (from_seq, to_seq)
+        )
+        return (row[0] for row in _fetch(cursor))
+
     def _count_rows(self) -> int:
         return int(self._reader().execute("SELECT count(*) FROM events").fetchone()[0])
 
