@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from fmforge.data.views import DatasetsView, DatasetWork
+from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.refs import ModelRefs
 from fmforge.tracking.views import ExperimentsView, RunsView
@@ -83,6 +83,7 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     ModelRefs,
     DatasetsView,
     DatasetWork,
+    SynthWork,
     RunsView,
     ExperimentsView,
 )
