@@ -164,26 +164,26 @@ def synthesize(repo: Repository, spec: SynthSpec) -> SynthResult:
     builder = _Builder(examples.labels, spec.column, cache)
     every = _unique(generate(pool, ctx))
     final = [c for c in every if builder.lf(c).version not in rejected]
-    skipped = len(every) - len(final)
-    oof = np.full((len(examples), len(final)), -1, np.int8)
-    for train, held in folds(examples.y, spec.seed):
-        if time.monotonic() > deadline:
-            break
-        fold = {c.key: c for c in _unique(generate(pool.subset(train), ctx))}
-        for j, candidate in enumerate(final):
-            twin = fold.get(candidate.key)
-            if twin is not None:
-                oof[held, j] = builder.votes(twin, [examples.rows[i] for i in held],
-                                             embedded_examples[held])  # fmt: skip
+    oof, cut = _out_of_fold(final, pool, ctx, builder, spec.seed, deadline)
     everywhere = np.full((len(texts), len(final)), -1, np.int8)
     for j, candidate in enumerate(final):
         if time.monotonic() > deadline:
+            cut = True
             break
         everywhere[:, j] = builder.votes(candidate, rows, embedded_rows)
     chosen = select(oof, everywhere[~is_example], examples.y, len(examples.labels),
                     deadline=deadline)  # fmt: skip
+    stopped = "budget" if cut else chosen.stopped
 
     picked = [final[j] for j in chosen.chosen]
+    if not picked:
+        why = (
+            f"the budget of {spec.budget_s:g} s ran out first (give a larger --budget)"
+            if stopped == "budget"
+            else f"none of {len(final)} candidates is precise enough out of fold on the "
+            f"{len(examples)} examples (give more examples, or check their labels)"
+        )
+        raise LabelingError(f"synth: no labeling function was chosen: {why}")
     default = {"name": f"default_{slug(examples.labels[chosen.default])}", "default": True,
                "label": examples.labels[chosen.default]}  # fmt: skip
     default_lf = build_lf(default, examples.labels, spec.column, "synthesized")
@@ -209,9 +209,29 @@ def synthesize(repo: Repository, spec: SynthSpec) -> SynthResult:
     _propose(repo, version, spec, intent, examples, lfs)
     return SynthResult(
         text, lfs, examples.labels, spec.column, version.ref, examples.digest,
-        chosen.oof_accuracy, chosen.stopped, len(final), skipped, cache.computed, embedding_s,
+        chosen.oof_accuracy, stopped, len(final), len(every) - len(final), cache.computed,
+        embedding_s,
         time.monotonic() - start - embedding_s, oof_chosen, examples.y,
     )  # fmt: skip
+
+
+def _out_of_fold(
+    final: list[Candidate], pool: Pool, ctx: Context, builder: _Builder, seed: int,
+    deadline: float,
+) -> tuple[Array, bool]:  # fmt: skip
+    """(examples x candidates votes of each candidate's twin generated without the example's
+    fold, -1 where it abstains or has none; whether the deadline cut it short)."""
+    oof = np.full((len(pool.texts), len(final)), -1, np.int8)
+    for train, held in folds(pool.y, seed):
+        if time.monotonic() > deadline:
+            return oof, True
+        fold = {c.key: c for c in _unique(generate(pool.subset(train), ctx))}
+        rows = [pool.rows[i] for i in held]
+        for j, candidate in enumerate(final):
+            twin = fold.get(candidate.key)
+            if twin is not None:
+                oof[held, j] = builder.votes(twin, rows, pool.embedded[held])
+    return oof, False
 
 
 def _check_columns(spec: SynthSpec, names: list[str], ref: str, table: Any) -> None:
