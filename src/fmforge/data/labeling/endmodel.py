@@ -108,13 +108,13 @@ class EndModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     target: _Name = Field(description="a labelled dataset version, NAME[@REF]")
-    examples: Path | None = Field(None, description="a JSON Lines or CSV file of examples")
-    gold_column: _Name | None = Field(None, description="a column name")
-    column: _Name = Field("text", description="the text column's name")
-    weak_column: _Name = Field("weak_label", description="the weak label column's name")
-    eval_column: _Name | None = Field(None, description="a gold column to score on")
-    eval_split: _Name | None = Field(None, description="a value of the split column")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="an integer from 0 to 2**32 - 1")
+    examples: Path | None = Field(default=None, description="a JSON Lines or CSV file of examples")
+    gold_column: _Name | None = Field(default=None, description="a column name")
+    column: _Name = Field(default="text", description="the text column's name")
+    weak_column: _Name = Field(default="weak_label", description="the weak label column's name")
+    eval_column: _Name | None = Field(default=None, description="a gold column to score on")
+    eval_split: _Name | None = Field(default=None, description="a value of the split column")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="an integer from 0 to 2**32 - 1")
 
     @classmethod
     def parse(cls, **fields: Any) -> EndModelSpec:

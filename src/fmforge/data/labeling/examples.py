@@ -139,8 +139,10 @@ def load_examples(
     labels: Sequence[str] | None = None,
 ) -> Examples:
     """The examples of ``path`` or of ``gold_column`` over ``table`` (with ``_row_id``)."""
-    if (path is None) == (gold_column is None):
+    if path is None and gold_column is None:
         raise LabelingError("give the labelled examples: an examples file or a gold column")
+    if path is not None and gold_column is not None:
+        raise LabelingError("give an examples file or a gold column, not both")
     texts_column = ["" if v is None else str(v) for v in table.column(column).to_pylist()]
     ids = table.column("_row_id").to_pylist()
     raw: list[Any] = []

@@ -63,15 +63,15 @@ class SynthSpec(BaseModel):
 
     target: _Name = Field(description="a dataset and version, NAME[@REF]")
     intent: str = Field(min_length=1, max_length=2000, description="a text of 1 to 2,000 chars")
-    examples: Path | None = Field(None, description="a JSON Lines or CSV file of examples")
-    gold_column: _Name | None = Field(None, description="a column name")
-    column: _Name = Field("text", description="the text column's name")
+    examples: Path | None = Field(default=None, description="a JSON Lines or CSV file of examples")
+    gold_column: _Name | None = Field(default=None, description="a column name")
+    column: _Name = Field(default="text", description="the text column's name")
     labels: tuple[_Name, ...] | None = Field(
-        None, min_length=2, description="two or more class names, in class-index order"
+        default=None, min_length=2, description="two or more class names, in class-index order"
     )
-    numeric_columns: tuple[_Name, ...] = Field((), description="numeric columns for stumps")
-    budget_s: float = Field(60.0, gt=0, le=86_400, description="seconds, more than 0")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="an integer from 0 to 2**32 - 1")
+    numeric_columns: tuple[_Name, ...] = Field(default=(), description="numeric columns for stumps")
+    budget_s: float = Field(default=60.0, gt=0, le=86_400, description="seconds, more than 0")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="an integer from 0 to 2**32 - 1")
 
     @classmethod
     def parse(cls, **fields: Any) -> SynthSpec:
