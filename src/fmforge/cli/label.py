@@ -262,6 +262,13 @@ def synth(
     feature_column: Annotated[
         list[str] | None, typer.Option(help="A numeric column for threshold LFs (repeatable).")
     ] = None,
+    generators: Annotated[
+        str | None,
+        typer.Option(
+            help="Which generators run, comma-separated (default: all of keywords, "
+            "stems, intent, stumps, exemplars; without exemplars no row is embedded)."
+        ),
+    ] = None,
     budget: Annotated[str, typer.Option(help="Time for the search, e.g. 60s or 2m.")] = "60s",
     seed: Annotated[int, typer.Option(help="Shuffles the folds.")] = 0,
     output: Annotated[
@@ -275,6 +282,7 @@ def synth(
         target=target, intent=intent, examples=examples, gold_column=gold_column, column=column,
         labels=tuple(x.strip() for x in labels.split(",")) if labels is not None else None,
         numeric_columns=tuple(feature_column or ()), budget_s=_seconds(budget), seed=seed,
+        **({"generators": tuple(g.strip() for g in generators.split(","))} if generators else {}),
     )  # fmt: skip
     with open_repository(ctx) as repo:
         result = synthesize(repo, spec)

@@ -87,6 +87,7 @@ class Context:
     intent_embedded: Array  # (384,)
     names_embedded: Array  # (k, 384)
     stems: dict[str, list[str]]  # a 6-letter start -> the vocabulary words that have it
+    generators: tuple[str, ...]  # which of GENERATORS run
 
     @property
     def k(self) -> int:
@@ -117,10 +118,11 @@ def smoothed(correct: float, fired: float) -> float:
 
 
 def generate(pool: Pool, ctx: Context) -> list[Candidate]:
-    """Every generator's candidates on ``pool``, in a fixed order."""
+    """The candidates of the context's generators on ``pool``, in a fixed order."""
     out: list[Candidate] = []
-    for make in (_mined, _stems, _intent, _stumps, _exemplars):
-        out.extend(make(pool, ctx))
+    for name, make in GENERATORS.items():
+        if name in ctx.generators:
+            out.extend(make(pool, ctx))
     return out
 
 
@@ -301,16 +303,26 @@ def _exemplars(pool: Pool, ctx: Context) -> list[Candidate]:
     return out
 
 
-def vocabulary(texts: Sequence[str], limit: int = 3000) -> tuple[list[str], dict[str, list[str]]]:
-    """(words found in two or more texts, most frequent first, at most ``limit``; 6-letter
+def vocabulary(texts: Sequence[str], limit: int = 1000) -> tuple[list[str], dict[str, list[str]]]:
+    """(words found in three or more texts, most frequent first, at most ``limit``; 6-letter
     starts shared by two or more of them)."""
     frequency: Counter[str] = Counter()
     for text in texts:
         frequency.update({m.group() for m in _TOKEN.finditer(text.lower())})
     words = [w for w, n in sorted(frequency.items(), key=lambda x: (-x[1], x[0]))
-             if n >= 2 and len(w) >= 3 and not w.isdigit()][:limit]  # fmt: skip
+             if n >= 3 and len(w) >= 3 and not w.isdigit()][:limit]  # fmt: skip
     stems: dict[str, list[str]] = {}
     for word in words:
         if len(word) > STEM_CHARS and word.isalpha():
             stems.setdefault(word[:STEM_CHARS], []).append(word)
     return words, {s: sorted(w) for s, w in stems.items() if len(w) >= 2}
+
+
+GENERATORS: dict[str, Callable[[Pool, Context], list[Candidate]]] = {
+    "keywords": _mined,
+    "stems": _stems,
+    "intent": _intent,
+    "stumps": _stumps,
+    "exemplars": _exemplars,
+}
+"""Every generator, in the order they run (a key found by two keeps the first's)."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import blake3
 import numpy as np
@@ -38,7 +38,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from fmforge.data.events import LabelingFunctionProposed
-from fmforge.data.labeling.candidates import Candidate, Context, Pool, generate, slug, vocabulary
+from fmforge.data.labeling.candidates import (
+    GENERATORS,
+    Candidate,
+    Context,
+    Pool,
+    generate,
+    slug,
+    vocabulary,
+)
 from fmforge.data.labeling.embedcache import EmbeddingCache
 from fmforge.data.labeling.examples import Examples, load_examples
 from fmforge.data.labeling.functions import LabelingFunction, build_lf
@@ -51,8 +59,10 @@ from fmforge.errors import LabelingError
 from fmforge.repository import Repository
 
 GENERATOR = "fmforge-synth/1"
+INTENT_VOCABULARY = 400  # words embedded for intent-seeded keywords
 Array = np.ndarray[Any, Any]
 _Name = Annotated[str, Field(min_length=1, max_length=200)]
+Generator = Literal["keywords", "stems", "intent", "stumps", "exemplars"]
 
 
 class SynthSpec(BaseModel):
@@ -70,6 +80,11 @@ class SynthSpec(BaseModel):
         default=None, min_length=2, description="two or more class names, in class-index order"
     )
     numeric_columns: tuple[_Name, ...] = Field(default=(), description="numeric columns for stumps")
+    generators: tuple[Generator, ...] = Field(
+        default=("keywords", "stems", "intent", "stumps", "exemplars"),
+        min_length=1,
+        description=f"some of {', '.join(GENERATORS)}",
+    )
     budget_s: float = Field(default=60.0, gt=0, le=86_400, description="seconds, more than 0")
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="an integer from 0 to 2**32 - 1")
 
@@ -147,15 +162,23 @@ def synthesize(repo: Repository, spec: SynthSpec) -> SynthResult:
     known = {p.proposal for p in index.proposals(version.dataset)}
 
     cache = EmbeddingCache(repo, version)
-    embedded_rows = cache(texts, f"column {spec.column}")
-    embedded_examples = cache(examples.texts, "examples")
+    uses = set(spec.generators)
+
+    def embedded(texts: list[str], what: str, needed: bool) -> Array:
+        return cache(texts, what) if needed else np.zeros((len(texts), 384), np.float32)
+
+    embedded_rows = embedded(texts, f"column {spec.column}", "exemplars" in uses)
+    embedded_examples = embedded(examples.texts, "examples", bool(uses & {"intent", "exemplars"}))
     is_example = np.zeros(len(texts), bool)
     is_example[[p for p in examples.positions if p >= 0]] = True
     words, stems = vocabulary(texts)  # every row's: the same vocabulary whatever the examples
     names = [label.replace("_", " ") for label in examples.labels]
+    seeded = "intent" in uses
+    words = words[:INTENT_VOCABULARY]  # the intent's candidates: the most frequent words
     ctx = Context(
-        examples.labels, spec.column, spec.numeric_columns, words, cache(words, "vocabulary"),
-        cache([intent], "intent")[0], cache(names, "class names"), stems,
+        examples.labels, spec.column, spec.numeric_columns, words,
+        embedded(words, "vocabulary", seeded), embedded([intent], "intent", seeded)[0],
+        embedded(names, "class names", seeded), stems, spec.generators,
     )  # fmt: skip
     embedding_s = time.monotonic() - start
 
