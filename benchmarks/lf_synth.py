@@ -188,7 +188,8 @@ def run_set(key: str, seeds: list[int], work: Path) -> dict[str, Any]:
         figures["lfs"].append(float(votes.shape[1]))
         figures["oof_lfs"].append(float(len(within)))
         print(f"  {key} seed {seed}: {len(result.lfs)} LFs ({result.stopped}), "
-              f"label model {figures['label_model'][-1]:.3f}, end {figures['end'][-1]:.3f}, "
+              f"label model {figures['label_model'][-1]:.3f}, end {figures['end'][-1]:.3f} "
+              f"(without the default rule {figures['end_no_default'][-1]:.3f}), "
               f"supervised {figures['supervised'][-1]:.3f}, coverage "
               f"{figures['coverage'][-1]:.2f}, LF acc {figures['lf_accuracy'][-1]:.3f}",
               file=sys.stderr)  # fmt: skip
