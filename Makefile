@@ -42,6 +42,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/record.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/access.py
+	$(BIN)/python benchmarks/lf_synth.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

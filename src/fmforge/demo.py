@@ -199,6 +199,10 @@ STEPS: list[DemoStep] = [
     DemoStep(
         "Label them with labeling functions and a label model", _data(data_demo.label_comments)
     ),
+    DemoStep(
+        "Synthesize LFs from an intent and 50 examples, accept them, compare",
+        _data(data_demo.synthesize_lfs),
+    ),
     DemoStep("Trace one comment through every version", _data(data_demo.trace_comment)),
 ]
 

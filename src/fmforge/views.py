@@ -7,7 +7,7 @@ import sqlite3
 from typing import Any
 
 from fmforge.access.views import AccessHistoryView, AccessLogView, AccessView
-from fmforge.data.views import DatasetsView, DatasetWork
+from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.refs import ModelRefs
 from fmforge.tracking.views import ExperimentsView, RunsView
@@ -84,6 +84,7 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     ModelRefs,
     DatasetsView,
     DatasetWork,
+    SynthWork,
     RunsView,
     ExperimentsView,
     AccessView,

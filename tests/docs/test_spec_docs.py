@@ -37,5 +37,5 @@ def test_every_lf_field_is_documented() -> None:
     section = _section("Labeling functions")
     for name in LFSpec.model_fields:
         assert f"| `{name}` |" in section, name
-    for kind in ("keywords", "regex", "exemplars"):
+    for kind in ("keywords", "regex", "exemplars", "min", "default"):
         assert f"    {kind}:" in section, kind  # an example of each kind

@@ -27,6 +27,8 @@ def test_fmforge_demo_runs_every_step(tmp_path: Path) -> None:
     assert "fmforge ui served 2 runs" in result.stdout
     assert "applied: comments@v2, every change recorded with its rule" in result.stdout
     assert "in comments@v3 (label)" in result.stdout
+    assert "(LabelingFunctionReviewed events by" in result.stdout
+    assert "synthesized " in result.stdout
     assert "demo finished" in result.stdout
     assert list(tmp_path.iterdir()) == [], "the default demo cleans up after itself"
 

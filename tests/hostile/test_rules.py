@@ -476,7 +476,7 @@ LFS = [
     Case(
         "lf_two_kinds",
         lfs("name: kw\nkeywords: [a]\nregex: a\nlabel: spam"),
-        "give exactly one of keywords, regex or exemplars",
+        "give exactly one of keywords, regex, exemplars, min/max (threshold) or default",
     ),
     Case("lf_no_kind", lfs("name: kw\nlabel: spam"), "give exactly one of"),
     Case("lf_no_label", lfs("name: kw\nkeywords: [a]"), "needs the label it votes"),

@@ -64,6 +64,7 @@ def _from_pattern(pattern: str) -> Gen:
     known = {
         r"^[0-9a-f]{64}$": lambda r: "".join(r.choice(_HEX) for _ in range(64)),
         r"^[0-9a-f]{32}$": lambda r: "".join(r.choice(_HEX) for _ in range(32)),
+        r"^[0-9a-f]{16}$": lambda r: "".join(r.choice(_HEX) for _ in range(16)),
     }
     if pattern in known:
         return known[pattern]

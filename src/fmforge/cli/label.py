@@ -49,7 +49,11 @@ def fit(
         console.print(f"test accuracy {np.mean(predicted == y_test):.3f}")
 
 
-LFS_OPTION = typer.Option("--lfs", help="Labeling functions: a YAML file or a Python file.")
+LFS_OPTION = typer.Option(
+    "--lfs",
+    help="Labeling functions: a YAML file, a Python file, or `accepted` (the dataset's "
+    "accepted synthesized LFs).",
+)
 DEV_OPTION = typer.Option(
     "--dev-split", help="Values of the split column that hold gold dev rows (default: valid, dev)."
 )
@@ -61,10 +65,21 @@ def _gold(column: str, splits: list[str] | None) -> Any:
     return Gold(column, tuple(splits) if splits else DEV_SPLITS)
 
 
-def _matrix(ctx: typer.Context, target: str, lfs: Path, workers: int | None = None) -> Any:
-    from fmforge.data.labeling.functions import apply_lfs, load_lfs
+def _load(ctx: typer.Context, target: str, lfs: str) -> Any:
+    """The LFs ``--lfs`` names: a file, or the dataset's accepted LFs."""
+    from fmforge.data.labeling.functions import load_lfs
+    from fmforge.data.labeling.review import ACCEPTED, accepted_lfs
 
-    functions = load_lfs(lfs)
+    if lfs == ACCEPTED:
+        with open_repository(ctx) as repo:
+            return accepted_lfs(repo, target)
+    return load_lfs(Path(lfs))
+
+
+def _matrix(ctx: typer.Context, target: str, lfs: str, workers: int | None = None) -> Any:
+    from fmforge.data.labeling.functions import apply_lfs
+
+    functions = _load(ctx, target, lfs)
     with open_repository(ctx) as repo:
         return apply_lfs(repo, target, functions, workers=workers)
 
@@ -73,7 +88,7 @@ def _matrix(ctx: typer.Context, target: str, lfs: Path, workers: int | None = No
 def apply(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
-    lfs: Annotated[Path, LFS_OPTION],
+    lfs: Annotated[str, LFS_OPTION],
     workers: Annotated[int | None, typer.Option(help="Processes (default: one per core).")] = None,
 ) -> None:
     """Build the label matrix; only LFs not computed before on these rows run."""
@@ -91,7 +106,7 @@ def apply(
 def analyze_(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
-    lfs: Annotated[Path, LFS_OPTION],
+    lfs: Annotated[str, LFS_OPTION],
     gold: Annotated[str, typer.Option(help="The gold label column.")] = "label",
     dev_split: Annotated[list[str] | None, DEV_OPTION] = None,
     examples: Annotated[bool, typer.Option(help="Show rows each LF fires on.")] = False,
@@ -130,7 +145,7 @@ def analyze_(
 def model_(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
-    lfs: Annotated[Path, LFS_OPTION],
+    lfs: Annotated[str, LFS_OPTION],
     gold: Annotated[str, typer.Option(help="The gold label column.")] = "label",
     dev_split: Annotated[list[str] | None, DEV_OPTION] = None,
     metric: Annotated[str, typer.Option(help="accuracy, or f1 (binary, class 1).")] = "accuracy",
@@ -152,7 +167,7 @@ def model_(
 def suggest_(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
-    lfs: Annotated[Path, LFS_OPTION],
+    lfs: Annotated[str, LFS_OPTION],
     n: Annotated[int, typer.Option("--n", help="How many rows.")] = 20,
 ) -> None:
     """Rows to label by hand: uncovered first, then conflicting, then least confident."""
@@ -172,13 +187,12 @@ def set_(
     target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
     row: str,
     label: str,
-    lfs: Annotated[Path, LFS_OPTION],
+    lfs: Annotated[str, LFS_OPTION],
 ) -> None:
     """Record a manual label for a row (it wins over the label model's)."""
-    from fmforge.data.labeling.functions import load_lfs
     from fmforge.data.labeling.workflow import set_label
 
-    labels = list(load_lfs(lfs)[0].labels)
+    labels = list(_load(ctx, target, lfs)[0].labels)
     with open_repository(ctx) as repo:
         row_id = set_label(repo, target, row, label, labels)
     console.print(f"{row_id[:12]} labelled {label}", markup=False)
@@ -188,12 +202,12 @@ def set_(
 def check(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
-    lfs: Annotated[Path, LFS_OPTION],
+    lfs: Annotated[str, LFS_OPTION],
 ) -> None:
     """Run the LFs again on stored rows and compare with their recorded votes."""
-    from fmforge.data.labeling.functions import load_lfs, stale_lfs
+    from fmforge.data.labeling.functions import stale_lfs
 
-    functions = load_lfs(lfs)
+    functions = _load(ctx, target, lfs)
     with open_repository(ctx) as repo:
         stale = stale_lfs(repo, target, functions)
     if not stale:
@@ -211,3 +225,186 @@ def _texts(repo: Any, ref: str) -> list[str]:
     if "text" not in table.column_names:
         return [""] * table.num_rows
     return [str(v) for v in table.column("text").to_pylist()]
+
+
+_DURATION = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(budget: str) -> float:
+    import re
+
+    from fmforge.errors import LabelingError
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", budget)
+    if match is None:
+        raise LabelingError(f"--budget must be a duration such as 60s or 2m, not {budget!r}")
+    seconds = float(match[1]) * _DURATION[match[2] or "s"]
+    if seconds <= 0:
+        raise LabelingError("--budget must be more than 0 s: the search needs some time")
+    return seconds
+
+
+@app.command("synth")
+def synth(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    intent: Annotated[str, typer.Option(help="What the positive class is, in words.")],
+    examples: Annotated[
+        Path | None, typer.Option(help="Labelled examples: JSON Lines or CSV, `label` + text.")
+    ] = None,
+    gold_column: Annotated[
+        str | None, typer.Option(help="Take the rows with a value in this column as examples.")
+    ] = None,
+    column: Annotated[str, typer.Option(help="The text column.")] = "text",
+    labels: Annotated[
+        str | None, typer.Option(help="Class names in index order, comma-separated.")
+    ] = None,
+    feature_column: Annotated[
+        list[str] | None, typer.Option(help="A numeric column for threshold LFs (repeatable).")
+    ] = None,
+    generators: Annotated[
+        str | None,
+        typer.Option(
+            help="Which generators run, comma-separated (default: all of keywords, "
+            "stems, intent, stumps, exemplars; without exemplars no row is embedded)."
+        ),
+    ] = None,
+    budget: Annotated[str, typer.Option(help="Time for the search, e.g. 60s or 2m.")] = "60s",
+    seed: Annotated[int, typer.Option(help="Shuffles the folds.")] = 0,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the LF file here.")
+    ] = None,
+) -> None:
+    """Synthesize labeling functions from an intent and labelled examples; propose each one."""
+    from fmforge.data.labeling.synth import SynthSpec, synthesize
+
+    spec = SynthSpec.parse(
+        target=target, intent=intent, examples=examples, gold_column=gold_column, column=column,
+        labels=tuple(x.strip() for x in labels.split(",")) if labels is not None else None,
+        numeric_columns=tuple(feature_column or ()), budget_s=_seconds(budget), seed=seed,
+        **({"generators": tuple(g.strip() for g in generators.split(","))} if generators else {}),
+    )  # fmt: skip
+    with open_repository(ctx) as repo:
+        result = synthesize(repo, spec)
+    if output is not None:
+        try:
+            output.write_text(result.yaml, encoding="utf-8")
+        except OSError as problem:
+            from fmforge.errors import LabelingError
+
+            raise LabelingError(f"{output}: {problem.strerror or problem}") from None
+    width = max(len(lf.name) for lf in result.lfs)
+    console.print(f"{'LF':{width}}  kind       generator  label       oof acc   coverage  new")
+    for lf in result.lfs:
+        oof = "" if lf.oof_accuracy is None else f"{lf.oof_accuracy:.2f} ({lf.oof_votes})"
+        console.print(
+            f"{lf.name:{width}}  {lf.kind:10} {lf.generator:10} {lf.label[:11]:11} {oof:>9} "
+            f"{lf.coverage:9.1%}  {'yes' if lf.new else 'no'}"
+        )
+    new = sum(lf.new for lf in result.lfs)
+    console.print(
+        f"{len(result.lfs)} LFs of {result.candidates} candidates ({result.stopped}; "
+        f"{result.skipped_rejected} rejected before skipped); out-of-fold accuracy "
+        f"{result.oof_accuracy:.3f} on {len(result.example_labels)} examples; {new} proposed "
+        f"now; embedded {result.embedded} texts in {result.embedding_s:.1f} s, search "
+        f"{result.search_s:.1f} s"
+    )
+    if output is None:
+        console.print(result.yaml, end="")
+    else:
+        console.print(f"wrote {output}; review with `fmforge label review {target.split('@')[0]}`")
+
+
+@app.command("review")
+def review_(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(metavar="NAME")],
+    accept: Annotated[
+        list[str] | None, typer.Option(help="A proposal id or LF name to accept (repeatable).")
+    ] = None,
+    reject: Annotated[
+        list[str] | None, typer.Option(help="A proposal id or LF name to reject (repeatable).")
+    ] = None,
+    accept_all: Annotated[bool, typer.Option(help="Accept every pending proposal.")] = False,
+    note: Annotated[str, typer.Option(help="Why, recorded with the verdicts.")] = "",
+    write: Annotated[
+        Path | None, typer.Option(help="Write the accepted LFs to this YAML file.")
+    ] = None,
+) -> None:
+    """List the proposed LFs, accept or reject them, or write the accepted set."""
+    import yaml
+
+    from fmforge.data.labeling.review import accepted_spec, proposals, review
+
+    with open_repository(ctx) as repo:
+        wanted = list(accept or [])
+        if accept_all:
+            wanted += [p.proposal for p in proposals(repo, dataset, "pending")]
+        if wanted or reject:
+            for verdict, p in review(repo, dataset, accept=wanted, reject=reject or [], note=note):
+                console.print(f"{verdict}ed {p.name} ({p.proposal[:8]})")
+        if write is not None:
+            spec = accepted_spec(repo, dataset)
+            body = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=100)
+            write.write_text(f"# The accepted LFs of {dataset}.\n" + body, encoding="utf-8")
+            console.print(f"wrote {len(spec['lfs'])} accepted LFs to {write}")
+            return
+        if wanted or reject:
+            return
+        listed = proposals(repo, dataset)
+    if not listed:
+        console.print(f"no LFs proposed for {dataset} (see `fmforge label synth`)")
+        return
+    width = max(len(p.name) for p in listed)
+    for p in listed:
+        right, votes = p.scores.get("oof_right", 0.0), p.scores.get("oof_votes", 0.0)
+        oof = f"{right / votes:.2f} ({votes:.0f})" if votes else ""
+        console.print(
+            f"{p.proposal[:8]}  {p.status:8}  {p.name:{width}}  {p.kind:9}  {oof:>9}  "
+            f"{p.scores.get('coverage', 0.0):6.1%}  {p.intent[:40]}"
+        )
+
+
+@app.command("end-model")
+def end_model_(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[@REF]")],
+    examples: Annotated[
+        Path | None, typer.Option(help="Labelled examples: JSON Lines or CSV, `label` + text.")
+    ] = None,
+    gold_column: Annotated[
+        str | None, typer.Option(help="Take the rows with a value in this column as examples.")
+    ] = None,
+    column: Annotated[str, typer.Option(help="The text column.")] = "text",
+    weak_column: Annotated[str, typer.Option(help="The weak labels.")] = "weak_label",
+    eval_gold: Annotated[
+        str | None, typer.Option(help="Also score both models on this gold column.")
+    ] = None,
+    eval_split: Annotated[
+        str | None, typer.Option(help="... on the rows of this split only.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="For the folds and the classifier.")] = 0,
+) -> None:
+    """Train a classifier on the weak labels plus the examples; commit its predictions."""
+    from fmforge.data.labeling.endmodel import EndModelSpec, end_model
+
+    spec = EndModelSpec.parse(
+        target=target, examples=examples, gold_column=gold_column, column=column,
+        weak_column=weak_column, eval_column=eval_gold, eval_split=eval_split, seed=seed,
+    )  # fmt: skip
+    with open_repository(ctx) as repo:
+        result = end_model(repo, spec)
+    console.print(
+        f"end model: {result.weak_rows:,} weak labels + {result.examples} examples; 5-fold "
+        f"accuracy on the examples {result.cv_accuracy:.3f} (the examples alone: "
+        f"{result.baseline_cv_accuracy:.3f})"
+    )
+    if result.eval_accuracy is not None:
+        console.print(
+            f"on {result.eval_rows:,} gold rows: {result.eval_accuracy:.3f} (the examples "
+            f"alone: {result.baseline_eval_accuracy:.3f})"
+        )
+    verdict = "beats" if result.beats_baseline else "does NOT beat"
+    v = result.version.version
+    console.print(f"{verdict} the classifier on the examples alone; recorded {v.ref} "
+                  f"({v.id[:12]}): end_label and end_label_proba per row")  # fmt: skip

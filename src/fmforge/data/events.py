@@ -2,7 +2,8 @@
 
 ``DatasetVersionCommitted`` records each version (its manifest, parents and the transformation
 that made it); the others record the work done on versions: cleaning verdicts, label-issue
-queues and verdicts, label matrices, manual labels, forgotten rows.
+queues and verdicts, label matrices, manual labels, forgotten rows, synthesized labeling
+functions and their reviews, and cached embeddings of a version's texts.
 """
 
 from __future__ import annotations
@@ -105,6 +106,42 @@ class RowsForgottenData(TypedDict):
     subject: NotRequired[str]
 
 
+class EmbeddingsComputedData(TypedDict):
+    version: Digest  # the dataset version whose texts (or derived texts) were embedded
+    what: Annotated[str, StringConstraints(max_length=200)]  # "column text", "vocabulary", ...
+    model: Annotated[str, StringConstraints(max_length=200)]  # fmforge.embeddings.model_key
+    texts: Count
+    dim: Count
+    object: Digest
+
+
+ProposalId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+LFVersion = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+
+
+class LabelingFunctionProposedData(TypedDict):
+    proposal: ProposalId  # blake3 of dataset, intent, example set and LF version
+    version: Digest  # the dataset version it was synthesized on
+    intent: Text
+    examples: Digest  # the digest of the example set (order-blind)
+    seed: int
+    generator: Annotated[str, StringConstraints(max_length=100)]  # keywords, stump, ...
+    generator_version: Annotated[str, StringConstraints(max_length=100)]
+    labels: list[str]
+    column: str
+    kind: Annotated[str, StringConstraints(max_length=100)]  # keyword, threshold, ...
+    lf: dict[str, Any]  # its YAML entry, as written to the LF file
+    lf_version: LFVersion
+    scores: dict[str, float]  # out-of-fold precision and votes, coverage of unlabelled rows
+
+
+class LabelingFunctionReviewedData(TypedDict):
+    proposal: ProposalId
+    verdict: Annotated[str, StringConstraints(pattern=r"^(accept|reject)$")]
+    reviewer: str
+    note: Text
+
+
 DatasetVersionCommitted = EventType("DatasetVersionCommitted", DatasetVersionCommittedData)
 
 
@@ -118,6 +155,9 @@ LabelIssueReviewed = EventType("LabelIssueReviewed", LabelIssueReviewedData)
 LabelMatrixBuilt = EventType("LabelMatrixBuilt", LabelMatrixBuiltData)
 ManualLabelSet = EventType("ManualLabelSet", ManualLabelSetData)
 RowsForgotten = EventType("RowsForgotten", RowsForgottenData)
+EmbeddingsComputed = EventType("EmbeddingsComputed", EmbeddingsComputedData)
+LabelingFunctionProposed = EventType("LabelingFunctionProposed", LabelingFunctionProposedData)
+LabelingFunctionReviewed = EventType("LabelingFunctionReviewed", LabelingFunctionReviewedData)
 
 
 def _same_dataset(stream: str, data: Mapping[str, Any]) -> str | None:
@@ -140,6 +180,9 @@ DOMAIN = Domain(
         LabelMatrixBuilt,
         ManualLabelSet,
         RowsForgotten,
+        EmbeddingsComputed,
+        LabelingFunctionProposed,
+        LabelingFunctionReviewed,
     ),
     writer="`fmforge data ...` and `fmforge label ...`",
     check=_same_dataset,

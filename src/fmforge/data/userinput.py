@@ -8,7 +8,10 @@ Python objects), and refused when its anchors and aliases would expand to more t
 A user's regular expression is compiled with the ``regex`` package (the syntax of Python's
 ``re``, VERSION0) and every search runs under ``REGEX_TIMEOUT_S``: a pattern that backtracks
 catastrophically on some row is stopped and named instead of hanging the command. Patterns are
-at most ``MAX_PATTERN_CHARS`` long.
+at most ``MAX_PATTERN_CHARS`` long. ``backtracking_risk`` checks a pattern before it runs:
+a quantified group holding another quantifier, an alternation or an optional part (``(a+)+``,
+``(a|aa)+``, ``(\\w+\\s?)*``, ``(.*a){12}``) is what backtracks exponentially; generated
+patterns must have none (a user's pattern still gets the time limit).
 
 ``shown`` quotes a user's value in a one-line message: short, and never walking a structure.
 """
@@ -118,6 +121,50 @@ def shown(value: Any, limit: int = 60) -> str:
         return repr(value)
     text = repr(value) if isinstance(value, str) else f"a {type(value).__name__}"
     return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def backtracking_risk(pattern: str) -> str | None:
+    """Why ``pattern`` may backtrack catastrophically (a repeated group holding another
+    repeat, an alternation or an optional part), or None. Conservative: it refuses some safe
+    patterns, never a nested quantifier."""
+    from re import _parser  # type: ignore[attr-defined]
+
+    try:
+        parsed = _parser.parse(pattern)
+    except Exception as problem:  # re's parser: any failure means "not a pattern we run"
+        return f"not a regular expression ({problem})"
+    constants = _parser
+    repeats = (constants.MAX_REPEAT, constants.MIN_REPEAT)
+
+    def risky(items: Any, inside: bool) -> str | None:
+        for op, arg in items:
+            if op in repeats:
+                low, high, body = arg
+                if inside and high != 1:
+                    return "a quantifier inside a quantified group"
+                if inside and low == 0:
+                    return "an optional part inside a quantified group"
+                found = risky(body, inside or high > 1)
+                if found:
+                    return found
+            elif op == constants.BRANCH:
+                if inside:
+                    return "an alternation inside a quantified group"
+                for branch in arg[1]:
+                    found = risky(branch, inside)
+                    if found:
+                        return found
+            elif op == constants.SUBPATTERN:
+                found = risky(arg[-1], inside)
+                if found:
+                    return found
+            elif op in (constants.ASSERT, constants.ASSERT_NOT):
+                found = risky(arg[1], inside)
+                if found:
+                    return found
+        return None
+
+    return risky(parsed, False)
 
 
 class UserPattern:

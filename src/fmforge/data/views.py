@@ -3,7 +3,9 @@
 ``repo.view(DatasetsView)`` gives a ``DatasetIndex`` (every version of every dataset, by name
 and number); ``repo.view(DatasetWork)`` gives a ``WorkIndex``: cleaning verdicts, label-issue
 queues and their verdicts, label matrices (which LF version's column is stored where),
-manual labels and forgotten rows. Domain modules ask these, never the streams.
+manual labels and forgotten rows; ``repo.view(SynthWork)`` gives a ``SynthIndex``: the
+synthesized LFs proposed and the reviewers' verdicts, and where each dataset's cached
+embeddings are. Domain modules ask these, never the streams.
 """
 
 from __future__ import annotations
@@ -240,3 +242,132 @@ class DatasetWork(Projection[WorkIndex]):
             "INSERT INTO rows_forgotten VALUES (?, ?, ?)",
             (event.seq, self._dataset(event), json.dumps(event.data)),
         )
+
+
+_SYNTH = """
+CREATE TABLE lf_proposals (
+    proposal TEXT PRIMARY KEY, dataset TEXT NOT NULL, version TEXT NOT NULL,
+    intent TEXT NOT NULL, examples TEXT NOT NULL, seed INTEGER NOT NULL,
+    generator TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, lf_version TEXT NOT NULL,
+    labels TEXT NOT NULL, column_name TEXT NOT NULL, lf TEXT NOT NULL, scores TEXT NOT NULL,
+    status TEXT NOT NULL, reviewer TEXT NOT NULL, note TEXT NOT NULL, seq INTEGER NOT NULL
+);
+CREATE INDEX lf_proposals_key ON lf_proposals (dataset, intent, examples);
+CREATE TABLE embedding_objects (
+    seq INTEGER PRIMARY KEY, dataset TEXT NOT NULL, model TEXT NOT NULL, object TEXT NOT NULL,
+    what TEXT NOT NULL, texts INTEGER NOT NULL
+);
+CREATE INDEX embedding_objects_key ON embedding_objects (dataset, model)
+"""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A synthesized LF as proposed, with the reviewers' standing verdict."""
+
+    proposal: str
+    dataset: str
+    version: str
+    intent: str
+    examples: str
+    seed: int
+    generator: str
+    name: str
+    kind: str
+    lf_version: str
+    labels: list[str]
+    column: str
+    lf: dict[str, Any]
+    scores: dict[str, float]
+    status: str  # pending | accepted | rejected
+    reviewer: str
+    note: str
+    seq: int
+
+
+class SynthIndex:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def proposals(self, dataset: str, status: str | None = None) -> list[Proposal]:
+        """The LFs proposed for ``dataset`` (optionally only those with ``status``), in the
+        order they were proposed."""
+        query = "SELECT * FROM lf_proposals WHERE dataset = ?"
+        args: tuple[Any, ...] = (dataset,)
+        if status is not None:
+            query, args = query + " AND status = ?", (*args, status)
+        rows = self.db.execute(query + " ORDER BY seq, rowid", args)
+        return [_proposal(r) for r in rows]
+
+    def rejected(self, dataset: str, intent: str, examples: str) -> set[str]:
+        """LF versions rejected for this intent and example set: never proposed again."""
+        rows = self.db.execute(
+            "SELECT lf_version FROM lf_proposals WHERE dataset = ? AND intent = ? "
+            "AND examples = ? AND status = 'rejected'",
+            (dataset, intent, examples),
+        )
+        return {r[0] for r in rows}
+
+    def embedding_objects(self, dataset: str, model: str) -> list[str]:
+        """Objects of cached embeddings of ``dataset``'s texts by ``model``, oldest first."""
+        rows = self.db.execute(
+            "SELECT object FROM embedding_objects WHERE dataset = ? AND model = ? ORDER BY seq",
+            (dataset, model),
+        )
+        return [r[0] for r in rows]
+
+
+def _proposal(row: tuple[Any, ...]) -> Proposal:
+    (proposal, dataset, version, intent, examples, seed, generator, name, kind, lf_version,
+     labels, column, lf, scores, status, reviewer, note, seq) = row  # fmt: skip
+    return Proposal(
+        proposal, dataset, version, intent, examples, seed, generator, name, kind, lf_version,
+        json.loads(labels), column, json.loads(lf), json.loads(scores), status, reviewer, note,
+        seq,
+    )  # fmt: skip
+
+
+class SynthWork(Projection[SynthIndex]):
+    """Synthesized LFs and their reviews; where each dataset's cached embeddings are."""
+
+    name = "label_synth"
+    tables = ("lf_proposals", "embedding_objects")
+
+    def create_tables(self, db: sqlite3.Connection) -> None:
+        create_statements(db, _SYNTH)
+
+    def read(self, db: sqlite3.Connection) -> SynthIndex:
+        return SynthIndex(db)
+
+    @handles("LabelingFunctionProposed")
+    def proposed(self, db: sqlite3.Connection, event: Event) -> None:
+        d = event.data
+        db.execute(
+            "INSERT OR IGNORE INTO lf_proposals VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', '', '', ?)",
+            (
+                d["proposal"], event.stream.removeprefix("dataset/"), d["version"], d["intent"],
+                d["examples"], d["seed"], d["generator"], str(d["lf"].get("name", "")),
+                d["kind"], d["lf_version"], json.dumps(d["labels"]), d["column"],
+                json.dumps(d["lf"], sort_keys=True), json.dumps(d["scores"], sort_keys=True),
+                event.seq,
+            ),
+        )  # fmt: skip
+
+    @handles("LabelingFunctionReviewed")
+    def reviewed(self, db: sqlite3.Connection, event: Event) -> None:
+        d = event.data
+        status = "accepted" if d["verdict"] == "accept" else "rejected"
+        db.execute(
+            "UPDATE lf_proposals SET status = ?, reviewer = ?, note = ? WHERE proposal = ?",
+            (status, d["reviewer"], d["note"], d["proposal"]),
+        )
+
+    @handles("EmbeddingsComputed")
+    def embedded(self, db: sqlite3.Connection, event: Event) -> None:
+        d = event.data
+        db.execute(
+            "INSERT INTO embedding_objects VALUES (?, ?, ?, ?, ?, ?)",
+            (event.seq, event.stream.removeprefix("dataset/"), d["model"], d["object"],
+             d["what"], d["texts"]),
+        )  # fmt: skip

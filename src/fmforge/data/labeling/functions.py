@@ -1,5 +1,6 @@
-"""Labeling functions (LFs): Python functions, keyword and regex LFs from YAML, and applying
-them to a dataset version as a label matrix.
+"""Labeling functions (LFs): Python functions, declarative LFs from YAML (the kinds of
+``kinds.py``: keywords, regex, exemplars, threshold, default), and applying them to a dataset
+version as a label matrix.
 
     @labeling_function("kw_subscribe", labels=["ham", "spam"])
     def subscribe(row):
@@ -11,7 +12,9 @@ before any LF runs. Each LF has a version: the
 blake3 of its source (a Python function's code, or a YAML LF's definition), recorded with its
 votes. ``apply_lfs`` builds the matrix (int8, -1 = abstain) in parallel across processes and
 reuses every column whose LF version it has computed before on the same rows: editing one LF
-recomputes one column.
+recomputes one column. A ``default`` LF votes where no other LF of the set does, so it runs
+last and its version is bound to the other LFs' versions (``bind_default``). Exemplar LFs
+embed rows through the repository's embedding cache (``embedcache.py``).
 """
 
 from __future__ import annotations
@@ -20,11 +23,10 @@ import importlib.util
 import inspect
 import multiprocessing as mp
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +38,16 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field
 
 from fmforge.data.events import LabelMatrixBuilt
+from fmforge.data.labeling.kinds import (
+    FEATURES,
+    KINDS,
+    Default,
+    Embed,
+    Exemplars,
+    Keywords,
+    Regex,
+    Threshold,
+)
 from fmforge.data.userinput import SpecProblem, UserPattern, load_yaml, shown, validate_fields
 from fmforge.data.versions import STREAM_PREFIX, read_table, resolve
 from fmforge.data.views import DatasetVersion, DatasetWork
@@ -50,17 +62,24 @@ class LabelingFunction:
     name: str
     labels: tuple[str, ...]
     function: Callable[[dict[str, Any]], Any]
-    kind: str  # python | keyword | regex | exemplar
+    kind: str  # python | keyword | regex | exemplar | threshold | default
     source: str  # what the version hashes: the code or the YAML definition
     columns: tuple[str, ...] = ()  # the columns it reads, where known (YAML LFs)
     origin: str = ""  # where it was defined, for messages ("lfs.yaml: LF 3 (kw_link)")
+    after: tuple[str, ...] = ()  # a default LF: the versions of the LFs it falls back from
 
     @property
     def batched(self) -> bool:
         """Votes whole batches in this process (a model that must not be forked)."""
         return hasattr(self.function, "vote_many")
 
-    def vote_many(self, rows: list[dict[str, Any]]) -> list[int]:
+    @property
+    def is_default(self) -> bool:
+        return isinstance(self.function, Default)
+
+    def vote_many(self, rows: list[dict[str, Any]], embed: Embed | None = None) -> list[int]:
+        if isinstance(self.function, Exemplars):
+            return [self._index(v) for v in self.function.vote_many(rows, embed)]
         if self.batched:
             values = self.function.vote_many(rows)  # type: ignore[attr-defined]
             return [self._index(value) for value in values]
@@ -68,7 +87,8 @@ class LabelingFunction:
 
     @property
     def version(self) -> str:
-        return blake3.blake3(self.source.encode()).hexdigest()[:16]
+        after = "\nafter " + ",".join(self.after) if self.after else ""
+        return blake3.blake3((self.source + after).encode()).hexdigest()[:16]
 
     def vote(self, row: dict[str, Any]) -> int:
         return self._index(self.function(row))
@@ -110,57 +130,12 @@ def labeling_function(
     return wrap
 
 
-class _Keywords:
-    def __init__(self, column: str, words: Sequence[str], label: str) -> None:
-        self.column, self.label = column, label
-        self.pattern = re.compile(
-            r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE
-        )
-
-    def __call__(self, row: dict[str, Any]) -> str | None:
-        return self.label if self.pattern.search(str(row.get(self.column) or "")) else None
-
-
-class _Regex:
-    def __init__(self, column: str, pattern: UserPattern, label: str) -> None:
-        self.column, self.label, self.pattern = column, label, pattern
-
-    def __call__(self, row: dict[str, Any]) -> str | None:
-        return self.label if self.pattern.search(str(row.get(self.column) or "")) else None
-
-
-class _Exemplars:
-    """Votes the class of the most similar exemplar text (MiniLM cosine similarity) when the
-    similarity reaches ``threshold``; rows are embedded in batches (``vote_many``)."""
-
-    def __init__(self, column: str, exemplars: dict[str, list[str]], threshold: float) -> None:
-        self.column, self.threshold = column, threshold
-        self.classes = [label for label, texts in exemplars.items() for _ in texts]
-        self.texts = [text for texts in exemplars.values() for text in texts]
-        self._embedded: Any = None
-
-    def vote_many(self, rows: list[dict[str, Any]]) -> list[str | None]:
-        from fmforge.embeddings import embed_texts
-
-        if self._embedded is None:
-            self._embedded = embed_texts(self.texts)
-        texts = [str(row.get(self.column) or "") for row in rows]
-        similarity = (embed_texts(texts) @ self._embedded.T).numpy()
-        best = similarity.argmax(axis=1)
-        return [
-            self.classes[b] if similarity[i, b] >= self.threshold else None
-            for i, b in enumerate(best)
-        ]
-
-    def __call__(self, row: dict[str, Any]) -> str | None:
-        return self.vote_many([row])[0]
-
-
 _Text = Annotated[str, Field(min_length=1)]
 
 
 class LFSpec(BaseModel):
-    """One YAML LF: a name, the label it votes, and exactly one of keywords, regex, exemplars."""
+    """One YAML LF: a name, the label it votes, and the fields of exactly one kind (keywords,
+    regex, exemplars, min/max for threshold, default)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
@@ -176,15 +151,24 @@ class LFSpec(BaseModel):
         None, min_length=1, description="a mapping of labels to lists of example texts"
     )
     threshold: float = Field(0.6, ge=-1, le=1, description="a number from -1 to 1")
+    min: float | None = Field(None, description="a number")
+    max: float | None = Field(None, description="a number")
+    feature: str | None = Field(None, description=f"one of {', '.join(FEATURES)}")
+    default: bool | None = Field(None, description="true")
 
 
 def load_lfs(source: Path | str) -> list[LabelingFunction]:
-    """LFs from a YAML file (keyword, regex and exemplar LFs) or a Python file (its decorated
-    LFs). Every field of a YAML file is checked before anything runs."""
+    """LFs from a YAML file (the declarative kinds) or a Python file (its decorated LFs).
+    Every field of a YAML file is checked before anything runs."""
     path = Path(source)
     if path.suffix == ".py":
         return _python_lfs(path)
     spec, name = load_yaml(path, LabelingError, "lfs")
+    return parse_lfs(spec, name)
+
+
+def parse_lfs(spec: Any, name: str) -> list[LabelingFunction]:
+    """The LFs of a parsed YAML LF file (``name`` says where it came from, in messages)."""
     if (
         not isinstance(spec, dict)
         or not isinstance(spec.get("lfs"), list)
@@ -218,6 +202,12 @@ def _labels(name: str, given: Any) -> tuple[str, ...]:
     return labels
 
 
+def build_lf(entry: Any, labels: Sequence[str], column: str, where: str) -> LabelingFunction:
+    """One LF from its YAML entry (a mapping), as a file of ``labels`` reading ``column``
+    would make it: the same checks, the same version."""
+    return _yaml_lf(where, 1, entry, tuple(labels), column)
+
+
 def _yaml_lf(
     name: str, number: int, entry: Any, labels: tuple[str, ...], column: str
 ) -> LabelingFunction:
@@ -229,38 +219,60 @@ def _yaml_lf(
         spec = validate_fields(LFSpec, entry, "field")
     except SpecProblem as problem:
         raise LabelingError(f"{where}: {problem}") from None
-    given = [k for k in ("keywords", "regex", "exemplars") if getattr(spec, k) is not None]
+    given = [k for k in KINDS.values() if any(getattr(spec, f) is not None for f in k.fields)]
     if len(given) != 1:
-        raise LabelingError(f"{where}: give exactly one of keywords, regex or exemplars")
+        raise LabelingError(
+            f"{where}: give exactly one of keywords, regex, exemplars, min/max (threshold) "
+            "or default"
+        )
     (kind,) = given
-    for option, owner in (("ignore_case", "regex"), ("threshold", "exemplars")):
-        if option in entry and kind != owner:
-            raise LabelingError(f"{where}: {option} applies to {owner} LFs only")
-    if spec.label is None and kind != "exemplars":
+    for owner in KINDS.values():
+        for option in owner.options:
+            if option in entry and owner is not kind:
+                raise LabelingError(f"{where}: {option} applies to {owner.noun} LFs only")
+    if spec.label is None and kind.name != "exemplar":
         raise LabelingError(f"{where}: needs the label it votes (one of {', '.join(labels)})")
     label = str(spec.label if spec.label is not None else labels[0])
     if label not in labels:
         raise LabelingError(f"{where}: votes {label!r}, not one of {', '.join(labels)}")
     definition = orjson.dumps({"column": column, **entry}, option=orjson.OPT_SORT_KEYS).decode()
     col = spec.column or column
-    function: Callable[[dict[str, Any]], Any]
-    if spec.keywords is not None:
-        function, kind = _Keywords(col, spec.keywords, label), "keyword"
-    elif spec.regex is not None:
-        pattern = UserPattern(spec.regex, where, LabelingError, ignore_case=spec.ignore_case)
-        function = _Regex(col, pattern, label)
-    else:
+    function = _build(spec, kind.name, col, label, labels, where)
+    columns = () if kind.name == "default" else (col,)
+    return LabelingFunction(
+        spec.name, labels, function, kind.name, definition, columns=columns, origin=where
+    )
+
+
+def _build(
+    spec: LFSpec, kind: str, column: str, label: str, labels: tuple[str, ...], where: str
+) -> Callable[[dict[str, Any]], Any]:
+    """The callable of one validated YAML LF of ``kind``."""
+    if kind == "keyword":
+        return Keywords(column, spec.keywords or [], label)
+    if kind == "regex":
+        pattern = UserPattern(spec.regex or "", where, LabelingError, ignore_case=spec.ignore_case)
+        return Regex(column, pattern, label)
+    if kind == "exemplar":
         exemplars = spec.exemplars or {}
         strangers = [k for k in exemplars if k not in labels]
         if strangers:
             raise LabelingError(
                 f"{where}: exemplars for {strangers[0]!r}, not one of {', '.join(labels)}"
             )
-        function = _Exemplars(col, {k: list(v) for k, v in exemplars.items()}, spec.threshold)
-        kind = "exemplar"
-    return LabelingFunction(
-        spec.name, labels, function, kind, definition, columns=(col,), origin=where
-    )
+        return Exemplars(column, {k: list(v) for k, v in exemplars.items()}, spec.threshold)
+    if kind == "threshold":
+        if spec.feature is not None and spec.feature not in FEATURES:
+            raise LabelingError(
+                f"{where}: field 'feature' must be one of {', '.join(FEATURES)}, "
+                f"not {shown(spec.feature)}"
+            )
+        if spec.min is not None and spec.max is not None and spec.min > spec.max:
+            raise LabelingError(f"{where}: min {spec.min:g} is above max {spec.max:g}")
+        return Threshold(column, label, spec.min, spec.max, spec.feature)
+    if spec.default is not True:
+        raise LabelingError(f"{where}: field 'default' must be true (or leave it out)")
+    return Default(label)
 
 
 def _python_lfs(path: Path) -> list[LabelingFunction]:
@@ -290,6 +302,28 @@ def _check_unique(lfs: Sequence[LabelingFunction], name: str) -> None:
         raise LabelingError(f"{name}: LF names must be unique: {', '.join(repeated)}")
     if len({lf.labels for lf in lfs}) > 1:
         raise LabelingError(f"{name}: every LF must vote over the same labels")
+    defaults = [lf.name for lf in lfs if lf.is_default]
+    if len(defaults) > 1:
+        raise LabelingError(f"{name}: at most one default LF, not {', '.join(defaults)}")
+    if defaults and len(defaults) == len(lfs):
+        raise LabelingError(f"{name}: a default LF needs other LFs to fall back from")
+
+
+def bind_default(lfs: Sequence[LabelingFunction]) -> list[LabelingFunction]:
+    """``lfs`` with the default LF (if any) bound to the versions of the others: its votes
+    depend on theirs, so its version does too."""
+    _check_unique(lfs, "the LF set")
+    others = sorted(lf.version for lf in lfs if not lf.is_default)
+    return [replace(lf, after=tuple(others)) if lf.is_default else lf for lf in lfs]
+
+
+def default_votes(lfs: Sequence[LabelingFunction], matrix: np.ndarray[Any, Any]) -> Any:
+    """``matrix`` (rows x ``lfs``) with the default LF's column filled from the others'."""
+    for j, lf in enumerate(lfs):
+        if isinstance(lf.function, Default):
+            others = np.delete(matrix, j, axis=1)
+            matrix[:, j] = lf.function.column(others, lf.labels.index(lf.function.label))
+    return matrix
 
 
 # What forked workers read (set before the pool starts; nothing is pickled but the results).
@@ -338,6 +372,7 @@ def apply_lfs(
     """The label matrix of ``lfs`` over ``target``'s rows, recorded as ``LabelMatrixBuilt``."""
     if not lfs:
         raise LabelingError("no labeling functions to apply")
+    lfs = bind_default(lfs)
     version = resolve(repo, target)
     table = read_table(repo, version.ref, with_ids=True)
     _check_columns(lfs, table, version)
@@ -353,15 +388,26 @@ def apply_lfs(
             todo.append(lf)
     if todo:
         rows = table.drop_columns(["_row_id"]).to_pylist()
-        plain = [lf for lf in todo if not lf.batched]
+        plain = [lf for lf in todo if not lf.batched and not lf.is_default]
         if plain:
             votes = _votes(rows, plain, workers or os.cpu_count() or 1)
             for index, lf in enumerate(plain):
                 columns[lf.name] = np.ascontiguousarray(votes[:, index]).tobytes()
+        batched = [lf for lf in todo if lf.batched]
+        if batched:
+            from fmforge.data.labeling.embedcache import EmbeddingCache
+
+            embed = EmbeddingCache(repo, version)
+            for lf in batched:
+                columns[lf.name] = np.array(lf.vote_many(rows, embed), dtype=np.int8).tobytes()
         for lf in todo:
-            if lf.batched:
-                columns[lf.name] = np.array(lf.vote_many(rows), dtype=np.int8).tobytes()
+            if lf.is_default:
+                columns[lf.name] = np.full(len(row_ids), -1, np.int8).tobytes()
     matrix = np.stack([np.frombuffer(columns[lf.name], dtype=np.int8) for lf in lfs], axis=1)
+    if any(lf.is_default for lf in todo):
+        matrix = default_votes(lfs, matrix.copy())
+        for j, lf in enumerate(lfs):
+            columns[lf.name] = np.ascontiguousarray(matrix[:, j]).tobytes()
     stored = {}
     for lf in lfs:
         stored[lf.version] = repo.objects.put(
@@ -427,20 +473,28 @@ def stale_lfs(
 ) -> dict[str, int]:
     """LFs whose recorded votes differ from running them again on (a sample of) the stored
     rows: name -> rows that differ. A recorded column of the same LF version must agree."""
+    from fmforge.data.labeling.embedcache import EmbeddingCache
+
+    lfs = bind_default(lfs)
     version = resolve(repo, target)
     known = _known_columns(repo, version)
     table = read_table(repo, version.ref)
     _check_columns(lfs, table, version)
     picked = np.sort(np.random.default_rng(0).permutation(table.num_rows)[:sample])
     rows = table.take(picked).to_pylist()
+    embed = EmbeddingCache(repo, version, record=False)
+    fresh = np.full((len(rows), len(lfs)), -1, np.int8)
+    for j, lf in enumerate(lfs):
+        if not lf.is_default:
+            fresh[:, j] = lf.vote_many(rows, embed)
+    fresh = default_votes(lfs, fresh)
     out = {}
-    for lf in lfs:
+    for j, lf in enumerate(lfs):
         digest = known.get(lf.version)
         if digest is None:
             continue
         raw = zstandard.ZstdDecompressor().decompress(repo.objects.get(digest))
         recorded = np.frombuffer(raw, dtype=np.int8)[picked]
-        fresh = np.array(lf.vote_many(rows), dtype=np.int8)
-        if np.any(recorded != fresh):
-            out[lf.name] = int(np.sum(recorded != fresh))
+        if np.any(recorded != fresh[:, j]):
+            out[lf.name] = int(np.sum(recorded != fresh[:, j]))
     return out
