@@ -17,6 +17,7 @@ PACKAGES = [
     "fmforge.objects",
     "fmforge.remotes",
     "fmforge.tracking",
+    "fmforge.training",
 ]
 
 
