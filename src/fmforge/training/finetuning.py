@@ -71,6 +71,7 @@ class Progress:
     epoch: float
     metrics: dict[str, float]
     objective: float | None  # eval_<spec.objective>
+    steps_planned: int  # the steps the whole finetune takes (epochs, or max_steps)
 
 
 Callback = Callable[[Progress], bool | None]
@@ -131,6 +132,8 @@ def finetune(
             raise InvalidSpec("--nproc: masks and callbacks need a single process")
         from fmforge.training.distributed import launch
 
+        if spec.threads is None:  # the cores shared out, not each rank taking them all
+            spec = spec.model_copy(update={"threads": max(1, (os.cpu_count() or 1) // nproc)})
         with determinism(spec) as resolved:
             job = prepare(repo, resolved)
             point = _resume_point(repo, job, resume)
@@ -178,7 +181,7 @@ def train(
             resolved.project, repo=repo, config=config, datasets=[job.data.version.ref],
             base_model=job.base, seed=resolved.seed, name=name, tags=tags,
         ) as run:  # fmt: skip
-            sink = _RunSink(repo, run, job, callback, point, loop.per_epoch)
+            sink = _RunSink(repo, run, job, callback, point, loop.per_epoch, loop.total)
             position = loop.run(sink)
             return _finish(repo, run, job, loop, sink, position, output, point)
 
@@ -194,7 +197,8 @@ def determinism(spec: FinetuneSpec) -> Iterator[FinetuneSpec]:
         update={"threads": spec.threads or threads, "device": _device_name(spec.device)}
     )
     torch.set_num_threads(resolved.threads or threads)
-    torch.use_deterministic_algorithms(True)
+    # CUDA kernels without a deterministic version warn instead of failing (no bits promised)
+    torch.use_deterministic_algorithms(True, warn_only=resolved.device != "cpu")
     try:
         yield resolved
     finally:
@@ -338,6 +342,7 @@ class _RunSink:
     callback: Callback | None
     point: resuming.Checkpoint | None
     per_epoch: int
+    steps_planned: int
     evaluates: bool = True
     stopped: bool = False
     pruned: bool = False
@@ -352,7 +357,9 @@ class _RunSink:
             return False
         objective = metrics.get(f"eval_{self.job.spec.objective}")
         epoch = position.step / max(1, self.per_epoch)
-        progress = Progress(self.run.id, position.step, epoch, dict(metrics), objective)
+        progress = Progress(
+            self.run.id, position.step, epoch, dict(metrics), objective, self.steps_planned
+        )
         self.pruned = bool(self.callback(progress))
         return self.pruned
 

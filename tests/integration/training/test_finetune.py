@@ -185,5 +185,6 @@ def test_a_callback_stops_a_trial_and_nothing_is_committed_as_its_result(
     assert result.steps == 3
     assert len(seen) == 1
     assert seen[0].objective == seen[0].metrics["eval_accuracy"]
+    assert seen[0].steps_planned == 9  # 3 epochs of 3 batches: a search's resource
     assert spam_repo.view(ModelRefs).models() == before  # no result model
     assert load_run(spam_repo, result.run).tag_values["fmforge.stopped"]

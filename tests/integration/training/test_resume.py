@@ -92,3 +92,35 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(
                 assert list(ours) == list(theirs)
                 for name in ours:
                     assert torch.equal(ours[name], theirs[name]), name
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_failed_lora_run_resumes_explicitly_to_the_uninterrupted_adapter(
+    spam_repo: Repository,
+) -> None:
+    spec = FinetuneSpec.parse({
+        "base": "tiny", "data": "spam", "epochs": 3, "batch_size": 8, "threads": 1,
+        "checkpoint_steps": 2, "eval_steps": 5, "eval_split": "valid", "dropout": 0.1,
+    })  # fmt: skip
+
+    def interrupt(progress: object) -> bool:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        finetune(spam_repo, spec, callback=interrupt)  # fails at step 5, after 2 checkpoints
+    (failed,) = spam_repo.view(RunsView).rows("status = failed")
+    assert failed["checkpoints"] == 2
+    assert finetune(spam_repo, spec).resumed_from is None  # a failure is not resumed unasked
+    resumed = finetune(spam_repo, spec, resume=failed["id"])
+    assert resumed.resumed_from is not None
+    assert resumed.resumed_from["step"] == 4
+    uninterrupted = finetune(spam_repo, spec, resume=None)
+    with (
+        load_state_dict(resumed.commit_ref, repo=spam_repo) as ours,
+        load_state_dict(uninterrupted.commit_ref, repo=spam_repo) as theirs,
+    ):
+        for name in theirs:
+            assert torch.equal(ours[name], theirs[name]), name
