@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "Evaluation": "fmforge.training.evaluation",
-    "FinetuneResult": "fmforge.training.finetuning",
+    "FinetuneResult": "fmforge.training.recording",
     "FinetuneSpec": "fmforge.training.spec",
-    "Progress": "fmforge.training.finetuning",
+    "Progress": "fmforge.training.recording",
     "ReplayReport": "fmforge.training.replays",
     "evaluate": "fmforge.training.evaluation",
     "finetune": "fmforge.training.finetuning",
@@ -36,7 +36,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from fmforge.training.evaluation import Evaluation, evaluate
-    from fmforge.training.finetuning import FinetuneResult, Progress, finetune
+    from fmforge.training.finetuning import finetune
+    from fmforge.training.recording import FinetuneResult, Progress
     from fmforge.training.replays import ReplayReport, replay
     from fmforge.training.spec import FinetuneSpec
 

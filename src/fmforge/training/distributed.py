@@ -26,7 +26,7 @@ from fmforge.training.resume import Checkpoint
 from fmforge.training.spec import FinetuneSpec
 
 if TYPE_CHECKING:
-    from fmforge.training.finetuning import FinetuneResult
+    from fmforge.training.recording import FinetuneResult
 
 
 def launch(
@@ -40,7 +40,7 @@ def launch(
 ) -> FinetuneResult:
     """Run the finetune on ``nproc`` processes; returns rank 0's ``FinetuneResult``."""
     from fmforge.training.evaluation import Evaluation
-    from fmforge.training.finetuning import FinetuneResult as Result
+    from fmforge.training.recording import FinetuneResult as Result
 
     with tempfile.TemporaryDirectory(prefix="fmforge-torchrun-") as tmp:
         job = Path(tmp) / "job.json"

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import blake3
 import torch
 
 from fmforge.errors import InvalidSpec
-from fmforge.training.modeling import unwrap
+from fmforge.training.modeling import MASK_FILE, MASK_PREFIX, unwrap
 
 if TYPE_CHECKING:
     from fmforge.training.loop import Loop
@@ -105,3 +106,13 @@ def masks_summary(masks: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     total = sum(m.numel() for m in masks.values())
     kept = sum(int(m.sum()) for m in masks.values())
     return {"digest": masks_digest(masks), "entries": total, "trainable": kept}
+
+
+def saved_masks(directory: Path) -> dict[str, torch.Tensor] | None:
+    """The trainable mask a saved model directory holds, keyed by parameter name."""
+    if not (directory / MASK_FILE).is_file():
+        return None
+    from safetensors.torch import load_file
+
+    saved = load_file(str(directory / MASK_FILE))
+    return {k.removeprefix(MASK_PREFIX): v for k, v in saved.items()}

@@ -29,10 +29,11 @@ from fmforge.models.checkout import load_state_dict, open_model
 from fmforge.repository import Repository
 from fmforge.tracking.reading import load_run, read_metric
 from fmforge.tracking.views import RunsView
-from fmforge.training.finetuning import RESULT_TAG, _saved_masks, determinism, prepare
+from fmforge.training.finetuning import determinism, prepare
 from fmforge.training.loop import Loop, Position
-from fmforge.training.masks import gradient_masks, masks_digest, resolve_masks
+from fmforge.training.masks import gradient_masks, masks_digest, resolve_masks, saved_masks
 from fmforge.training.modeling import build_model, save_model, weights_file
+from fmforge.training.recording import RESULT_TAG
 from fmforge.training.resume import recorded_spec
 
 
@@ -206,7 +207,7 @@ def _recorded_masks(
     if source not in ("given", "checkpoint"):
         return None
     for target in [*(checkpoints[s] for s in sorted(checkpoints)), *([result] if result else [])]:
-        masks = _saved_masks(open_model(target, repo=repo))
+        masks = saved_masks(open_model(target, repo=repo))
         if masks is not None:
             return masks
     raise InvalidSpec("the run's trainable mask is in none of its commits")
