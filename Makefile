@@ -43,6 +43,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/access.py
 	$(BIN)/python benchmarks/lf_synth.py
+	$(BIN)/python benchmarks/finetune.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

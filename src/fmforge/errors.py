@@ -54,6 +54,9 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── QueryError              a runs query that does not parse or names nothing
     │   ├── ExperimentNotFound      no MLflow experiment with that id or name
     │   └── ExperimentExists        an MLflow experiment of that name exists already
+    ├── TrainingError
+    │   ├── InvalidSpec             a finetune or eval request that cannot run (names the option)
+    │   └── TrainingFailed          a training process (a torchrun worker) failed
     ├── RequestError
     │   ├── InvalidRequest          a malformed HTTP request (body, field, parameter)
     │   ├── EndpointNotFound        no such route
@@ -449,6 +452,24 @@ class ExperimentExists(TrackingError):
     """An MLflow experiment of that name exists already; nothing was recorded."""
 
     http_status = 409
+
+
+class TrainingError(FmforgeError):
+    """Family of finetuning and evaluation errors."""
+
+    http_status = 400
+
+
+class InvalidSpec(TrainingError):
+    """A finetune spec or evaluation that cannot run as given (an unknown method, a missing
+    column, labels the data does not hold, a base that is no registered model...); refused
+    before anything is recorded."""
+
+
+class TrainingFailed(TrainingError):
+    """A training process failed outside fmforge's checks (a torchrun worker died)."""
+
+    http_status = 500
 
 
 class RequestError(FmforgeError):

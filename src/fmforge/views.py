@@ -9,6 +9,7 @@ from typing import Any
 from fmforge.access.views import AccessHistoryView, AccessLogView, AccessView
 from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
+from fmforge.models.evaluations import ModelEvaluations
 from fmforge.models.refs import ModelRefs
 from fmforge.tracking.views import ExperimentsView, RunsView
 
@@ -82,6 +83,7 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     PrunedObjects,
     ObjectRefs,
     ModelRefs,
+    ModelEvaluations,
     DatasetsView,
     DatasetWork,
     SynthWork,

@@ -18,6 +18,7 @@ PACKAGES = [
     "fmforge.objects",
     "fmforge.remotes",
     "fmforge.tracking",
+    "fmforge.training",
 ]
 
 

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from fmforge import __version__
-from fmforge.cli import access, audit, data, events, label, model, remote, runs
+from fmforge.cli import access, audit, data, events, label, model, remote, runs, train
 from fmforge.cli.context import FmforgeGroup, console, open_repository, store_option, text
 from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
@@ -41,6 +41,8 @@ app.add_typer(runs.app, name="runs")
 app.command("push")(remote.push)
 app.command("pull")(remote.pull)
 app.command("clone")(remote.clone_)
+app.command("finetune")(train.finetune)
+app.command("eval")(train.eval_)
 
 
 def _version(value: bool) -> None:

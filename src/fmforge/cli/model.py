@@ -21,6 +21,7 @@ from fmforge.models import (
     reset_branch,
 )
 from fmforge.models.diff import diff_models
+from fmforge.models.evaluations import ModelEvaluations
 from fmforge.models.refs import ModelRefs, RefIndex, split_model_ref
 
 app = typer.Typer(cls=FmforgeGroup, help="Version control for model weights.", no_args_is_help=True)
@@ -115,9 +116,14 @@ def log(
             labels.setdefault(head, []).append(branch)
         for tag, head in index.tags(name).items():
             labels.setdefault(head, []).append(f"tag: {tag}")
+        evaluations = repo.view(ModelEvaluations).of_model(name)
     for info in history:
+        evaluated = evaluations.get(info.commit, [])
         if as_json:
-            record = {**dataclasses.asdict(info), "refs": labels.get(info.commit, [])}
+            record = {
+                **dataclasses.asdict(info), "refs": labels.get(info.commit, []),
+                "evaluations": [e.to_json() for e in evaluated],
+            }  # fmt: skip
             typer.echo(orjson.dumps(record))
             continue
         names = f" ({', '.join(labels[info.commit])})" if info.commit in labels else ""
@@ -127,6 +133,8 @@ def log(
             f"{info.stored_bytes:,} bytes stored",
             markup=False,
         )
+        for evaluation in evaluated:
+            console.print(f"    eval {evaluation.summary()}", markup=False)
 
 
 def _print_graph(index: RefIndex, name: str, limit: int | None) -> None:
@@ -213,7 +221,7 @@ def show(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="NAME@REF")],
 ) -> None:
-    """One commit: parents, message, sizes."""
+    """One commit: parents, message, sizes, evaluations."""
     name, ref = split_model_ref(target)
     with open_repository(ctx) as repo:
         index = repo.view(ModelRefs)
@@ -224,6 +232,7 @@ def show(
             f for f in forgotten_in(repo)
             if any(m["model"] == name and m["commit"] == info.commit for m in f["models"])
         ]  # fmt: skip
+        evaluated = repo.view(ModelEvaluations).of_commit(info.commit)
     console.print(f"commit   {info.commit}", markup=False)
     console.print(f"model    {info.model}", markup=False)
     console.print(f"parents  {' '.join(info.parents) or '(none)'}", markup=False)
@@ -236,6 +245,9 @@ def show(
         f"{info.stored_bytes:,} new bytes stored",
         markup=False,
     )
+    for evaluation in evaluated:
+        run = f"; run {evaluation.run[-12:]}" if evaluation.run else ""
+        console.print(f"eval     {evaluation.summary()}{run}", markup=False)
     for record in forgotten:
         console.print(
             text(

@@ -208,3 +208,22 @@ def compare(
             "-" if divergence is None else f"step {divergence}",
         )
     console.print(table)
+
+
+@app.command("replay")
+def replay_(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(metavar="ID-or-NAME")],
+) -> None:
+    """Re-run a recorded CPU finetune from its recorded inputs (spec, base commit, dataset
+    version, seed) and compare the bits: exit 0 when every logged loss, checkpoint and the
+    result are identical, else 1 naming the first step and tensor that differ."""
+    from fmforge.training.replays import replay
+
+    with open_repository(ctx) as repo:
+        report = replay(repo, run)
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False)
+    console.print(f"run {report.run[-12:]}: {report.summary()}", markup=False)
+    if not report.identical:
+        raise typer.Exit(1)

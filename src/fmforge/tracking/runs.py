@@ -278,11 +278,15 @@ class Run:
         model: str | None = None,
         step: int | None = None,
         message: str | None = None,
+        parents: Sequence[str] | None = None,
+        base: str | None = None,
     ) -> str:
         """Commit ``source`` (a model directory or file, or a state dict of tensors) on branch
         ``runs/<run id>`` of the run's base model (``model`` overrides; without either, the
         project's name), the first checkpoint parented on the base commit the run started
-        from; returns the commit id."""
+        from (``parents``: these REFs instead, e.g. the checkpoint a resumed run went on
+        from); returns the commit id. ``base``: ``NAME@REF`` of the model an adapter
+        checkpoint adapts."""
         from fmforge.models import commit_model, commit_tensors
         from fmforge.models.refs import ModelRefs
 
@@ -290,20 +294,22 @@ class Run:
         step = self._next_step - 1 if step is None else _step(step)
         message = message or f"{self.name} step {step}"
         branch = f"runs/{self.id}"
-        parents: list[str] | None = None
         first = branch not in self.repo.view(ModelRefs).branches(model)
-        if first and model == self.base_model and self.base_commit is not None:
-            parents = [self.base_commit]
+        chosen: list[str] | None = None
+        if first and parents is not None:
+            chosen = list(parents)
+        elif first and model == self.base_model and self.base_commit is not None:
+            chosen = [self.base_commit]
         provenance = {"run": self.id, "step": step}
         if isinstance(source, Mapping):
             result = commit_tensors(
-                self.repo, model, source, parents=parents, message=message, branch=branch,
-                provenance=provenance,
+                self.repo, model, source, parents=chosen, message=message, branch=branch,
+                provenance=provenance, base=base,
             )  # fmt: skip
         else:
             result = commit_model(
-                self.repo, model, Path(source), message, branch=branch, parents=parents,
-                provenance=provenance,
+                self.repo, model, Path(source), message, branch=branch, parents=chosen,
+                provenance=provenance, base=base,
             )  # fmt: skip
         self._checkpoints.append((step, model, result.commit))
         self._append(ev.CheckpointLogged({"step": step, "model": model, "commit": result.commit}))
