@@ -296,7 +296,7 @@ BAD = [
     Bad(
         "parquet_duplicate_columns",
         {"d.parquet": _parquet(pa.Table.from_arrays([pa.array([1]), pa.array([2])], ["a", "a"]))},
-        "not a readable Parquet file (Multiple matches for FieldRef.Name(a)",
+        "the column name 'a' appears twice (columns 1 and 2)",
     ),
     Bad(
         "parquet_invalid_utf8",

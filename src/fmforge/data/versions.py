@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from fmforge.data.events import DatasetVersionCommitted
 from fmforge.data.names import validate_dataset_name
-from fmforge.data.sources import read_source, text_encoding
+from fmforge.data.sources import Source, text_encoding
 from fmforge.data.storage import StoredTable, load_manifest, load_table
 from fmforge.data.views import DatasetsView, DatasetVersion
 from fmforge.data.writer import TableWriter
@@ -156,7 +156,7 @@ def add_dataset(
     the text files' encoding when it is not UTF-8 (UTF-16/32 with a byte-order mark are found);
     each text file's is recorded with its path, size and digest."""
     validate_dataset_name(name)
-    table = read_source(source, encoding)
+    reader = Source(source, encoding)  # reads the files through: any refusal happens here
     files = sorted(source.rglob("*")) if source.is_dir() else [source]
     sources = []
     for f in files:
@@ -171,10 +171,15 @@ def add_dataset(
                 entry["encoding"] = read_as
             sources.append(entry)
     return _commit(
-        repo, name, table.schema, lambda writer: writer.add_table(table),
+        repo, name, reader.schema, lambda writer: _fill(writer, reader),
         transformation={"kind": "add", "sources": sources},
         message=message or f"add {source.name}", allow_schema_change=allow_schema_change,
     )  # fmt: skip
+
+
+def _fill(writer: TableWriter, reader: Source) -> None:
+    for batch in reader.batches():
+        writer.add(batch)
 
 
 def _file_digest(path: Path) -> str:
