@@ -4,10 +4,12 @@ The rows come out exactly as the files hold them, or the files are refused namin
 where the format has lines, the line and the column at fault; nothing is recorded either way.
 ``Source`` reads the files twice, a batch at a time, so memory stays bounded by the batch
 whatever their size: the first pass refuses what must be refused and decides the column types
-(a CSV column's needs every value), the second gives the rows. Text files are decoded as ``textfiles`` says (UTF-8 unless a byte-order mark
-or the ``encoding`` given says otherwise; no NUL), CSV values typed as ``csvfile`` says (a type
-only where it gives back every value as written), JSON values kept as ``jsonlfile`` says (exact
-or refused). Parquet files keep their types; types the store cannot give back exactly
+(a CSV column's needs every value), the second gives the rows.
+
+Text files are decoded as ``textfiles`` says (UTF-8 unless a byte-order mark or the
+``encoding`` given says otherwise; no NUL), CSV values typed as ``csvfile`` says (a type only
+where it gives back every value as written), JSON values kept as ``jsonlfile`` says (exact or
+refused). Parquet files keep their types; types the store cannot give back exactly
 (decimals, half floats, durations, unions, extension types) are refused, as is text that is not
 UTF-8 or holds NUL.
 
@@ -193,9 +195,7 @@ class Source:
                 yield conform(table, part.schema)
         else:
             for table in _parquet_batches(part.file, self.batch_rows):
-                yield table.cast(
-                    pa.schema([f.with_type(_arrow_lists(f.type)) for f in table.schema])
-                )
+                yield table.select(part.schema.names).cast(part.schema)
 
 
 def _files(path: Path, encoding: str | None) -> list[Path]:
