@@ -40,6 +40,7 @@ from fmforge.errors import InvalidDataSource
 
 MAX_COLUMNS = 10_000
 RECORD_BYTES = 16 << 20  # records up to this long are read (Arrow's block: up to twice is)
+FIRST_BLOCK = 1 << 20  # the block read first: a file with longer records is read again
 _INTEGER = r"^(?:0|-?[1-9][0-9]*)$"
 _NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?$"
 _TEXT_TYPES = {f"f{i}": pa.string() for i in range(MAX_COLUMNS + 1)}
@@ -68,7 +69,23 @@ def read_csv_text(path: Path, encoding: str | None = None) -> pa.Table:
 
 def csv_text_batches(path: Path, encoding: str | None = None) -> Iterator[pa.Table]:
     """The records of a CSV file a block at a time (memory bounded by the block), every column
-    text, named by the header; refused as soon as a problem is read."""
+    text, named by the header; refused as soon as a problem is read. Blocks of ``FIRST_BLOCK``
+    bytes are read first; a record too long for them has the file read again in blocks of
+    ``RECORD_BYTES``, from where it was."""
+    given = 0
+    try:
+        for table in _blocks(path, encoding, FIRST_BLOCK, 0):
+            given += table.num_rows
+            yield table
+    except _Straddles:
+        yield from _blocks(path, encoding, RECORD_BYTES, given)
+
+
+class _Straddles(Exception):
+    """A record longer than the block (only raised for blocks shorter than RECORD_BYTES)."""
+
+
+def _blocks(path: Path, encoding: str | None, block: int, skip: int) -> Iterator[pa.Table]:
     bad: list[Any] = []
 
     def refuse(row: Any) -> str:
@@ -83,7 +100,7 @@ def csv_text_batches(path: Path, encoding: str | None = None) -> Iterator[pa.Tab
                 stream,
                 read_options=pacsv.ReadOptions(
                     use_threads=False,  # serial: a refused row knows its number
-                    block_size=RECORD_BYTES,
+                    block_size=block,
                     autogenerate_column_names=True,  # the header is read as text, like the rest
                 ),
                 parse_options=pacsv.ParseOptions(
@@ -105,8 +122,13 @@ def csv_text_batches(path: Path, encoding: str | None = None) -> Iterator[pa.Tab
                     names = ["" if name is None else str(name) for name in first]
                     _check_header(path, names)
                     table = table.slice(1)
+                if skip:
+                    dropped = min(skip, table.num_rows)
+                    table, skip = table.slice(dropped), skip - dropped
                 yield table.rename_columns(names)
         except pa.ArrowInvalid as error:
+            if block < RECORD_BYTES and not bad and "straddl" in str(error):
+                raise _Straddles from None
             raise _malformed(path, encoding, error, bad) from None
 
 

@@ -161,28 +161,30 @@ class RowIds:
         """The (rows, 16) uint8 ids of ``batch``'s rows, continuing the table so far."""
         names = batch.column_names
         columns = [canonical_values(batch.column(n)) for n in names]
-        records: list[bytes] = []
-        out = np.empty((batch.num_rows, ID_BYTES), np.uint8)
-        for i, values in enumerate(zip(*columns, strict=True)):
-            record = orjson.dumps(
+
+        def record(values: tuple[Any, ...]) -> bytes:
+            return orjson.dumps(
                 dict(zip(names, values, strict=True)), option=_CANONICAL, default=_bytes_as_hex
             )
-            records.append(record)
-            out[i] = np.frombuffer(blake3.blake3(record).digest(length=ID_BYTES), np.uint8)
-        del columns
+
+        # One record at a time: orjson's bytes keep a few KB of buffer each, so a batch of
+        # them would cost far more than the batch itself.
+        packed = bytearray()
+        for values in zip(*columns, strict=True):
+            packed += blake3.blake3(record(values)).digest(length=ID_BYTES)
+        out = np.frombuffer(packed, np.uint8).reshape(-1, ID_BYTES).copy()
         earlier = self.seen.contains(out)
-        first: dict[bytes, int] = {}
-        fresh = []
+        first: set[bytes] = set()
+        fresh = np.ones(len(out), bool)
         for i in range(len(out)):
             digest = out[i].tobytes()
             if not earlier[i] and digest not in first:
-                first[digest] = i
-                fresh.append(i)
+                first.add(digest)
                 continue
+            fresh[i] = False
             repeat = self.repeats.get(digest, 1)
             self.repeats[digest] = repeat + 1
-            out[i] = np.frombuffer(
-                blake3.blake3(records[i] + b"#%d" % repeat).digest(length=ID_BYTES), np.uint8
-            )
-        self.seen.add(out[np.asarray(fresh, np.int64)])
+            again = record(tuple(column[i] for column in columns)) + b"#%d" % repeat
+            out[i] = np.frombuffer(blake3.blake3(again).digest(length=ID_BYTES), np.uint8)
+        self.seen.add(out[fresh])
         return out
