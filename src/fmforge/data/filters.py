@@ -38,6 +38,10 @@ table, no recursive CTE), checked the same way.
 The second wall: every statement runs on an in-memory DuckDB with external access off (no
 file, no network, no ``ATTACH``/``COPY``/``INSTALL``/``LOAD``), extension autoloading off,
 Python replacement scans off, and its configuration locked, so ``SET`` cannot undo any of it.
+The tables it reads are Arrow tables registered by this module; DuckDB opens no file.
+
+A checked filter's parse tree (``checked_condition``) also tells which stored chunks could hold
+a matching row (:mod:`fmforge.data.pushdown`); only those are read and handed to ``select``.
 """
 
 from __future__ import annotations
@@ -191,6 +195,26 @@ def check_filter(
         return _checked_filter(connection, condition, columns, source, relation)
     finally:
         connection.close()
+
+
+def checked_condition(
+    condition: str,
+    columns: Sequence[str],
+    *,
+    source: str = "--where",
+    relation: str = "the dataset",
+) -> dict[str, Any]:
+    """The parse tree of ``condition`` (its WHERE clause, as ``json_serialize_sql`` gives it),
+    once it is found to be one allowed expression over ``columns``; for deciding which stored
+    chunks could hold matching rows (:mod:`fmforge.data.pushdown`). Never run."""
+    connection = connect()
+    try:
+        _checked_filter(connection, condition, columns, source, relation)
+        tree = _parse(connection, _wrap(condition))
+    finally:
+        connection.close()
+    where: dict[str, Any] = _strip(tree["statements"][0]["node"]["where_clause"])
+    return where
 
 
 def run_query(table: pa.Table, sql: str, *, source: str = "query") -> pa.Table:

@@ -10,7 +10,8 @@ prefix of 4 or more characters).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,11 +124,26 @@ def confirm(repo: Repository, target: str, version: DatasetVersion) -> None:
 def read_table(repo: Repository, target: str, *, with_ids: bool = False) -> pa.Table:
     """The table of ``NAME[@REF]`` in its own row order (``_row_id`` first when asked), the
     view's resolution confirmed against the ledger first."""
+    version, manifest = open_version(repo, target)
+    with reading(repo, version, manifest):
+        table = load_table(repo.objects, manifest, with_ids=True)
+    if with_ids:
+        return table.select(["_row_id", *table.column_names[:-1]])
+    return table.drop_columns(["_row_id"])
+
+
+def open_version(repo: Repository, target: str) -> tuple[DatasetVersion, dict[str, Any]]:
+    """The version ``NAME[@REF]`` names (confirmed against the ledger) and its manifest."""
     version = resolve(repo, target)
     confirm(repo, target, version)
-    manifest = load_manifest(repo.objects, version.manifest)
+    return version, load_manifest(repo.objects, version.manifest)
+
+
+@contextmanager
+def reading(repo: Repository, version: DatasetVersion, manifest: dict[str, Any]) -> Iterator[None]:
+    """Reading ``version``'s chunks: one erased when its rows were forgotten is said so."""
     try:
-        table = load_table(repo.objects, manifest, with_ids=True)
+        yield
     except ObjectNotFound:
         erased = repo.pruned_objects().intersection(c["digest"] for c in manifest["chunks"])
         if not erased:
@@ -136,9 +152,6 @@ def read_table(repo: Repository, target: str, *, with_ids: bool = False) -> pa.T
             f"{version.ref} held rows that were later forgotten: {len(erased)} of its chunks "
             "were erased on purpose (see `fmforge data log`); read a newer version"
         ) from None
-    if with_ids:
-        return table.select(["_row_id", *table.column_names[:-1]])
-    return table.drop_columns(["_row_id"])
 
 
 def add_dataset(
