@@ -60,6 +60,17 @@ class _Side:
         self.places = (code[self.chunk] << 32) | self.offset if len(self.chunk) else self.chunk
         self.copied = copied[self.chunk] if len(self.chunk) else np.zeros(0, bool)
         self.columns = manifest_schema(manifest).names
+        runs = self.shape.runs
+        starts = (code[runs[:, 0]] << 32) | runs[:, 1] if len(runs) else runs[:, 0]
+        order = np.argsort(starts, kind="stable")
+        self.run_starts, self.run_ends = starts[order], (starts + runs[:, 2])[order]
+
+    def holds(self, places: np.ndarray) -> np.ndarray:
+        """Per place, whether this version takes a row from it (its runs, binary-searched)."""
+        if len(self.run_starts) == 0:
+            return np.zeros(len(places), bool)
+        at = np.searchsorted(self.run_starts, places, "right") - 1
+        return (at >= 0) & (places < self.run_ends[np.maximum(at, 0)])
 
     def rows(self, positions: np.ndarray, columns: list[str] | None = None) -> pa.Table:
         """The rows at ``positions`` (ascending), in order."""
@@ -92,8 +103,8 @@ def diff_datasets(
         codes: dict[str, int] = {}
         a = _Side(repo.objects, a_version.manifest, a_manifest, codes)
         b = _Side(repo.objects, b_version.manifest, b_manifest, codes)
-        a_rest = np.flatnonzero(~np.isin(a.places, b.places))
-        b_rest = np.flatnonzero(~np.isin(b.places, a.places))
+        a_rest = np.flatnonzero(~b.holds(a.places))
+        b_rest = np.flatnonzero(~a.holds(b.places))
         removed, added = _settle(a, b, a_rest, b_rest)
         report = DatasetDiff(
             a_version.ref, b_version.ref, len(added), len(removed),
