@@ -193,7 +193,8 @@ def type_columns(table: pa.Table) -> pa.Table:
     typings = {name: TextTyping() for name in table.column_names}
     for name, typing in typings.items():
         typing.update(table.column(name))
-    return pa.table({name: typings[name].apply(table.column(name)) for name in typings})
+    columns = [typings[name].apply(table.column(name)) for name in typings]
+    return pa.Table.from_arrays(columns, names=list(typings))  # pa.table would import pandas
 
 
 class TextTyping:

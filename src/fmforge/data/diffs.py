@@ -70,7 +70,8 @@ class _Side:
         if len(self.run_starts) == 0:
             return np.zeros(len(places), bool)
         at = np.searchsorted(self.run_starts, places, "right") - 1
-        return (at >= 0) & (places < self.run_ends[np.maximum(at, 0)])
+        inside: np.ndarray = (at >= 0) & (places < self.run_ends[np.maximum(at, 0)])
+        return inside
 
     def rows(self, positions: np.ndarray, columns: list[str] | None = None) -> pa.Table:
         """The rows at ``positions`` (ascending), in order."""

@@ -40,7 +40,7 @@ file, no network, no ``ATTACH``/``COPY``/``INSTALL``/``LOAD``), extension autolo
 Python replacement scans off, and its configuration locked, so ``SET`` cannot undo any of it.
 The tables it reads are Arrow tables registered by this module; DuckDB opens no file.
 
-A checked filter's parse tree (``checked_condition``) also tells which stored chunks could hold
+A checked filter's parse tree (``select_stored``) also tells which stored chunks could hold
 a matching row (:mod:`fmforge.data.pushdown`); only those are read and handed to ``select``.
 """
 
@@ -156,7 +156,7 @@ def select(
     ``source`` and ``relation`` name the option and the dataset in error messages."""
     connection = connect()
     try:
-        sql = _checked_filter(connection, condition, table.column_names, source, relation)
+        sql, _ = _checked_filter(connection, condition, table.column_names, source, relation)
         connection.register(TABLE, table)
         return _run(connection, sql, source)
     finally:
@@ -172,7 +172,7 @@ def mask(
         position = "_" + position
     connection = connect()
     try:
-        sql = _checked_filter(connection, condition, table.column_names, source, relation)
+        sql, _ = _checked_filter(connection, condition, table.column_names, source, relation)
         numbered = table.append_column(position, pa.array(range(table.num_rows), pa.int64()))
         connection.register(TABLE, numbered)
         hits = set(_run(connection, sql, source).column(position).to_pylist())
@@ -192,29 +192,30 @@ def check_filter(
     (over ``columns``, when given); else :class:`InvalidFilter` naming what was found."""
     connection = connect()
     try:
-        return _checked_filter(connection, condition, columns, source, relation)
+        return _checked_filter(connection, condition, columns, source, relation)[0]
     finally:
         connection.close()
 
 
-def checked_condition(
+def select_stored(
     condition: str,
     columns: Sequence[str],
+    read: Callable[[dict[str, Any]], pa.Table],
     *,
     source: str = "--where",
     relation: str = "the dataset",
-) -> dict[str, Any]:
-    """The parse tree of ``condition`` (its WHERE clause, as ``json_serialize_sql`` gives it),
-    once it is found to be one allowed expression over ``columns``; for deciding which stored
-    chunks could hold matching rows (:mod:`fmforge.data.pushdown`). Never run."""
+) -> pa.Table:
+    """The rows for which the filter ``condition`` holds, of the table ``read`` gives when
+    handed the filter's parse tree (its WHERE clause, as ``json_serialize_sql`` gives it) once
+    the filter is found to be one allowed expression over ``columns``: ``read`` may leave out
+    rows the tree shows cannot match (:mod:`fmforge.data.pushdown`)."""
     connection = connect()
     try:
-        _checked_filter(connection, condition, columns, source, relation)
-        tree = _parse(connection, _wrap(condition))
+        sql, tree = _checked_filter(connection, condition, columns, source, relation)
+        connection.register(TABLE, read(tree))
+        return _run(connection, sql, source)
     finally:
         connection.close()
-    where: dict[str, Any] = _strip(tree["statements"][0]["node"]["where_clause"])
-    return where
 
 
 def run_query(table: pa.Table, sql: str, *, source: str = "query") -> pa.Table:
@@ -292,7 +293,9 @@ def _checked_filter(
     columns: Sequence[str] | None,
     source: str,
     relation: str,
-) -> str:
+) -> tuple[str, dict[str, Any]]:
+    """(the statement that runs ``condition``, the parse tree of its WHERE clause)."""
+
     def refused(found: str) -> InvalidFilter:
         return InvalidFilter(
             f"{source}: only one expression over the columns of {relation}; found {found}"
@@ -328,7 +331,7 @@ def _checked_filter(
         differ = [_CLAUSES.get(k, k) for k in shape if node.get(k) != shape[k]]
         raise refused(", ".join(dict.fromkeys(differ)) or "more than an expression")
     _Checker(source, refused, columns, relation, query=False).visit(where)
-    return sql
+    return sql, _strip(where)
 
 
 def _scan(text: str) -> str | None:

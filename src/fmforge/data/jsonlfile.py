@@ -266,8 +266,9 @@ def jsonl_batches(
 
 def _table(path: Path, columns: dict[str, list[Any]], lines: array[int]) -> pa.Table:
     if not columns:  # records of {} so far: a placeholder keeps their count
-        return pa.table({ROW_ID: pa.nulls(len(lines))})
-    return pa.table({name: _array(path, name, values, lines) for name, values in columns.items()})
+        return pa.Table.from_arrays([pa.nulls(len(lines))], names=[ROW_ID])
+    arrays = [_array(path, name, values, lines) for name, values in columns.items()]
+    return pa.Table.from_arrays(arrays, names=list(columns))  # pa.table would import pandas
 
 
 def unify(path: Path, schemas: list[pa.Schema]) -> pa.Schema:

@@ -188,7 +188,8 @@ class Source:
         if part.kind == "csv":
             for file in part.files:
                 for table in csv_text_batches(file, self.encoding):
-                    yield pa.table({n: self.typing[n].apply(table.column(n)) for n in self.names})
+                    typed = [self.typing[n].apply(table.column(n)) for n in self.names]
+                    yield pa.Table.from_arrays(typed, names=self.names)  # no pandas import
         elif part.kind == "jsonl":
             file = part.file
             for table in jsonl_batches(file, self.encoding, self.batch_rows, checked=True):

@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from fmforge.data.diffs import DatasetDiff, diff_datasets
-from fmforge.data.filters import checked_condition, run_query, select
+from fmforge.data.filters import run_query, select_stored
 from fmforge.data.pushdown import ChunkFilter
 from fmforge.data.storage import ROW_ID, layout, manifest_schema, read_rows
 from fmforge.data.versions import open_version, read_table, reading
@@ -44,16 +44,18 @@ def where(repo: Repository, target: str, condition: str, *, source: str = "--whe
     version, manifest = open_version(repo, target)
     schema = manifest_schema(manifest)
     columns = [ROW_ID, *schema.names]
-    tree = checked_condition(condition, columns, source=source, relation=target)
-    chunk_filter = ChunkFilter(tree, schema)
-    with reading(repo, version, manifest):
-        shape = layout(repo.objects, manifest)
-        keep = np.array(
-            [chunk_filter.may_match(c.get("stats"), c["rows"]) for c in shape.chunks], bool
-        )
-        runs = shape.runs[keep[shape.runs[:, 0]]] if len(shape.runs) else shape.runs
-        table = read_rows(repo.objects, manifest, shape, runs).select(columns)
-    return select(table, condition, source=source, relation=target)
+
+    def read(tree: dict[str, Any]) -> pa.Table:
+        chunk_filter = ChunkFilter(tree, schema)
+        with reading(repo, version, manifest):
+            shape = layout(repo.objects, manifest)
+            keep = np.array(
+                [chunk_filter.may_match(c.get("stats"), c["rows"]) for c in shape.chunks], bool
+            )
+            runs = shape.runs[keep[shape.runs[:, 0]]] if len(shape.runs) else shape.runs
+            return read_rows(repo.objects, manifest, shape, runs).select(columns)
+
+    return select_stored(condition, columns, read, source=source, relation=target)
 
 
 def head(repo: Repository, target: str, rows: int) -> pa.Table:
