@@ -4,9 +4,10 @@ A row's id is the blake3 of its record (:mod:`fmforge.data.rowids`). A table is 
 Parquet **chunks**, each holding some of its rows in table order with their ``_row_id``, and a
 **manifest** (format 2) that lists them and says how the table is made of them:
 
-- ``chunks``: per chunk its ``digest``, ``rows`` and ``stats`` (per column ``[min, max,
-  nulls]``, min and max ``null`` where unknown: text longer than 64 characters, NaN, types
-  without an order DuckDB and Python agree on), and ``copied`` (below);
+- ``chunks``: per chunk its ``digest``, ``rows`` and ``stats`` (per column, the first 64,
+  ``[min, max, nulls]``; min and max ``null`` where unknown: NaN or infinities, types without
+  an order DuckDB and Python agree on; text truncated to 64 characters, a longer max dropped),
+  and ``copied`` (below);
 - ``runs``: the table's rows in order, as ``(chunk, start, count)`` runs over the chunks,
   stored as an object of little-endian uint32 triples, zstd-compressed; ``null`` when the table
   is every chunk whole, in the listed order;
@@ -69,7 +70,9 @@ class StoredTable:
     manifest: str  # digest of the manifest object
     rows: int
     schema: pa.Schema
-    new_objects: tuple[str, ...]  # objects this version wrote (the others it shares)
+    # The objects this version wrote, found already stored or not (the others it shares with
+    # its bases): its event refers to them, so gc keeps them whichever write came first.
+    new_objects: tuple[str, ...]
 
 
 def load_manifest(objects: ObjectStore, digest: str) -> dict[str, Any]:

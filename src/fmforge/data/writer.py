@@ -43,6 +43,7 @@ MAX_ROWS = 16384
 CUT_MASK = 2047  # a chunk may end after a row whose id's low 11 bits are zero
 BATCH_ROWS = 65536
 STAT_TEXT = 64  # text statistics longer than this are truncated (min) or dropped (max)
+STAT_COLUMNS = 64  # statistics of the first columns only: a manifest of a wide table stays small
 
 
 class _Fresh:
@@ -75,7 +76,7 @@ class TableWriter:
         self.schema = schema
         self.encoded = base64.b64encode(schema.serialize().to_pybytes()).decode()
         self.counter = RowIds()
-        self.new: list[str] = []
+        self.new: list[str] = []  # what this version's event refers to
         self.rows = 0
         self.entries: list[dict[str, Any]] = []  # by key: base chunks, then chunks written
         self.by_digest: dict[str, int] = {}
@@ -197,9 +198,7 @@ class TableWriter:
         table = pa.concat_tables(fresh.parts)
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
-        digest, created = self.objects.put_new(sink.getvalue(), compress=False)
-        if created:
-            self.new.append(digest)
+        digest = self._put(sink.getvalue())
         key = self.by_digest.get(digest)
         if key is None:
             key = self.by_digest[digest] = len(self.entries)
@@ -242,9 +241,11 @@ class TableWriter:
         return StoredTable(digest, self.rows, self.schema, tuple(dict.fromkeys(self.new)))
 
     def _put(self, data: bytes) -> str:
-        digest, created = self.objects.put_new(data, compress=False)
-        if created:
-            self.new.append(digest)
+        """Store ``data`` (Parquet and zstd frames are compressed already) as this version's:
+        its event will refer to it even when an identical object was there (perhaps left by a
+        write that recorded nothing, which no event would otherwise keep from gc)."""
+        digest = self.objects.put(data, compress=False)
+        self.new.append(digest)
         return digest
 
 
@@ -261,10 +262,11 @@ def merge_runs(runs: np.ndarray) -> np.ndarray:
 
 
 def stats(table: pa.Table) -> dict[str, list[Any]]:
-    """Per column (not ``_row_id``): [min, max, nulls], min and max None where unknown."""
+    """Per column (not ``_row_id``; the first ``STAT_COLUMNS``): [min, max, nulls], min and max
+    None where unknown."""
     out: dict[str, list[Any]] = {}
     for field, column in zip(table.schema, table.columns, strict=True):
-        if field.name == ROW_ID:
+        if field.name == ROW_ID or len(out) == STAT_COLUMNS:
             continue
         nulls = column.null_count
         low: Any = None
