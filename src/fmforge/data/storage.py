@@ -131,8 +131,9 @@ def layout(objects: ObjectStore, manifest: dict[str, Any]) -> Layout:
     if manifest.get("format", 1) == 1:
         return Layout(chunks, storage_v1.runs(objects, manifest))
     if manifest.get("runs") is None:
-        runs = np.array([[i, 0, c["rows"]] for i, c in enumerate(chunks)], np.int64)
-        runs = runs.reshape(-1, 3)
+        runs = np.zeros((len(chunks), 3), np.int64)
+        runs[:, 0] = np.arange(len(chunks))
+        runs[:, 2] = np.fromiter((c["rows"] for c in chunks), np.int64, len(chunks))
     else:
         runs = decode_runs(objects.get(manifest["runs"]))
     return Layout(chunks, runs, tuple(manifest.get("bases", ())))
@@ -159,11 +160,16 @@ def read_rows(
     if columns is not None:
         full = pa.schema([full.field(name) for name in columns])
     needed = list(dict.fromkeys(int(c) for c in runs[:, 0])) if len(runs) else []
+    ends = np.zeros(len(shape.chunks), np.int64)  # per chunk, the rows of it read
+    np.maximum.at(ends, runs[:, 0], runs[:, 1] + runs[:, 2])
     parts, first = [], {}
     total = 0
     for chunk in needed:
-        data = objects.get(shape.chunks[chunk]["digest"])
-        part = pq.read_table(io.BytesIO(data), columns=columns)
+        data = io.BytesIO(objects.get(shape.chunks[chunk]["digest"]))
+        if ends[chunk] < shape.chunks[chunk]["rows"]:  # a head of the chunk: decode that only
+            part = _head(data, int(ends[chunk]), columns)
+        else:
+            part = pq.read_table(data, columns=columns)
         first[chunk] = total
         total += part.num_rows
         parts.append(part)
@@ -177,6 +183,18 @@ def read_rows(
     index = np.repeat(starts - (np.cumsum(counts) - counts), counts)
     index += np.arange(len(index), dtype=np.int64)
     return whole.take(pa.array(index, pa.int64()))
+
+
+def _head(data: io.BytesIO, rows: int, columns: list[str] | None) -> pa.Table:
+    """The first ``rows`` rows of a Parquet file (batches end at row groups: gather them)."""
+    batches = []
+    count = 0
+    for batch in pq.ParquetFile(data).iter_batches(batch_size=rows, columns=columns):
+        batches.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            break
+    return pa.Table.from_batches(batches).slice(0, rows)
 
 
 def _in_order(runs: np.ndarray, shape: Layout, needed: list[int]) -> bool:
