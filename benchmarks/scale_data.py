@@ -12,10 +12,12 @@ is added to a fresh repository with the CLI (`fmforge data add`, wall time and p
   bytes the object store grew by (files on disk), against what the first version grew it by;
 - in a second dataset, the same first version (it stores nothing: its chunks are there) and
   then one row edited: bytes stored, against the first version's;
-- `data show` (5 sample rows) and `data show --where "id = 4242"`, in process (median of 15,
-  warm) and through the CLI (median of 3), beside DuckDB querying the first version's own
-  Parquet chunk files, copied out of the object store to a directory (`read_parquet` over the
-  list, `LIMIT 5` and `WHERE id = 4242`, a fresh connection each time, median of 15);
+- `data show` (5 sample rows) and `data show --where "id = 4242"`, in process (warm) and
+  through the CLI, beside DuckDB querying the first version's own Parquet chunk files, copied
+  out of the object store to a directory (`read_parquet` over the list, `LIMIT 5` and
+  `WHERE id = 4242`, a fresh connection each time); these once all sizes are built, the sizes
+  taken in turn for 5 rounds (so that a busy moment of the shared machine falls on all of them
+  alike), medians;
 - `data diff` of the two versions, in process, beside reading both versions in full.
 
 The bars compare the largest size with the smallest (growth) and ours with the baselines.
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -127,64 +130,87 @@ def add(root: Path, name: str, path: Path) -> tuple[float, int, int]:
     return wall, peak, store_size(root) - before
 
 
-def measure(n: int) -> dict[str, float]:
-    import duckdb
+CONDITION = "id = 4242"
 
-    from fmforge.data import diff_datasets, head, read_table, resolve, where
+
+def measure(n: int, here: Path) -> tuple[dict[str, float], Path, list[str]]:
+    """Build a repository of ``n`` rows under ``here`` and measure what does not race the
+    other sizes: (figures, the repository, the first version's chunk files copied out)."""
+    from fmforge.data import diff_datasets, read_table, resolve, where
     from fmforge.data.storage import load_manifest
     from fmforge.repository import Repository
 
     out: dict[str, float] = {"rows": n}
-    with tempfile.TemporaryDirectory(prefix="fmforge-scale-data-") as scratch:
-        here = Path(scratch)
-        csv = files(n, here)
-        out["file_bytes"] = csv["a"].stat().st_size
-        root = here / "repo"
-        root.mkdir()
-        Repository.init(root).close()
-        out["add_s"], out["add_rss"], out["v1_bytes"] = add(root, "d", csv["a"])
-        out["add2_s"], out["add2_rss"], out["v2_bytes"] = add(root, "d", csv["b"])
-        add(root, "one", csv["a"])  # the same table: nothing new is stored
-        out["one_v2_bytes"] = add(root, "one", csv["c"])[2]
-        out["one_v1_bytes"] = out["v1_bytes"]
-        condition = "id = 4242"
-        out["show_cli_s"] = statistics.median(cli(root, "data", "show", "d@v1")[0] for _ in "123")
-        out["where_cli_s"] = statistics.median(
-            cli(root, "data", "show", "d@v1", "--where", condition)[0] for _ in "123"
-        )
-        with Repository.open(root) as repo:
-            head(repo, "d@v1", 5)
-            out["show_s"] = median_of(15, lambda: head(repo, "d@v1", 5))
-            assert where(repo, "d@v1", condition).num_rows == 1
-            out["where_s"] = median_of(15, lambda: where(repo, "d@v1", condition))
-            report = diff_datasets(repo, "d@v1", "v2")
-            assert report.added == report.removed == max(n // 100, 1)
-            out["diff_s"] = median_of(3, lambda: diff_datasets(repo, "d@v1", "v2"))
-            out["full_s"] = median_of(
-                3, lambda: (read_table(repo, "d@v1"), read_table(repo, "d@v2"))
-            )
-            manifest = load_manifest(repo.objects, resolve(repo, "d@v1").manifest)
-            chunks = here / "chunks"
-            chunks.mkdir()
-            paths = []
-            for number, chunk in enumerate(manifest["chunks"]):
-                path = chunks / f"{number:06d}.parquet"
-                path.write_bytes(repo.objects.get(chunk["digest"]))
-                paths.append(str(path))
-            out["chunks"] = len(paths)
+    csv = files(n, here)
+    out["file_bytes"] = csv["a"].stat().st_size
+    root = here / "repo"
+    root.mkdir()
+    Repository.init(root).close()
+    out["add_s"], out["add_rss"], out["v1_bytes"] = add(root, "d", csv["a"])
+    out["add2_s"], out["add2_rss"], out["v2_bytes"] = add(root, "d", csv["b"])
+    add(root, "one", csv["a"])  # the same table: nothing new is stored
+    out["one_v2_bytes"] = add(root, "one", csv["c"])[2]
+    out["one_v1_bytes"] = out["v1_bytes"]
+    with Repository.open(root) as repo:
+        assert where(repo, "d@v1", CONDITION).num_rows == 1
+        report = diff_datasets(repo, "d@v1", "v2")
+        assert report.added == report.removed == max(n // 100, 1)
+        out["diff_s"] = median_of(3, lambda: diff_datasets(repo, "d@v1", "v2"))
+        out["full_s"] = median_of(3, lambda: (read_table(repo, "d@v1"), read_table(repo, "d@v2")))
+        manifest = load_manifest(repo.objects, resolve(repo, "d@v1").manifest)
+        chunks = here / "chunks"
+        chunks.mkdir()
+        paths = []
+        for number, chunk in enumerate(manifest["chunks"]):
+            path = chunks / f"{number:06d}.parquet"
+            path.write_bytes(repo.objects.get(chunk["digest"]))
+            paths.append(str(path))
+        out["chunks"] = len(paths)
+    out["diff_cli_s"], out["diff_rss"] = cli(root, "data", "diff", "d@v1", "v2")
+    return out, root, paths
 
-        def duck(sql: str) -> None:
-            connection = duckdb.connect()
-            connection.execute(sql, [paths]).to_arrow_table()
-            connection.close()
 
-        duck("SELECT * FROM read_parquet(?) LIMIT 5")
-        out["duck_show_s"] = median_of(15, lambda: duck("SELECT * FROM read_parquet(?) LIMIT 5"))
-        out["duck_where_s"] = median_of(
-            15, lambda: duck(f"SELECT * FROM read_parquet(?) WHERE {condition}")
-        )
-        out["diff_cli_s"], out["diff_rss"] = cli(root, "data", "diff", "d@v1", "v2")
-    return out
+def reads(states: list[tuple[dict[str, float], Path, list[str]]], rounds: int) -> None:
+    """`data show` and `--where` at every size, in process, through the CLI and as DuckDB over
+    the chunk files: the sizes taken in turn, round after round, so that a busy moment of the
+    machine falls on all of them alike; medians into each size's figures."""
+    import duckdb
+
+    from fmforge.data import head, where
+    from fmforge.repository import Repository
+
+    def duck(sql: str, paths: list[str]) -> None:
+        connection = duckdb.connect()
+        connection.execute(sql, [paths]).to_arrow_table()
+        connection.close()
+
+    runs: dict[tuple[int, str], list[float]] = {}
+    repos = [Repository.open(root) for _, root, _ in states]
+    try:
+        for _ in range(rounds):
+            for number, ((_, root, paths), repo) in enumerate(zip(states, repos, strict=True)):
+                timings: dict[str, Callable[[], object]] = {
+                    "show_s": partial(head, repo, "d@v1", 5),
+                    "where_s": partial(where, repo, "d@v1", CONDITION),
+                    "duck_show_s": partial(duck, "SELECT * FROM read_parquet(?) LIMIT 5", paths),
+                    "duck_where_s": partial(
+                        duck, f"SELECT * FROM read_parquet(?) WHERE {CONDITION}", paths
+                    ),
+                }
+                for name, fn in timings.items():
+                    fn()  # warm
+                    runs.setdefault((number, name), []).append(median_of(3, fn))
+                runs.setdefault((number, "show_cli_s"), []).append(
+                    cli(root, "data", "show", "d@v1")[0]
+                )
+                runs.setdefault((number, "where_cli_s"), []).append(
+                    cli(root, "data", "show", "d@v1", "--where", CONDITION)[0]
+                )
+    finally:
+        for repo in repos:
+            repo.close()
+    for (number, name), times in runs.items():
+        states[number][0][name] = statistics.median(times)
 
 
 def rows_for(results: list[dict[str, float]]) -> list[Row]:
@@ -271,11 +297,18 @@ def main() -> None:
         sizes = [int(s) for s in args.sizes.split(",")]
     else:
         sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
-    results = []
-    for n in sizes:
-        began = time.perf_counter()
-        results.append(measure(n))
-        print(f"{n:,} rows measured in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+    if min(sizes) <= 4242:
+        parser.error("sizes must exceed 4,242 rows (the --where figure looks up id 4242)")
+    states = []
+    with tempfile.TemporaryDirectory(prefix="fmforge-scale-data-") as scratch:
+        for n in sizes:
+            began = time.perf_counter()
+            here = Path(scratch) / str(n)
+            here.mkdir()
+            states.append(measure(n, here))
+            print(f"{n:,} rows measured in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+        reads(states, rounds=5)
+    results = [state[0] for state in states]
     print_table("Scale: datasets", rows_for(results))
     growth_table(results)
 
