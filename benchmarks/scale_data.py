@@ -17,7 +17,7 @@ is added to a fresh repository with the CLI (`fmforge data add`, wall time and p
   out of the object store to a directory (`read_parquet` over the list, `LIMIT 5` and
   `WHERE id = 4242`, a fresh connection each time); these once all sizes are built, the sizes
   taken in turn for 5 rounds (so that a busy moment of the shared machine falls on all of them
-  alike), medians;
+  alike), 9 times a round in process, once through the CLI: medians;
 - `data diff` of the two versions, in process, beside reading both versions in full.
 
 The bars compare the largest size with the smallest (growth) and ours with the baselines.
@@ -199,7 +199,10 @@ def reads(states: list[tuple[dict[str, float], Path, list[str]]], rounds: int) -
                 }
                 for name, fn in timings.items():
                     fn()  # warm
-                    runs.setdefault((number, name), []).append(median_of(3, fn))
+                    for _ in range(9):
+                        began = time.perf_counter()
+                        fn()
+                        runs.setdefault((number, name), []).append(time.perf_counter() - began)
                 runs.setdefault((number, "show_cli_s"), []).append(
                     cli(root, "data", "show", "d@v1")[0]
                 )
