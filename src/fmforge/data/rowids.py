@@ -87,13 +87,17 @@ class DigestIndex:
     first payload."""
 
     def __init__(self, digests: np.ndarray, payload: np.ndarray | None = None) -> None:
-        high, low = split(digests)
-        order = np.lexsort((low, high))  # stable: equal digests keep their input order
-        high, low = high[order], low[order]
-        first = np.ones(len(order), bool)
-        first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
-        self.high, self.low = high[first], low[first]
-        self.payload = None if payload is None else np.asarray(payload, np.int64)[order][first]
+        whole = np.ascontiguousarray(digests).view(">u8").reshape(-1, 2)
+        order = np.lexsort((whole[:, 1], whole[:, 0]))  # stable: equal digests keep their order
+        self.high = whole[order, 0].astype(np.uint64)
+        self.low = whole[order, 1].astype(np.uint64)
+        self.payload = None if payload is None else np.asarray(payload, np.int64)[order]
+        del order
+        first = np.ones(len(self.high), bool)
+        first[1:] = (self.high[1:] != self.high[:-1]) | (self.low[1:] != self.low[:-1])
+        if not first.all():
+            self.high, self.low = self.high[first], self.low[first]
+            self.payload = None if self.payload is None else self.payload[first]
 
     def __len__(self) -> int:
         return len(self.high)
@@ -125,26 +129,64 @@ class DigestIndex:
         return whole.view(np.uint8).reshape(-1, ID_BYTES)
 
 
+class DigestMap:
+    """``DigestIndex`` split by the digests' first 4 bits into 16, built one part at a time:
+    what sorting takes for a moment is a sixteenth of the whole."""
+
+    def __init__(self, digests: np.ndarray, payload: np.ndarray) -> None:
+        which = digests[:, 0] >> 4
+        self.parts = []
+        for bucket in range(16):
+            rows = np.flatnonzero(which == bucket)
+            self.parts.append(DigestIndex(digests[rows], payload[rows]))
+
+    def lookup(self, digests: np.ndarray) -> np.ndarray:
+        """The payload of each digest, or -1 where it is not in the map."""
+        found = np.full(len(digests), -1, np.int64)
+        which = digests[:, 0] >> 4
+        for bucket in np.unique(which):
+            rows = np.flatnonzero(which == bucket)
+            found[rows] = self.parts[bucket].lookup(digests[rows])
+        return found
+
+
 class DigestSet:
-    """A growing set of 16-byte digests: sorted levels merged as they double (16 bytes each)."""
+    """A growing set of 16-byte digests, 16 bytes each: split by their first 4 bits into 16
+    buckets, each a list of sorted levels merged as they double (so a merge, and the memory
+    it takes for a moment, is a sixteenth of the set at most)."""
+
+    BUCKETS = 16
 
     def __init__(self) -> None:
-        self.levels: list[DigestIndex] = []
+        self.buckets: list[list[DigestIndex]] = [[] for _ in range(self.BUCKETS)]
+
+    @property
+    def levels(self) -> list[DigestIndex]:
+        return [level for bucket in self.buckets for level in bucket]
 
     def contains(self, digests: np.ndarray) -> np.ndarray:
         hits = np.zeros(len(digests), bool)
-        for level in self.levels:
-            hits |= level.lookup(digests) >= 0
+        which = digests[:, 0] >> 4
+        for bucket in np.unique(which):
+            levels = self.buckets[bucket]
+            if levels:
+                rows = np.flatnonzero(which == bucket)
+                part = digests[rows]
+                found = np.zeros(len(rows), bool)
+                for level in levels:
+                    found |= level.lookup(part) >= 0
+                hits[rows] = found
         return hits
 
     def add(self, digests: np.ndarray) -> None:
         """Add digests none of which is in the set yet."""
-        if len(digests) == 0:
-            return
-        raw = np.ascontiguousarray(digests)
-        while self.levels and len(self.levels[-1]) <= 2 * len(raw):
-            raw = np.concatenate([self.levels.pop().digests(), raw])
-        self.levels.append(DigestIndex(raw))
+        which = digests[:, 0] >> 4
+        for bucket in np.unique(which):
+            levels = self.buckets[bucket]
+            raw = np.ascontiguousarray(digests[which == bucket])
+            while levels and len(levels[-1]) <= 2 * len(raw):
+                raw = np.concatenate([levels.pop().digests(), raw])
+            levels.append(DigestIndex(raw))
 
 
 class RowIds:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fmforge.data.rowids import DigestIndex, RowIds, hex_ids, id_digests
+from fmforge.data.rowids import DigestIndex, DigestMap, RowIds, hex_ids, id_digests
 from fmforge.data.storage import (
     FORMAT,
     ROW_ID,
@@ -83,7 +83,7 @@ class TableWriter:
         self.resolved: dict[int, int] = {}  # provisional key -> key
         self.pieces: list[np.ndarray] = []
         self.fresh = (_Fresh(False), _Fresh(True))
-        self.index: DigestIndex | None = None
+        self.index: DigestMap | None = None
         self.avoided = np.zeros(0, bool)
         self.bases: list[str] = []
         self.same: np.ndarray | None = None  # the only base's rows, in order (keys, offsets)
@@ -99,7 +99,6 @@ class TableWriter:
         if not usable:
             return
         shunned = DigestIndex(id_digests(pa.array(sorted(avoid), pa.string()))) if avoid else None
-        stored: list[np.ndarray] = []  # per key, the ids its chunk holds
         avoided: list[bool] = []
         rows: list[np.ndarray] = []
         payloads: list[np.ndarray] = []
@@ -111,18 +110,29 @@ class TableWriter:
                 if key is None:
                     key = self.by_digest[entry["digest"]] = len(self.entries)
                     self.entries.append({k: entry[k] for k in ("digest", "rows", "stats")})
-                    ids = id_digests(chunk_ids(self.objects, entry["digest"]))
-                    stored.append(ids)
-                    avoided.append(shunned is not None and bool((shunned.lookup(ids) >= 0).any()))
+                    avoided.append(False)
                 keys.append(key)
-            chunk, offset = shape.positions()
-            key_of_row = np.asarray(keys, np.int64)[chunk] if len(chunk) else chunk
-            payloads.append((key_of_row << 32) | offset)
-            starts = np.cumsum([0, *(len(ids) for ids in stored)])
-            everything = np.concatenate(stored) if stored else np.zeros((0, 16), np.uint8)
-            rows.append(everything[starts[key_of_row] + offset])
+            # The base's ids in its order, one chunk's id column at a time.
+            runs = shape.runs
+            at = np.cumsum(runs[:, 2]) - runs[:, 2]
+            digests = np.empty((shape.rows, 16), np.uint8)
+            for number in np.unique(runs[:, 0]):
+                ids = id_digests(chunk_ids(self.objects, shape.chunks[number]["digest"]))
+                if shunned is not None and (shunned.lookup(ids) >= 0).any():
+                    avoided[keys[number]] = True
+                for run in np.flatnonzero(runs[:, 0] == number):
+                    start, count = runs[run, 1], runs[run, 2]
+                    digests[at[run] : at[run] + count] = ids[start : start + count]
+            # Each row's place, (key << 32) | offset, built a run at a time.
+            firsts = (np.asarray(keys, np.int64)[runs[:, 0]] << 32) | runs[:, 1]
+            payload = np.repeat(firsts - at, runs[:, 2])
+            payload += np.arange(len(payload), dtype=np.int64)
+            payloads.append(payload)
+            rows.append(digests)
         self.avoided = np.asarray(avoided, bool)
-        self.index = DigestIndex(np.concatenate(rows), np.concatenate(payloads))
+        everything = rows[0] if len(rows) == 1 else np.concatenate(rows)
+        del rows
+        self.index = DigestMap(everything, np.concatenate(payloads))
         self.bases = [digest for digest, _ in usable]
         if len(usable) == 1:
             self.same, self.identical = payloads[0], True
