@@ -14,6 +14,7 @@ from typing_extensions import TypedDict
 from fmforge.data import events as data_events
 from fmforge.ledger.registry import DIGEST_PATTERN, Domain, EventRegistry, EventType
 from fmforge.models import events as model_events
+from fmforge.serving import events as serving_events
 from fmforge.tracking import events as tracking_events
 
 Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
@@ -40,6 +41,12 @@ REPOSITORY = Domain(
 )
 
 REGISTRY = EventRegistry(
-    [REPOSITORY, model_events.DOMAIN, data_events.DOMAIN, tracking_events.DOMAIN]
+    [
+        REPOSITORY,
+        model_events.DOMAIN,
+        data_events.DOMAIN,
+        tracking_events.DOMAIN,
+        serving_events.DOMAIN,
+    ]
 )
 """What ``Repository`` validates every write against."""

@@ -9,6 +9,7 @@ from typing import Any
 from fmforge.data.views import DatasetsView, DatasetWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.refs import ModelRefs
+from fmforge.serving.views import DeploymentsView
 from fmforge.tracking.views import ExperimentsView, RunsView
 
 
@@ -85,5 +86,6 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     DatasetWork,
     RunsView,
     ExperimentsView,
+    DeploymentsView,
 )
 """Every projection, in the order verify rebuilds them."""
