@@ -153,8 +153,6 @@ def write_classifier(
             if "classifier" in name and "modules_to_save" in name:
                 param.copy_(torch.randn(param.shape, generator=g) * 0.5)
     peft_model.save_pretrained(out)
-    config_path = out / "adapter_config.json"
-    saved = json.loads(config_path.read_text())
-    saved["id2label"] = {str(i): name for i, name in enumerate(labels)}
-    config_path.write_text(json.dumps(saved))
+    labels_config = {"id2label": {str(i): name for i, name in enumerate(labels)}}
+    (out / "config.json").write_text(json.dumps(labels_config))
     return out

@@ -93,11 +93,24 @@ class AdapterWeights:
 
 
 def _manifest_config(reader: CommitReader) -> dict[str, Any] | None:
-    for entry in reader.manifest["files"]:
-        if entry["kind"] == "blob" and Path(entry["path"]).name == "adapter_config.json":
-            parsed = orjson.loads(reader.repo.objects.get(entry["object"]))
-            return parsed if isinstance(parsed, dict) else None
-    return None
+    """``adapter_config.json``, with ``id2label`` from a ``config.json`` beside it (where a
+    classification adapter keeps its label names) when it has none."""
+    blobs = {
+        Path(e["path"]).name: e["object"] for e in reader.manifest["files"] if e["kind"] == "blob"
+    }
+    if "adapter_config.json" not in blobs:
+        return None
+    parsed = orjson.loads(reader.repo.objects.get(blobs["adapter_config.json"]))
+    if not isinstance(parsed, dict):
+        return None
+    if "id2label" not in parsed and "config.json" in blobs:
+        try:
+            extra = orjson.loads(reader.repo.objects.get(blobs["config.json"]))
+        except orjson.JSONDecodeError:
+            extra = None
+        if isinstance(extra, dict) and isinstance(extra.get("id2label"), dict):
+            parsed["id2label"] = extra["id2label"]
+    return parsed
 
 
 def describe(repo: Repository, model: str, commit: str) -> AdapterSpec:
@@ -106,7 +119,9 @@ def describe(repo: Repository, model: str, commit: str) -> AdapterSpec:
     label = f"{model}@{commit[:12]}"
     config = _manifest_config(reader)
     if config is None:
-        raise AdapterIncompatible(label, "is not a PEFT adapter (its commit has no adapter_config.json)")
+        raise AdapterIncompatible(
+            label, "is not a PEFT adapter (its commit has no adapter_config.json)"
+        )
     check_config(label, config)
     listed = list(reader.tensors())
     tensors = sorted((name, raw) for name, raw, _spec in listed)
@@ -121,7 +136,9 @@ def check_config(label: str, config: Mapping[str, Any]) -> None:
     if kind != "LORA":
         raise AdapterIncompatible(label, f"is a {kind or 'non-PEFT'} adapter; only LoRA is served")
     if config.get("use_dora"):
-        raise AdapterIncompatible(label, "is a DoRA adapter; merge it or serve it unmerged elsewhere")
+        raise AdapterIncompatible(
+            label, "is a DoRA adapter; merge it or serve it unmerged elsewhere"
+        )
     if config.get("fan_in_fan_out"):
         raise AdapterIncompatible(label, "uses fan_in_fan_out (Conv1D layers), which is not served")
     if config.get("bias", "none") not in ("none", None):
@@ -131,8 +148,7 @@ def check_config(label: str, config: Mapping[str, Any]) -> None:
 def content_hash(tensors: Iterable[tuple[str, str]], config: Mapping[str, Any]) -> str:
     """blake3 of the (tensor name, raw hash) pairs and the config fields that set scaling."""
     relevant = {
-        k: config.get(k)
-        for k in ("lora_alpha", "r", "use_rslora", "rank_pattern", "alpha_pattern")
+        k: config.get(k) for k in ("lora_alpha", "r", "use_rslora", "rank_pattern", "alpha_pattern")
     }
     text = json.dumps(
         {"tensors": sorted(tensors), "config": relevant}, sort_keys=True, separators=(",", ":")
@@ -140,7 +156,9 @@ def content_hash(tensors: Iterable[tuple[str, str]], config: Mapping[str, Any]) 
     return blake3.blake3(text.encode()).hexdigest()
 
 
-def load(repo: Repository, spec: AdapterSpec, modules: Mapping[str, tuple[int, int]]) -> AdapterWeights:
+def load(
+    repo: Repository, spec: AdapterSpec, modules: Mapping[str, tuple[int, int]]
+) -> AdapterWeights:
     """The weights of ``spec``, each tensor hash-checked, mapped onto the served ``modules``
     (module path -> (in, out) features)."""
     with LazyStateDict(CommitReader(repo, spec.name), None, "pt") as state:
@@ -227,8 +245,8 @@ def scaling(config: Mapping[str, Any], module: str, rank: int) -> float:
 
 
 def labels_of(config: Mapping[str, Any], count: int) -> list[str]:
-    """Label names of a classification adapter (``id2label`` kept in its config by fmforge's
-    finetuning, else ``LABEL_i``)."""
+    """Label names of a classification adapter (``id2label`` of its config, else
+    ``LABEL_i``)."""
     found = config.get("id2label") or {}
     return [str(found.get(str(i), found.get(i, f"LABEL_{i}"))) for i in range(count)]
 
@@ -249,7 +267,11 @@ def save_file(path: Path, weights: AdapterWeights) -> int:
         if weights.head[1] is not None:
             tensors["head::bias"] = weights.head[1].detach().cpu().contiguous()
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tensors, str(tmp), metadata={"content": weights.content, "labels": json.dumps(weights.labels)})
+    write(
+        tensors,
+        str(tmp),
+        metadata={"content": weights.content, "labels": json.dumps(weights.labels)},
+    )
     tmp.replace(path)
     return path.stat().st_size
 

@@ -101,6 +101,9 @@ class LoRASlots:
             for m, (_fin, fout) in self.targets.items()
         }
         self.head_dims = head
+        self.slot_bytes = self.bytes_per_slot(
+            self.targets, max_rank, torch.empty((), dtype=dtype).element_size(), head
+        )
         self.head_w = self.head_b = None
         if head is not None:
             hidden, labels = head

@@ -310,6 +310,7 @@ class AdapterCache:
             return {
                 "device_slots": self.slots.count,
                 "device_slots_used": len(self.slot_of),
+                "device_bytes": len(self.slot_of) * self.slots.slot_bytes,
                 "host_bytes": self.host_used,
                 "disk_bytes": self.disk_used,
             }

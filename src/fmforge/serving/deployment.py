@@ -109,7 +109,9 @@ class Deployment:
         self.root = Path(root)
         config = config or ServingConfig()
         if config.cache_dir is None:
-            config = dataclasses.replace(config, cache_dir=str(self.root / ".fmforge" / "serving-cache"))
+            config = dataclasses.replace(
+                config, cache_dir=str(self.root / ".fmforge" / "serving-cache")
+            )
         self.config = config
         self.base_text = base
         self.base_model, self.base_ref = split_model_ref(base)
@@ -132,6 +134,7 @@ class Deployment:
         self.base: LoadedBase | None = None
         self.engine: Engine | None = None
         self.cache: AdapterCache | None = None
+        self.metrics.collect_with(self._gauges)
 
     # ---- the registry thread's repository --------------------------------------------------
 
@@ -159,7 +162,7 @@ class Deployment:
         for spec in self._declared_specs:
             self.cache.pin(spec.content)
             self.cache.ensure(spec).result()
-        self._record_now([DeploymentStarted(self._started_payload())])
+        self._record_now([DeploymentStarted(self._started_payload())])  # type: ignore[arg-type]
         self.engine.start()
         for target, name in ((self._watch, "fmforge-watch"), (self._flush_loop, "fmforge-events")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -200,7 +203,8 @@ class Deployment:
             self._registry.shutdown(wait=True)
 
     def _started_payload(self) -> dict[str, Any]:
-        assert self.base is not None and self.cache is not None
+        assert self.base is not None
+        assert self.cache is not None
         config = dataclasses.asdict(self.config)
         config.update(
             deployment=self.name, replica=self.replica, device=str(self.base.device),
@@ -284,6 +288,25 @@ class Deployment:
         with self._lock:
             return {f"{m}@{r}": spec for (m, r), spec in self._resolved.items()}
 
+    def _gauges(self, metrics: Metrics) -> None:
+        """Queue depths, running sequences and residency, set just before each render."""
+        if self.cache is None or self.engine is None:
+            return
+        labels = {spec.content: spec.short for spec in self.cache.specs.values()}
+        for name in ("queue_depth", "adapter_resident", "cache_bytes"):
+            metrics.reset(name)
+        for key, depth in self.engine.scheduler.depth().items():
+            label = labels.get(key, self.base_text) if key is not None else self.base_text
+            metrics.set("queue_depth", depth, model=label)
+        metrics.set("running_sequences", len(self.engine.rows))
+        for content, tier in self.cache.residency().items():
+            if tier != "registry" and content in labels:
+                metrics.set("adapter_resident", 1, adapter=labels[content], tier=tier)
+        usage = self.cache.usage()
+        metrics.set("cache_bytes", usage["host_bytes"], tier="host")
+        metrics.set("cache_bytes", usage["disk_bytes"], tier="disk")
+        metrics.set("cache_bytes", usage["device_bytes"], tier="device")
+
     # ---- the ledger: hot reload and events -------------------------------------------------
 
     def _watch(self) -> None:
@@ -297,13 +320,15 @@ class Deployment:
                     for event in subscription:
                         self._changed(event.type, event.data, event.seq)
         except Exception:  # the replica keeps serving what it resolved; say so loudly
-            logger.exception("the ledger watcher stopped: refs that move will not reach this replica")
+            logger.exception(
+                "the ledger watcher stopped: refs that move will not reach this replica"
+            )
 
     def _changed(self, kind: str, data: dict[str, Any], seq: int) -> None:
         if kind == "DeploymentRolledBack" and data["deployment"] != self.name:
             return
-        model = data["model"]
-        ref = data.get("branch") or data.get("tag") or data.get("ref")
+        model = str(data["model"])
+        ref = str(data.get("branch") or data.get("tag") or data.get("ref"))
         with self._lock:
             self._generation[model] = self._generation.get(model, 0) + 1
             served = [r for (m, r) in self._resolved if m == model]
@@ -351,15 +376,21 @@ class Deployment:
         spec = self.cache.specs.get(event.content)
         if spec is None:
             return  # a disk file of an earlier run, never asked for
-        common = {
+        common: dict[str, Any] = {
             "deployment": self.name, "replica": self.replica, "adapter": spec.name,
             "content": event.content, "tier": event.tier,
         }  # fmt: skip
         if event.kind == "loaded":
-            new = AdapterLoaded({**common, "source": event.source, "ms": round(event.ms, 3),
-                                 "bytes": event.nbytes})  # type: ignore[typeddict-item]
+            data = {
+                **common,
+                "source": event.source,
+                "ms": round(event.ms, 3),
+                "bytes": event.nbytes,
+            }
+            new = AdapterLoaded(data)  # type: ignore[arg-type]
         else:
-            new = AdapterEvicted({**common, "reason": event.reason})  # type: ignore[typeddict-item]
+            evicted: dict[str, Any] = {**common, "reason": event.reason}
+            new = AdapterEvicted(evicted)  # type: ignore[arg-type]
         with self._lock:
             self._pending.append(new)
 

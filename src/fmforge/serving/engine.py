@@ -203,7 +203,9 @@ class Engine:
         for ticket in self.scheduler.expire():
             self._fail(
                 ticket.payload,
-                QueueTimeout(f"the request waited {ticket.waited:.1f} s in the queue, past its timeout"),
+                QueueTimeout(
+                    f"the request waited {ticket.waited:.1f} s in the queue, past its timeout"
+                ),
             )
         self._drop_cancelled()
         admitted: list[Ticket] = []
@@ -243,7 +245,9 @@ class Engine:
         return {c for c in running if self.cache.busy_for(c, now) >= self.cycle_time_s}
 
     def _drop_cancelled(self) -> None:
-        gone = [i for i, row in enumerate(self.rows) if row.work.ticket and row.work.ticket.cancelled]
+        gone = [
+            i for i, row in enumerate(self.rows) if row.work.ticket and row.work.ticket.cancelled
+        ]
         if gone:
             for i in gone:
                 self._finish(self.rows[i].work, "cancelled")
@@ -265,7 +269,9 @@ class Engine:
         self._ctx_rows = False
         self.metrics.observe("batch_size", len(rows))
         if self.kind == "causal":
-            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, **self._keep)
+            out = self.model(
+                input_ids=ids, attention_mask=mask, output_hidden_states=True, **self._keep
+            )
             hidden, pooled = out.hidden_states[-1], None
         else:
             out = self.model(input_ids=ids, attention_mask=mask)
@@ -279,7 +285,7 @@ class Engine:
         start = 0
         for work in works:
             count = len(work.inputs)
-            tokens = sum(len(x) for x in work.inputs)
+            used = sum(len(x) for x in work.inputs)
             if work.kind == "embed":
                 values: list[Any] = embeddings[start : start + count].cpu().tolist()
             else:
@@ -289,8 +295,8 @@ class Engine:
                 probs = torch.softmax(part, dim=-1).cpu().tolist()
                 values = [(labels, p) for p in probs]
             start += count
-            self.metrics.inc("prompt_tokens_total", tokens, model=work.label)
-            work.sink(("result", values, tokens))
+            self.metrics.inc("prompt_tokens_total", used, model=work.label)
+            work.sink(("result", values, used))
             self._finish(work, "stop")
 
     # ---- generation -------------------------------------------------------------------------
@@ -327,7 +333,11 @@ class Engine:
             )  # fmt: skip
             self.metrics.inc("prompt_tokens_total", len(prompt), model=work.label)
         tokens = self._sample(out.logits[:, -1, :], rows)
-        keep = [i for i, (row, token) in enumerate(zip(rows, tokens, strict=True)) if not self._emit(row, token)]
+        keep = [
+            i
+            for i, (row, token) in enumerate(zip(rows, tokens, strict=True))
+            if not self._emit(row, token)
+        ]
         if not keep:
             return
         if len(keep) < len(rows):

@@ -96,7 +96,13 @@ DeploymentRolledBack = EventType("DeploymentRolledBack", DeploymentRolledBackDat
 DOMAIN = Domain(
     "serving",
     streams=("deployment/",),
-    types=(DeploymentStarted, DeploymentStopped, AdapterLoaded, AdapterEvicted, DeploymentRolledBack),
+    types=(
+        DeploymentStarted,
+        DeploymentStopped,
+        AdapterLoaded,
+        AdapterEvicted,
+        DeploymentRolledBack,
+    ),
     writer="`fmforge serve` and `fmforge deployment rollback`",
     check=_same_deployment,
 )

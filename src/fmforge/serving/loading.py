@@ -77,9 +77,9 @@ def load_base(directory: Path, config: ServingConfig) -> LoadedBase:
     dtype = pick_dtype(config.dtype, device)
     model_config = AutoConfig.from_pretrained(directory)
     causal = any(a.endswith("ForCausalLM") for a in (model_config.architectures or []))
-    cls = AutoModelForCausalLM if causal else AutoModel
+    cls: Any = AutoModelForCausalLM if causal else AutoModel
     model = cls.from_pretrained(directory).to(device=device, dtype=dtype).eval()
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)  # type: ignore[no-untyped-call]
     context = int(getattr(model_config, "max_position_embeddings", 0) or 2048)
     eos: set[int] = set()
     for source in (getattr(model, "generation_config", None), tokenizer):

@@ -59,7 +59,9 @@ class Metrics:
         self.counter("requests_total", "Requests answered, by model and status.")
         self.counter("prompt_tokens_total", "Prompt tokens processed, by model.")
         self.counter("generated_tokens_total", "Tokens generated, by model.")
-        self.histogram("queue_seconds", "Seconds requests waited before joining a batch.", LATENCY_BUCKETS)
+        self.histogram(
+            "queue_seconds", "Seconds requests waited before joining a batch.", LATENCY_BUCKETS
+        )
         self.histogram("batch_size", "Rows of each forward pass of the engine.", BATCH_BUCKETS)
         self.histogram("adapter_load_ms", "Milliseconds to load an adapter, by tier.", MS_BUCKETS)
         self.counter("adapter_loads_total", "Adapter loads, by tier and source.")
@@ -131,6 +133,8 @@ class Metrics:
                         running += count
                         le = (*labels, ("le", _number(bound)))
                         lines.append(f"{full}_bucket{_render_labels(le)} {running}")
-                    lines.append(f"{full}_sum{_render_labels(labels)} {_number(metric.sums[labels])}")
+                    lines.append(
+                        f"{full}_sum{_render_labels(labels)} {_number(metric.sums[labels])}"
+                    )
                     lines.append(f"{full}_count{_render_labels(labels)} {running}")
         return "\n".join(lines) + "\n"

@@ -26,13 +26,13 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from fmforge.errors import Overloaded
 
-Key = Hashable  # an adapter's content hash, or None for the base model
+Key = str | None  # an adapter's content hash, or None for the base model
 
 
 @dataclass(eq=False)
@@ -198,7 +198,9 @@ class Scheduler:
                 late = [i for i in queue if i[3].deadline is not None and i[3].deadline <= now]
                 if not late:
                     continue
-                kept = [i for i in queue if not (i[3].deadline is not None and i[3].deadline <= now)]
+                kept = [
+                    i for i in queue if not (i[3].deadline is not None and i[3].deadline <= now)
+                ]
                 heapq.heapify(kept)
                 self._queues[key] = kept
                 expired.extend(item[3] for item in late)

@@ -193,7 +193,7 @@ class DeploymentIndex:
             "WHERE deployment = ? ORDER BY replica, adapter, tier",
             (deployment,),
         )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
 
     def pins(self, deployment: str) -> dict[tuple[str, str], Pin]:
         rows = self.db.execute(
