@@ -111,7 +111,8 @@ def serve(
         f"serving {base} ({deployment.base_commit[:12]}) as deployment {deployment.name}, "
         f"replica {deployment.replica}, on http://{host}:{port}/v1"
     )
-    app_ = create_serving_app(deployment, bind_host=host, manage=False)
+    # The app's shutdown stops the deployment (uvicorn re-raises SIGTERM once it is done).
+    app_ = create_serving_app(deployment, bind_host=host)
     try:
         uvicorn.run(app_, host=host, port=port, log_level="warning")
     finally:

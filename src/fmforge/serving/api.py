@@ -123,7 +123,8 @@ async def _submit(
     dep.cache.hold(target.content)
     try:
         if target.spec is not None:
-            await asyncio.wrap_future(dep.cache.ensure(target.spec))
+            with naming("model"):  # an adapter that cannot be loaded
+                await asyncio.wrap_future(dep.cache.ensure(target.spec))
         work = Work(kind, inputs, target.content, target.label, sink, params)
         dep.engine.submit(work, priority=priority, timeout_s=dep.config.queue_timeout_s)
     except BaseException:

@@ -152,7 +152,10 @@ class Deployment:
     # ---- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the base, preload the declared adapters, record the start, start serving."""
+        """Load the base, preload the declared adapters, record the start, start serving
+        (once: a second call does nothing)."""
+        if self.engine is not None:
+            return
         self._on_registry(self._start_registry).result()
         assert self.base is not None
         self.cache, self.engine = build_engine(
