@@ -135,7 +135,8 @@ def openai_refused(
     assert set(body) == {"error"}, body
     error = body["error"]
     assert set(error) == {"message", "type", "param", "code"}, error
-    assert isinstance(error["code"], str) and isinstance(error["type"], str), error
+    assert isinstance(error["code"], str), error
+    assert isinstance(error["type"], str), error
     line = one_line(error["message"])
     if contains is not None:
         assert contains.lower() in line.lower(), f"{contains!r} not in {line!r}"

@@ -86,17 +86,23 @@ CASES = {
         "/v1/completions", completion(prompt=[1, 99999]), 400, "vocabulary", "prompt",
     ),
     "empty prompt": ("/v1/completions", completion(prompt=""), 400, "empty", "prompt"),
-    "malformed JSON": ("/v1/completions", b'{"model": "good", "prompt": ', 400, "not valid JSON", None),
+    "malformed JSON": (
+        "/v1/completions", b'{"model": "good", "prompt": ', 400, "not valid JSON", None,
+    ),
     "body not an object": ("/v1/completions", b"[1, 2]", 400, "", None),
     "missing model": ("/v1/completions", {"prompt": "x"}, 400, "model", "model"),
-    "max_tokens zero": ("/v1/completions", completion(max_tokens=0), 400, "max_tokens", "max_tokens"),
+    "max_tokens zero": (
+        "/v1/completions", completion(max_tokens=0), 400, "max_tokens", "max_tokens",
+    ),
     "temperature out of range": (
         "/v1/completions", completion(temperature=9), 400, "temperature", "temperature",
     ),
     "n above one": ("/v1/completions", completion(n=3), 400, "n=3", "n"),
     "echo": ("/v1/completions", completion(echo=True), 400, "echo", "echo"),
     "penalties": ("/v1/completions", completion(presence_penalty=1.0), 400, "presence", None),
-    "chat without messages": ("/v1/chat/completions", {"model": "good", "messages": []}, 400, "", "messages"),
+    "chat without messages": (
+        "/v1/chat/completions", {"model": "good", "messages": []}, 400, "", "messages",
+    ),
     "chat with an unknown role": (
         "/v1/chat/completions", {"model": "good", "messages": [{"role": "x", "content": "a"}]},
         400, "", "messages[0].role",
@@ -110,7 +116,8 @@ CASES = {
         "/v1/classify", {"model": "good", "input": "x"}, 400, "encoder", "model",
     ),
     "embedding dimensions": (
-        "/v1/embeddings", {"model": "good", "input": "x", "dimensions": 8}, 400, "dimensions", "input",
+        "/v1/embeddings", {"model": "good", "input": "x", "dimensions": 8}, 400, "dimensions",
+        "input",
     ),
     "no such route": ("/v1/nothing", {}, 404, "no route", None),
 }  # fmt: skip

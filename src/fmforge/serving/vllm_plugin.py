@@ -115,10 +115,12 @@ class RegistryAdapters:
         with Repository.open(self.root) as repo:
             start = repo.ledger.head().seq + 1 if from_seq is None else from_seq
             subscription = repo.ledger.subscribe(start, types=WATCHED, poll_interval=0.1)
-            closer = threading.Thread(
-                target=lambda: (stop.wait(), subscription.close()), daemon=True
-            )
-            closer.start()
+
+            def close_on_stop() -> None:
+                stop.wait()
+                subscription.close()
+
+            threading.Thread(target=close_on_stop, daemon=True).start()
             with subscription:
                 for event in subscription:
                     moved = event.data.get("branch") or event.data.get("tag")

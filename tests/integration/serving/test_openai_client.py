@@ -23,6 +23,7 @@ def client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
+@pytest.mark.slow
 def test_the_openai_client_streams_and_serves_concurrent_clients(
     tiny_repo: Repository,
 ) -> None:
@@ -32,7 +33,8 @@ def test_the_openai_client_streams_and_serves_concurrent_clients(
             model="ad0", prompt="hello world", max_tokens=6, temperature=0
         )
         assert first.choices[0].finish_reason == "length"
-        assert first.usage is not None and first.usage.completion_tokens == 6
+        assert first.usage is not None
+        assert first.usage.completion_tokens == 6
         pieces = [
             chunk.choices[0].text
             for chunk in api.completions.create(
@@ -68,6 +70,7 @@ def test_the_openai_client_streams_and_serves_concurrent_clients(
         assert long.value.param == "prompt"
 
 
+@pytest.mark.slow
 def test_a_branch_move_reaches_new_requests_with_none_failing(
     tiny_repo: Repository, tiny_files: TinyFiles
 ) -> None:
