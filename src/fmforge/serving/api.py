@@ -167,6 +167,7 @@ def _generation(body: CompletionRequest | ChatRequest, max_tokens: int) -> Gener
         top_k=body.top_k or 0,
         seed=body.seed,
         stop=body.stops(),
+        ignore_eos=body.ignore_eos,
     )
 
 

@@ -40,6 +40,7 @@ class _Sampling(_Body):
     frequency_penalty: float | None = None
     logprobs: Any = None
     priority: int = 0
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says
 
     def check_supported(self) -> None:
         if self.n not in (None, 1):
