@@ -11,9 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.clirunner import fm
-from tests.integration.serving.conftest import TinyFiles
-from tests.integration.serving.server import running_serve
 
 from fmforge.errors import DeploymentNotFound, UsageError
 from fmforge.models import commit_model, reset_branch
@@ -22,6 +19,9 @@ from fmforge.repository import Repository
 from fmforge.serving.deployment import Deployment, ServingConfig
 from fmforge.serving.rollback import rollback
 from fmforge.serving.views import DeploymentsView
+from tests.clirunner import fm
+from tests.integration.serving.conftest import TinyFiles
+from tests.integration.serving.server import running_serve
 
 
 def eventually(check: Callable[[], bool], timeout: float = 30) -> None:
