@@ -41,6 +41,7 @@ from tests.servingfiles import write_tokenizer
 
 from fmforge.models import commit_model, reset_branch
 from fmforge.repository import Repository
+from fmforge.serving import adapters as adapter_files
 from fmforge.serving.deployment import Deployment, ServingConfig
 from fmforge.serving.engine import GenerationParams, Work
 
@@ -103,11 +104,20 @@ def run_engine(dep: Deployment, names: list[str], prompts: list[list[int]]) -> f
         for name, prompt in zip(names, prompts, strict=True):
             t = targets[name]
             dep.cache.hold(t.content)
-            sink = lambda e: done.release() if e[0] in ("done", "error") else None
-            dep.engine.submit(Work("generate", [prompt], t.content, t.label, sink, params))
+            dep.engine.submit(
+                Work("generate", [prompt], t.content, t.label, _releaser(done), params)
+            )
     for _ in names:
         done.acquire()
     return time.perf_counter() - start
+
+
+def _releaser(done: threading.Semaphore) -> Any:
+    def sink(event: tuple[Any, ...]) -> None:
+        if event[0] in ("done", "error"):
+            done.release()
+
+    return sink
 
 
 def run_merged(
@@ -148,8 +158,10 @@ def run_peft(base: Path, adapters: list[Path], names: list[str], prompts: list[l
     ids = torch.tensor(prompts)
     start = time.perf_counter()
     with torch.no_grad():
-        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW,
-                       min_new_tokens=NEW, do_sample=False, pad_token_id=2, adapter_names=names)  # fmt: skip
+        model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW,
+            min_new_tokens=NEW, do_sample=False, pad_token_id=2, adapter_names=names,
+        )  # fmt: skip
     return time.perf_counter() - start
 
 
@@ -182,19 +194,20 @@ def main() -> None:
         results["setup_s"] = time.perf_counter() - started
         results["commit_ms_p50"] = statistics.median(commit_s) * 1000
         results["adapter_file_bytes"] = file_bytes
-        params = sum(
-            p.numel()
-            for p in __import__("transformers")
-            .AutoModelForCausalLM.from_pretrained(base)
-            .parameters()
-        )
-        results["base_params"] = params
-        print(f"model: {params / 1e6:.1f}M parameters; adapter file {file_bytes / 1e6:.2f} MB; "
-              f"{registered} adapters committed (p50 {results['commit_ms_p50']:.0f} ms each)")  # fmt: skip
+        from transformers import AutoModelForCausalLM
 
-        config = ServingConfig(device=args.device, dtype="float32" if args.device == "cpu" else "auto",
-                               max_batch=64, max_rank=8, device_cache_bytes=128 << 20,
-                               host_cache_bytes=4 << 30, flush_s=5)  # fmt: skip
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(base).parameters())
+        results["base_params"] = params
+        print(
+            f"model: {params / 1e6:.1f}M parameters; adapter file {file_bytes / 1e6:.2f} MB; "
+            f"{registered} adapters committed (p50 {results['commit_ms_p50']:.0f} ms each)"
+        )
+
+        config = ServingConfig(
+            device=args.device, dtype="float32" if args.device == "cpu" else "auto",
+            max_batch=64, max_rank=8, device_cache_bytes=128 << 20, host_cache_bytes=4 << 30,
+            flush_s=5,
+        )  # fmt: skip
         # registry -> servable: 64 adapters resolved and loaded from the registry (no disk cache)
         dep = Deployment(repo.root, "llama@main", [], config)
         dep.start()
@@ -209,8 +222,6 @@ def main() -> None:
             dep.cache.place(spec.content)
         results["registry_to_servable_64_s"] = time.perf_counter() - t0
         # cold loads of one adapter: disk tier -> slot, and registry -> slot
-        from fmforge.serving.adapters import load_file
-
         cold_disk, cold_registry = [], []
         for spec in specs[:32]:
             assert spec is not None
@@ -219,17 +230,14 @@ def main() -> None:
                 / f"{spec.content}.safetensors"
             )
             t0 = time.perf_counter()
-            weights = load_file(path)
+            weights = adapter_files.load_file(path)
             dep.cache.slots.write(1, weights)
             cold_disk.append(time.perf_counter() - t0)
         for spec in specs[32:64]:
             assert spec is not None
             t0 = time.perf_counter()
-            weights = dep._on_registry(
-                lambda r, s=spec: __import__("fmforge.serving.adapters", fromlist=["load"]).load(
-                    r, s, dep.cache.slots.targets
-                )
-            ).result()
+            targets = dep.cache.slots.targets
+            weights = dep._on_registry(adapter_files.load, spec, targets).result()
             dep.cache.slots.write(1, weights)
             cold_registry.append(time.perf_counter() - t0)
         results["cold_load_disk_ms_p50"] = statistics.median(cold_disk) * 1000
@@ -275,8 +283,7 @@ def main() -> None:
             for name in skew:
                 t = targets[name]
                 dep.cache.hold(t.content)
-                work = Work("generate", [[5] * 16], t.content, t.label,
-                            lambda e: done.release() if e[0] in ("done", "error") else None, params)  # fmt: skip
+                work = Work("generate", [[5] * 16], t.content, t.label, _releaser(done), params)
                 tickets.append((name, dep.engine.submit(work)))
         for _ in skew:
             done.acquire()
@@ -402,7 +409,8 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"{name:<16}{value:>11.1f}{r['fraction_of_base'][name]:>9.2f}")
     ours = r["tokens_per_s"]["ours N=8"]
     rows = [
-        ("throughput at 64 adapters / base", f"{r['fraction_of_base']['ours N=64']:.2f}", ">= 0.90"),
+        ("throughput at 64 adapters / base", f"{r['fraction_of_base']['ours N=64']:.2f}",
+         ">= 0.90"),
         ("throughput at 1 adapter / base", f"{r['fraction_of_base']['ours N=1']:.2f}", ">= 0.95"),
         ("cold load <=1 MB, disk -> slot p50", f"{r['cold_load_disk_ms_p50']:.1f} ms", "<= 10 ms"),
         ("cold load, registry -> slot p50", f"{r['cold_load_registry_ms_p50']:.1f} ms", "(info)"),
@@ -412,7 +420,8 @@ def print_table(r: dict[str, Any]) -> None:
         ("fairness: p99 cold / p99 hot wait", f"{r['fairness_ratio_cold_over_hot']:.2f}", "<= 2"),
         ("HTTP / in-process tokens/s", f"{r['http_tokens_per_s'] / ours:.2f}", ">= 0.9"),
         ("hot reload under load: failures",
-         f"{r['hot_reload_failures']} of {r['hot_reload_requests'] + r['hot_reload_failures']}", "0"),
+         f"{r['hot_reload_failures']} of {r['hot_reload_requests'] + r['hot_reload_failures']}",
+         "0"),
     ]  # fmt: skip
     print(f"\n{'figure':<40}{'measured':>14}  bar")
     for name, value, bar in rows:

@@ -168,6 +168,9 @@ def valid_event(rng: random.Random, event_type: EventType[Any]) -> tuple[str, Ne
             if "run" in data:
                 data["run"] = run
             stream = "run/" + run
+    elif domain.name == "serving":
+        data["deployment"] = rng.choice(["prod", "team/canary"])
+        stream = "deployment/" + data["deployment"]
     else:
         stream = "objects/pruned" if event_type.name == "ObjectsPruned" else "repository"
     return stream, event_type(data)
