@@ -213,10 +213,10 @@ def main() -> None:
         dep.start()
         assert dep.cache is not None
         t0 = time.perf_counter()
-        specs = [dep.resolve_now(f"a{i}").spec for i in range(64)]
-        for spec in specs:
-            assert spec is not None
-            dep.cache.ensure(spec).result()
+        resolving = [dep._on_registry(dep._resolve, f"a{i}", "main") for i in range(64)]
+        specs = [future.result() for future in resolving]
+        for future in [dep.cache.ensure(spec) for spec in specs]:
+            future.result()
         for spec in specs:
             assert spec is not None
             dep.cache.place(spec.content)

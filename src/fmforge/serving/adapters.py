@@ -80,15 +80,28 @@ class AdapterWeights:
         return total
 
     def to(self, device: Any, dtype: Any, *, pin: bool = False) -> AdapterWeights:
-        def move(t: torch.Tensor) -> torch.Tensor:
-            out = t.to(device=device, dtype=dtype)
-            return out.pin_memory() if pin else out
+        """A copy on ``device`` in ``dtype``, every tensor a view of one buffer (pinned when
+        ``pin``): one allocation per adapter, so memory is the tensors' bytes and a copy to
+        the GPU is one transfer."""
+        import torch
 
+        parts: list[torch.Tensor] = [t for pair in self.modules.values() for t in pair]
+        if self.head is not None:
+            parts += [t for t in self.head if t is not None]
+        total = sum(t.numel() for t in parts)
+        buffer = torch.empty(total, dtype=dtype, device=device, pin_memory=pin)
+        views: list[torch.Tensor] = []
+        offset = 0
+        for t in parts:
+            view = buffer[offset : offset + t.numel()].view(t.shape)
+            view.copy_(t)
+            views.append(view)
+            offset += t.numel()
+        it = iter(views)
+        modules = {m: (next(it), next(it)) for m in self.modules}
         head = None
         if self.head is not None:
-            weight, bias = self.head
-            head = (move(weight), move(bias) if bias is not None else None)
-        modules = {m: (move(a), move(b)) for m, (a, b) in self.modules.items()}
+            head = (next(it), next(it) if self.head[1] is not None else None)
         return AdapterWeights(self.content, modules, head, list(self.labels))
 
 
@@ -222,8 +235,7 @@ def parse(
                 f"module {path!r} is {features_out}x{features_in} in the served base, the "
                 f"adapter's is {b.shape[0]}x{a.shape[1]}: it adapts another base",
             )
-        b_scaled = (b.double() * scaling(config, path, a.shape[0])).to(b.dtype)
-        out[target] = (a.contiguous(), b_scaled.contiguous())
+        out[target] = (a.contiguous(), (b * scaling(config, path, a.shape[0])).contiguous())
     weights = AdapterWeights(content, out)
     if head:
         if "weight" not in head:

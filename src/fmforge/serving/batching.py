@@ -210,44 +210,54 @@ def inject(model: nn.Module, slots: LoRASlots) -> None:
 
 
 class BatchKV:
-    """Per layer (keys, values) of shape (batch, heads, width, head_dim), rows left-padded."""
+    """The running batch's Hugging Face cache; per layer keys and values of shape (batch,
+    heads, width, head_dim), rows left-padded. The cache object the model returned is kept
+    between decode steps (no copy); joins, leaves and trims replace its tensors."""
 
-    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.layers = layers
+    def __init__(self, cache: Any = None) -> None:
+        self.cache = cache
+
+    @property
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self.cache is None:
+            return []
+        layers = getattr(self.cache, "layers", None)
+        if layers is not None:
+            return [(layer.keys, layer.values) for layer in layers]
+        return [(k, v) for k, v in self.cache.to_legacy_cache()]  # older transformers
+
+    def _set(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        from transformers.cache_utils import DynamicCache
+
+        if self.cache is not None and getattr(self.cache, "layers", None) is not None:
+            for layer, (k, v) in zip(self.cache.layers, layers, strict=True):
+                layer.keys, layer.values = k, v
+        else:
+            self.cache = DynamicCache.from_legacy_cache(tuple(layers))  # type: ignore[arg-type]
 
     @property
     def width(self) -> int:
-        return int(self.layers[0][0].shape[2]) if self.layers else 0
+        layers = self.layers
+        return int(layers[0][0].shape[2]) if layers else 0
 
     @property
     def rows(self) -> int:
-        return int(self.layers[0][0].shape[0]) if self.layers else 0
-
-    @classmethod
-    def from_cache(cls, cache: Any) -> BatchKV:
-        layers = getattr(cache, "layers", None)
-        if layers is not None:
-            return cls([(layer.keys, layer.values) for layer in layers])
-        return cls([(k, v) for k, v in cache.to_legacy_cache()])  # older transformers
-
-    def to_cache(self) -> Any:
-        from transformers.cache_utils import DynamicCache
-
-        return DynamicCache(ddp_cache_data=self.layers)
+        layers = self.layers
+        return int(layers[0][0].shape[0]) if layers else 0
 
     def select(self, rows: torch.Tensor) -> None:
-        self.layers = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.layers]
+        self._set([(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.layers])
 
     def trim(self, columns: int) -> None:
         """Drop the first ``columns`` (padding in every row)."""
         if columns > 0:
-            self.layers = [(k[:, :, columns:], v[:, :, columns:]) for k, v in self.layers]
+            self._set([(k[:, :, columns:], v[:, :, columns:]) for k, v in self.layers])
 
     def extend(self, other: BatchKV) -> tuple[int, int]:
         """Append ``other``'s rows; the narrower side is left-padded. Returns the columns
         added in front of (this batch's rows, the other's rows)."""
-        if not self.layers:
-            self.layers = other.layers
+        if self.cache is None:
+            self.cache = other.cache
             return 0, 0
         mine, theirs = self.width, other.width
         width = max(mine, theirs)
@@ -259,7 +269,7 @@ class BatchKV:
                     torch.cat([_left_pad(v1, width - mine), _left_pad(v2, width - theirs)]),
                 )
             )
-        self.layers = joined
+        self._set(joined)
         return width - mine, width - theirs
 
 

@@ -79,6 +79,7 @@ class ServingConfig:
     max_prompt_tokens: int | None = None  # default: the model's context
     max_labels: int = 32
     threads: int | None = None
+    loader_threads: int = 4  # adapters loaded from the registry at once
     flush_s: float = 1.0
 
 
@@ -121,8 +122,11 @@ class Deployment:
         self.stream = f"deployment/{self.name}"
         self.metrics = Metrics()
         self._local = threading.local()
-        self._registry = ThreadPoolExecutor(1, "fmforge-registry", self._open_repo)
-        self._loader = ThreadPoolExecutor(1, "fmforge-loader", self._open_repo)
+        self._repos: list[Repository] = []  # one per registry and loader thread
+        self._registry = ThreadPoolExecutor(2, "fmforge-registry", self._open_repo)
+        self._loader = ThreadPoolExecutor(
+            max(1, self.config.loader_threads), "fmforge-loader", self._open_repo
+        )
         self._lock = threading.Lock()
         self._resolved: dict[tuple[str, str], AdapterSpec] = {}
         self._generation: dict[str, int] = {}
@@ -140,11 +144,8 @@ class Deployment:
 
     def _open_repo(self) -> None:
         self._local.repo = Repository.open(self.root)
-
-    def _close_repo(self) -> None:
-        repo = getattr(self._local, "repo", None)
-        if repo is not None:
-            repo.close()
+        with self._lock:
+            self._repos.append(self._local.repo)
 
     def _on_registry(self, fn: Any, *args: Any) -> Future[Any]:
         return self._registry.submit(lambda: fn(self._local.repo, *args))
@@ -202,8 +203,9 @@ class Deployment:
             self._record_now([*self._take_pending(), DeploymentStopped(payload)])  # type: ignore[arg-type]
         finally:
             self._loader.shutdown(wait=True)
-            self._registry.submit(self._close_repo).result()
             self._registry.shutdown(wait=True)
+            for repo in self._repos:
+                repo.close()
 
     def _started_payload(self) -> dict[str, Any]:
         assert self.base is not None

@@ -142,7 +142,7 @@ class Engine:
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = int(pad if pad is not None else (min(eos_ids) if eos_ids else 0))
         self.rows: list[_Row] = []
-        self.kv = BatchKV([])
+        self.kv = BatchKV()
         self._ctx_rows = False  # whether the LoRA context describes the running rows
         self._blocked: set[Any] = set()
         self._stopping = threading.Event()
@@ -151,6 +151,8 @@ class Engine:
         self.requests = 0
         self.generated_tokens = 0
         self._keep = _logits_to_keep(model)
+        # torch's CPU thread count is per thread: the engine's takes its creator's.
+        self._threads = torch.get_num_threads()
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -185,6 +187,7 @@ class Engine:
     # ---- the loop ---------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        torch.set_num_threads(self._threads)
         try:
             with torch.inference_mode():
                 while not self._stopping.is_set():
@@ -195,7 +198,7 @@ class Engine:
                         error = BackendUnavailable(f"the engine failed ({type(exc).__name__})")
                         for row in self.rows:
                             self._fail(row.work, error)
-                        self.rows, self.kv, self._ctx_rows = [], BatchKV([]), False
+                        self.rows, self.kv, self._ctx_rows = [], BatchKV(), False
         finally:
             self.alive = False
 
@@ -320,7 +323,7 @@ class Engine:
             use_cache=True,
             **self._keep,
         )
-        joined = BatchKV.from_cache(out.past_key_values)
+        joined = BatchKV(out.past_key_values)
         rows = []
         for work, prompt in zip(works, prompts, strict=True):
             generator = None
@@ -366,10 +369,10 @@ class Engine:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=self.kv.to_cache(),
+            past_key_values=self.kv.cache,
             use_cache=True,
         )
-        self.kv = BatchKV.from_cache(out.past_key_values)
+        self.kv = BatchKV(out.past_key_values)
         for row in rows:
             row.pos += 1
         tokens = self._sample(out.logits[:, -1, :], rows)
@@ -387,7 +390,7 @@ class Engine:
         self.rows = [self.rows[i] for i in keep]
         self._ctx_rows = False
         if not self.rows:
-            self.kv = BatchKV([])
+            self.kv = BatchKV()
             return
         self.kv.select(torch.tensor(keep, device=self.device))
         trim = min(row.pad for row in self.rows)

@@ -60,8 +60,12 @@ def test_rewriting_a_slot_is_seen_by_the_next_pass() -> None:
 
 
 def test_the_batch_cache_joins_selects_and_trims() -> None:
-    a = BatchKV([(torch.ones(2, 1, 3, 4), torch.ones(2, 1, 3, 4))])
-    b = BatchKV([(torch.full((1, 1, 5, 4), 2.0), torch.full((1, 1, 5, 4), 2.0))])
+    from transformers.cache_utils import DynamicCache
+
+    ones = torch.ones(2, 1, 3, 4)
+    twos = torch.full((1, 1, 5, 4), 2.0)
+    a = BatchKV(DynamicCache(ddp_cache_data=[(ones, ones)]))
+    b = BatchKV(DynamicCache(ddp_cache_data=[(twos, twos)]))
     assert a.extend(b) == (2, 0)  # the old rows are padded in front
     keys = a.layers[0][0]
     assert keys.shape == (3, 1, 5, 4)
