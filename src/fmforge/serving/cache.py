@@ -31,7 +31,6 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmforge.errors import FmforgeError
 from fmforge.serving.adapters import AdapterSpec, AdapterWeights, load_file, save_file
 from fmforge.serving.batching import LoRASlots
 
@@ -315,8 +314,3 @@ class AdapterCache:
                 "disk_bytes": self.disk_used,
             }
 
-
-def failed(future: Future[None]) -> FmforgeError | None:
-    """The fmforge error a finished load ended with, if any."""
-    error = future.exception()
-    return error if isinstance(error, FmforgeError) else None
