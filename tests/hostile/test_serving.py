@@ -17,7 +17,7 @@ from fmforge.repository import Repository
 from fmforge.serving.api import create_serving_app
 from fmforge.serving.deployment import Deployment, ServingConfig
 from fmforge.serving.engine import GenerationParams
-from tests.hostile.harness import openai_refused, unchanged
+from tests.hostile.harness import cli_refused, openai_refused, unchanged
 from tests.integration.serving.helpers import submit
 from tests.servingfiles import write_lora, write_tiny_llama
 
@@ -161,3 +161,31 @@ def test_a_foreign_host_is_refused_in_the_openai_shape(served: Served) -> None:
         "/v1/completions", json=completion(), headers={"Host": "evil.example"}
     )
     openai_refused(answer, 403, "not served here")
+
+
+SERVE_CASES = {
+    "unknown base": (["serve", "nope@main"], "no model named 'nope'"),
+    "unknown ref of the base": (["serve", "tiny@v9"], "no branch, tag or commit 'v9'"),
+    "adapter of another base": (["serve", "tiny", "--adapter", "foreign"], "adapts other@"),
+    "unknown adapter": (["serve", "tiny", "--adapter", "nope"], "no model named 'nope'"),
+    "size that is not a size": (["serve", "tiny", "--host-cache", "lots"], "--host-cache"),
+    "batch of zero": (["serve", "tiny", "--max-batch", "0"], "--max-batch must be at least 1"),
+    "device without CUDA": (["serve", "tiny", "--device", "cuda:7"], "cuda"),
+    "rollback of an unknown deployment": (
+        ["deployment", "rollback", "prod", "good@main"], "no deployment named 'prod'",
+    ),
+    "show an unknown deployment": (["deployment", "show", "prod"], "no deployment named"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(SERVE_CASES))
+def test_serve_refuses_in_one_line(
+    repo: Repository, model_files: tuple[Path, Path, Path, Path], case: str
+) -> None:
+    base, lora, other, other_lora = model_files
+    commit_model(repo, "tiny", base, "base")
+    commit_model(repo, "good", lora, "adapter", base="tiny@main")
+    commit_model(repo, "other", other, "another base")
+    commit_model(repo, "foreign", other_lora, "adapter of another base", base="other@main")
+    args, words = SERVE_CASES[case]
+    cli_refused(repo.root, *args, contains=words)

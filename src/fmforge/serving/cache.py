@@ -313,4 +313,3 @@ class AdapterCache:
                 "host_bytes": self.host_used,
                 "disk_bytes": self.disk_used,
             }
-

@@ -157,17 +157,23 @@ class Deployment:
         (once: a second call does nothing)."""
         if self.engine is not None:
             return
-        self._on_registry(self._start_registry).result()
-        assert self.base is not None
-        self.cache, self.engine = build_engine(
-            self.base, self.config, self.metrics, self._declared_specs,
-            fetch=self._fetch, loader=self._loader, on_event=self._cache_event,
-        )  # fmt: skip
-        for spec in self._declared_specs:
-            self.cache.pin(spec.content)
-            self.cache.ensure(spec).result()
-        self._record_now([DeploymentStarted(self._started_payload())])  # type: ignore[arg-type]
-        self.engine.start()
+        try:
+            self._on_registry(self._start_registry).result()
+            assert self.base is not None
+            cache, engine = build_engine(
+                self.base, self.config, self.metrics, self._declared_specs,
+                fetch=self._fetch, loader=self._loader, on_event=self._cache_event,
+            )  # fmt: skip
+            self.cache = cache
+            for spec in self._declared_specs:
+                cache.pin(spec.content)
+                cache.ensure(spec).result()
+            self._record_now([DeploymentStarted(self._started_payload())])  # type: ignore[arg-type]
+        except BaseException:
+            self._close()
+            raise
+        self.engine = engine
+        engine.start()
         for target, name in ((self._watch, "fmforge-watch"), (self._flush_loop, "fmforge-events")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -202,10 +208,13 @@ class Deployment:
         try:
             self._record_now([*self._take_pending(), DeploymentStopped(payload)])  # type: ignore[arg-type]
         finally:
-            self._loader.shutdown(wait=True)
-            self._registry.shutdown(wait=True)
-            for repo in self._repos:
-                repo.close()
+            self._close()
+
+    def _close(self) -> None:
+        self._loader.shutdown(wait=True)
+        self._registry.shutdown(wait=True)
+        for repo in self._repos:
+            repo.close()
 
     def _started_payload(self) -> dict[str, Any]:
         assert self.base is not None

@@ -126,6 +126,7 @@ class Engine:
         cycle_time_s: float = 2.0,
         context_len: int = 2048,
         eos_ids: Sequence[int] = (),
+        threads: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -151,8 +152,8 @@ class Engine:
         self.requests = 0
         self.generated_tokens = 0
         self._keep = _logits_to_keep(model)
-        # torch's CPU thread count is per thread: the engine's takes its creator's.
-        self._threads = torch.get_num_threads()
+        # torch's CPU thread count is per thread: the engine's is ``threads``, else its creator's.
+        self._threads = threads or torch.get_num_threads()
 
     # ---- lifecycle --------------------------------------------------------------------------
 

@@ -165,5 +165,6 @@ def build_engine(
         base.model, base.tokenizer, kind=base.kind, slots=slots, cache=cache,
         scheduler=scheduler, metrics=metrics, device=base.device, max_batch=config.max_batch,
         cycle_time_s=config.cycle_time_s, context_len=base.context_len, eos_ids=base.eos_ids,
+        threads=config.threads,
     )  # fmt: skip
     return cache, engine

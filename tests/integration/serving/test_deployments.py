@@ -67,6 +67,10 @@ def test_a_rollback_pins_a_reference_until_its_branch_moves_again(
     replicas = tiny_repo.view(DeploymentsView).replicas("prod")
     assert [r.running for r in replicas] == [False]
     assert replicas[0].adapters == [{"ref": "svc@live", "commit": v2}]
+    code, listed = fm(tiny_repo.root, "deployment", "ls")
+    assert code == 0
+    (row,) = [line for line in listed.splitlines() if "prod" in line]
+    assert "tiny" in row
 
 
 def ask(url: str, model: str) -> dict[str, object]:
