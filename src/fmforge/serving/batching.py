@@ -187,12 +187,14 @@ class BatchedLoRALinear(nn.Module):
                 b = b_all.index_select(0, ctx.rows).transpose(1, 2).contiguous()
             cached = self._gathered = (ctx.version, a, b)
         _, a, b = cached
+        # The delta is added into y in place (y is this call's own output): one pass less.
         if ctx.single is not None:
-            return y + (x @ a) @ b
-        squeeze = x.dim() == 2
-        rows = x.unsqueeze(1) if squeeze else x.reshape(x.shape[0], -1, x.shape[-1])
-        delta = torch.bmm(torch.bmm(rows, a), b)
-        return y + (delta.squeeze(1) if squeeze else delta.reshape(y.shape))
+            flat = y.view(-1, y.shape[-1])
+            flat.addmm_(x.reshape(-1, x.shape[-1]) @ a, b)
+            return y
+        rows = y.view(y.shape[0], -1, y.shape[-1])
+        rows.baddbmm_(torch.bmm(x.reshape(x.shape[0], -1, x.shape[-1]), a), b)
+        return y
 
 
 def inject(model: nn.Module, slots: LoRASlots) -> None:
