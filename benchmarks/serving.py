@@ -292,6 +292,12 @@ def main() -> None:
                 through.setdefault(f"ours N={n}", []).append(ours_s)
                 ratios.setdefault(f"ours N={n}", []).append(base_s / ours_s)
         results["round_ratios"] = ratios
+        clock, CPU_TIME = CPU_TIME, False  # the HTTP comparison is in wall seconds
+        names, prompts = workload(8)
+        results["inprocess_wall_tokens_per_s"] = (
+            REQUESTS * NEW / min(run_engine(dep, names, prompts) for _ in range(2))
+        )
+        CPU_TIME = clock
         if args.throughput_only:
             dep.stop()
             for name, values in ratios.items():
@@ -453,7 +459,6 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\n{'approach':<16}{'new tok/s':>11}{'x base':>9}")
     for name, value in r["tokens_per_s"].items():
         print(f"{name:<16}{value:>11.1f}{r['fraction_of_base'][name]:>9.2f}")
-    ours = r["tokens_per_s"]["ours N=8"]
     rows = [
         ("throughput at 64 adapters / base", f"{r['fraction_of_base']['ours N=64']:.2f}",
          ">= 0.90"),
@@ -467,7 +472,8 @@ def print_table(r: dict[str, Any]) -> None:
          f"{r['host_tier_bytes_per_adapter'] / r['adapter_file_bytes']:.2f}", "<= 1.1"),
         ("1,000 adapters in memory", f"{r['memory_1000_projected_mb']:.0f} MB", "< 1000 MB"),
         ("fairness: p99 cold / p99 hot wait", f"{r['fairness_ratio_cold_over_hot']:.2f}", "<= 2"),
-        ("HTTP / in-process tokens/s", f"{r['http_tokens_per_s'] / ours:.2f}", ">= 0.9"),
+        ("HTTP / in-process tokens/s (wall)",
+         f"{r['http_tokens_per_s'] / r['inprocess_wall_tokens_per_s']:.2f}", ">= 0.9"),
         ("hot reload under load: failures",
          f"{r['hot_reload_failures']} of {r['hot_reload_requests'] + r['hot_reload_failures']}",
          "0"),
