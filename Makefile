@@ -39,6 +39,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/tracking.py
 	$(BIN)/python benchmarks/label_model.py
 	$(BIN)/python benchmarks/data.py
+	$(BIN)/python benchmarks/serving.py --cpu-time
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
