@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -94,3 +95,31 @@ def test_health_and_metrics(client: TestClient) -> None:
     assert "fmforge_serving_batch_size_count" in text
     assert 'fmforge_serving_adapter_resident{adapter="ad0@' in text
     assert 'fmforge_serving_adapter_load_ms_count{tier="host"}' in text
+
+
+@pytest.mark.slow
+def test_classify_and_embed_with_an_encoder_base(
+    repo: Repository, classifier_files: tuple[Path, ...]
+) -> None:
+    from fmforge.models import commit_model
+    from tests.servingfiles import minilm_path
+
+    commit_model(repo, "minilm", minilm_path(), "base")
+    for path in classifier_files:
+        commit_model(repo, path.name, path, "classifier", base="minilm@main")
+    dep = Deployment(repo.root, "minilm", ["sentiment"], ServingConfig())
+    with TestClient(create_serving_app(dep), base_url="http://127.0.0.1") as client:
+        answer = client.post("/v1/classify", json={"model": "topic", "input": ["a", "b c"]})
+        assert answer.status_code == 200, answer.text
+        data = answer.json()["data"]
+        assert [d["index"] for d in data] == [0, 1]
+        assert data[0]["labels"] == ["sport", "tech", "art", "food"]
+        assert data[0]["label"] in data[0]["labels"]
+        assert abs(sum(data[0]["probs"]) - 1) < 1e-5
+        vectors = client.post("/v1/embeddings", json={"model": "minilm", "input": "hello"})
+        assert len(vectors.json()["data"][0]["embedding"]) == 384
+        refused = client.post("/v1/completions", json={"model": "minilm", "prompt": "x"})
+        assert refused.status_code == 400
+        assert "encoder" in refused.json()["error"]["message"]
+        base_classify = client.post("/v1/classify", json={"model": "minilm", "input": "x"})
+        assert base_classify.json()["error"]["param"] == "model"
