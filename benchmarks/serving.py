@@ -246,9 +246,8 @@ def main() -> None:
         dep.start()
         assert dep.cache is not None
         t0 = time.perf_counter()
-        resolving = [dep._on_registry(dep._resolve, f"a{i}", "main") for i in range(64)]
-        specs = [future.result() for future in resolving]
-        for future in [dep.cache.ensure(spec) for spec in specs]:
+        specs = [t.spec for t in dep.resolve_all([f"a{i}" for i in range(64)])]
+        for future in [dep.cache.ensure(spec) for spec in specs if spec is not None]:
             future.result()
         for spec in specs:
             assert spec is not None
@@ -270,7 +269,7 @@ def main() -> None:
             assert spec is not None
             t0 = time.perf_counter()
             targets = dep.cache.slots.targets
-            weights = dep._on_registry(adapter_files.load, spec, targets).result()
+            weights = adapter_files.load(repo, spec, targets)
             dep.cache.slots.write(1, weights)
             cold_registry.append(time.perf_counter() - t0)
         results["cold_load_disk_ms_p50"] = statistics.median(cold_disk) * 1000

@@ -257,6 +257,18 @@ class Deployment:
             return Target(self.base_text, None)
         return Target(f"{model}@{ref}", self._on_registry(self._resolve, model, ref).result())
 
+    def resolve_all(self, texts: Sequence[str]) -> list[Target]:
+        """``resolve_now`` of many names, resolved concurrently on the registry threads."""
+        parsed = [self._parse(text) for text in texts]
+        futures = [
+            None if is_base else self._on_registry(self._resolve, model, ref)
+            for model, ref, is_base in parsed
+        ]
+        return [
+            Target(self.base_text, None) if future is None else Target(f"{m}@{r}", future.result())
+            for (m, r, _), future in zip(parsed, futures, strict=True)
+        ]
+
     def _parse(self, text: str) -> tuple[str, str, bool]:
         model, sep, ref = text.partition("@")
         if model == self.base_model and (
