@@ -85,7 +85,8 @@ def test_embeddings_of_a_causal_base(client: TestClient) -> None:
 
 
 def test_health_and_metrics(client: TestClient) -> None:
-    client.post("/v1/completions", json={"model": "ad0", "prompt": "a", "max_tokens": 2})
+    body = {"model": "ad0", "prompt": "a", "max_tokens": 2, "ignore_eos": True}
+    assert client.post("/v1/completions", json=body).status_code == 200
     health = client.get("/health").json()
     assert health["status"] == "ok"
     assert health["deployment"] == "tiny"
