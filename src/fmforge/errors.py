@@ -57,6 +57,12 @@ The tree (each family is one domain; catch the root to catch them all)::
     ├── TrainingError
     │   ├── InvalidSpec             a finetune or eval request that cannot run (names the option)
     │   └── TrainingFailed          a training process (a torchrun worker) failed
+    ├── ServingError
+    │   ├── AdapterIncompatible     an adapter for another base, or one the served slots cannot hold
+    │   ├── PromptTooLong           a prompt (with max_tokens) over the served context (.limit)
+    │   ├── Overloaded              the request queues are full: 429 with Retry-After (.retry_after)
+    │   ├── QueueTimeout            a request waited in the queue past its timeout
+    │   └── DeploymentNotFound      no deployment of that name
     ├── RequestError
     │   ├── InvalidRequest          a malformed HTTP request (body, field, parameter)
     │   ├── EndpointNotFound        no such route
@@ -457,6 +463,10 @@ class ExperimentExists(TrackingError):
 class TrainingError(FmforgeError):
     """Family of finetuning and evaluation errors."""
 
+
+class ServingError(FmforgeError):
+    """Family of errors of a serving deployment (``fmforge serve``)."""
+
     http_status = 400
 
 
@@ -470,6 +480,46 @@ class TrainingFailed(TrainingError):
     """A training process failed outside fmforge's checks (a torchrun worker died)."""
 
     http_status = 500
+
+
+class AdapterIncompatible(ServingError):
+    """An adapter whose recorded base is not the served base, or that the served slots cannot
+    hold (a rank over the maximum, a module outside the LoRA targets, an unsupported kind)."""
+
+    def __init__(self, adapter: str, detail: str) -> None:
+        super().__init__(f"adapter {adapter}: {detail}")
+        self.adapter = adapter
+        self.detail = detail
+
+
+class PromptTooLong(ServingError):
+    """A prompt whose tokens, with the tokens asked for, are over the served context."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class Overloaded(ServingError):
+    """The request queues are full; retry after ``retry_after`` seconds (HTTP 429)."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueueTimeout(ServingError):
+    """A request waited in the queue longer than its timeout; nothing was generated."""
+
+    http_status = 503
+
+
+class DeploymentNotFound(ServingError):
+    """No deployment of that name was ever started."""
+
+    http_status = 404
 
 
 class RequestError(FmforgeError):

@@ -11,6 +11,7 @@ from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.evaluations import ModelEvaluations
 from fmforge.models.refs import ModelRefs
+from fmforge.serving.views import DeploymentsView
 from fmforge.tracking.views import ExperimentsView, RunsView
 
 
@@ -92,5 +93,6 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     AccessView,
     AccessLogView,
     AccessHistoryView,
+    DeploymentsView,
 )
 """Every projection, in the order verify rebuilds them."""

@@ -18,13 +18,21 @@ Field sizes (a param value, an experiment name) are checked where the body is pa
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fmforge.errors import ConfigError, InvalidRequest, PayloadTooLarge, RequestRefused
+from fmforge.errors import (
+    ConfigError,
+    FmforgeError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestRefused,
+)
 from fmforge.server.errors import error_response, show
 from fmforge.settings import Settings
 
@@ -106,10 +114,18 @@ def same_site(source: str, host: str) -> bool:
 class RequestGuard:
     """Pure ASGI middleware: the Host, cross-site and size checks above."""
 
-    def __init__(self, app: ASGIApp, *, hosts: frozenset[str] | None, limits: Limits) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hosts: frozenset[str] | None,
+        limits: Limits,
+        render: Callable[[FmforgeError], Response] = error_response,
+    ) -> None:
         self.app = app
         self.hosts = hosts
         self.limits = limits
+        self.render = render  # the app's error shape
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,7 +134,7 @@ class RequestGuard:
         try:
             self.check(scope["method"], Headers(scope=scope))
         except (RequestRefused, InvalidRequest, PayloadTooLarge) as refused:
-            await error_response(refused)(scope, receive, send)
+            await self.render(refused)(scope, receive, send)
             return
         limit = self.limits.max_body_bytes
         received = 0
