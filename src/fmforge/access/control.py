@@ -345,6 +345,8 @@ class AccessControl:
         request_id: str | None,
         via: str,
         objects: Sequence[str],
+        *,
+        also: Sequence[str] = (),
     ) -> None:
         data: dict[str, Any] = {
             "principal": decision.principal, "action": decision.action,
@@ -354,6 +356,8 @@ class AccessControl:
         }  # fmt: skip
         if objects:
             data["objects"] = list(objects)
+        if also:
+            data["also"] = list(also)
         kind = ev.AccessGranted if decision.allowed else ev.AccessDenied
         root = parse_resource(decision.resource).root
         self.repo.record(ev.log_stream(root), kind(data))  # type: ignore[arg-type]
@@ -384,17 +388,18 @@ class AccessControl:
             )
         return key_id
 
-    def forget_subject(self, subject: str, reason: str) -> str:
-        """Record ``SubjectForgotten`` (with the pseudonym, never the id), then destroy the
+    def forget_subject(self, subject: str, reason: str, *, flagged: Sequence[str] = ()) -> str:
+        """Record ``SubjectForgotten`` (with the pseudonym, never the id, and the resources
+        derived from the subject's data, ``flagged`` as needing unlearning), then destroy the
         subject's key: everything encrypted under it is unreadable from then on. Running it
         again after a crash finishes the destruction."""
         keys = self.subject_keys()
         key_id = keys.key_id(subject)
         pseudonym = keys.master.pseudonym(subject)
-        self.repo.record(
-            ev.SUBJECTS,
-            ev.SubjectForgotten({"key_id": key_id, "pseudonym": pseudonym, "reason": reason}),
-        )
+        data: dict[str, Any] = {"key_id": key_id, "pseudonym": pseudonym, "reason": reason}
+        if flagged:
+            data["flagged"] = list(flagged)
+        self.repo.record(ev.SUBJECTS, ev.SubjectForgotten(data))  # type: ignore[arg-type]
         keys.destroy(key_id)
         return key_id
 

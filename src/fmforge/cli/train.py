@@ -11,12 +11,18 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from fmforge.access.mediation import purpose as using_for
 from fmforge.cli.context import console, open_repository
 from fmforge.cli.specs import spec_options
 from fmforge.errors import UsageError
 from fmforge.training.spec import FinetuneSpec
 
 EXECUTION_OPTIONS = ("nproc", "resume", "no_resume", "name", "as_json")
+
+_PURPOSE = (
+    "What the model and data are used for (commercial, research, ...): licences and consent "
+    "are checked for it when access control is on."
+)
 
 
 @spec_options(FinetuneSpec)
@@ -39,6 +45,7 @@ def finetune(
     ] = False,
     name: Annotated[str | None, typer.Option(help="The run's name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The result as JSON.")] = False,
+    purpose: Annotated[str | None, typer.Option(help=_PURPOSE)] = None,
 ) -> None:
     """Finetune a registered model on a dataset version (LoRA, full or sparse), tracked as a
     run: checkpoints are commits on runs/RUN of the base model, the result a commit evaluated on
@@ -59,10 +66,11 @@ def finetune(
         else:
             spec = FinetuneSpec.parse(spec_values)
         printer = None if as_json or nproc > 1 else _progress
-        result = run_finetune(
-            repo, spec, resume=resume or (None if no_resume else "auto"), nproc=nproc,
-            name=name, callback=printer,
-        )  # fmt: skip
+        with using_for(purpose):
+            result = run_finetune(
+                repo, spec, resume=resume or (None if no_resume else "auto"), nproc=nproc,
+                name=name, callback=printer,
+            )  # fmt: skip
     if as_json:
         typer.echo(orjson.dumps(result.to_json()))
         return
@@ -139,6 +147,7 @@ def eval_(
     label_column: Annotated[str, typer.Option(help="The gold label column.")] = "label",
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per forward pass.")] = 32,
     as_json: Annotated[bool, typer.Option("--json", help="The evaluation as JSON.")] = False,
+    purpose: Annotated[str | None, typer.Option(help=_PURPOSE)] = None,
 ) -> None:
     """Evaluate a model commit on a dataset split; recorded on the commit (`CommitEvaluated`),
     shown by `model show` and `model log`."""
@@ -148,7 +157,7 @@ def eval_(
     metrics = [part.strip() for item in metric or [] for part in item.split(",") if part.strip()]
     if task is not None and task not in ("classification", "causal-lm"):
         raise UsageError(f"--task {task}: use classification or causal-lm")
-    with open_repository(ctx) as repo:
+    with open_repository(ctx) as repo, using_for(purpose):
         result = evaluate(
             repo, target, reference, split=split or None, metrics=metrics or None, task=task,
             text_column=text_column, label_column=label_column, batch_size=batch_size,

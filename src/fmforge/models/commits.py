@@ -40,6 +40,8 @@ import numpy as np
 import orjson
 from threadpoolctl import threadpool_limits
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import (
     BranchConflict,
     BranchDiverged,
@@ -148,6 +150,7 @@ def _plan(
     return _Plan(resolved, head, version, forked, dropped)
 
 
+@mediated("commit", targets.branch("name", "branch"))
 def commit_model(
     repo: Repository,
     name: str,
@@ -224,6 +227,7 @@ def commit_model(
     return result
 
 
+@mediated("commit", targets.branch("name", "branch"))
 def commit_tensors(
     repo: Repository,
     name: str,

@@ -16,6 +16,7 @@ from fmforge.tracking.reading import (
     RunNotFound,
     RunRecord,
     dataset_usage,
+    list_runs,
     load_run,
     read_metric,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "ThroughputCollapse",
     "dataset_usage",
     "default_detectors",
+    "list_runs",
     "load_run",
     "read_metric",
     "start_run",

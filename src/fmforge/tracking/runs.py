@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import FmforgeError, InvalidMetric, RunStopped
 from fmforge.ledger import NewEvent
 from fmforge.ledger.events import new_event_id
@@ -469,6 +471,7 @@ def _unique_name(repo: Repository, project: str, wanted: str) -> str:
     return f"{wanted}-{number}"
 
 
+@mediated("write", targets.fixed("run"))
 @contextmanager
 def start_run(project: str, *, repo: Repository | None = None, **options: Any) -> Iterator[Run]:
     """``with start_run("sentiment", config=cfg) as run: run.log({"loss": l}, step=s)``.
