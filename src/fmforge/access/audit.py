@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmforge.access import events as ev
+from fmforge.access import targets
 from fmforge.access.checkpoints import (
     Checkpoint,
     CheckpointSink,
@@ -33,6 +34,7 @@ from fmforge.access.checkpoints import (
     load_signing_key,
     write_secret,
 )
+from fmforge.access.mediation import mediated
 from fmforge.access.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from fmforge.access.views import AccessHistoryView
 from fmforge.errors import ConfigError, ProofFailed, UsageError
@@ -298,6 +300,7 @@ class InclusionProof:
         }
 
 
+@mediated("audit.read", targets.fixed("audit"))
 def prove_inclusion(
     repo: Repository, seq: int, checkpoint: Checkpoint | None = None
 ) -> InclusionProof:
@@ -334,6 +337,7 @@ class HistoryReport:
     proof: tuple[bytes, ...]
 
 
+@mediated("audit.read", targets.fixed("audit"))
 def verify_history(
     repo: Repository, old: Checkpoint, new: Checkpoint | None = None
 ) -> HistoryReport:

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fmforge.access.authorizer import Context, Decision
-from fmforge.access.control import AccessControl
 from fmforge.access.events import POLICY
 from fmforge.access.facts import AccessFactsView
 from fmforge.access.principals import ANONYMOUS
@@ -162,6 +161,8 @@ class Gate:
     the decision, its record."""
 
     def __init__(self, repo: Repository) -> None:
+        from fmforge.access.control import AccessControl
+
         self.repo = repo
         self.control = AccessControl(repo)
         self._lock = threading.RLock()
@@ -239,6 +240,53 @@ class Gate:
         return granted
 
 
+    def authorize_request(
+        self,
+        token: str | None,
+        username: str | None,
+        needs: Sequence[Need],
+        *,
+        request_id: str,
+        via: str = "http",
+        purpose: str | None = None,
+    ) -> tuple[Decision, TokenRecord]:
+        """Authenticate a request's token (Basic's ``username`` must be its principal's) and
+        decide its needs: exactly one access event, granted or denied, recorded before it
+        returns; ``Unauthenticated`` (401) or ``AccessDenied`` (403) when refused."""
+        self.refresh()
+        context = Context(purpose or _purpose.get())
+        action, resource = needs[0]
+        try:
+            record = self.control.authenticate(token)
+            if username is not None and username not in (
+                record.principal, record.principal.split(":", 1)[1]
+            ):
+                raise Unauthenticated(
+                    "unknown_token", f"the token is not {username}'s (Basic user name)"
+                )
+        except Unauthenticated as exc:
+            known = None
+            if token:
+                known = self.control.token_record(token)
+            who = known.principal if known else ANONYMOUS
+            denial = Decision(False, who, action, resource, exc.reason, None, (), str(exc))
+            self.control.record_decision(denial, context, known, request_id, via, ())
+            raise
+        granted: Decision | None = None
+        for need_action, need_resource in needs:
+            decision = self.control.decide(
+                record.principal, need_action, need_resource, context, token=record
+            )
+            if not decision.allowed:
+                self.control.record_decision(decision, context, record, request_id, via, ())
+                decision.require()
+            granted = granted or decision
+        assert granted is not None
+        also = [f"{a} {r}" for a, r in needs[1:]]
+        self.control.record_decision(granted, context, record, request_id, via, (), also=also)
+        return granted, record
+
+
 _gates: weakref.WeakKeyDictionary[Repository, Gate] = weakref.WeakKeyDictionary()
 _gates_lock = threading.Lock()
 
@@ -305,8 +353,9 @@ def mediate(
 
 def mediated(action: str, resource: Resolver, *, repo: str = "repo") -> Callable[[F], F]:
     """Mark a public entry point: each call is decided and recorded (``mediate``) with the
-    resource ``resource(repo, arguments)`` names. With ``repo`` None (functions that open the
-    repository here themselves), the repository found here is asked."""
+    resource ``resource(repo, arguments)`` names. ``repo`` names the argument holding the
+    repository (``self``: a method of an object with a ``repo``); when it is None (functions
+    that open the repository here themselves), the repository found here is asked."""
 
     def wrap(fn: F) -> F:
         signature = inspect.signature(fn)
@@ -316,7 +365,7 @@ def mediated(action: str, resource: Resolver, *, repo: str = "repo") -> Callable
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             arguments = bound.arguments
-            given = arguments.get(repo)
+            given = arguments["self"].repo if repo == "self" else arguments.get(repo)
             if given is None:
                 from fmforge.repository import Repository
 

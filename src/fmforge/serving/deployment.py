@@ -279,6 +279,10 @@ class Deployment:
             for (m, r, _), future in zip(parsed, futures, strict=True)
         ]
 
+    def parse_model(self, text: str) -> tuple[str, str, bool]:
+        """(model, ref, is the base) that a request's ``model`` names."""
+        return self._parse(text)
+
     def _parse(self, text: str) -> tuple[str, str, bool]:
         model, sep, ref = text.partition("@")
         if model == self.base_model and (
