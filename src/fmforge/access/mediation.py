@@ -239,7 +239,6 @@ class Gate:
             self.control.record_decision(granted, context, token, request_id, where, (), also=also)
         return granted
 
-
     def authorize_request(
         self,
         token: str | None,
@@ -259,7 +258,8 @@ class Gate:
         try:
             record = self.control.authenticate(token)
             if username is not None and username not in (
-                record.principal, record.principal.split(":", 1)[1]
+                record.principal,
+                record.principal.split(":", 1)[1],
             ):
                 raise Unauthenticated(
                     "unknown_token", f"the token is not {username}'s (Basic user name)"

@@ -203,9 +203,7 @@ def could_read(
     """Who could do ACTION on RESOURCE (now, or --at a past time): the policy replayed."""
     moment = _epoch(at, "--at", 0.0) if at is not None else None
     with open_repository(ctx) as repo:
-        decisions = queries.could_read(
-            repo, resource, at=moment, action=action, purpose=purpose
-        )
+        decisions = queries.could_read(repo, resource, at=moment, action=action, purpose=purpose)
     allowed = [d for d in decisions if d.allowed]
     for d in allowed:
         masked = f" (masked: {', '.join(d.masked)})" if d.masked else ""

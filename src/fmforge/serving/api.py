@@ -439,9 +439,9 @@ def create_serving_app(
     deployment: Deployment, *, bind_host: str | None = None, manage: bool = True
 ) -> FastAPI:
     """The app over ``deployment``; ``manage``: start it with the app and stop it after."""
+    from fmforge.access.http import SERVING_OPEN, serving_routes
     from fmforge.repository import DIRNAME
     from fmforge.server import errors
-    from fmforge.access.http import SERVING_OPEN, serving_routes
     from fmforge.server.guards import Limits, RequestGuard, allowed_hosts
     from fmforge.server.identity import PrincipalMiddleware
     from fmforge.settings import load_settings

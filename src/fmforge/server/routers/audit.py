@@ -67,9 +67,7 @@ def could_read(
     purpose: str | None = None,
 ) -> dict[str, Any]:
     moment = _moment(at, "at", 0.0) if at is not None else None
-    decisions = queries.could_read(
-        state.repo, resource, at=moment, action=action, purpose=purpose
-    )
+    decisions = queries.could_read(state.repo, resource, at=moment, action=action, purpose=purpose)
     return {"resource": resource, "principals": [
         {"principal": d.principal, "reason": d.reason, "masked": list(d.masked)}
         for d in decisions if d.allowed
