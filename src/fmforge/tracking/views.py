@@ -28,7 +28,16 @@ from fmforge.ledger import Event, Projection, handles
 from fmforge.ledger.projections import create_statements
 from fmforge.tracking.environment import flatten
 from fmforge.tracking.pyramid import SCHEMA as PYRAMID_SCHEMA
-from fmforge.tracking.pyramid import apply_pyramid
+from fmforge.tracking.pyramid import (
+    SeriesKey,
+    SeriesValues,
+    apply_blocks,
+    apply_pyramid,
+    merge_series,
+    pyramid_entries,
+    series_values,
+    upsert_series,
+)
 from fmforge.tracking.query import metric_of, parse_query
 
 HEARTBEAT_S = 30.0
@@ -218,6 +227,8 @@ class RunsView(Projection["RunsIndex"]):
         summaries: dict[str, dict[str, Any]] = {}
         seen: dict[str, str] = {}  # the newest event time per run (ISO times sort as text)
         chunks: list[tuple[Any, ...]] = []
+        series: dict[SeriesKey, SeriesValues] = {}
+        blocks: list[tuple[str, list[Any]]] = []
 
         def flush() -> None:
             for run_id, summary in summaries.items():
@@ -226,9 +237,14 @@ class RunsView(Projection["RunsIndex"]):
                     (_dumps(summary), epoch_seconds(seen[run_id]), run_id),
                 )
             db.executemany("INSERT INTO run_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", chunks)
+            upsert_series(db, series)
+            for run_id, entries in blocks:  # in order: a block's merges follow its events
+                apply_blocks(db, run_id, entries)
             summaries.clear()
             seen.clear()
             chunks.clear()
+            series.clear()
+            blocks.clear()
 
         for event in events:
             if event.type != "MetricsLogged":
@@ -249,7 +265,12 @@ class RunsView(Projection["RunsIndex"]):
                 seen[run_id] = when
             row = _chunk_row(run_id, event)
             chunks.append(row)
-            apply_pyramid(db, self.objects, run_id, event.data, _span(row))
+            legacy, entries = pyramid_entries(self.objects, run_id, event.data)
+            for key, values in series_values(run_id, event.data, legacy, _span(row)):
+                before = series.get(key)
+                series[key] = values if before is None else merge_series(before, values)
+            if entries:
+                blocks.append((run_id, entries))
         flush()
 
     @handles("MetricsLogged")
