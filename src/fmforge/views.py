@@ -8,6 +8,7 @@ from typing import Any
 
 from fmforge.data.views import DatasetsView, DatasetWork
 from fmforge.ledger import Event, Projection, handles
+from fmforge.models.measurements import ModelMeasurements
 from fmforge.models.refs import ModelRefs
 from fmforge.tracking.views import ExperimentsView, RunsView
 
@@ -81,6 +82,7 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     PrunedObjects,
     ObjectRefs,
     ModelRefs,
+    ModelMeasurements,
     DatasetsView,
     DatasetWork,
     RunsView,
