@@ -1,0 +1,121 @@
+"""The conflict report: how much the task vectors of a merge fight, tensor by tensor.
+
+For each tensor some input changes, over its task vectors τᵢ (an input minus the base, an
+adapter's exact update): their norms; their pairwise cosines; the share of entries each input
+keeps (after TIES' or DARE's trimming; otherwise its non-zero entries); among the entries two or
+more inputs keep, the share where their signs disagree (``sign_conflict``); and the share of each
+input's kept, weighted mass that a TIES sign election drops (``dropped``: what the election drops
+under TIES and DARE-TIES, and would drop under the others). ``conflict``, the mean of
+``dropped``, ranks the tensors: the top ones are where the inputs disagree most, flagged before
+any evaluation. The report is a JSON object stored with the merge commit (its ``provenance``
+names it), and ``fmforge model merge`` prints the most conflicted tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+REPORT_FORMAT = 1
+
+
+@dataclass
+class TensorStats:
+    """Sums over the rows of one tensor, in float64."""
+
+    inputs: int
+    numel: int = 0
+    gram: torch.Tensor = field(init=False)  # τᵢ·τⱼ
+    kept: torch.Tensor = field(init=False)
+    overlap: int = 0  # entries kept by two or more inputs
+    disagree: int = 0  # ... whose kept signs differ
+    mass: torch.Tensor = field(init=False)  # Σ|wᵢ τᵢ| over kept entries
+    dropped: torch.Tensor = field(init=False)  # ... where the elected sign differs
+
+    def __post_init__(self) -> None:
+        n = self.inputs
+        self.gram = torch.zeros((n, n), dtype=torch.float64)
+        self.kept = torch.zeros(n, dtype=torch.float64)
+        self.mass = torch.zeros(n, dtype=torch.float64)
+        self.dropped = torch.zeros(n, dtype=torch.float64)
+
+    def add(self, deltas: torch.Tensor, kept: torch.Tensor, weights: torch.Tensor) -> None:
+        """One batch of rows: raw task vectors ``[n, ...]``, the kept (trimmed) ones, and the
+        weights shaped to broadcast."""
+        n = self.inputs
+        flat = deltas.reshape(n, -1).to(torch.float64)
+        self.numel += flat.shape[1]
+        self.gram += flat @ flat.T
+        kept_flat = kept.reshape(n, -1)
+        nonzero = kept_flat != 0
+        self.kept += nonzero.sum(dim=1).to(torch.float64)
+        several = nonzero.sum(dim=0) >= 2
+        self.overlap += int(several.sum())
+        positive = (kept_flat > 0).any(dim=0)
+        negative = (kept_flat < 0).any(dim=0)
+        self.disagree += int((positive & negative).sum())
+        weighted = (kept * weights).reshape(n, -1)
+        elected = torch.where(weighted.sum(dim=0) >= 0, 1.0, -1.0).to(weighted.dtype)
+        magnitude = weighted.abs().to(torch.float64)
+        self.mass += magnitude.sum(dim=1)
+        against = nonzero & (weighted.sign() != elected)
+        self.dropped += (magnitude * against).sum(dim=1)
+
+    def record(self, name: str, shape: tuple[int, ...]) -> dict[str, Any]:
+        norms = self.gram.diagonal().sqrt()
+        n = self.inputs
+        cosine = [
+            [
+                _round(float(self.gram[i, j]) / float(norms[i] * norms[j]))
+                if norms[i] > 0 and norms[j] > 0
+                else None
+                for j in range(n)
+            ]
+            for i in range(n)
+        ]
+        dropped = [
+            _round(float(self.dropped[i] / self.mass[i])) if self.mass[i] > 0 else 0.0
+            for i in range(n)
+        ]
+        return {
+            "name": name,
+            "shape": list(shape),
+            "norms": [_round(float(v)) for v in norms],
+            "cosine": cosine,
+            "kept": [_round(float(k) / max(self.numel, 1)) for k in self.kept],
+            "overlap": _round(self.overlap / max(self.numel, 1)),
+            "sign_conflict": _round(self.disagree / self.overlap) if self.overlap else 0.0,
+            "dropped": dropped,
+            "conflict": _round(sum(dropped) / n),
+        }
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}") if math.isfinite(value) else value
+
+
+def summarize(records: list[dict[str, Any]], unchanged: int) -> dict[str, Any]:
+    """Totals over the changed tensors, weighted by their size."""
+    sizes = [math.prod(r["shape"]) if r["shape"] else 1 for r in records]
+    total = sum(sizes) or 1
+    overlap = sum(r["overlap"] * s for r, s in zip(records, sizes, strict=True))
+    disagree = sum(
+        r["sign_conflict"] * r["overlap"] * s for r, s in zip(records, sizes, strict=True)
+    )
+    conflict = sum(r["conflict"] * s for r, s in zip(records, sizes, strict=True))
+    return {
+        "changed": len(records),
+        "unchanged": unchanged,
+        "overlap": _round(overlap / total),
+        "sign_conflict": _round(disagree / overlap) if overlap else 0.0,
+        "conflict": _round(conflict / total),
+    }
+
+
+def most_conflicted(report: dict[str, Any], count: int = 10) -> list[dict[str, Any]]:
+    """The ``count`` tensors with the highest ``conflict``, highest first."""
+    ranked = sorted(report["tensors"], key=lambda r: (-r["conflict"], r["name"]))
+    return ranked[:count]
