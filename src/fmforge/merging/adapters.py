@@ -80,9 +80,9 @@ class LoraUpdate:
     def rows(self, start: int, stop: int, base_rows: torch.Tensor | None) -> torch.Tensor:
         a, b = self._load()
         if self.module.transposed:
-            delta = (b @ a[:, start:stop]).T * self.module.scale
+            delta = product(a[:, start:stop].T, b.T) * self.module.scale
         else:
-            delta = (b[start:stop] @ a) * self.module.scale
+            delta = product(b[start:stop], a) * self.module.scale
         if self._m is None:
             return delta
         assert base_rows is not None
@@ -91,6 +91,17 @@ class LoraUpdate:
         factor = (self._m[start:stop] / norm).reshape(-1, 1)
         updated: torch.Tensor = factor * combined - base_rows
         return updated
+
+
+def product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``left @ right`` for a small inner dimension (a LoRA rank), summed term by term in
+    order: every entry is computed the same way whatever rows are asked, so a merge streamed a
+    batch of rows at a time gives the very bits of the whole update (a BLAS matmul's blocking,
+    and so its rounding, depends on the shapes)."""
+    out = torch.zeros((left.shape[0], right.shape[1]), dtype=left.dtype)
+    for k in range(left.shape[1]):
+        out += left[:, k : k + 1] * right[k : k + 1]
+    return out
 
 
 @dataclass

@@ -83,8 +83,14 @@ class MergeSpec(BaseModel):
         return self
 
     def given_parameters(self) -> set[str]:
-        """The method parameters this spec sets (by their public names)."""
-        return {PARAMETERS[f] for f in self.model_fields_set if f in PARAMETERS}
+        """The method parameters this spec sets to other than their defaults (by their public
+        names): a spec recorded with every field re-validates."""
+        fields = type(self).model_fields
+        return {
+            public
+            for name, public in PARAMETERS.items()
+            if name in self.model_fields_set and getattr(self, name) != fields[name].default
+        }
 
     @classmethod
     def build(
@@ -147,13 +153,18 @@ def merge(
     name: str | None = None,
     branch: str | None = None,
     message: str | None = None,
+    chunk_bytes: int | None = None,
 ) -> MergeResult:
     """Carry out ``spec`` and commit the result to model ``name`` (default: the base's model
     for a full output, the first adapter's for an adapter output) on ``branch`` (default
-    ``merge/<method>``), with the base and the inputs as parents."""
+    ``merge/<method>``; an existing branch's head becomes the first parent, as in git), with
+    the base and the inputs as parents. ``chunk_bytes``: bytes of rows read per input and batch
+    (memory against calls; the result does not depend on it)."""
     from fmforge.merging.planning import run_merge
 
     started = time.perf_counter()
-    result = run_merge(repo, spec, name=name, branch=branch, message=message)
+    result = run_merge(
+        repo, spec, name=name, branch=branch, message=message, chunk_bytes=chunk_bytes
+    )
     result.seconds = time.perf_counter() - started
     return result

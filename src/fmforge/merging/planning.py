@@ -39,7 +39,7 @@ from fmforge.merging.sources import (
     TensorSource,
 )
 from fmforge.merging.stream import Engine, Job, Part, Plan
-from fmforge.models import CommitReader
+from fmforge.models import CommitReader, ModelRefs
 from fmforge.models.tensorcommit import KnownTensor, commit_tensors
 from fmforge.repository import Repository
 
@@ -228,7 +228,7 @@ class Prepared:
             found.source.close()
 
 
-def prepare(repo: Repository, spec: MergeSpec) -> Prepared:
+def prepare(repo: Repository, spec: MergeSpec, chunk_bytes: int | None = None) -> Prepared:
     """Resolve and check everything a merge needs, before anything is stored."""
     method = get_method(spec.method)
     base, inputs = resolve(repo, spec)
@@ -245,7 +245,10 @@ def prepare(repo: Repository, spec: MergeSpec) -> Prepared:
     jobs = _jobs(method, base, inputs, _DTYPES[spec.compute_dtype])
     fisher_missing = _fisher(repo, inputs, jobs) if method is FISHER else []
     labels = [f.label for f in inputs]
-    engine = Engine(Plan(method, spec, base.source if base else None, jobs, labels))
+    plan = Plan(method, spec, base.source if base else None, jobs, labels)
+    if chunk_bytes is not None:
+        plan.chunk_bytes = chunk_bytes
+    engine = Engine(plan)
     not_merged = sorted({n for f in inputs if f.adapter for n in f.adapter.unmatched})
     return Prepared(spec, method, base, inputs, engine, not_merged, fisher_missing)
 
@@ -277,8 +280,9 @@ def run_merge(
     parents: list[str] | None = None,
     kind: str = "merge",
     extra: dict[str, Any] | None = None,
+    chunk_bytes: int | None = None,
 ) -> MergeResult:
-    prepared = prepare(repo, spec)
+    prepared = prepare(repo, spec, chunk_bytes)
     method, base, inputs, engine = prepared.method, prepared.base, prepared.inputs, prepared.engine
     output = None
     try:
@@ -300,6 +304,10 @@ def run_merge(
             path, adapts = "model.safetensors", None
         if parents is None:
             parents = [r.reader.commit for r in ([base] if base else []) + inputs]
+        branch = branch or f"merge/{method.name}"
+        head = repo.view(ModelRefs).branches(model).get(branch)
+        if head is not None and head not in parents:  # the branch moves on, as git's does
+            parents = [head, *parents]
         report: dict[str, Any] = {}
         recorded: dict[str, Any] = {}
 
@@ -321,7 +329,7 @@ def run_merge(
 
         result = commit_tensors(
             repo, model, tensors, parents=parents, message=message or _message(prepared),
-            provenance=provenance, branch=branch or f"merge/{method.name}", base=adapts,
+            provenance=provenance, branch=branch, base=adapts,
             path=path, files=files,
         )  # fmt: skip
     finally:
