@@ -182,7 +182,7 @@ class TestFisher:
         )  # fmt: skip
 
     def test_weighted_by_the_newest_recorded_fisher(self, minilm: Repository) -> None:
-        base, a, b = (_tensors(minilm, f"minilm@{r}") for r in ("main", "a", "b"))
+        a, b = (_tensors(minilm, f"minilm@{r}") for r in ("a", "b"))
         g = torch.Generator().manual_seed(5)
         fishers = {}
         for ref in ("a", "b"):
