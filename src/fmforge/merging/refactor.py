@@ -113,6 +113,7 @@ class AdapterOutput:
             "peft_type": "LORA", "r": self.rank, "lora_alpha": self.rank,
             "use_rslora": False, "use_dora": False, "rank_pattern": {}, "alpha_pattern": {},
             "lora_bias": False, "modules_to_save": None, "lora_dropout": 0.0,
+            "task_type": None,  # the body only: task heads are not merged
             "inference_mode": True, "base_model_name_or_path": self.base,
             "fan_in_fan_out": any(self.transposed.get(t, False) and self.kinds.get(t) == "linear"
                                   for t in self.paths),

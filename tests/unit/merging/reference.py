@@ -36,10 +36,12 @@ def gta(
     elect: bool = False,
     normalize: bool = False,
     lam: float = 1.0,
+    task_vectors: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """mergekit's GeneralizedTaskArithmetic (task_arithmetic, ties), as it executes."""
+    """mergekit's GeneralizedTaskArithmetic (task_arithmetic, ties), as it executes; the task
+    vectors are ``models`` minus ``base`` unless given (an adapter's exact update)."""
     b = base.to(dtype)
-    deltas = [m.to(dtype) - b for m in models]
+    deltas = [m.to(dtype) - b for m in models] if task_vectors is None else task_vectors
     if trim:
         deltas = [magnitude_trim(d, density) for d in deltas]
     stacked = torch.stack(deltas)
@@ -61,6 +63,15 @@ def gta(
     if lam != 1:
         mixed *= lam
     return (b + mixed).to(base.dtype)
+
+
+def lora_update(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B @ A) * scale in float64, the products summed in rank order (numpy, whole matrix)."""
+    left, right = b.double().numpy(), a.double().numpy()
+    out = np.zeros((left.shape[0], right.shape[1]))
+    for k in range(left.shape[1]):
+        out += np.outer(left[:, k], right[k])
+    return torch.from_numpy(out) * scale
 
 
 def linear(models: list[torch.Tensor], weights: list[float], dtype: torch.dtype) -> torch.Tensor:
