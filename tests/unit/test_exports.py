@@ -13,6 +13,7 @@ PACKAGES = [
     "fmforge.data",
     "fmforge.data.labeling",
     "fmforge.ledger",
+    "fmforge.merging",
     "fmforge.models",
     "fmforge.objects",
     "fmforge.remotes",

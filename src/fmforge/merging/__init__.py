@@ -1,5 +1,6 @@
 """Merging models and adapters: methods in a registry, a streaming engine, conflict reports,
-and rebasing a finetune onto an updated base. One call: ``merge(repo, MergeSpec(...))``.
+and rebasing a finetune onto an updated base. One call: ``merge(repo, MergeSpec(...))``;
+rebasing is ``fmforge.merging.rebase.rebase`` (the module's own name).
 
 The names load on first use: the spec (``MergeSpec``) does not import torch, so the CLI can
 derive its options from it without paying for torch on every command.
@@ -21,7 +22,6 @@ _WHERE = {
     "merge_files": "fmforge.merging.planning",
     "merged_tensors": "fmforge.merging.planning",
     "parse_spec": "fmforge.merging.base",
-    "rebase": "fmforge.merging.rebase",
     "search": "fmforge.merging.auto",
 }
 
@@ -36,7 +36,6 @@ __all__ = [
     "merge_files",
     "merged_tensors",
     "parse_spec",
-    "rebase",
     "search",
 ]
 
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from fmforge.merging.auto import search
     from fmforge.merging.base import MergeInput, MergeResult, MergeSpec, merge, parse_spec
     from fmforge.merging.planning import merge_files, merged_tensors
-    from fmforge.merging.rebase import RebaseResult, rebase
+    from fmforge.merging.rebase import RebaseResult
     from fmforge.merging.registry import METHODS, get_method
 
 
