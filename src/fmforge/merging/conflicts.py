@@ -44,25 +44,36 @@ class TensorStats:
 
     def add(self, deltas: torch.Tensor, kept: torch.Tensor, weights: torch.Tensor) -> None:
         """One batch of rows: raw task vectors ``[n, ...]``, the kept (trimmed) ones, and the
-        weights shaped to broadcast."""
+        weights shaped to broadcast. Sums in float64; a handful of element-wise passes.
+
+        With sᵢ = sign(keptᵢ): an entry is kept by two or more inputs where Σ|sᵢ| >= 2, and
+        their signs disagree where |Σsᵢ| < Σ|sᵢ|. With e = ±1 the elected sign (of
+        Σwᵢ·keptᵢ), Aᵢ = Σ|keptᵢ| and Pᵢ = Σ keptᵢ·e, input i's entries against e carry
+        |wᵢ|(Aᵢ - sign(wᵢ)Pᵢ)/2 of its weighted mass.
+        """
         n = self.inputs
-        flat = deltas.reshape(n, -1).to(torch.float64)
+        flat = deltas.reshape(n, -1)
         self.numel += flat.shape[1]
-        self.gram += flat @ flat.T
+        self.gram += (flat @ flat.T).to(torch.float64)
         kept_flat = kept.reshape(n, -1)
-        nonzero = kept_flat != 0
-        self.kept += nonzero.sum(dim=1).to(torch.float64)
-        several = nonzero.sum(dim=0) >= 2
-        self.overlap += int(several.sum())
-        positive = (kept_flat > 0).any(dim=0)
-        negative = (kept_flat < 0).any(dim=0)
-        self.disagree += int((positive & negative).sum())
-        weighted = (kept * weights).reshape(n, -1)
-        elected = torch.where(weighted.sum(dim=0) >= 0, 1.0, -1.0).to(weighted.dtype)
-        magnitude = weighted.abs().to(torch.float64)
-        self.mass += magnitude.sum(dim=1)
-        against = nonzero & (weighted.sign() != elected)
-        self.dropped += (magnitude * against).sum(dim=1)
+        signs = kept_flat.sign()
+        signed, count = signs[0].clone(), signs[0].abs()
+        total = kept_flat[0] * float(weights.reshape(-1)[0])
+        w = [float(v) for v in weights.reshape(-1)]
+        for i in range(1, n):
+            signed += signs[i]
+            count += signs[i].abs()
+            total.add_(kept_flat[i], alpha=w[i])
+        self.kept += torch.count_nonzero(kept_flat, dim=1).to(torch.float64)
+        self.overlap += int(torch.count_nonzero(count >= 2))
+        self.disagree += int(torch.count_nonzero(signed.abs_() < count))
+        elected = torch.where(total >= 0, 1.0, -1.0).to(kept.dtype)
+        absolute = kept_flat.abs().sum(dim=1, dtype=torch.float64)
+        aligned = (kept_flat * elected).sum(dim=1, dtype=torch.float64)
+        scale = torch.tensor([abs(v) for v in w], dtype=torch.float64)
+        direction = torch.tensor([1.0 if v >= 0 else -1.0 for v in w], dtype=torch.float64)
+        self.mass += scale * absolute
+        self.dropped += scale * (absolute - direction * aligned) / 2
 
     def record(self, name: str, shape: tuple[int, ...]) -> dict[str, Any]:
         norms = self.gram.diagonal().sqrt()

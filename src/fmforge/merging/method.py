@@ -82,12 +82,21 @@ class MergeMethod(ABC):
             reads = ", ".join(sorted(self.parameters)) or "weights only"
             raise InvalidMerge(f"method {self.name} takes no {names} (it reads: {reads})")
 
-    def scan_state(self) -> Any:
+    def scan_passes(self, spec: MergeSpec) -> int:
+        """Passes over the rows ``scan`` needs before ``combine`` (0: none)."""
+        return 1 if self.has_scan else 0
+
+    def scan_state(self, spec: MergeSpec) -> Any:
         """A fresh accumulator for ``scan`` (one per tensor)."""
         return None
 
-    def scan(self, state: Any, rows: Rows) -> Any:
-        """Accumulate a whole-tensor statistic over one batch of rows; returns the state."""
+    def scan(self, state: Any, rows: Rows, spec: MergeSpec, index: int) -> Any:
+        """Accumulate a whole-tensor statistic over one batch of rows during pass ``index``;
+        returns the state."""
+        return state
+
+    def scan_finish(self, state: Any, spec: MergeSpec, index: int) -> Any:
+        """The end of pass ``index``: returns the state."""
         return state
 
     @abstractmethod

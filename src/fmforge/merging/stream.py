@@ -50,7 +50,7 @@ from fmforge.models.tensorcommit import KnownTensor, safetensors_header
 from fmforge.tensors.codec import TensorSpec
 
 Emit = Callable[[int, torch.Tensor], None]
-CHUNK_BYTES = 2 << 20
+CHUNK_BYTES = 512 << 10
 
 
 @dataclass
@@ -189,10 +189,12 @@ class Engine:
         first = self._read(job, *batches[0]) if single else None
         method, spec = self.method, self.spec
         keepers = self._trimming(job, batches, first)
-        state = method.scan_state()
-        if method.has_scan:
+        state = method.scan_state(spec)
+        for index in range(method.scan_passes(spec)):
             for start, stop in batches:
-                state = method.scan(state, (first or self._read(job, start, stop))[0])
+                rows = (first or self._read(job, start, stop))[0]
+                state = method.scan(state, rows, spec, index)
+            state = method.scan_finish(state, spec, index)
         stats = TensorStats(len(job.parts)) if self.plan.base is not None else None
         changed = False
         for start, stop in batches:
@@ -237,34 +239,50 @@ class Engine:
         self, job: Job, start: int, stop: int
     ) -> tuple[Rows, torch.Tensor | None, torch.Tensor | None]:
         """The rows of the base and of every input: (rows for the kernel, task vectors or
-        None without a base, the base's rows as stored)."""
+        None without a base, the base's rows as stored). Each input's rows are written into
+        one stacked buffer as they are read: one batch of one input is held at a time."""
         dtype, base_source = self.dtype, self.plan.base
         base_native = base_source.rows(job.name, start, stop) if base_source else None
         base = base_native.to(dtype) if base_native is not None else None
         weights_space = self.method.space == "weights"
-        values, deltas = [], []
-        for part in job.parts:
+        shape = (len(job.parts), stop - start, *row_shape(job.spec))
+        values = torch.empty(shape, dtype=dtype)
+        # in delta space the values are the task vectors; in weight space, kept apart
+        deltas = values if not weights_space else None
+        if weights_space and base is not None:
+            deltas = torch.empty(shape, dtype=dtype)
+        for i, part in enumerate(job.parts):
             if part.kind == "zero":
                 assert base is not None
-                delta = torch.zeros_like(base)
-                values.append(base if weights_space else delta)
+                if deltas is not None:
+                    deltas[i].zero_()
+                if weights_space:
+                    values[i].copy_(base)
             elif part.kind == "tensor":
                 assert part.source is not None
                 full = part.source.rows(part.name, start, stop).to(dtype)
-                delta = full - base if base is not None else full
-                values.append(full if weights_space else delta)
+                if weights_space:
+                    values[i].copy_(full)
+                if deltas is not None and base is not None:
+                    torch.sub(full, base, out=deltas[i])
+                del full
             else:
                 assert part.update is not None
                 delta = part.update.rows(start, stop, base)
-                values.append(base + delta if weights_space and base is not None else delta)
-            deltas.append(delta)
-        stacked = torch.stack(values)
-        weights = self.weights.reshape((-1,) + (1,) * (stacked.dim() - 1))
-        rows = Rows(base, stacked, weights)
+                if deltas is not None:
+                    deltas[i].copy_(delta)
+                if weights_space:
+                    assert base is not None
+                    torch.add(base, delta, out=values[i])
+                del delta
+        weights = self.weights.reshape((-1,) + (1,) * (values.dim() - 1))
+        rows = Rows(base, values, weights)
         if job.fisher is not None:
-            fisher = [source.rows(name, start, stop).to(dtype) for source, name in job.fisher]
-            rows.extra["fisher"] = torch.stack(fisher)
-        return rows, (torch.stack(deltas) if base is not None else None), base_native
+            fisher = torch.empty(shape, dtype=dtype)
+            for i, (source, name) in enumerate(job.fisher):
+                fisher[i].copy_(source.rows(name, start, stop))
+            rows.extra["fisher"] = fisher
+        return rows, (deltas if base is not None else None), base_native
 
     def _trimming(
         self,

@@ -17,7 +17,7 @@ def magnitude_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
     if density >= 1:
         return delta
     flat = delta.reshape(-1)
-    k = int(density * flat.numel())
+    k = max(1, int(density * flat.numel()))
     magnitude = flat.abs().to(torch.float64).numpy()
     order = np.lexsort((np.arange(flat.numel()), -magnitude))
     mask = torch.zeros_like(flat)
@@ -75,9 +75,12 @@ def lora_update(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def linear(models: list[torch.Tensor], weights: list[float], dtype: torch.dtype) -> torch.Tensor:
-    stacked = torch.stack([m.to(dtype) for m in models])
-    w = torch.tensor(weights, dtype=dtype).reshape((-1,) + (1,) * models[0].dim())
-    return ((w * stacked).sum(dim=0) / w.sum(dim=0)).to(models[0].dtype)
+    """mergekit 0.1.5's linear: products accumulated with addcmul_, then divided."""
+    w = torch.tensor(weights, dtype=dtype)
+    result = torch.zeros_like(models[0], dtype=dtype)
+    for model, coefficient in zip(models, w, strict=True):
+        result.addcmul_(model.to(dtype), coefficient)
+    return result.div_(w.sum()).to(models[0].dtype)
 
 
 def slerp64(t: float, v0: torch.Tensor, v1: torch.Tensor) -> np.ndarray:
@@ -90,7 +93,7 @@ def slerp64(t: float, v0: torch.Tensor, v1: torch.Tensor) -> np.ndarray:
         out = (1 - t) * a + t * b
     else:
         omega = math.acos(dot)
-        out = (math.sin(omega - omega * t) * a + math.sin(omega * t) * b) / math.sin(omega)
+        out = (math.sin((1 - t) * omega) * a + math.sin(t * omega) * b) / math.sin(omega)
     return out.reshape(tuple(v0.shape))
 
 

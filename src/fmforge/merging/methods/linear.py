@@ -1,7 +1,8 @@
 """Linear average of the models' weights ("model soups"): θ = Σᵢ wᵢ θᵢ / Σᵢ wᵢ.
 
 Wortsman et al., "Model soups", ICML 2022 (arXiv 2203.05482). Adapters are first applied to
-their base exactly (θᵢ = θ₀ + ΔWᵢ). The arithmetic is mergekit 0.1.5's ``linear``, so with
+their base exactly (θᵢ = θ₀ + ΔWᵢ). The arithmetic is mergekit 0.1.5's ``linear`` (products
+accumulated input by input with ``addcmul_``, then divided by the summed weights), so with
 ``compute_dtype="float32"`` the result is the same bit for bit. ``normalize=False`` keeps the
 plain weighted sum.
 """
@@ -34,9 +35,11 @@ class Linear(MergeMethod):
                                "(give --no-normalize for a plain weighted sum)")  # fmt: skip
 
     def combine(self, rows: Rows, spec: MergeSpec, state: Any) -> torch.Tensor:
-        merged = (rows.weights * rows.values).sum(dim=0)
+        merged = torch.zeros_like(rows.values[0])
+        for value, weight in zip(rows.values, rows.weights, strict=True):
+            merged.addcmul_(value, weight)
         if spec.normalize is not False:
-            merged = merged / rows.weights.sum(dim=0)
+            merged.div_(rows.weights.sum(dim=0))
         return merged
 
 

@@ -2,7 +2,8 @@
 coordinate, and average only the entries that agree with it (a disjoint mean), scaled by λ.
 
 Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS 2023
-(arXiv 2306.01708). k = int(density · n) entries are kept per tensor, as mergekit keeps them.
+(arXiv 2306.01708). k = max(1, int(density · n)) entries are kept per tensor, as mergekit
+0.1.5 keeps them.
 
 The top-k needs the k-th largest |τ| of the whole tensor, which a streaming merge never holds: it
 is found exactly by radix selection over the bit patterns of |τ| (monotone in the value for
@@ -46,7 +47,8 @@ class Threshold:
 
 
 def top_k_count(density: float, numel: int) -> int:
-    return int(density * numel)
+    """Entries kept: int(density * n), at least one (mergekit 0.1.5's rule)."""
+    return max(1, int(density * numel)) if numel else 0
 
 
 def threshold_in_memory(keys: torch.Tensor, k: int) -> Threshold:
@@ -71,7 +73,10 @@ class RadixSelect:
         self.above = 0  # keys known to be larger than every remaining candidate
         self.gathering = False
         self.hist = torch.zeros(_DIGITS, dtype=torch.int64)
-        self.gathered: list[torch.Tensor] = []
+        # the candidates of the last pass, in one buffer sized by the histogram (many small
+        # pieces kept alive between batch-sized buffers would fragment the heap)
+        self.gathered = torch.empty(0, dtype=torch.int64)
+        self.filled = 0
         self.result: Threshold | None = None if k > 0 else Threshold(0, 0, none=True)
 
     @property
@@ -87,14 +92,15 @@ class RadixSelect:
     def feed(self, keys: torch.Tensor) -> None:
         chosen = self._candidates(keys)
         if self.gathering:
-            self.gathered.append(chosen.clone())
+            self.gathered[self.filled : self.filled + chosen.numel()] = chosen
+            self.filled += chosen.numel()
             return
         digits = ((chosen >> self.shifts[self.level]) & (_DIGITS - 1)).to(torch.int64)
         self.hist += torch.bincount(digits, minlength=_DIGITS)
 
     def advance(self) -> None:
         if self.gathering:
-            values = torch.cat(self.gathered).sort(descending=True).values
+            values = self.gathered[: self.filled].sort(descending=True).values
             key = int(values[self.k - self.above - 1])
             greater = self.above + int((values > key).sum())
             self.result = Threshold(key, self.k - greater)
@@ -112,6 +118,8 @@ class RadixSelect:
         self.level += 1
         self.hist.zero_()
         self.gathering = count <= _GATHER
+        if self.gathering:
+            self.gathered = torch.empty(count, dtype=torch.int64)
 
 
 class KeepTopK:
