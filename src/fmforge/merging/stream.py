@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -48,6 +48,9 @@ from fmforge.merging.sources import (
 )
 from fmforge.models.tensorcommit import KnownTensor, safetensors_header
 from fmforge.tensors.codec import TensorSpec
+
+if TYPE_CHECKING:
+    from fmforge.merging.base import MergeSpec
 
 Emit = Callable[[int, torch.Tensor], None]
 CHUNK_BYTES = 512 << 10
@@ -76,7 +79,7 @@ class Job:
 @dataclass
 class Plan:
     method: MergeMethod
-    spec: Any  # MergeSpec
+    spec: MergeSpec
     base: TensorSource | None
     jobs: list[Job]
     labels: list[str]
@@ -195,7 +198,7 @@ class Engine:
                 rows = (first or self._read(job, start, stop))[0]
                 state = method.scan(state, rows, spec, index)
             state = method.scan_finish(state, spec, index)
-        stats = TensorStats(len(job.parts)) if self.plan.base is not None else None
+        stats = TensorStats.of(len(job.parts), job.spec.shape) if self.plan.base else None
         changed = False
         for start, stop in batches:
             rows, deltas, base_native = first or self._read(job, start, stop)
@@ -207,7 +210,7 @@ class Engine:
             changed = changed or not zero
             if stats is not None and deltas is not None:
                 kept = deltas if rows.keep is None else deltas * rows.keep
-                stats.add(deltas, kept, rows.weights)
+                stats.add(deltas, kept, rows.weights, start)
             if zero and base_native is not None and deltas is not None:
                 out = base_native if want == "full" else torch.zeros_like(deltas[0])
                 emit(start, out)

@@ -57,3 +57,22 @@ def test_summary_and_ranking() -> None:
     assert summary["sign_conflict"] == pytest.approx((0.2 * 5 + 1.0 * 3) / 8)
     assert summary["conflict"] == pytest.approx((1 + 12) / 40)
     assert [r["name"] for r in most_conflicted({"tensors": records}, 1)] == ["b"]
+
+
+def test_large_tensors_are_sampled_every_eighth_row_with_exact_norms() -> None:
+    rng = np.random.default_rng(1)
+    deltas = torch.from_numpy(rng.standard_normal((2, 4000, 64)))
+    deltas[1] = -0.5 * deltas[0] + 0.1 * deltas[1]  # mostly opposed
+    w = torch.ones((2, 1, 1), dtype=torch.float64)
+    sampled, exact = TensorStats.of(2, (4000, 64)), TensorStats(2)
+    assert sampled.every == 8
+    for start in range(0, 4000, 333):
+        batch = deltas[:, start : start + 333]
+        sampled.add(batch, batch, w, start)
+        exact.add(batch, batch, w, start)
+    a, b = sampled.record("t", (4000, 64)), exact.record("t", (4000, 64))
+    assert sampled.numel == 500 * 64  # rows 0, 8, 16, ... whatever the batches
+    assert a["norms"] == b["norms"]
+    assert a["cosine"] == b["cosine"]
+    assert a["sign_conflict"] == pytest.approx(b["sign_conflict"], abs=0.02)
+    assert a["dropped"] == pytest.approx(b["dropped"], abs=0.02)
