@@ -86,8 +86,8 @@ class MergeMethod(ABC):
         """Passes over the rows ``scan`` needs before ``combine`` (0: none)."""
         return 1 if self.has_scan else 0
 
-    def scan_state(self, spec: MergeSpec) -> Any:
-        """A fresh accumulator for ``scan`` (one per tensor)."""
+    def scan_state(self, spec: MergeSpec, shape: tuple[int, ...]) -> Any:
+        """A fresh accumulator for ``scan`` (one per tensor of this shape)."""
         return None
 
     def scan(self, state: Any, rows: Rows, spec: MergeSpec, index: int) -> Any:

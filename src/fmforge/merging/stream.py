@@ -192,7 +192,7 @@ class Engine:
         first = self._read(job, *batches[0]) if single else None
         method, spec = self.method, self.spec
         keepers = self._trimming(job, batches, first)
-        state = method.scan_state(spec)
+        state = method.scan_state(spec, job.spec.shape)
         for index in range(method.scan_passes(spec)):
             for start, stop in batches:
                 rows = (first or self._read(job, start, stop))[0]

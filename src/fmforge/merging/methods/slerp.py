@@ -59,9 +59,9 @@ class Slerp(MergeMethod):
     def scan_passes(self, spec: MergeSpec) -> int:
         return 2 if spec.compute_dtype == "float32" else 1
 
-    def scan_state(self, spec: MergeSpec) -> Any:
+    def scan_state(self, spec: MergeSpec, shape: tuple[int, ...]) -> Any:
         if spec.compute_dtype == "float32":
-            return _Float32Angle()
+            return _Float32Angle(math.prod(shape) if shape else 1)
         return [0.0, 0.0, 0.0]  # |v0|², |v1|², v0·v1
 
     def scan(self, state: Any, rows: Rows, spec: MergeSpec, index: int) -> Any:
@@ -95,13 +95,19 @@ class _Float32Angle:
 
     CHUNK = 1024 * 1024
 
-    def __init__(self) -> None:
+    def __init__(self, numel: int) -> None:
+        # everything allocated up front: small tensors kept alive between the engine's
+        # batch-sized buffers would fragment the heap
+        chunks = max(1, -(-numel // self.CHUNK))
         self.x = torch.empty(self.CHUNK, dtype=torch.float32)
         self.y = torch.empty(self.CHUNK, dtype=torch.float32)
         self.filled = 0
-        self.parts: list[list[torch.Tensor]] = [[], [], []]  # |v0| parts, |v1| parts, dots
-        self.norm_a = self.norm_b = torch.ones((1, 1))
-        self.coef_a = self.coef_b = torch.zeros(())
+        self.parts = torch.empty((3, chunks, 1, 1), dtype=torch.float32)  # |v0|, |v1|, dots
+        self.count = [0, 0, 0]
+        self.norm_a = torch.ones((1, 1))
+        self.norm_b = torch.ones((1, 1))
+        self.coef_a = torch.zeros(())
+        self.coef_b = torch.zeros(())
 
     def feed(self, v0: torch.Tensor, v1: torch.Tensor, index: int) -> None:
         a, b = v0.reshape(-1), v1.reshape(-1)
@@ -119,30 +125,35 @@ class _Float32Angle:
         x = self.x[: self.filled].reshape(1, -1)
         y = self.y[: self.filled].reshape(1, -1)
         if index == 0:
-            self.parts[0].append(torch.linalg.vector_norm(x, dim=1, keepdim=True))
-            self.parts[1].append(torch.linalg.vector_norm(y, dim=1, keepdim=True))
+            self._keep(0, torch.linalg.vector_norm(x, dim=1, keepdim=True))
+            self._keep(1, torch.linalg.vector_norm(y, dim=1, keepdim=True))
         else:
             x, y = x / self.norm_a, y / self.norm_b
-            self.parts[2].append((x * y).sum(dim=1, keepdim=True))
+            self._keep(2, (x * y).sum(dim=1, keepdim=True))
         self.filled = 0
+
+    def _keep(self, which: int, value: torch.Tensor) -> None:
+        self.parts[which, self.count[which]] = value
+        self.count[which] += 1
 
     def finish(self, index: int, t: float) -> None:
         if self.filled:
             self._chunk(index)
         if index == 0:
-            norm_a = torch.linalg.vector_norm(torch.stack(self.parts[0]), dim=0)
-            norm_b = torch.linalg.vector_norm(torch.stack(self.parts[1]), dim=0)
-            self.norm_a = torch.where(norm_a > EPS, norm_a, 1)
-            self.norm_b = torch.where(norm_b > EPS, norm_b, 1)
+            norm_a = torch.linalg.vector_norm(self.parts[0, : self.count[0]], dim=0)
+            norm_b = torch.linalg.vector_norm(self.parts[1, : self.count[1]], dim=0)
+            self.norm_a.copy_(torch.where(norm_a > EPS, norm_a, 1))
+            self.norm_b.copy_(torch.where(norm_b > EPS, norm_b, 1))
             return
-        dot = torch.stack(self.parts[2]).sum(dim=0).clamp(-1, 1)
+        dot = self.parts[2, : self.count[2]].sum(dim=0).clamp(-1, 1)
         position = torch.tensor(t).reshape(-1, 1).to(torch.float32)
         linear = dot.abs() > DOT_THRESHOLD
         theta = torch.acos(torch.where(linear, 0, dot))
         sin_theta = torch.sin(theta)
         coef_a = torch.where(linear, 1 - position, torch.sin((1 - position) * theta) / sin_theta)
         coef_b = torch.where(linear, position, torch.sin(position * theta) / sin_theta)
-        self.coef_a, self.coef_b = coef_a.reshape(()), coef_b.reshape(())
+        self.coef_a.copy_(coef_a.reshape(()))
+        self.coef_b.copy_(coef_b.reshape(()))
 
 
 def coefficients(t: float, sq0: float, sq1: float, dot: float) -> tuple[float, float]:
