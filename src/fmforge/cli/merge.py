@@ -56,7 +56,14 @@ def merge_command(
     compute_dtype: Annotated[
         str | None, typer.Option(metavar="float32|float64", help=_help("compute_dtype"))
     ] = None,
-    as_adapter: Annotated[bool, typer.Option("--as-adapter", help=_help("output"))] = False,
+    as_adapter: Annotated[
+        bool,
+        typer.Option(
+            "--as-adapter",
+            help="Write a LoRA adapter re-factored by SVD (reporting its reconstruction error) "
+            "instead of a full model.",
+        ),
+    ] = False,
     rank: Annotated[int | None, typer.Option(help=_help("rank"))] = None,
     output: Annotated[
         str | None,

@@ -57,9 +57,10 @@ class TensorStats:
 
     def add(
         self, deltas: torch.Tensor, kept: torch.Tensor, weights: torch.Tensor, start: int = 0
-    ) -> None:
+    ) -> float:
         """One batch of rows: raw task vectors ``[n, ...]``, the kept (trimmed) ones, and the
-        weights shaped to broadcast; ``start``: the batch's first row. A handful of
+        weights shaped to broadcast; ``start``: the batch's first row. Returns the batch's sum
+        of squared task-vector entries. A handful of
         element-wise passes; each batch's sums are taken in the compute dtype and accumulated in
         float64.
 
@@ -70,7 +71,8 @@ class TensorStats:
         """
         n = self.inputs
         flat = deltas.reshape(n, -1)
-        self.gram += (flat @ flat.T).to(torch.float64)
+        gram = (flat @ flat.T).to(torch.float64)
+        self.gram += gram
         if self.every > 1:  # the rows whose index in the tensor is a multiple of ``every``
             kept = kept[:, (-start) % self.every :: self.every]
         kept_flat = kept.reshape(n, -1)
@@ -95,6 +97,7 @@ class TensorStats:
         direction = torch.tensor([1.0 if v >= 0 else -1.0 for v in w], dtype=torch.float64)
         self.mass += scale * absolute
         self.dropped += scale * (absolute - direction * aligned) / 2
+        return float(gram.diagonal().sum())
 
     def record(self, name: str, shape: tuple[int, ...]) -> dict[str, Any]:
         norms = self.gram.diagonal().sqrt()

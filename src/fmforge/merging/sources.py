@@ -100,14 +100,16 @@ class SafetensorsFile(TensorSource):
         entry = self._entries[name]
         per_row = entry.spec.nbytes // max(row_count(entry.spec), 1)
         offset = self.layout.data_start + entry.begin + start * per_row
-        buffer = bytearray((stop - start) * per_row)
-        view, done = memoryview(buffer), 0
-        while done < len(buffer):
+        size = (stop - start) * per_row
+        buffer = torch.empty(size, dtype=torch.uint8)  # not zero-filled, unlike a bytearray
+        view, done = buffer.numpy().data, 0
+        while done < size:
             got = os.preadv(self._fd, [view[done:]], offset + done)
             if got <= 0:
                 raise InvalidMerge(f"{self.path}: ends before tensor {name!r} does")
             done += got
-        return from_bytes(buffer, entry.spec, f"{self.path}: {name}")
+        dtype = torch_dtype(entry.spec, f"{self.path}: {name}")
+        return buffer.view(dtype).reshape((-1, *row_shape(entry.spec)))
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -206,11 +206,13 @@ class Engine:
                 assert deltas is not None
                 masks = [keeper(delta) for keeper, delta in zip(keepers, deltas, strict=True)]
                 rows.keep = torch.stack(masks).to(self.dtype)
-            zero = deltas is not None and not bool(deltas.any())
-            changed = changed or not zero
+            squares = 0.0
             if stats is not None and deltas is not None:
                 kept = deltas if rows.keep is None else deltas * rows.keep
-                stats.add(deltas, kept, rows.weights, start)
+                squares = stats.add(deltas, kept, rows.weights, start)
+            # a non-zero sum of squares settles it; zero may hide entries too small to square
+            zero = deltas is not None and squares == 0 and not bool(deltas.any())
+            changed = changed or not zero
             if zero and base_native is not None and deltas is not None:
                 out = base_native if want == "full" else torch.zeros_like(deltas[0])
                 emit(start, out)

@@ -22,6 +22,10 @@ class TestRegistry:
             assert method.reference.startswith("https://")
             assert get_method(name) is method
 
+    def test_the_spec_lists_every_method(self) -> None:
+        description = MergeSpec.model_fields["method"].description or ""
+        assert all(name in description for name in METHODS)
+
     def test_an_unknown_name_gets_the_closest_ones(self) -> None:
         with pytest.raises(InvalidMerge, match=r"'dare'; did you mean 'dare_ties'"):
             get_method("dare")
