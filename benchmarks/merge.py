@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -274,6 +275,7 @@ def main() -> None:
         for _ in range(repeats):
             for side in ("ours", "mergekit"):
                 out = work / f"{side}-{method}"
+                shutil.rmtree(out, ignore_errors=True)  # neither side pays for unlinking
                 command = ([*me, "--_ours", method, str(out), "float32"] if side == "ours"
                            else [*bench, "--_mergekit", method, str(out)])  # fmt: skip
                 run = measured(command)
@@ -285,6 +287,7 @@ def main() -> None:
                 best["rss"] = max(best["rss"], run["rss"])
     for method in ("task_arithmetic", "ties", "slerp"):
         out = work / f"ours64-{method}"
+        shutil.rmtree(out, ignore_errors=True)
         results[f"ours64-{method}"] = measured([*me, "--_ours", method, str(out), "float64"])
     agreement = {
         m: compare(work / f"ours-{m}", work / f"mergekit-{m}", cache if m == "ties" else None)

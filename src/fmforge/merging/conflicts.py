@@ -42,6 +42,7 @@ class TensorStats:
     disagree: int = 0  # ... whose kept signs differ
     mass: torch.Tensor = field(init=False)  # Σ|wᵢ τᵢ| over kept entries
     dropped: torch.Tensor = field(init=False)  # ... where the elected sign differs
+    _weights: list[float] | None = None
 
     def __post_init__(self) -> None:
         n = self.inputs
@@ -77,7 +78,9 @@ class TensorStats:
             kept = kept[:, (-start) % self.every :: self.every]
         kept_flat = kept.reshape(n, -1)
         self.numel += kept_flat.shape[1]
-        w = [float(v) for v in weights.reshape(-1)]
+        if self._weights is None:  # the same for every batch
+            self._weights = [float(v) for v in weights.reshape(-1)]
+        w = self._weights
         signs = kept_flat.sign()
         present = signs.abs()
         # per-batch sums in the compute dtype (exact for counts), accumulated in float64
