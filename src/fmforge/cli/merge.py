@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.table import Table
 
 from fmforge.cli.context import console, open_repository
 from fmforge.errors import InvalidMerge
@@ -139,27 +138,36 @@ def _weights(text: str | None) -> list[float] | None:
 
 
 def _conflict_table(report: dict[str, Any], top: int, columns: tuple[str, ...]) -> None:
+    """The most conflicted tensors, one line each with the name whole (tensor names are long:
+    a table would wrap them), highest ``conflict`` first."""
     from fmforge.merging.conflicts import most_conflicted
 
     worst = most_conflicted(report, top)
     if not worst or top <= 0:
         return
-    table = Table("tensor", *columns, title="most conflicted tensors")
+    console.print(
+        "most conflicted tensors (conflict: the mean share of kept mass a sign election drops):",
+        markup=False,
+    )
+    width = max(len(record["name"]) for record in worst)
     for record in worst:
         cosines = [
             c for i, row in enumerate(record["cosine"]) for j, c in enumerate(row)
             if i < j and c is not None
         ]  # fmt: skip
         cells = {
-            "norms": " ".join(f"{n:.3g}" for n in record["norms"]),
-            "min cos": f"{min(cosines):.3f}" if cosines else "",
-            "cos": f"{cosines[0]:.3f}" if cosines else "",
-            "overlap": f"{record['overlap']:.3f}",
-            "sign conflict": f"{record['sign_conflict']:.3f}",
-            "dropped": " ".join(f"{d:.3f}" for d in record["dropped"]),
+            "norms": "norms " + " ".join(f"{n:.3g}" for n in record["norms"]),
+            "min cos": f"min cos {min(cosines):.3f}" if cosines else "",
+            "cos": f"cos {cosines[0]:.3f}" if cosines else "",
+            "overlap": f"overlap {record['overlap']:.3f}",
+            "sign conflict": f"sign conflict {record['sign_conflict']:.3f}",
+            "dropped": "dropped " + " ".join(f"{d:.3f}" for d in record["dropped"]),
         }
-        table.add_row(record["name"], *(cells[c] for c in columns))
-    console.print(table)
+        parts = [cells[c] for c in columns if cells[c]]
+        console.print(
+            f"  {record['conflict']:.3f}  {record['name']:<{width}}  " + "  ".join(parts),
+            markup=False,
+        )
 
 
 def rebase_command(
