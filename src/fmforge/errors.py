@@ -32,7 +32,8 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── RefNotFound             a branch, tag, commit or REF expression that resolves to nothing
     │   ├── InvalidModelSource      a PATH to commit that is not a model file or directory
     │   ├── BranchConflict          the branch moved while committing (.branch, .model)
-    │   └── BranchDiverged          a commit or move would drop the branch's history (.dropped)
+    │   ├── BranchDiverged          a commit or move would drop the branch's history (.dropped)
+    │   └── InvalidMerge            a merge or rebase that cannot be done as specified
     ├── RemoteError
     │   ├── RemoteNotFound          no remote of that name is configured
     │   ├── NonFastForward          a push or pull would drop the other side's commits
@@ -342,6 +343,12 @@ class BranchDiverged(ModelError):
         self.model = model
         self.branch = branch
         self.dropped = dropped
+
+
+class InvalidMerge(ModelError):
+    """A merge or rebase that cannot be done as specified (an unknown method, adapters on
+    different bases, mismatched shapes or vocabularies, weights that do not match the inputs);
+    nothing was recorded."""
 
 
 class RemoteError(FmforgeError):

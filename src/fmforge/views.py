@@ -10,6 +10,7 @@ from fmforge.access.views import AccessHistoryView, AccessLogView, AccessView
 from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.evaluations import ModelEvaluations
+from fmforge.models.measurements import ModelMeasurements
 from fmforge.models.refs import ModelRefs
 from fmforge.serving.views import DeploymentsView
 from fmforge.tracking.views import ExperimentsView, RunsView
@@ -85,6 +86,7 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     ObjectRefs,
     ModelRefs,
     ModelEvaluations,
+    ModelMeasurements,
     DatasetsView,
     DatasetWork,
     SynthWork,

@@ -14,6 +14,7 @@ PACKAGES = [
     "fmforge.data",
     "fmforge.data.labeling",
     "fmforge.ledger",
+    "fmforge.merging",
     "fmforge.models",
     "fmforge.objects",
     "fmforge.remotes",

@@ -10,6 +10,7 @@ import orjson
 import typer
 from rich.table import Table
 
+from fmforge.cli import merge as merge_commands
 from fmforge.cli.context import FmforgeGroup, console, open_repository, text
 from fmforge.errors import UsageError
 from fmforge.models import (
@@ -373,3 +374,6 @@ def ls(ctx: typer.Context) -> None:
                 str(len(index.all_commits(model))),
             )
     console.print(table)
+
+
+merge_commands.register(app)
