@@ -10,7 +10,11 @@ from fmforge.access.views import AccessHistoryView, AccessLogView, AccessView
 from fmforge.data.views import DatasetsView, DatasetWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.refs import ModelRefs
-from fmforge.tracking.views import ExperimentsView, RunsView
+from fmforge.models.registered import RegisteredModelsView
+from fmforge.tracking.artifacts import ArtifactsView
+from fmforge.tracking.experiments import ExperimentsView
+from fmforge.tracking.logged_models import LoggedModelsView
+from fmforge.tracking.views import RunsView
 
 
 class PrunedObjects(Projection[set[str]]):
@@ -86,6 +90,9 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     DatasetWork,
     RunsView,
     ExperimentsView,
+    ArtifactsView,
+    LoggedModelsView,
+    RegisteredModelsView,
     AccessView,
     AccessLogView,
     AccessHistoryView,
