@@ -96,12 +96,13 @@ _BAD_CALLS = textwrap.dedent(
     refused("INVALID_PARAMETER_VALUE", lambda: client.set_tag(run, "a|b", "v"), "'key'")
     refused("INVALID_PARAMETER_VALUE", lambda: client.create_experiment("x" * 600), "500")
     refused("RESOURCE_DOES_NOT_EXIST", lambda: client.log_metric("no-such-run", "loss", 1.0))
-    refused("ENDPOINT_NOT_FOUND", lambda: client.delete_run(run))
+    client.log_param(run, "lr", "0.01")
+    refused("RESOURCE_DOES_NOT_EXIST", lambda: client.delete_run("no-such-run"), "no-such-run")
+    refused("INVALID_PARAMETER_VALUE", lambda: client.log_param(run, "lr", "0.02"), "lr")
 
     # The normal flow goes on as if nothing happened.
     for step in range(5):
         client.log_metric(run, "loss", 1.0 / (step + 1), step=step)
-    client.log_param(run, "lr", "0.01")
     client.set_terminated(run)
     history = client.get_metric_history(run, "loss")
     assert [m.step for m in history] == list(range(5)), history
