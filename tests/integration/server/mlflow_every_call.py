@@ -40,9 +40,9 @@ def refused(code: str, call: Any, *words: str) -> None:
     try:
         call()
     except MlflowException as error:
-        assert error.error_code == code, (code, error.error_code, str(error))
+        assert error.error_code == code, (code, error.error_code, str(error))  # noqa: PT017
         for word in words:
-            assert word in str(error), (word, str(error))
+            assert word in str(error), (word, str(error))  # noqa: PT017
         return
     raise AssertionError(f"not refused: expected {code}")
 
@@ -122,11 +122,13 @@ assert run.info.status == "FINISHED", run.info
 assert run.info.run_name == "parent"
 assert run.info.user_id, run.info
 assert run.info.artifact_uri.startswith("mlflow-artifacts:/"), run.info.artifact_uri
-assert run.info.start_time >= began - 5000 and run.info.end_time >= run.info.start_time
+assert run.info.start_time >= began - 5000
+assert run.info.end_time >= run.info.start_time
 assert run.data.params == {"lr": "0.01", "epochs": "3", "optimizer": "adam", "layers": "12"}
-assert run.data.metrics["acc"] == 0.93 and run.data.metrics["loss"] == 1.0 / 20
+assert run.data.metrics["acc"] == 0.93
+assert run.data.metrics["loss"] == 1.0 / 20
 assert run.data.metrics["train/grad_norm"] == 2.5
-assert run.data.tags["team"] == "nlp" and run.data.tags["owner"] == "ana", run.data.tags
+assert (run.data.tags["team"], run.data.tags["owner"]) == ("nlp", "ana"), run.data.tags
 assert run.data.tags["mlflow.runName"] == "parent"
 assert run.data.tags.get("mlflow.user"), run.data.tags
 assert run.data.tags.get("mlflow.source.name"), run.data.tags
@@ -137,7 +139,7 @@ assert [m.step for m in history] == list(range(20)), history
 assert [m.timestamp for m in history] == [1_700_000_000_000 + s for s in range(20)], history
 assert [m.value for m in history] == [1.0 / (s + 1) for s in range(20)]
 multi = client.get_metric_history(run_id, "multi")
-assert sorted(m.value for m in multi) == [1.0, 2.0] and {m.step for m in multi} == {7}, multi
+assert sorted((m.step, m.value) for m in multi) == [(7, 1.0), (7, 2.0)], multi
 child_run = client.get_run(child_id)
 assert child_run.data.tags["mlflow.parentRunId"] == run_id, child_run.data.tags
 assert child_run.data.metrics == {"child_metric": 1.5}
@@ -165,7 +167,8 @@ with mlflow.start_run(run_id=run_id):
     assert mlflow.get_run(run_id).info.status == "RUNNING"
     mlflow.log_metric("resumed", 1.0, step=100)
 after = mlflow.get_run(run_id)
-assert after.info.status == "FINISHED" and after.data.metrics["resumed"] == 1.0
+assert after.info.status == "FINISHED"
+assert after.data.metrics["resumed"] == 1.0
 client.delete_tag(run_id, "temp")
 assert "temp" not in client.get_run(run_id).data.tags
 refused("RESOURCE_DOES_NOT_EXIST", lambda: client.delete_tag(run_id, "never-set"))
@@ -203,11 +206,13 @@ assert search("status = 'FINISHED' and params.optimizer = 'adam'") == [run_id]
 assert search("metrics.acc > 0.95") == []
 by_score = client.search_runs([experiment_id], order_by=["metrics.score DESC"])
 assert by_score[0].info.run_id == made_id, [r.info.run_id for r in by_score]
-by_name = [r.info.run_name for r in client.search_runs([experiment_id],
-                                                       order_by=["attributes.run_name ASC"])]
+by_name = [
+    r.info.run_name
+    for r in client.search_runs([experiment_id], order_by=["attributes.run_name ASC"])
+]
 assert by_name == sorted(by_name), by_name
 frame = mlflow.search_runs(experiment_ids=[experiment_id], filter_string="params.lr = '0.01'")
-assert list(frame["run_id"]) == [run_id] and frame["metrics.acc"].iloc[0] == 0.93, frame
+assert (list(frame["run_id"]), frame["metrics.acc"].iloc[0]) == ([run_id], 0.93), frame
 
 # ---- autolog, logged models and the registry ------------------------------------------------
 
@@ -228,7 +233,7 @@ with mlflow.start_run(run_name="trained") as trained:
     info = mlflow.sklearn.log_model(classifier, name="classifier")
     mlflow.log_metric("accuracy", float(classifier.score(X, y)))
 logged = mlflow.get_logged_model(info.model_id)
-assert logged.name == "classifier" and logged.source_run_id == trained.info.run_id, logged
+assert (logged.name, logged.source_run_id) == ("classifier", trained.info.run_id), logged
 loaded = mlflow.sklearn.load_model(info.model_uri)
 assert (loaded.predict(X) == classifier.predict(X)).all()
 
@@ -253,7 +258,7 @@ assert registered.aliases == {"champion": "2"}, registered.aliases
 assert registered.description == "a classifier"
 first = client.get_model_version("parity-classifier", "1")
 assert first.tags == {"owner": "ana", "validated": "yes"}, first.tags
-assert first.run_id == trained.info.run_id and first.status == "READY", first
+assert (first.run_id, first.status) == (trained.info.run_id, "READY"), first
 client.delete_model_version_tag("parity-classifier", "1", "validated")
 assert client.get_model_version("parity-classifier", "1").tags == {"owner": "ana"}
 client.delete_registered_model_tag("parity-classifier", "task")
@@ -262,8 +267,11 @@ assert [m.name for m in client.search_registered_models("name = 'parity-classifi
 versions = client.search_model_versions("name = 'parity-classifier'")
 assert sorted(v.version for v in versions) == ["1", "2"], versions
 client.delete_registered_model_alias("parity-classifier", "champion")
-refused("INVALID_PARAMETER_VALUE",  # what MLflow's own server answers for a missing alias
-        lambda: client.get_model_version_by_alias("parity-classifier", "champion"), "champion")
+refused(
+    "INVALID_PARAMETER_VALUE",  # what MLflow's own server answers for a missing alias
+    lambda: client.get_model_version_by_alias("parity-classifier", "champion"),
+    "champion",
+)
 client.delete_model_version("parity-classifier", "1")
 assert [v.version for v in client.search_model_versions("name = 'parity-classifier'")] == ["2"]
 client.rename_registered_model("parity-classifier", "parity-clf")

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from tests.integration.server.conftest import free_port
 
 from fmforge.models.refs import ModelRefs
 from fmforge.models.registered import RegisteredModelsView
@@ -26,7 +27,6 @@ from fmforge.repository import Repository
 from fmforge.tracking import load_run, read_metric
 from fmforge.tracking.artifacts import ArtifactsView
 from fmforge.tracking.views import RunsView
-from tests.integration.server.conftest import free_port
 
 pytest.importorskip("mlflow")
 pytest.importorskip("matplotlib")  # log_figure; the full `mlflow` package brings it
@@ -61,13 +61,14 @@ def test_every_call_of_an_mlflow_training_script_works(
     # Lifecycle: resumed once, finished again; params queryable as numbers by fmforge.
     assert run.status == "finished"
     types = [e.type for e in repo.ledger.read_stream("run/" + ids["run"])]
-    assert types.count("RunResumed") == 1 and types.count("RunFinished") == 2, types
+    assert (types.count("RunResumed"), types.count("RunFinished")) == (1, 2), types
     rows = repo.view(RunsView).rows("config.lr > 0.001 and config.epochs = 3")
     assert [r["id"] for r in rows] == [ids["run"]]
     assert load_run(repo, ids["child"]).parent == ids["run"]
     assert load_run(repo, ids["run"]).children == [ids["child"]]
     steps, values = read_metric(repo, ids["run"], "multi")
-    assert steps.tolist() == [7, 7] and sorted(values.tolist()) == [1.0, 2.0]
+    assert steps.tolist() == [7, 7]
+    assert sorted(values.tolist()) == [1.0, 2.0]
     # The client's environment became the run's: the script's path is its command.
     assert run.environment["command"][0].endswith("mlflow_every_call.py"), run.environment
     assert run.environment["host"] == "127.0.0.1"
@@ -113,7 +114,8 @@ def ui(repo: Repository, port: int, *extra: str) -> Iterator[subprocess.Popen[by
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
             break
         except OSError:
-            assert process.poll() is None and time.monotonic() < deadline
+            assert process.poll() is None
+            assert time.monotonic() < deadline
             time.sleep(0.2)
     try:
         yield process
@@ -130,7 +132,8 @@ def test_a_server_restart_never_breaks_a_clients_run(repo: Repository, tmp_path:
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=tmp_path,
     ) as client:  # fmt: skip
-        assert client.stdin is not None and client.stdout is not None
+        assert client.stdin is not None
+        assert client.stdout is not None
         try:
             with ui(repo, port):
                 run_id = client.stdout.readline().strip()
@@ -144,7 +147,8 @@ def test_a_server_restart_never_breaks_a_clients_run(repo: Repository, tmp_path:
         finally:
             client.kill()
     record = load_run(repo, run_id)
-    assert record.status == "finished" and record.config == {"after": "restart"}
+    assert record.status == "finished"
+    assert record.config == {"after": "restart"}
     steps, values = read_metric(repo, run_id, "loss")
     assert steps.tolist() == list(range(10))
     assert values.tolist() == [1.0 / (s + 1) for s in range(10)]
