@@ -101,16 +101,18 @@ class Run:
         experiment: str | None = None,
         started: float | None = None,
         unique_name: bool = True,
+        run_id: str | None = None,
     ) -> None:
         """``heartbeat=False``: write no heartbeats (a server recording a remote client's run
         must not speak for it); ``environment``: the environment to record instead of this
         process's (a remote client's); ``experiment``: the MLflow experiment id it belongs
         to; ``started``: the start time when another clock knows it (seconds);
         ``unique_name=False``: keep ``name`` even when the project has a run of that name
-        (MLflow's names need not be unique)."""
+        (MLflow's names need not be unique); ``run_id``: the id to use (an integration that
+        must tell it before the run starts; default: a new UUIDv7)."""
         self._setup(repo, flush_interval, max_buffer_bytes, detectors, on_anomaly,
                     system_interval, owns_repo, heartbeat, environment)  # fmt: skip
-        self.id = new_event_id()
+        self.id = run_id or new_event_id()
         self.project = project
         self.stream = STREAM_PREFIX + self.id
         self._started = time.time() if started is None else started
