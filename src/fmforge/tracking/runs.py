@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fmforge.errors import FmforgeError, InvalidMetric, RunStopped, UsageError
 from fmforge.ledger import NewEvent
 from fmforge.ledger.events import new_event_id
@@ -479,10 +481,18 @@ class Run:
             refs.append(pyramid)
         self._append(ev.MetricsLogged(payload, refs=refs))  # type: ignore[arg-type]
         for name, (steps, values) in series.items():
+            times = None
             for detector in self.detectors:
-                if detector.watches(name):
-                    for anomaly in detector.check(name, steps, values):
-                        self._raise_anomaly(anomaly)
+                if not detector.watches(name):
+                    continue
+                if detector.uses_times:
+                    if times is None:
+                        times = np.asarray(columns[name][2], dtype=np.float64) / 1e6
+                    found = detector.check(name, steps, values, times=times)  # type: ignore[call-arg]
+                else:
+                    found = detector.check(name, steps, values)
+                for anomaly in found:
+                    self._raise_anomaly(anomaly)
 
     def _raise_anomaly(self, anomaly: Anomaly) -> None:
         self.anomalies.append(anomaly)
