@@ -225,3 +225,40 @@ def test_the_id_runs_ls_prints_pastes_into_show_and_compare(repo: Repository) ->
     assert "paste" in out
     code, out = fm(repo.root, "runs", "compare", *printed)
     assert code == 0, out
+
+
+@pytest.mark.slow
+def test_a_peft_adapter_from_the_registry_loads_offline(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peft = pytest.importorskip("peft")
+    from fmforge.models import commit_model, open_model
+
+    config = transformers.BertConfig(
+        vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    base = transformers.BertForSequenceClassification(config)
+    base.save_pretrained(tmp_path / "base")
+    commit_model(repo, "tiny-base", tmp_path / "base", "base")
+    lora = peft.get_peft_model(
+        base, peft.LoraConfig(r=2, target_modules=["query", "value"], task_type="SEQ_CLS")
+    )
+    lora.save_pretrained(tmp_path / "adapter")
+    adapter_config = tmp_path / "adapter" / "adapter_config.json"
+    values = json.loads(adapter_config.read_text())
+    values["base_model_name_or_path"] = "some-org/unreachable-base"  # a hub id, offline here
+    adapter_config.write_text(json.dumps(values))
+    commit_model(repo, "tiny-lora", tmp_path / "adapter", "rank 2", base="tiny-base@main")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkout = open_model("tiny-lora@main", repo=repo)
+    loaded = peft.AutoPeftModelForSequenceClassification.from_pretrained(checkout)
+    ids = torch.randint(5, 100, (2, 8), generator=torch.Generator().manual_seed(1))
+    lora.eval()
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, lora(input_ids=ids).logits)
+    named = json.loads((checkout / "adapter_config.json").read_text())
+    assert named["base_model_name_or_path"] == str(open_model("tiny-base@main", repo=repo))
