@@ -330,14 +330,14 @@ class MlflowRegistry:
         model_id: str | None,
     ) -> dict[str, Any]:  # fmt: skip
         with self.lock:
-            found = self.repo.view(RegisteredModelsView).by_name(name)
-            if found is None:  # MLflow's register_model creates it first; a bare call too
-                self.create_registered(name, (), "")
-                found = self._registered(name)
             owner, prefix, logged = self._source(source, run_id, model_id)
             files = self.repo.view(ArtifactsView).files(owner, prefix)
             if not files:
                 raise InvalidRequest(f"source {source!r} holds no files on this server")
+            found = self.repo.view(RegisteredModelsView).by_name(name)
+            if found is None:  # MLflow's register_model creates it first; a bare call too
+                self.create_registered(name, (), "")
+                found = self._registered(name)
             registry = self.repo.view(RegisteredModelsView)
             number = registry.next_version(found.model)
             with tempfile.TemporaryDirectory(prefix="fmforge-register-") as tmp:

@@ -303,6 +303,12 @@ class MlflowStore:
             return
         kind = ev.RunDeleted if deleted else ev.RunRestored
         self.repo.record("run/" + run_id, kind({"time": time.time()}))
+        if deleted:  # let it go: the next call takes it up again, and finds it deleted
+            with self.lock:
+                run = self.active.pop(run_id, None)
+                self._used.pop(run_id, None)
+            if run is not None:
+                run.detach()
 
     def log_batch(
         self,
