@@ -127,3 +127,40 @@ def test_the_official_client_gets_mlflows_error_codes(
     assert record.config == {"lr": "0.01"}
     _steps, values = read_metric(repo, run_id, "loss")
     assert values.tolist() == [1.0 / (s + 1) for s in range(5)]
+
+
+def test_native_projects_are_experiments_and_inputs_name_dataset_versions(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A project fmforge runs use appears to MLflow clients as an experiment (nothing is
+    written to show it); a logged input that names an fmforge dataset version records it."""
+    from fastapi.testclient import TestClient
+
+    from fmforge.data import add_dataset
+    from fmforge.server.app import create_app
+    from fmforge.tracking import start_run
+
+    with start_run("native", repo=repo, config={"lr": 0.1}, system_interval=None) as run:
+        run.log({"loss": 0.5}, step=0)
+    (tmp_path / "comments.jsonl").write_text('{"text": "hi", "label": 1}\n')
+    add_dataset(repo, "comments", tmp_path / "comments.jsonl")
+    before = repo.ledger.count()
+    m = "/api/2.0/mlflow"
+    with TestClient(create_app(repo.root), base_url="http://127.0.0.1") as client:
+        found = client.get(f"{m}/experiments/get-by-name", params={"experiment_name": "native"})
+        assert found.status_code == 200, found.text
+        experiment = found.json()["experiment"]["experiment_id"]
+        assert repo.ledger.count() == before  # shown, not recorded
+        runs = client.post(f"{m}/runs/search", json={"experiment_ids": [experiment]}).json()
+        assert [r["info"]["run_id"] for r in runs["runs"]] == [run.id]
+        assert runs["runs"][0]["data"]["params"] == [{"key": "lr", "value": "0.1"}]
+        dataset = {"name": "comments@v1", "digest": "d1", "source_type": "local", "source": "x"}
+        made = client.post(f"{m}/runs/create", json={"experiment_id": experiment}).json()
+        mlflow_run = made["run"]["info"]["run_id"]
+        answer = client.post(f"{m}/runs/log-inputs", json={
+            "run_id": mlflow_run, "datasets": [{"dataset": dataset, "tags": [
+                {"key": "mlflow.data.context", "value": "training"}]}]})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+    (item,) = load_run(repo, mlflow_run).inputs
+    assert item["datasets"][0]["version"] == "comments@v1"
+    assert item["datasets"][0]["tags"] == {"mlflow.data.context": "training"}
