@@ -147,10 +147,11 @@ def show(
     if code:
         dirty = " + uncommitted changes" if code.get("dirty") else ""
         console.print(f"code    {code.get('git_commit') or 'not in git'}{dirty}", markup=False)
-    if record.environment:
+    if record.environment:  # a remote MLflow client's says less: its source, its host
+        env = record.environment
+        python = f"python  {env['python']} on " if env.get("python") else "host    "
         console.print(
-            f"python  {record.environment['python']} on {record.environment['host']}; "
-            f"command {' '.join(record.environment['command'])}",
+            f"{python}{env.get('host', '?')}; command {' '.join(env.get('command', [])) or '?'}",
             markup=False,
         )
     console.print(

@@ -52,7 +52,15 @@ from fmforge.tracking.detectors import Anomaly, Detector, default_detectors
 from fmforge.tracking.environment import capture_environment, flatten
 from fmforge.tracking.pyramid import PyramidBuilder
 from fmforge.tracking.system import SystemSampler
-from fmforge.tracking.values import INT64, check_name, check_number, check_step, json_number
+from fmforge.tracking.values import (
+    INT64,
+    check_name,
+    check_number,
+    check_step,
+    json_number,
+    resolve_base,
+)
+from fmforge.tracking.values import unique_name as unique_run_name
 from fmforge.tracking.views import HEARTBEAT_S, RunsView
 
 STREAM_PREFIX = "run/"
@@ -118,10 +126,10 @@ class Run:
         self.project = project
         self.stream = STREAM_PREFIX + self.id
         self._started = time.time() if started is None else started
-        self.base_model, self.base_commit = _resolve_base(repo, base_model)
+        self.base_model, self.base_commit = resolve_base(repo, base_model)
         config = dict(config or {})
         wanted = name or self.id[-12:]
-        self.name = _unique_name(repo, project, wanted) if unique_name else wanted
+        self.name = unique_run_name(repo, project, wanted) if unique_name else wanted
         data: dict[str, Any] = {
             "run": self.id, "project": project, "name": self.name, "config": config,
             "config_flat": flatten(config), "datasets": list(datasets), "base_model": base_model,
@@ -214,7 +222,7 @@ class Run:
         run.stream = STREAM_PREFIX + run.id
         run._started = record.started
         run._pyramid = None
-        run.base_model, run.base_commit = _resolve_base(repo, record.base_model)
+        run.base_model, run.base_commit = resolve_base(repo, record.base_model)
         steps = [s["last_step"] for s in record.summary.values()]
         run._next_step = max(steps) + 1 if steps and max(steps) < INT64[1] else 0
         if reopen and record.status not in ("running", "crashed"):
@@ -556,32 +564,6 @@ class Run:
         self._append(ev.RunFinished(data))  # type: ignore[arg-type]
         if self._owns_repo:
             self.repo.close()
-
-
-def _resolve_base(repo: Repository, base_model: str | None) -> tuple[str | None, str | None]:
-    """(model name, commit) of ``NAME@REF`` when it names a registered model, else (None,
-    None): a hub id or a path is only recorded."""
-    if not base_model:
-        return None, None
-    from fmforge.errors import InvalidName, ModelNotFound, RefNotFound
-    from fmforge.models.refs import ModelRefs, split_model_ref
-
-    try:
-        name, ref = split_model_ref(base_model)
-        return name, repo.view(ModelRefs).resolve(name, ref)
-    except (InvalidName, ModelNotFound, RefNotFound):
-        return None, None
-
-
-def _unique_name(repo: Repository, project: str, wanted: str) -> str:
-    """``wanted``, or ``wanted-2``, ``-3``... when the project has a run of that name."""
-    taken = repo.view(RunsView).names_in(project)
-    if wanted not in taken:
-        return wanted
-    number = 2
-    while f"{wanted}-{number}" in taken:
-        number += 1
-    return f"{wanted}-{number}"
 
 
 def start_run(

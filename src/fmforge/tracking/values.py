@@ -1,12 +1,16 @@
-"""What ``Run.log`` and its kin accept: steps in int64, numbers, printable metric names."""
+"""What ``Run.log`` and its kin accept (steps in int64, numbers, printable metric names), and
+what a run's start resolves (its base model, a name unique in its project)."""
 
 from __future__ import annotations
 
 import math
 import operator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmforge.errors import InvalidMetric
+
+if TYPE_CHECKING:
+    from fmforge.repository import Repository
 
 INT64 = (-(2**63), 2**63 - 1)
 MAX_NAME = 250  # MLflow's limit on a metric key
@@ -47,3 +51,31 @@ def json_number(value: float) -> float | str:
     if math.isfinite(number):
         return number
     return "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
+
+
+def resolve_base(repo: Repository, base_model: str | None) -> tuple[str | None, str | None]:
+    """(model name, commit) of ``NAME@REF`` when it names a registered model, else (None,
+    None): a hub id or a path is only recorded."""
+    if not base_model:
+        return None, None
+    from fmforge.errors import InvalidName, ModelNotFound, RefNotFound
+    from fmforge.models.refs import ModelRefs, split_model_ref
+
+    try:
+        name, ref = split_model_ref(base_model)
+        return name, repo.view(ModelRefs).resolve(name, ref)
+    except (InvalidName, ModelNotFound, RefNotFound):
+        return None, None
+
+
+def unique_name(repo: Repository, project: str, wanted: str) -> str:
+    """``wanted``, or ``wanted-2``, ``-3``... when the project has a run of that name."""
+    from fmforge.tracking.views import RunsView
+
+    taken = repo.view(RunsView).names_in(project)
+    if wanted not in taken:
+        return wanted
+    number = 2
+    while f"{wanted}-{number}" in taken:
+        number += 1
+    return f"{wanted}-{number}"

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tests.clirunner import fm
 
 from fmforge.repository import Repository
 from fmforge.tracking import load_run, read_metric
@@ -164,3 +165,6 @@ def test_native_projects_are_experiments_and_inputs_name_dataset_versions(
     (item,) = load_run(repo, mlflow_run).inputs
     assert item["datasets"][0]["version"] == "comments@v1"
     assert item["datasets"][0]["tags"] == {"mlflow.data.context": "training"}
+    code, out = fm(repo.root, "runs", "show", mlflow_run)  # a remote client's environment
+    assert code == 0, out
+    assert "input   comments@v1 = comments@v1 (local)" in out
