@@ -12,8 +12,12 @@ from fmforge.ledger import Event, Projection, handles
 from fmforge.models.evaluations import ModelEvaluations
 from fmforge.models.measurements import ModelMeasurements
 from fmforge.models.refs import ModelRefs
+from fmforge.models.registered import RegisteredModelsView
 from fmforge.serving.views import DeploymentsView
-from fmforge.tracking.views import ExperimentsView, RunsView
+from fmforge.tracking.artifacts import ArtifactsView
+from fmforge.tracking.experiments import ExperimentsView
+from fmforge.tracking.logged_models import LoggedModelsView
+from fmforge.tracking.views import RunsView
 
 
 class PrunedObjects(Projection[set[str]]):
@@ -92,6 +96,9 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     SynthWork,
     RunsView,
     ExperimentsView,
+    ArtifactsView,
+    LoggedModelsView,
+    RegisteredModelsView,
     AccessView,
     AccessLogView,
     AccessHistoryView,

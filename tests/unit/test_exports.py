@@ -13,6 +13,7 @@ PACKAGES = [
     "fmforge.access",
     "fmforge.data",
     "fmforge.data.labeling",
+    "fmforge.integrations",
     "fmforge.ledger",
     "fmforge.merging",
     "fmforge.models",
