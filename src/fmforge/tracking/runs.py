@@ -10,11 +10,12 @@ flushes by age and by size:
 - **age**: the oldest value waiting is written within ``flush_interval`` (at most 1 s) of being
   logged: the writer wakes when the first value arrives and flushes just before that deadline,
   leaving room for the flush itself;
-- **size**: past ``FLUSH_SOON`` waiting values the writer flushes at once (small chunks are
-  quick to write); past ``max_buffer_bytes``, or when the oldest value is overdue because the
-  writer is starved of the GIL, ``log`` itself flushes before it returns (back-pressure): a
-  loop logging faster than the disk can keep up slows down to its pace instead of growing
-  memory without bound or keeping values in memory past their deadline.
+- **size**: past ``FLUSH_SOON`` waiting values, ``log`` seals them as a batch and hands it
+  to the writer (the loop does it: a writer starved of the GIL would wait for the columns'
+  lock behind a hot loop); past ``max_buffer_bytes`` in all, or when the oldest value waiting
+  is overdue, ``log`` itself flushes before it returns (back-pressure): a loop logging faster
+  than the disk can keep up slows down to its pace instead of growing memory without bound or
+  keeping values in memory past their deadline.
 
 A chunk is durable (fsync) before its event is, and its event before the next flush starts:
 after ``kill -9`` everything logged more than ``flush_interval`` ago is readable and nothing
@@ -29,6 +30,7 @@ Events, on the stream ``run/<run id>`` (declared in ``fmforge.tracking.events``)
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -172,8 +174,12 @@ class Run:
         # The summaries charts read (fmforge.tracking.pyramid); None for a resumed run, whose
         # open blocks another writer held: its later chunks are read as they are.
         self._pyramid: PyramidBuilder | None = PyramidBuilder()
-        self._buffered = 0
-        self._first_at = 0.0  # monotonic time of the oldest value waiting
+        self._buffered = 0  # values in the open columns
+        self._first_at = 0.0  # monotonic time of the oldest value in the open columns
+        # Sealed batches waiting for the writer: (columns, values, first value's time).
+        self._sealed: collections.deque[tuple[dict[str, Column], int, float]] = collections.deque()
+        self._sealed_values = 0
+        self._sealed_lock = threading.Lock()  # the deque's bookkeeping (not the hot columns)
         self._wake = threading.Event()
         self._next_step = 0
         self._stop_reason: str | None = None
@@ -184,7 +190,8 @@ class Run:
         self._system_interval = system_interval
         self._last_log = time.monotonic()
         self._last_write = time.monotonic()
-        self._flush_cost = 0.05  # seconds the last flush took (leaves room before a deadline)
+        # Seconds recent flushes took (the largest, decaying): leaves room before a deadline.
+        self._flush_cost = 0.05
         self.anomalies: list[Anomaly] = []
 
     def _start_writer(self) -> None:
@@ -311,11 +318,23 @@ class Run:
                 self._first_at = now
                 self._wake.set()
             self._buffered = waiting = before + len(converted)
-            if before < FLUSH_SOON <= waiting:
+            if waiting >= FLUSH_SOON:  # seal the batch for the writer
+                with self._sealed_lock:
+                    self._sealed.append((columns, waiting, self._first_at))
+                    self._sealed_values += waiting
+                self._columns, self._buffered, waiting = {}, 0, 0
                 self._wake.set()
-            overdue = waiting and now - self._first_at > self.flush_interval * 0.9
-        if waiting >= self.max_buffered or (overdue and not self._flush_lock.locked()):
-            self.flush()  # back-pressure: the loop pays for the flush it made necessary
+            oldest = self._sealed[0][2] if self._sealed else (self._first_at if waiting else now)
+            # A flush the loop makes blocks it, so the newest durable value is older than
+            # the oldest waiting one by the previous flush's length, and this flush adds its
+            # own: start early enough for both to end within the interval.
+            slack = max(self.flush_interval * 0.9 - 2 * self._flush_cost, self.flush_interval / 4)
+            overdue = now - oldest > slack
+            full = waiting + self._sealed_values >= self.max_buffered
+        if full or overdue:
+            # Back-pressure: the loop pays for the flush it made necessary, after waiting for
+            # the writer's own (a starved writer finishes once the loop stops holding the GIL).
+            self.flush()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Add configuration values after the start (flattened keys; later values win)."""
@@ -435,7 +454,7 @@ class Run:
                 ):
                     sampled = time.monotonic()
                     self._record(list(sampler.sample().items()), max(self._next_step - 1, 0))
-                self.flush()
+                self.flush(open_columns=not self._sealed)
                 if self._heartbeat and time.monotonic() - self._last_write > HEARTBEAT_S:
                     self._append(ev.RunHeartbeat({"time": time.time()}))
         except BaseException as exc:
@@ -447,16 +466,14 @@ class Run:
         the next tick, for heartbeats and system metrics)."""
         idle_ticked = False
         while not self._closing.is_set():
-            waiting = self._buffered
-            if waiting >= FLUSH_SOON:
+            if self._sealed:
                 return
+            waiting = self._buffered
             self._wake.clear()
             if waiting:
                 margin = min(max(0.05, 1.5 * self._flush_cost), self.flush_interval / 2)
                 due = self._first_at + self.flush_interval - margin - time.monotonic()
-                if due <= 0:
-                    return
-                if self._buffered >= FLUSH_SOON:
+                if due <= 0 or self._sealed:
                     return
                 self._wake.wait(due)
             elif idle_ticked:
@@ -466,20 +483,31 @@ class Run:
                 if not self._buffered:
                     self._wake.wait(self.flush_interval)
 
-    def flush(self) -> None:
+    def flush(self, *, open_columns: bool = True) -> None:
         """Write what was logged since the last flush, now (the writer thread does this within
-        ``flush_interval``; a training loop may call it before something risky)."""
+        ``flush_interval``; a training loop may call it before something risky). The writer
+        passes ``open_columns=False`` while sealed batches wait: it then never takes the
+        columns' lock, which a hot loop would keep from it."""
         with self._flush_lock:
             started = time.monotonic()
-            self._flush()
-            self._flush_cost = time.monotonic() - started
+            self._flush(open_columns)
+            self._flush_cost = max(time.monotonic() - started, self._flush_cost * 0.7)
 
-    def _flush(self) -> None:
-        with self._lock:
-            columns, self._columns = self._columns, {}
-            self._buffered = 0
-        if not columns:
-            return
+    def _flush(self, open_columns: bool) -> None:
+        while True:
+            with self._sealed_lock:
+                if not self._sealed:
+                    break
+                columns, values, _ = self._sealed.popleft()
+                self._sealed_values -= values
+            self._write_chunk(columns)
+        if open_columns:
+            with self._lock:
+                columns, self._columns, self._buffered = self._columns, {}, 0
+            if columns:
+                self._write_chunk(columns)
+
+    def _write_chunk(self, columns: dict[str, Column]) -> None:
         data, series = build_chunk(columns)
         digest = self.repo.objects.put(data)
         summary = {
