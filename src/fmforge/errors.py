@@ -32,7 +32,10 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── RefNotFound             a branch, tag, commit or REF expression that resolves to nothing
     │   ├── InvalidModelSource      a PATH to commit that is not a model file or directory
     │   ├── BranchConflict          the branch moved while committing (.branch, .model)
-    │   └── BranchDiverged          a commit or move would drop the branch's history (.dropped)
+    │   ├── BranchDiverged          a commit or move would drop the branch's history (.dropped)
+    │   ├── InvalidMerge            a merge or rebase that cannot be done as specified
+    │   ├── ModelExists             a registered model of that name exists already
+    │   └── AliasNotFound           no alias of that name on a registered model
     ├── RemoteError
     │   ├── RemoteNotFound          no remote of that name is configured
     │   ├── NonFastForward          a push or pull would drop the other side's commits
@@ -53,7 +56,9 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── InvalidMetric           a logged value or step that cannot be recorded
     │   ├── QueryError              a runs query that does not parse or names nothing
     │   ├── ExperimentNotFound      no MLflow experiment with that id or name
-    │   └── ExperimentExists        an MLflow experiment of that name exists already
+    │   ├── ExperimentExists        an MLflow experiment of that name exists already
+    │   ├── ParamChanged            a param logged again with another value (MLflow refuses it)
+    │   └── RunNotActive            a change to a deleted run, or to a run of a deleted experiment
     ├── TrainingError
     │   ├── InvalidSpec             a finetune or eval request that cannot run (names the option)
     │   └── TrainingFailed          a training process (a torchrun worker) failed
@@ -344,6 +349,24 @@ class BranchDiverged(ModelError):
         self.dropped = dropped
 
 
+class InvalidMerge(ModelError):
+    """A merge or rebase that cannot be done as specified (an unknown method, adapters on
+    different bases, mismatched shapes or vocabularies, weights that do not match the inputs);
+    nothing was recorded."""
+
+
+class ModelExists(ModelError):
+    """A registered model of that name exists already; nothing was recorded."""
+
+    http_status = 409
+
+
+class AliasNotFound(ModelError):
+    """No alias of that name on a registered model (MLflow answers INVALID_PARAMETER_VALUE)."""
+
+    http_status = 404
+
+
 class RemoteError(FmforgeError):
     """A push, pull or clone that cannot proceed."""
 
@@ -458,6 +481,15 @@ class ExperimentExists(TrackingError):
     """An MLflow experiment of that name exists already; nothing was recorded."""
 
     http_status = 409
+
+
+class ParamChanged(TrackingError):
+    """A param logged again with a different value: params are fixed once logged, as in
+    MLflow; nothing was recorded."""
+
+
+class RunNotActive(TrackingError):
+    """A change to a deleted run (or one in a deleted experiment); restore it first."""
 
 
 class TrainingError(FmforgeError):

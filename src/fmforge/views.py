@@ -11,9 +11,14 @@ from fmforge.access.views import AccessHistoryView, AccessLogView, AccessView
 from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.evaluations import ModelEvaluations
+from fmforge.models.measurements import ModelMeasurements
 from fmforge.models.refs import ModelRefs
+from fmforge.models.registered import RegisteredModelsView
 from fmforge.serving.views import DeploymentsView
-from fmforge.tracking.views import ExperimentsView, RunsView
+from fmforge.tracking.artifacts import ArtifactsView
+from fmforge.tracking.experiments import ExperimentsView
+from fmforge.tracking.logged_models import LoggedModelsView
+from fmforge.tracking.views import RunsView
 
 
 class PrunedObjects(Projection[set[str]]):
@@ -86,11 +91,15 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     ObjectRefs,
     ModelRefs,
     ModelEvaluations,
+    ModelMeasurements,
     DatasetsView,
     DatasetWork,
     SynthWork,
     RunsView,
     ExperimentsView,
+    ArtifactsView,
+    LoggedModelsView,
+    RegisteredModelsView,
     AccessView,
     AccessLogView,
     AccessHistoryView,

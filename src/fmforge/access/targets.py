@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from fmforge.repository import Repository
 
 Arguments = Mapping[str, Any]
+One = Callable[["Repository", Arguments], str]
+"""A resolver naming one resource (usable in ``needs``)."""
 
 
 def _as_given(kind: str, name: str | None) -> str:
@@ -66,31 +68,31 @@ def branch_resource(model: str, branch: str) -> str:
         return _as_given("model", model)
 
 
-def dataset(param: str = "target") -> Resolver:
+def dataset(param: str = "target") -> One:
     """The dataset version argument ``param`` names (``NAME[@REF]``)."""
     return lambda repo, args: dataset_resource(repo, args[param])
 
 
-def dataset_name(param: str = "name") -> Resolver:
+def dataset_name(param: str = "name") -> One:
     """The dataset named by ``param`` (a write makes its next version)."""
     return lambda repo, args: _as_given("dataset", args[param])
 
 
-def model(param: str = "target") -> Resolver:
+def model(param: str = "target") -> One:
     """The model version argument ``param`` names (``NAME[@REF]``)."""
     return lambda repo, args: model_resource(repo, args[param])
 
 
-def model_name(param: str = "name") -> Resolver:
+def model_name(param: str = "name") -> One:
     return lambda repo, args: _as_given("model", args[param])
 
 
-def branch(model_param: str = "model", branch_param: str = "branch") -> Resolver:
+def branch(model_param: str = "model", branch_param: str = "branch") -> One:
     """The branch ``branch_param`` of the model ``model_param``."""
     return lambda repo, args: branch_resource(args[model_param], args[branch_param])
 
 
-def tag(model_param: str = "model", tag_param: str = "tag") -> Resolver:
+def tag(model_param: str = "model", tag_param: str = "tag") -> One:
     """The tag ``tag_param`` of the model ``model_param``."""
 
     def resolve(repo: Repository, args: Arguments) -> str:
@@ -102,11 +104,11 @@ def tag(model_param: str = "model", tag_param: str = "tag") -> Resolver:
     return resolve
 
 
-def run(param: str = "run_id") -> Resolver:
+def run(param: str = "run_id") -> One:
     return lambda repo, args: _as_given("run", args[param])
 
 
-def fixed(resource: str) -> Resolver:
+def fixed(resource: str) -> One:
     """Always ``resource`` (``dataset``, ``run``, ``repository``: a listing or a creation)."""
     return lambda repo, args: resource
 

@@ -353,7 +353,7 @@ def _check_schema(
 
 def _merge_needs(repo: Repository, args: Any) -> list[Need]:
     return [
-        ("write", targets.dataset_name()(repo, args)),  # type: ignore[list-item]
+        ("write", targets.dataset_name()(repo, args)),
         *[("read", targets.dataset_resource(repo, source)) for source in args["sources"]],
     ]
 

@@ -32,7 +32,16 @@ from fmforge.repository import DIRNAME, Repository
 from fmforge.server import errors
 from fmforge.server.guards import Limits, RequestGuard, allowed_hosts
 from fmforge.server.identity import PrincipalMiddleware
-from fmforge.server.routers import audit, datasets, mlflow, models, pages, runs
+from fmforge.server.routers import (
+    audit,
+    datasets,
+    mlflow,
+    mlflow_artifacts,
+    mlflow_registry,
+    models,
+    pages,
+    runs,
+)
 from fmforge.server.state import ServerState
 from fmforge.settings import load_settings
 from fmforge.tracking.heartbeat import record_lost_heartbeats
@@ -59,8 +68,9 @@ def create_app(
     # No /docs or /redoc: their pages load scripts from a CDN; /openapi.json stays.
     app = FastAPI(title="fmforge", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.fmforge = state
-    for module in (pages, runs, models, mlflow, datasets, audit):
+    for module in (pages, runs, models, mlflow, mlflow_registry, mlflow_artifacts, datasets, audit):
         app.include_router(module.router)
+    app.include_router(mlflow_artifacts.tracking_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(PrincipalMiddleware)
     app.add_middleware(RequestGuard, hosts=allowed_hosts(settings, bind_host), limits=state.limits)
@@ -70,7 +80,8 @@ def create_app(
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Open the repository while the server runs; end the runs MLflow clients left open."""
+    """Open the repository while the server runs. At the end, the runs MLflow clients log to
+    are flushed and let go, not ended: a client goes on logging after a restart."""
     state: ServerState = app.state.fmforge
     state.repo = Repository.open(state.root)
     watcher = asyncio.create_task(_watch_heartbeats(state))
@@ -81,7 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
         finally:
             watcher.cancel()
-            state.mlflow.finish_all()
+            state.mlflow.detach_all()
             state.repo.close()
 
 
@@ -90,6 +101,10 @@ async def _watch_heartbeats(state: ServerState) -> None:
     while True:
         await asyncio.sleep(every_s)
         try:
-            record_lost_heartbeats(state.repo, timeout_s=state.heartbeat_timeout_s)
+            await asyncio.to_thread(
+                record_lost_heartbeats, state.repo, timeout_s=state.heartbeat_timeout_s
+            )
+            # A run no client used for as long: let it go (it stays open; a call takes it up).
+            await asyncio.to_thread(state.mlflow.detach_idle, state.heartbeat_timeout_s)
         except FmforgeError as error:  # e.g. a busy database: the next round tries again
             logger.warning("heartbeat watch: %s", error)

@@ -34,11 +34,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fmforge.errors import (
+    AliasNotFound,
     EndpointNotFound,
     ExperimentExists,
     FmforgeError,
     InvalidRequest,
     MethodNotAllowed,
+    ModelExists,
     Overloaded,
     PayloadTooLarge,
     RepositoryExists,
@@ -51,6 +53,8 @@ MLFLOW_CODE_BY_CLASS: dict[type[FmforgeError], str] = {
     EndpointNotFound: "ENDPOINT_NOT_FOUND",  # MethodNotAllowed too
     ExperimentExists: "RESOURCE_ALREADY_EXISTS",
     RepositoryExists: "RESOURCE_ALREADY_EXISTS",
+    ModelExists: "RESOURCE_ALREADY_EXISTS",
+    AliasNotFound: "INVALID_PARAMETER_VALUE",  # what MLflow's own server answers
 }
 MLFLOW_CODE_BY_STATUS: dict[int, str] = {
     400: "INVALID_PARAMETER_VALUE",

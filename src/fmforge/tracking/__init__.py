@@ -19,6 +19,7 @@ from fmforge.tracking.reading import (
     list_runs,
     load_run,
     read_metric,
+    runs_frame,
 )
 from fmforge.tracking.runs import AnomalyAction, Run, RunStopped, start_run
 
@@ -40,5 +41,6 @@ __all__ = [
     "list_runs",
     "load_run",
     "read_metric",
+    "runs_frame",
     "start_run",
 ]
