@@ -212,11 +212,14 @@ class Gate:
         if token:
             try:
                 record = self.control.authenticate(token)
-            except Unauthenticated as exc:
+            except Unauthenticated as exc:  # an expired or revoked token still names whose
                 action, resource = primary
-                denial = Decision(False, ANONYMOUS, action, resource, exc.reason, None, (),
-                                  str(exc))  # fmt: skip
-                self.control.record_decision(denial, Context(_purpose.get()), None, None, where, ())
+                known = self.control.token_record(token)
+                who = known.principal if known else ANONYMOUS
+                denial = Decision(False, who, action, resource, exc.reason, None, (), str(exc))
+                self.control.record_decision(
+                    denial, Context(_purpose.get()), known, None, where, ()
+                )
                 raise
             return record.principal, record, where, None
         return self.configured_principal(), None, where, None
@@ -313,6 +316,17 @@ def _needs(resolved: str | Sequence[Need], action: str) -> list[Need]:
 
 
 @contextmanager
+def resolving() -> Iterator[None]:
+    """Naming what a call or a request touches (``resolve`` of ``NAME@REF``): entry points
+    called for it are part of that call, and record nothing of their own."""
+    token = _call.set(Call(None, nested=True))
+    try:
+        yield
+    finally:
+        _call.reset(token)
+
+
+@contextmanager
 def mediate(
     repo: Repository, action: str, resource: Callable[[], str | Sequence[Need]]
 ) -> Iterator[Call]:
@@ -330,11 +344,8 @@ def mediate(
             _call.reset(token)
         return
     keeper.refresh()
-    resolving = _call.set(Call(None, nested=True))  # entry points resolving it are this call
-    try:
+    with resolving():
         needs = _needs(resource(), action)
-    finally:
-        _call.reset(resolving)
     recorded = parent is not None and parent.recorded
     decision = keeper.decide(needs, record=not recorded)
     call = Call(decision, nested=nested)

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fmforge.access import targets
+from fmforge.access.mediation import Need, mediated
 from fmforge.errors import InvalidMerge
 from fmforge.models.writer import CommitResult
 from fmforge.repository import Repository
@@ -146,6 +148,20 @@ class MergeResult:
         return f"{self.commit.model}@{self.commit.commit}"
 
 
+def merge_needs(repo: Repository, args: Any) -> list[Need]:
+    """What a merge touches: ``commit`` on its output (when named), ``read`` on each input
+    and the base (decided as resolved, so the record names the commits read)."""
+    spec: MergeSpec = args["spec"]
+    out: list[Need] = []
+    if args.get("name"):
+        branch = args.get("branch") or f"merge/{spec.method}"
+        out.append(("commit", targets.branch_resource(args["name"], branch)))
+    sources = [i.model for i in spec.inputs] + ([spec.base] if spec.base else [])
+    out += [("read", targets.model_resource(repo, s)) for s in sources]
+    return out
+
+
+@mediated("commit", merge_needs)
 def merge(
     repo: Repository,
     spec: MergeSpec,

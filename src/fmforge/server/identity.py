@@ -41,6 +41,7 @@ from fmforge.access.mediation import (
     gate,
     new_request_id,
     request_recorded,
+    resolving,
 )
 from fmforge.errors import FmforgeError, Unauthenticated
 from fmforge.repository import Repository, acting_as
@@ -200,7 +201,8 @@ def _decide(
         request = routes.Request(
             scope["method"], params, query, parsed if isinstance(parsed, dict) else None
         )
-        needs = route.rule(repo, request)
+        with resolving():
+            needs = route.rule(repo, request)
     return keeper.authorize_request(token, username, needs, request_id=request_id, purpose=purpose)
 
 

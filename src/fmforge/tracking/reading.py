@@ -89,6 +89,7 @@ def read_metric_with_times(
     return read_series(chunks, name, with_times=True)
 
 
+@mediated("list", targets.fixed("run"))
 def runs_frame(
     where: str | None = None, *, project: str | None = None, repo: Repository | None = None
 ) -> Any:
