@@ -229,12 +229,12 @@ def _checkpoint_loop(
     root: str, every_events: int, every_seconds: float, poll_s: float, ready: Any, stop: Any
 ) -> None:
     """A background process's life: sign each checkpoint as it falls due; when stopped,
-    sign what is due and end. It runs at a lower priority (nice 10): a checkpoint may come a
+    sign what is due and end. It runs at the lowest priority (nice 19): a checkpoint may come a
     little later, the writers' appends should not wait for its hashing on a busy machine."""
     from fmforge.repository import Repository
 
     if hasattr(os, "nice"):
-        os.nice(10)
+        os.nice(19)
 
     with Repository.open(root) as repo:
         checkpointer = Checkpointer(repo, every_events=every_events, every_seconds=every_seconds)
