@@ -10,6 +10,7 @@ complete-mediation test names any route that only the coarse rule covers.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,54 @@ def _dataset(action: str) -> Route:
     return Route(lambda repo, request: [(action, dataset_resource(repo, request.path["target"]))])
 
 
+def _registered(action: str, *also: str) -> Route:
+    """MLflow's model registry: a registered model is an fmforge model (its versions commits,
+    its aliases branches), so ``action`` is decided on ``model/NAME`` (the ``name`` of the
+    query or the body; ``also``: other fields naming models, e.g. a rename's ``new_name``)."""
+
+    def rule(repo: Repository, request: Request) -> list[Need]:
+        out: list[Need] = []
+        for field in ("name", *also):
+            value = request.query.get(field) or (request.body or {}).get(field)
+            resource = "model"
+            if isinstance(value, str) and value:
+                with contextlib.suppress(FmforgeError):
+                    resource = format_resource("model", value)
+            if field == "name" or resource != "model":
+                out.append((action, resource))
+        return out
+
+    return Route(rule, body=True)
+
+
+_REGISTRY: dict[str, Route] = {
+    f"{MLFLOW}/registered-models/create": _registered("commit"),
+    f"{MLFLOW}/registered-models/get": _registered("read"),
+    f"{MLFLOW}/registered-models/rename": _registered("commit", "new_name"),
+    f"{MLFLOW}/registered-models/update": _registered("commit"),
+    f"{MLFLOW}/registered-models/delete": _registered("commit"),
+    f"{MLFLOW}/registered-models/set-tag": _registered("commit"),
+    f"{MLFLOW}/registered-models/delete-tag": _registered("commit"),
+    f"{MLFLOW}/registered-models/search": _fixed("list", "model"),
+    f"{MLFLOW}/registered-models/get-latest-versions": _registered("read"),
+    f"{MLFLOW}/registered-models/alias": Route(
+        lambda repo, request: _registered("read" if request.method == "GET" else "branch").rule(
+            repo, request
+        ),
+        body=True,
+    ),
+    f"{MLFLOW}/model-versions/create": _registered("commit"),
+    f"{MLFLOW}/model-versions/get": _registered("read"),
+    f"{MLFLOW}/model-versions/update": _registered("commit"),
+    f"{MLFLOW}/model-versions/delete": _registered("commit"),
+    f"{MLFLOW}/model-versions/set-tag": _registered("commit"),
+    f"{MLFLOW}/model-versions/delete-tag": _registered("commit"),
+    f"{MLFLOW}/model-versions/search": _fixed("list", "model"),
+    f"{MLFLOW}/model-versions/get-download-uri": _registered("read"),
+}
+"""MLflow's model registry routes (by path template)."""
+
+
 UI_ROUTES: dict[str, Route] = {
     # the dashboard's pages and files: it lists runs
     "/": _fixed("list", "run"),
@@ -113,6 +162,7 @@ UI_ROUTES: dict[str, Route] = {
     f"{MLFLOW}/runs/get": _run_from("read", "query", "run_id", "run_uuid"),
     f"{MLFLOW}/runs/search": _fixed("list", "run"),
     f"{MLFLOW}/metrics/get-history": _run_from("read", "query", "run_id", "run_uuid"),
+    **_REGISTRY,
 }
 """``fmforge ui``'s routes (by path template)."""
 

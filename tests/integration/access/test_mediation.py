@@ -266,6 +266,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, Te
 
 
 JSON = {"Content-Type": "application/json"}
+M = "/api/2.0/mlflow"
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
@@ -341,3 +342,25 @@ def test_every_denial_is_listed_by_audit_denied(
     assert "7 denial(s)" in out
     for reason in ("no_grant", "expired", "token_scope"):  # (long ones wrap in the table)
         assert reason in out
+
+
+def test_mlflows_registry_is_decided_on_the_model_it_names(
+    world: World, client: TestClient
+) -> None:
+    """A registered model is an fmforge model: writing runs does not let one change it."""
+    control = AccessControl(world.repo)
+    control.grant("user:nobody", "run", role="editor")
+    bearer = {"Authorization": f"Bearer {world.nobody}", **JSON}
+    create = f"{M}/registered-models/create"
+    response = client.post(create, content=b'{"name": "m"}', headers=bearer)
+    assert response.status_code == 403, response.text
+    (denied,) = world.repo.view(AccessLogView).denied("user:nobody")
+    assert (denied.action, denied.resource, denied.reason) == ("commit", "model/m", "no_grant")
+    rename = f"{M}/registered-models/rename"
+    control.grant("user:nobody", "model/m", role="editor")
+    response = client.post(create, content=b'{"name": "m"}', headers=bearer)
+    assert response.status_code == 200, response.text
+    body = b'{"name": "m", "new_name": "other"}'
+    assert client.post(rename, content=body, headers=bearer).status_code == 403  # not other
+    get = client.get(f"{M}/registered-models/get?name=m", headers=bearer)
+    assert get.status_code == 200, get.text
