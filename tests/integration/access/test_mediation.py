@@ -130,6 +130,8 @@ def _calls() -> dict[str, Callable[[World], Any]]:
     import fmforge.models as m
     import fmforge.tracking as t
     from fmforge.data import lineage, subjects
+    from fmforge.merging import rebase
+    from fmforge.tracking import compare, report
 
     def run(w: World) -> None:
         t.start_run("p", repo=w.repo).finish()
@@ -190,6 +192,11 @@ def _calls() -> dict[str, Callable[[World], Any]]:
         "tracking.read_metric": lambda w: t.read_metric(w.repo, w.run_id, "loss"),
         "tracking.runs_frame": lambda w: t.runs_frame(repo=w.repo),
         "tracking.dataset_usage": lambda w: t.dataset_usage(w.repo),
+        "tracking.compare_runs": lambda w: compare.compare_runs(w.repo, [w.run_id]),
+        "tracking.write_report": lambda w: report.write_report(
+            w.repo, w.run_id, w.tmp / f"report-{time.monotonic_ns()}.html"
+        ),
+        "merging.rebase": lambda w: rebase.rebase(w.repo, "m@gone", "m@main~1"),
     }
 
 
