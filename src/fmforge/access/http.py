@@ -128,6 +128,29 @@ _REGISTRY: dict[str, Route] = {
 """MLflow's model registry routes (by path template)."""
 
 
+def _artifact(repo: Repository, request: Request) -> list[Need]:
+    """MLflow's artifact proxy: a run's files are the run's (``read`` / ``write``); a
+    registered version's files (``model-commits/<commit>/...``) are that model commit's."""
+    from fmforge.models.refs import ModelRefs
+    from fmforge.server.mlflow_registry import artifact_owner
+
+    path = str(request.path.get("path") or request.query.get("path") or "")
+    action = "read" if request.method in ("GET", "HEAD") else "write"
+    parts = path.strip("/").split("/")
+    if parts[0] == "model-commits":
+        resource = "model"
+        if len(parts) > 1:
+            with contextlib.suppress(FmforgeError):
+                found = repo.view(ModelRefs).commit(parts[1])
+                resource = format_resource("model", found.model, commit=found.commit)
+        return [(action, resource)]
+    try:
+        owner, _ = artifact_owner(path)
+    except FmforgeError:
+        return [(action, "run")]
+    return [(action, _run(owner.removeprefix("run/")) if owner.startswith("run/") else "run")]
+
+
 UI_ROUTES: dict[str, Route] = {
     # the dashboard's pages and files: it lists runs
     "/": _fixed("list", "run"),
@@ -162,6 +185,9 @@ UI_ROUTES: dict[str, Route] = {
     f"{MLFLOW}/runs/get": _run_from("read", "query", "run_id", "run_uuid"),
     f"{MLFLOW}/runs/search": _fixed("list", "run"),
     f"{MLFLOW}/metrics/get-history": _run_from("read", "query", "run_id", "run_uuid"),
+    f"{MLFLOW}/artifacts/list": _run_from("read", "query", "run_id", "run_uuid"),
+    f"{MLFLOW}-artifacts/artifacts": Route(_artifact),
+    f"{MLFLOW}-artifacts/artifacts/{{path:path}}": Route(_artifact),
     **_REGISTRY,
 }
 """``fmforge ui``'s routes (by path template)."""

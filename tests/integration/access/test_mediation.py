@@ -371,3 +371,25 @@ def test_mlflows_registry_is_decided_on_the_model_it_names(
     assert client.post(rename, content=body, headers=bearer).status_code == 403  # not other
     get = client.get(f"{M}/registered-models/get?name=m", headers=bearer)
     assert get.status_code == 200, get.text
+
+
+def test_mlflows_artifact_proxy_is_decided_on_the_run_or_the_model_commit(
+    world: World, client: TestClient
+) -> None:
+    """Reading runs does not let one download a model's files through the artifact proxy."""
+    from fmforge.models import ModelRefs
+
+    control = AccessControl(world.repo)
+    control.grant("user:nobody", "run", role="viewer")
+    bearer = {"Authorization": f"Bearer {world.nobody}"}
+    commit = world.repo.view(ModelRefs).resolve("m", "main")
+    url = f"/api/2.0/mlflow-artifacts/artifacts/model-commits/{commit}/model.safetensors"
+    assert client.get(url, headers=bearer).status_code == 403
+    (denied,) = world.repo.view(AccessLogView).denied("user:nobody")
+    assert (denied.action, denied.resource) == ("read", f"model/m@{commit}")
+    listing = f"/api/2.0/mlflow-artifacts/artifacts?path=0/{world.run_id}/artifacts"
+    assert client.get(listing, headers=bearer).status_code == 200
+    granted = [e for e in world.repo.ledger.read_all(types=("AccessGranted",))][-1]
+    assert granted.data["resource"] == f"run/{world.run_id}"
+    control.grant("user:nobody", "model/m", role="viewer")
+    assert client.get(url, headers=bearer).status_code == 200
