@@ -114,7 +114,8 @@ class AdapterWeights:
 
 def _manifest_config(reader: CommitReader) -> dict[str, Any] | None:
     """``adapter_config.json``, with ``id2label`` from a ``config.json`` beside it (where a
-    classification adapter keeps its label names) when it has none."""
+    classification adapter keeps its label names) when it has none, else from the class names
+    of ``fmforge_task.json`` (where ``fmforge.training`` records them)."""
     blobs = {
         Path(e["path"]).name: e["object"] for e in reader.manifest["files"] if e["kind"] == "blob"
     }
@@ -124,13 +125,22 @@ def _manifest_config(reader: CommitReader) -> dict[str, Any] | None:
     if not isinstance(parsed, dict):
         return None
     if "id2label" not in parsed and "config.json" in blobs:
-        try:
-            extra = orjson.loads(reader.repo.objects.get(blobs["config.json"]))
-        except orjson.JSONDecodeError:
-            extra = None
+        extra = _json_blob(reader, blobs["config.json"])
         if isinstance(extra, dict) and isinstance(extra.get("id2label"), dict):
             parsed["id2label"] = extra["id2label"]
+    if "id2label" not in parsed and "fmforge_task.json" in blobs:
+        task = _json_blob(reader, blobs["fmforge_task.json"])
+        classes = task.get("classes") if isinstance(task, dict) else None
+        if isinstance(classes, list):
+            parsed["id2label"] = {str(i): str(name) for i, name in enumerate(classes)}
     return parsed
+
+
+def _json_blob(reader: CommitReader, digest: str) -> Any:
+    try:
+        return orjson.loads(reader.repo.objects.get(digest))
+    except orjson.JSONDecodeError:
+        return None
 
 
 def describe(repo: Repository, model: str, commit: str) -> AdapterSpec:
