@@ -266,12 +266,19 @@ def serve_and_move(repo: Repository, scratch: Path, facts: dict[str, Any]) -> li
     from fmforge.serving.adapters import describe
 
     refs = repo.view(ModelRefs)
-    classifiers = [f"{a['model']}@{a['branch']}" for a in facts["minilm_adapters"]]
-    first = facts["minilm_adapters"][0]
-    spec = describe(repo, first["model"], refs.resolve(first["model"], first["branch"]))
-    minilm = spec.base or "minilm@main"  # the base commit the adapters were trained on
+    bases = [
+        describe(repo, a["model"], refs.resolve(a["model"], a["branch"])).base or "minilm@main"
+        for a in facts["minilm_adapters"]
+    ]
+    minilm = bases[0]  # the base commit the (first) adapters were trained on: one deployment
+    entries = [a for a, b in zip(facts["minilm_adapters"], bases, strict=True) if b == minilm]
+    classifiers = [f"{a['model']}@{a['branch']}" for a in entries]
     shown = minilm[: minilm.index("@") + 13]
-    lines: list[str] = []
+    lines = [
+        f"not served: {a['model']}@{a['branch']} (adapts {b[: b.index('@') + 13]}, not {shown})"
+        for a, b in zip(facts["minilm_adapters"], bases, strict=True)
+        if b != minilm
+    ]
     tally = _Tally()
     metrics: dict[str, str] = {}
     with (
@@ -282,7 +289,7 @@ def serve_and_move(repo: Repository, scratch: Path, facts: dict[str, Any]) -> li
             f"serving {shown} + {len(classifiers)} classifiers on {enc_url}/v1 and "
             f"{LLM}@main + 2 adapters on {llm_url}/v1 (deployments {enc.name}, {llm.name})"
         )
-        lines += _mixed(enc_url, llm_url, facts["minilm_adapters"], tally)
+        lines += _mixed(enc_url, llm_url, entries, tally)
         lines += _move(repo, llm_url, facts["serving"]["v2"], tally)
         for url, dep in ((enc_url, enc), (llm_url, llm)):
             metrics[dep.name] = _fetch_text(url + "/metrics")
@@ -416,7 +423,8 @@ def _move(repo: Repository, url: str, v2: Path, tally: _Tally) -> list[str]:
     for worker in workers:
         worker.start()
     try:
-        while len(seen) < 12 and any(w.is_alive() for w in workers) and not tally.failed:
+        deadline = time.monotonic() + 30
+        while len(seen) < 12 and time.monotonic() < deadline and not tally.failed:
             time.sleep(0.05)
         moved_at = time.monotonic()
         new = commit_model(repo, model, v2, "v2", branch=branch).commit
