@@ -18,6 +18,7 @@ from fmforge.errors import StreamVersionConflict
 from fmforge.ledger import Event, NewEvent, Projection, handles
 from fmforge.models import demo as model_demo
 from fmforge.repository import Repository
+from fmforge.serving import demo as serving_demo
 from fmforge.tracking import demo as runs_demo
 
 
@@ -204,6 +205,14 @@ STEPS: list[DemoStep] = [
         _data(data_demo.synthesize_lfs),
     ),
     DemoStep("Trace one comment through every version", _data(data_demo.trace_comment)),
+    DemoStep(
+        "Adapters to serve: MiniLM classifiers and a tiny Llama with two LoRAs",
+        _models(serving_demo.prepare_adapters),
+    ),
+    DemoStep(
+        "Serve them (fmforge serve): mixed openai requests, a branch moved mid-stream, metrics",
+        _models(serving_demo.serve_and_move),
+    ),
 ]
 
 
