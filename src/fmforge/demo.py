@@ -19,6 +19,7 @@ from fmforge.errors import StreamVersionConflict
 from fmforge.ledger import Event, NewEvent, Projection, handles
 from fmforge.models import demo as model_demo
 from fmforge.repository import Repository
+from fmforge.serving import demo as serving_demo
 from fmforge.tracking import demo as runs_demo
 
 
@@ -205,6 +206,14 @@ STEPS: list[DemoStep] = [
         _data(data_demo.synthesize_lfs),
     ),
     DemoStep("Trace one comment through every version", _data(data_demo.trace_comment)),
+    DemoStep(
+        "Adapters to serve: MiniLM classifiers and a tiny Llama with two LoRAs",
+        _models(serving_demo.prepare_adapters),
+    ),
+    DemoStep(
+        "Serve them (fmforge serve): mixed openai requests, a branch moved mid-stream, metrics",
+        _models(serving_demo.serve_and_move),
+    ),
     DemoStep("Access control: two users and a service principal", _data(access_demo.principals)),
     DemoStep(
         "A dataset with personal data, encrypted per author", _data(access_demo.tagged_dataset)

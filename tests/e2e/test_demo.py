@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,14 @@ def test_fmforge_demo_runs_every_step(tmp_path: Path) -> None:
     assert "in comments@v3 (label)" in result.stdout
     assert "(LabelingFunctionReviewed events by" in result.stdout
     assert "synthesized " in result.stdout
+    served = re.search(r"(\d+) requests through the openai client: .*; (\d+) failed", result.stdout)
+    assert served is not None, "the serving chapter reports its requests"
+    assert int(served[1]) > 50
+    assert served[2] == "0"
+    moved = re.search(r"(\d+) started after it: .*?(\d+) by v2", result.stdout)
+    assert moved is not None
+    assert int(moved[2]) > 0  # the move reached new requests
+    assert "stopped; deployment/tiny-llama in the ledger: 1 DeploymentStarted" in result.stdout
     assert "service:ci reads people: denied (no_grant)" in result.stdout
     assert "user:alice reads it: author '***'" in result.stdout
     assert "use spam-people: refused (forbid:licence)" in result.stdout
