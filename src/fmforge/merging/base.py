@@ -149,16 +149,24 @@ class MergeResult:
 
 
 def merge_needs(repo: Repository, args: Any) -> list[Need]:
-    """What a merge touches: ``commit`` on its output (when named), ``read`` on each input
-    and the base (decided as resolved, so the record names the commits read)."""
+    """What a merge touches: ``commit`` on the branch it writes (of the model named, else of
+    each model the output may go to), ``read`` on each input and the base (as resolved)."""
     spec: MergeSpec = args["spec"]
-    out: list[Need] = []
+    branch = args.get("branch") or f"merge/{spec.method}"
     if args.get("name"):
-        branch = args.get("branch") or f"merge/{spec.method}"
-        out.append(("commit", targets.branch_resource(args["name"], branch)))
+        outputs = [args["name"]]
+    else:  # the base's model or the first input's, as the output turns out: both decided
+        named = [spec.base] if spec.base else []
+        outputs = list(dict.fromkeys(m.partition("@")[0] for m in [*named, spec.inputs[0].model]))
+    out: list[Need] = [("commit", targets.branch_resource(o, branch)) for o in outputs]
+    return out + merge_reads(repo, args)
+
+
+def merge_reads(repo: Repository, args: Any) -> list[Need]:
+    """``read`` on each input and the base of ``args["spec"]``."""
+    spec: MergeSpec = args["spec"]
     sources = [i.model for i in spec.inputs] + ([spec.base] if spec.base else [])
-    out += [("read", targets.model_resource(repo, s)) for s in sources]
-    return out
+    return [("read", targets.model_resource(repo, s)) for s in sources]
 
 
 @mediated("commit", merge_needs)
