@@ -44,7 +44,6 @@ PACKAGES = (
 )  # fmt: skip
 EXEMPT = {
     "fmforge.init": "opens a run through start_run, which is mediated (one event per run)",
-    "fmforge.data.labeling.labeling_function": "a decorator: touches no repository",
 }
 """Exported callables that take a repository and are not themselves mediated, and why."""
 
