@@ -76,6 +76,7 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   └── RequestRefused          a foreign Host or Origin, or a state change without JSON
     └── AccessError
         ├── Unauthenticated         no credentials, or a token unknown, expired or revoked (.reason)
+        ├── TooManyLogins           too many failed logins: 429 with Retry-After (.retry_after)
         ├── AccessDenied            the policy refuses this action on this resource (.reason)
         ├── InvalidPolicy           a policy file, rule, resource pattern or principal is wrong
         ├── ProofFailed             a Merkle proof or signed checkpoint does not verify (.detail)
@@ -608,6 +609,17 @@ class Unauthenticated(AccessError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"not authenticated ({reason}){': ' + detail if detail else ''}")
         self.reason = reason
+
+
+class TooManyLogins(AccessError):
+    """Too many failed logins for this principal from this address; retry after
+    ``retry_after`` seconds (HTTP 429)."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class AccessDenied(AccessError):

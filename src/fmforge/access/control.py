@@ -255,6 +255,20 @@ class AccessControl:
         self.repo.record(ev.TOKENS, ev.TokenRevoked({"token_id": token_id, "reason": reason}))
         self._changed()
 
+    @mediated("policy.manage", _POLICY, repo="self")
+    def set_password(self, principal: str, password: str) -> None:
+        """Set ``principal``'s dashboard password: recorded as its argon2id hash only
+        (``PasswordSet``); sessions opened with an earlier password end."""
+        from fmforge.access.passwords import hash_password
+
+        found = self._principal(principal)
+        if found.kind == "group":
+            raise InvalidPolicy(f"{principal} is a group; passwords are for users and services")
+        self.repo.record(
+            ev.PASSWORDS, ev.PasswordSet({"principal": principal, "hash": hash_password(password)})
+        )
+        self._changed()
+
     @mediated("grant", _granted, repo="self")
     def grant(
         self,
@@ -437,6 +451,7 @@ class AccessControl:
         objects: Sequence[str],
         *,
         also: Sequence[str] = (),
+        session: str | None = None,
     ) -> None:
         data: dict[str, Any] = {
             "principal": decision.principal, "action": decision.action,
@@ -448,6 +463,8 @@ class AccessControl:
             data["objects"] = list(objects)
         if also:
             data["also"] = list(also)
+        if session:
+            data["session"] = session
         kind = ev.AccessGranted if decision.allowed else ev.AccessDenied
         root = parse_resource(decision.resource).root
         self.repo.record(ev.log_stream(root), kind(data))  # type: ignore[arg-type]

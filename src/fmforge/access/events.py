@@ -2,6 +2,7 @@
 
 - ``access/principals``: principals, their attributes and group memberships;
 - ``access/tokens``: API tokens issued (their SHA-256 only) and revoked;
+- ``access/passwords``: dashboard passwords set (their argon2id hash only, never the password);
 - ``access/grants``: grants of roles or actions on resource patterns, and their revocation;
 - ``access/policy``: the policy (rules, compliance switches, resource attributes) in force;
 - ``access/log/<resource root>``: one ``AccessGranted`` or ``AccessDenied`` per request
@@ -29,6 +30,12 @@ TokenId = Annotated[str, StringConstraints(pattern=r"^tok_[0-9a-f]{16}$")]
 GrantId = Annotated[str, StringConstraints(pattern=r"^grant_[0-9a-f]{16}$")]
 KeyId = Annotated[str, StringConstraints(pattern=r"^subject:[0-9a-f]{32}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+PhcHash = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^\$argon2id\$v=19\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$"
+    ),
+]
 Text = Annotated[str, StringConstraints(max_length=4096)]
 Count = Annotated[int, Ge(0)]
 Attributes = dict[str, str | bool | int | list[str]]
@@ -74,6 +81,11 @@ class TokenRevokedData(TypedDict):
     reason: Text
 
 
+class PasswordSetData(TypedDict):
+    principal: Name  # user:NAME or service:NAME
+    hash: PhcHash  # argon2id, PHC string format; the password itself is never recorded
+
+
 class GrantAddedData(TypedDict):
     grant_id: GrantId
     principal: Name
@@ -104,6 +116,7 @@ class AccessDecisionData(TypedDict):
     request_id: str | None
     masked: list[str]  # columns released masked
     via: NotRequired[str]  # library | cli | http
+    session: NotRequired[str]  # the dashboard session's id, for requests made with its cookie
     also: NotRequired[list[str]]  # "ACTION RESOURCE" of the other resources the request needed
     objects: NotRequired[list[str]]  # digests released (one event per request, not per chunk)
 
@@ -221,11 +234,12 @@ def log_stream(root: str) -> str:
     return f"access/log/{root}"
 
 
-PRINCIPALS, TOKENS, GRANTS, POLICY = (
+PRINCIPALS, TOKENS, GRANTS, POLICY, PASSWORDS = (
     "access/principals",
     "access/tokens",
     "access/grants",
     "access/policy",
+    "access/passwords",
 )
 CHECKPOINTS, SUBJECTS = "access/checkpoints", "access/subjects"
 
@@ -237,6 +251,11 @@ GroupMemberAdded = EventType("GroupMemberAdded", GroupMemberAddedData, check=_ME
 GroupMemberRemoved = EventType("GroupMemberRemoved", GroupMemberRemovedData, check=_MEMBER)
 TokenIssued = EventType("TokenIssued", TokenIssuedData, check=_checked(_token, TOKENS))
 TokenRevoked = EventType("TokenRevoked", TokenRevokedData, check=_on(TOKENS))
+PasswordSet = EventType(
+    "PasswordSet",
+    PasswordSetData,
+    check=_checked(_principal_fields("principal"), PASSWORDS),
+)
 GrantAdded = EventType("GrantAdded", GrantAddedData, check=_checked(_grant, GRANTS))
 GrantRevoked = EventType("GrantRevoked", GrantRevokedData, check=_on(GRANTS))
 PolicySet = EventType("PolicySet", PolicySetData, check=_checked(_policy, POLICY))
@@ -256,6 +275,7 @@ DOMAIN = Domain(
         GroupMemberRemoved,
         TokenIssued,
         TokenRevoked,
+        PasswordSet,
         GrantAdded,
         GrantRevoked,
         PolicySet,

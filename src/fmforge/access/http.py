@@ -43,6 +43,7 @@ Rule = Callable[["Repository", Request], "list[Need]"]
 class Route:
     rule: Rule
     body: bool = False  # the rule reads the JSON body
+    authenticated: str | None = None  # any authenticated principal's: the action recorded
 
 
 def _run(value: object) -> str:
@@ -151,7 +152,18 @@ def _artifact(repo: Repository, request: Request) -> list[Need]:
     return [(action, _run(owner.removeprefix("run/")) if owner.startswith("run/") else "run")]
 
 
+def _authenticated(action: str) -> Route:
+    return Route(lambda repo, request: [(action, "repository")], authenticated=action)
+
+
+LOGIN = "/login"
+"""``GET``: the login page, answered without credentials; ``POST``: a password login, which
+``fmforge.server.identity`` answers itself (authentication is what it does)."""
+
 UI_ROUTES: dict[str, Route] = {
+    # sessions: who the caller is, and the end of a dashboard session
+    "/api/whoami": _authenticated("whoami"),
+    "/logout": _authenticated("logout"),
     # the dashboard's pages and files: it lists runs
     "/": _fixed("list", "run"),
     "/compare": _fixed("list", "run"),

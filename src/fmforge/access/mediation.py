@@ -52,6 +52,7 @@ from fmforge.access.events import POLICY
 from fmforge.access.facts import AccessFactsView
 from fmforge.access.principals import ANONYMOUS
 from fmforge.access.resources import parse_resource
+from fmforge.access.sessions import Session
 from fmforge.access.tokens import TokenRecord
 from fmforge.errors import Unauthenticated
 
@@ -142,6 +143,11 @@ def request_recorded(decision: Decision | None) -> Iterator[None]:
         yield
     finally:
         _call.reset(token)
+
+
+def current_caller() -> Caller | None:
+    """Who the server authenticated for the request in progress, if anyone."""
+    return _caller.get()
 
 
 def current() -> Call | None:
@@ -251,43 +257,84 @@ class Gate:
         request_id: str,
         via: str = "http",
         purpose: str | None = None,
-    ) -> tuple[Decision, TokenRecord]:
-        """Authenticate a request's token (Basic's ``username`` must be its principal's) and
-        decide its needs: exactly one access event, granted or denied, recorded before it
-        returns; ``Unauthenticated`` (401) or ``AccessDenied`` (403) when refused."""
+        session: Session | None = None,
+        csrf: bool = True,
+        authenticated: str | None = None,
+    ) -> tuple[Decision, TokenRecord | None]:
+        """Authenticate a request's token (Basic's ``username`` must be its principal's), or
+        its dashboard ``session``, and decide its needs: exactly one access event, granted or
+        denied, recorded before it returns; ``Unauthenticated`` (401) or ``AccessDenied``
+        (403) when refused. A session's change without its CSRF token (``csrf`` False) is
+        denied (``csrf``). ``authenticated``: the route is any authenticated principal's, and
+        the grant recorded is that action on ``repository``."""
         self.refresh()
         context = Context(purpose or _purpose.get())
         action, resource = needs[0]
+        sid = session.session_id if session is not None else None
+        record: TokenRecord | None = None
         try:
-            record = self.control.authenticate(token)
-            if username is not None and username not in (
-                record.principal,
-                record.principal.split(":", 1)[1],
-            ):
-                raise Unauthenticated(
-                    "unknown_token", f"the token is not {username}'s (Basic user name)"
-                )
+            if session is not None:
+                principal = self._session_principal(session)
+            else:
+                record = self.control.authenticate(token)
+                principal = record.principal
+                if username is not None and username not in (principal, principal.split(":")[1]):
+                    raise Unauthenticated(
+                        "unknown_token", f"the token is not {username}'s (Basic user name)"
+                    )
         except Unauthenticated as exc:
-            known = None
-            if token:
-                known = self.control.token_record(token)
-            who = known.principal if known else ANONYMOUS
+            known = self.control.token_record(token) if token else None
+            who = known.principal if known else (session and session.principal) or ANONYMOUS
             denial = Decision(False, who, action, resource, exc.reason, None, (), str(exc))
-            self.control.record_decision(denial, context, known, request_id, via, ())
+            self.control.record_decision(denial, context, known, request_id, via, (), session=sid)
             raise
-        granted: Decision | None = None
+        if not csrf:
+            detail = "a change made with the session cookie needs its X-CSRF-Token header"
+            denial = Decision(False, principal, action, resource, "csrf", None, (), detail)
+            self.control.record_decision(denial, context, None, request_id, via, (), session=sid)
+            denial.require()
+        if authenticated is not None:
+            granted = Decision(True, principal, authenticated, "repository", "authenticated")
+            self.control.record_decision(granted, context, record, request_id, via, (), session=sid)
+            return granted, record
+        found: Decision | None = None
         for need_action, need_resource in needs:
             decision = self.control.decide(
-                record.principal, need_action, need_resource, context, token=record
+                principal, need_action, need_resource, context, token=record
             )
             if not decision.allowed:
-                self.control.record_decision(decision, context, record, request_id, via, ())
+                self.control.record_decision(
+                    decision, context, record, request_id, via, (), session=sid
+                )
                 decision.require()
-            granted = granted or decision
-        assert granted is not None
+            found = found or decision
+        assert found is not None
         also = [f"{a} {r}" for a, r in needs[1:]]
-        self.control.record_decision(granted, context, record, request_id, via, (), also=also)
-        return granted, record
+        self.control.record_decision(
+            found, context, record, request_id, via, (), also=also, session=sid
+        )
+        return found, record
+
+    def _session_principal(self, session: Session) -> str:
+        """The principal of a signed session, while its password and the principal stand."""
+        if not session.session_id:  # a cookie whose signature fails, or that has ended
+            raise Unauthenticated("bad_session", "the session cookie is invalid or has ended")
+        state = self.control.state()
+        found = state.principals.get(session.principal)
+        password = state.passwords.get(session.principal)
+        if found is None or found.disabled:
+            raise Unauthenticated("session_ended", f"{session.principal} is disabled")
+        if password is None or password[1] != session.password_seq:
+            raise Unauthenticated("session_ended", "the password changed since: log in again")
+        return session.principal
+
+    def record_login(
+        self, decision: Decision, *, request_id: str, session: str | None = None
+    ) -> None:
+        """Record a login attempt (granted or denied): the request's one access event."""
+        self.control.record_decision(
+            decision, Context(_purpose.get()), None, request_id, "http", (), session=session
+        )
 
 
 _gates: weakref.WeakKeyDictionary[Repository, Gate] = weakref.WeakKeyDictionary()

@@ -23,6 +23,7 @@ STATE_TYPES = (
     "GroupMemberRemoved",
     "TokenIssued",
     "TokenRevoked",
+    "PasswordSet",
     "GrantAdded",
     "GrantRevoked",
     "PolicySet",
@@ -51,6 +52,8 @@ class AccessState:
     policy: PolicySpec = field(default_factory=PolicySpec)
     policy_digest: str = ""
     seq: int = 0
+    passwords: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """principal -> (argon2id hash, seq of the event that set it)"""
 
 
 def scopes_of(data: Iterable[Mapping[str, Any]]) -> tuple[Scope, ...]:
@@ -65,6 +68,7 @@ class StateBuilder:
         self.members: dict[str, set[str]] = {}  # member -> groups
         self.grants: dict[str, Grant] = {}
         self.tokens: dict[str, TokenRecord] = {}
+        self.passwords: dict[str, tuple[str, int]] = {}
         self.policy = PolicySpec()
         self.digest = ""
         self.seq = 0
@@ -91,6 +95,8 @@ class StateBuilder:
             token = self.tokens.get(d["token_id"])
             if token is not None:
                 self.tokens[d["token_id"]] = replace(token, revoked=True)
+        elif kind == "PasswordSet":
+            self.passwords[d["principal"]] = (d["hash"], seq)
         elif kind == "GrantAdded":
             self.grants[d["grant_id"]] = Grant(
                 d["grant_id"], d["principal"], d["resource"], frozenset(d["actions"]), d["role"]
@@ -108,8 +114,9 @@ class StateBuilder:
             for name, p in self.principals.items()
         }
         return AccessState(
-            principals, dict(self.grants), dict(self.tokens), self.policy, self.digest, self.seq
-        )
+            principals, dict(self.grants), dict(self.tokens), self.policy, self.digest, self.seq,
+            dict(self.passwords),
+        )  # fmt: skip
 
 
 def replay(events: Iterable[tuple[int, str, Mapping[str, Any]]]) -> AccessState:

@@ -138,6 +138,40 @@ def member(
     console.print(f"{name} {'left' if remove else 'joined'} {group}")
 
 
+def read_secret(prompt: str, *, from_stdin: bool, confirm: bool) -> str:
+    """A secret from standard input (its first line) or typed twice at a hidden prompt; never
+    echoed, never printed."""
+    import sys
+
+    if from_stdin:
+        line = sys.stdin.readline()
+        value = line[:-1] if line.endswith("\n") else line
+        if value.endswith("\r"):
+            value = value[:-1]
+        if not value:
+            raise UsageError("standard input gave an empty line")
+        return value
+    value = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    return str(value)
+
+
+@app.command("passwd")
+def passwd(
+    ctx: typer.Context,
+    principal: Annotated[str, typer.Argument(help="NAME (a user), or user:N, service:N.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Set a principal's dashboard password (prompted twice, or --password-stdin). Only its
+    argon2id hash is recorded; sessions opened with the old password end."""
+    secret = read_secret("password", from_stdin=password_stdin, confirm=True)
+    name = principal_name(principal)
+    with open_repository(ctx) as repo:
+        AccessControl(repo).set_password(name, secret)
+    console.print(f"password set for {name} (argon2id; the dashboard's /login takes it)")
+
+
 @token_app.command("issue")
 def token_issue(
     ctx: typer.Context,

@@ -41,6 +41,7 @@ from fmforge.server.routers import (
     models,
     pages,
     runs,
+    session,
 )
 from fmforge.server.state import ServerState
 from fmforge.settings import load_settings
@@ -68,7 +69,9 @@ def create_app(
     # No /docs or /redoc: their pages load scripts from a CDN; /openapi.json stays.
     app = FastAPI(title="fmforge", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.fmforge = state
-    for module in (pages, runs, models, mlflow, mlflow_registry, mlflow_artifacts, datasets, audit):
+    for module in (
+        pages, session, runs, models, mlflow, mlflow_registry, mlflow_artifacts, datasets, audit
+    ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(mlflow_artifacts.tracking_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -44,6 +44,7 @@ from fmforge.errors import (
     Overloaded,
     PayloadTooLarge,
     RepositoryExists,
+    TooManyLogins,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ MLFLOW_CODE_BY_STATUS: dict[int, str] = {
     403: "PERMISSION_DENIED",
     404: "RESOURCE_DOES_NOT_EXIST",
     409: "RESOURCE_CONFLICT",
+    429: "REQUEST_LIMIT_EXCEEDED",
     413: "INVALID_PARAMETER_VALUE",  # what MLflow's server answers for an oversized batch
     500: "INTERNAL_ERROR",
     503: "TEMPORARILY_UNAVAILABLE",
@@ -93,12 +95,12 @@ def error_body(error: FmforgeError) -> dict[str, str]:
 
 
 def error_response(error: FmforgeError) -> JSONResponse:
-    allow = error.allow if isinstance(error, MethodNotAllowed) else ""
-    return JSONResponse(
-        error_body(error),
-        status_code=error.http_status,
-        headers={"Allow": allow} if allow else None,
-    )
+    headers: dict[str, str] = {}
+    if isinstance(error, MethodNotAllowed) and error.allow:
+        headers["Allow"] = error.allow
+    if isinstance(error, TooManyLogins):
+        headers["Retry-After"] = str(error.retry_after)
+    return JSONResponse(error_body(error), status_code=error.http_status, headers=headers or None)
 
 
 # ---- pydantic's and FastAPI's validation errors as one line -------------------------------

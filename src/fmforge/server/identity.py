@@ -7,7 +7,9 @@ not. With it on, every request, to every route, the dashboard included:
 1. authenticates: ``Authorization: Bearer <token>`` (MLflow's ``MLFLOW_TRACKING_TOKEN``), or
    HTTP Basic with a user name and a token as the password (``MLFLOW_TRACKING_USERNAME`` +
    ``MLFLOW_TRACKING_PASSWORD``; the user name must be the token's principal). A token is
-   checked with one SHA-256 and one lookup;
+   checked with one SHA-256 and one lookup. Without an Authorization header, the dashboard's
+   session cookie (``fmforge.server.login``: a password login, then one HMAC per request;
+   a change needs its CSRF token);
 2. is decided: the route's action and resource (``fmforge.access.http``: from its path, query
    or JSON body), through the token's scope;
 3. is recorded, granted or denied (unauthenticated, expired, revoked or out-of-scope tokens
@@ -26,7 +28,7 @@ import base64
 import binascii
 import json
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -43,11 +45,19 @@ from fmforge.access.mediation import (
     request_recorded,
     resolving,
 )
+from fmforge.access.sessions import FailedLogins, Session, Sessions, load_secret, secret_path
 from fmforge.errors import FmforgeError, Unauthenticated
 from fmforge.repository import Repository, acting_as
 from fmforge.server.errors import error_response
+from fmforge.server.login import (
+    SESSION_KEY,
+    login_redirect,
+    password_login,
+    session_of,
+    wants_page,
+)
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 Render = Callable[[FmforgeError], Any]
 REALM = 'Basic realm="fmforge", charset="UTF-8"'
 
@@ -99,15 +109,23 @@ class PrincipalMiddleware:
         self.table = table if table is not None else routes.UI_ROUTES
         self.open_paths = open_paths
         self.render = render
+        self.dashboard = table is None  # fmforge ui: password logins and session cookies
+        self._session_keeper: Sessions | None = None
+        self.failed = FailedLogins()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         repo = self.repository(scope)
-        if repo is None or not gate(repo).enabled() or scope["path"] in self.open_paths:
+        login = self.dashboard and scope["path"] == routes.LOGIN
+        opened = login and scope["method"] in ("GET", "HEAD")  # the login page
+        if repo is None or not gate(repo).enabled() or scope["path"] in self.open_paths or opened:
             with acting_as(principal_of(scope)):
                 await self.app(scope, receive, send)
+            return
+        if login and scope["method"] == "POST":
+            await password_login(repo, self._sessions(repo), self.failed, scope, receive, send)
             return
         route, params, _template = self._route(scope)
         body: bytes | None = None
@@ -115,17 +133,30 @@ class PrincipalMiddleware:
             body, receive = await _buffered(receive)
         request_id = new_request_id()
         token, username = credentials(scope)
+        session: Session | None = None
+        csrf = True
+        sessions: Sessions | None = None
+        if token is None and username is None and self.dashboard:
+            sessions = self._sessions(repo)
+            session, csrf = session_of(scope, sessions)
         try:
             decision, record = await anyio.to_thread.run_sync(
                 _decide, repo, route, scope, params, body, token, username, request_id,
-                self.purpose,
+                self.purpose, session, csrf,
             )  # fmt: skip
         except FmforgeError as error:
             await self._refuse(error, request_id, scope, receive, send)
             return
+        if session is not None:
+            scope[SESSION_KEY] = (sessions, session)
         caller = Caller(decision.principal, record, "http", request_id)
         with acting_as(decision.principal), calling_as(caller), request_recorded(decision):
             await self.app(scope, receive, _with_request_id(send, request_id))
+
+    def _sessions(self, repo: Repository) -> Sessions:
+        if self._session_keeper is None:
+            self._session_keeper = Sessions(load_secret(secret_path(repo.path)))
+        return self._session_keeper
 
     def _route(self, scope: Scope) -> tuple[routes.Route | None, dict[str, Any], str]:
         table = self.table(scope) if callable(self.table) else self.table
@@ -141,7 +172,9 @@ class PrincipalMiddleware:
         self, error: FmforgeError, request_id: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
         response = self.render(error)
-        if isinstance(error, Unauthenticated):
+        if isinstance(error, Unauthenticated) and self.dashboard and wants_page(scope):
+            response = login_redirect(scope)  # a browser: to the login page, and back
+        elif isinstance(error, Unauthenticated):
             response.headers["WWW-Authenticate"] = REALM
         response.headers["X-Request-Id"] = request_id
         await response(scope, receive, send)
@@ -185,6 +218,8 @@ def _decide(
     username: str | None,
     request_id: str,
     purpose: str | None,
+    session: Session | None = None,
+    csrf: bool = True,
 ) -> Any:
     keeper = gate(repo)
     keeper.refresh()
@@ -203,7 +238,10 @@ def _decide(
         )
         with resolving():
             needs = route.rule(repo, request)
-    return keeper.authorize_request(token, username, needs, request_id=request_id, purpose=purpose)
+    return keeper.authorize_request(
+        token, username, needs, request_id=request_id, purpose=purpose, session=session,
+        csrf=csrf, authenticated=route.authenticated if route is not None else None,
+    )  # fmt: skip
 
 
 async def _buffered(receive: Receive) -> tuple[bytes, Receive]:

@@ -26,6 +26,12 @@ async def run_page(run_id: str) -> FileResponse:
     return FileResponse(STATIC / "run.html")
 
 
+@router.get("/login")
+async def login_page() -> FileResponse:
+    """The login form: answered without credentials (it shows nothing of the repository)."""
+    return FileResponse(STATIC / "login.html", headers={"Cache-Control": "no-store"})
+
+
 @router.get("/compare")
 async def compare_page() -> FileResponse:
     return FileResponse(STATIC / "compare.html")

@@ -4,8 +4,23 @@
 const COLORS = ["#0969da", "#bc4c00", "#1a7f37", "#8250df", "#bf3989", "#0a7b83", "#6e7781", "#9a6700"];
 const ANOMALY = "#d00000";
 
-async function api(path) {
-  const response = await fetch(path);
+// With access control on, the dashboard's session cookie authenticates its requests; a change
+// carries the CSRF token the login set (cookie fmforge_csrf). Without a session: the login page.
+function csrfToken() {
+  const found = document.cookie.split("; ").find((c) => c.startsWith("fmforge_csrf="));
+  return found ? decodeURIComponent(found.slice("fmforge_csrf=".length)) : "";
+}
+
+function toLogin() {
+  location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+}
+
+async function api(path, options = {}) {
+  const method = (options.method || "GET").toUpperCase();
+  const headers = {...(options.headers || {})};
+  if (method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = csrfToken();
+  const response = await fetch(path, {...options, headers, credentials: "same-origin"});
+  if (response.status === 401) { toLogin(); throw new Error("not logged in"); }
   const body = await response.json();
   if (!response.ok) throw new Error(body.message || response.statusText);
   return body;
