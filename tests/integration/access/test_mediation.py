@@ -266,6 +266,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, Te
         (tmp / "repo").mkdir()
         with Repository.init(tmp / "repo") as repo:
             world = _world(repo, tmp)
+            AccessControl(repo).set_password("user:nobody", PASSWORD)
+            AccessControl(repo).set_password("user:tester@fmforge", PASSWORD)
             app = create_app(repo.root)
             with TestClient(app, base_url="http://127.0.0.1") as client:
                 yield world, client
@@ -273,6 +275,35 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, Te
 
 JSON = {"Content-Type": "application/json"}
 M = "/api/2.0/mlflow"
+PASSWORD = "nobody's password"
+OPEN = {("GET", "/login"): "the login page: a form that shows nothing of the repository"}
+"""Routes answered without credentials, and why they may be: no event (nothing released)."""
+AUTHENTICATED = {("GET", "/api/whoami"), ("POST", "/logout")}
+"""Routes any authenticated principal may call (who am I, end my session)."""
+LOGIN = ("POST", "/login")  # authenticates by password: each attempt is one event
+
+
+def _callers(world: World, method: str, path: str) -> list[tuple[str, Any, Any, Any, Any]]:
+    """(who, headers, body or None for the example's, status or None for "not refused",
+    event or None for none) of each request the walk sends to a route."""
+    if (method, path) in OPEN:
+        return [(w, h, None, 200, None) for w, h in (
+            ("no one", {}), ("admin", {"Authorization": f"Bearer {world.admin}"}),
+        )]  # fmt: skip
+    if (method, path) == LOGIN:
+        wrong = b'{"user": "nobody", "password": "not the password"}'
+        right = b'{"user": "nobody", "password": "%s"}' % PASSWORD.encode()
+        return [
+            ("a wrong password", {}, wrong, 401, "AccessDenied"),
+            ("the password", {}, right, 200, "AccessGranted"),
+        ]
+    nobody = 200 if (method, path) in AUTHENTICATED else 403
+    granted = "AccessGranted" if nobody == 200 else "AccessDenied"
+    return [
+        ("no one", {}, None, 401, "AccessDenied"),
+        ("nobody", {"Authorization": f"Bearer {world.nobody}"}, None, nobody, granted),
+        ("admin", {"Authorization": f"Bearer {world.admin}"}, None, None, "AccessGranted"),
+    ]
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
@@ -281,21 +312,62 @@ def test_each_request_to_every_route_is_one_access_event(
 ) -> None:
     world, client = served
     repo = world.repo
-    verb, url, body = _example(method, path)
-    for who, header, status, event in (
-        ("no one", {}, 401, "AccessDenied"),
-        ("nobody", {"Authorization": f"Bearer {world.nobody}"}, 403, "AccessDenied"),
-        ("admin", {"Authorization": f"Bearer {world.admin}"}, None, "AccessGranted"),
-    ):
+    verb, url, example = _example(method, path)
+    for who, header, body, status, event in _callers(world, method, path):
         before = repo.ledger.head().seq
-        response = client.request(verb, url, content=body, headers={**JSON, **header})
+        response = client.request(
+            verb, url, content=example if body is None else body, headers={**JSON, **header}
+        )
+        client.cookies.clear()  # a login's session cookie is not the next caller's
         if status is not None:
             assert response.status_code == status, (who, response.text)
         else:
             assert response.status_code not in (401, 403), (who, response.text)
         events = _access_events(repo, before)
+        if event is None:
+            assert events == [], (who, [e.data for e in events])
+            continue
         assert [e.type for e in events] == [event], (who, [e.data for e in events])
         assert events[0].data.get("request_id") == response.headers["X-Request-Id"]
+
+
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+def test_each_request_with_a_session_cookie_is_one_access_event(
+    served: tuple[World, TestClient], method: str, path: str
+) -> None:
+    """The dashboard's session cookie, in place of a token: each request one event; a change
+    without the CSRF token is refused (403, ``csrf``), and one event too."""
+    world, client = served
+    repo = world.repo
+    if (method, path) in OPEN or (method, path) == LOGIN:
+        return  # walked above
+    login = client.post(
+        "/login", json={"user": "tester@fmforge", "password": PASSWORD}, headers=JSON
+    )
+    assert login.status_code == 200, login.text
+    csrf = login.json()["csrf_token"]
+    verb, url, body = _example(method, path)
+    tries = [("with CSRF", {"X-CSRF-Token": csrf}, None, "AccessGranted")]
+    if verb in UNSAFE:
+        tries.insert(0, ("without CSRF", {}, 403, "AccessDenied"))
+    try:
+        for who, header, status, event in tries:
+            before = repo.ledger.head().seq
+            response = client.request(verb, url, content=body, headers={**JSON, **header})
+            if status is not None:
+                assert response.status_code == status, (who, response.text)
+            else:
+                assert response.status_code not in (401, 403), (who, response.text)
+            events = _access_events(repo, before)
+            assert [e.type for e in events] == [event], (who, [e.data for e in events])
+            assert events[0].data.get("session"), events[0].data  # made with the cookie
+            if status == 403:
+                assert events[0].data["reason"] == "csrf"
+    finally:
+        client.cookies.clear()
 
 
 def test_every_denial_is_listed_by_audit_denied(

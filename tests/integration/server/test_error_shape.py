@@ -35,6 +35,10 @@ BAD: dict[tuple[str, str], tuple[str, str, bytes | None, int] | None] = {
     ("GET", "/compare"): None,
     ("GET", "/runs/{run_id}"): None,  # the same page for every id; its JSON refuses
     ("GET", "/openapi.json"): None,
+    ("GET", "/login"): None,
+    ("POST", "/login"): ("POST", "/login", b'{"user": "ann", "password": "x"}', 400),  # access off
+    ("POST", "/logout"): None,
+    ("GET", "/api/whoami"): None,
     ("GET", "/runs/{run_id}/report.html"): ("GET", "/runs/nope/report.html", None, 404),
     ("GET", "/api/runs"): ("GET", "/api/runs?where=((", None, 400),
     ("GET", "/api/runs/{run_id}"): ("GET", "/api/runs/nope", None, 404),
