@@ -25,11 +25,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner, Result
 
-from fmforge.cli.app import app as cli
-
 from fmforge.access.control import AccessControl
 from fmforge.access.policy import PolicySpec
 from fmforge.access.sessions import FAILURES
+from fmforge.cli.app import app as cli
 from fmforge.repository import Repository
 from fmforge.server.app import create_app
 from fmforge.tracking import start_run
@@ -111,7 +110,8 @@ def test_passwd_records_an_argon2id_hash_never_the_password(ann: Repository) -> 
     short = fm(ann.root, "access", "passwd", "ann", "--password-stdin", input="short\n", ok=False)
     assert "at least 8 characters" in short.stderr
     hashes = [e.data["hash"] for e in ann.ledger.read_all(1) if e.type == "PasswordSet"]
-    assert len(hashes) == 3 and all(h.startswith("$argon2id$v=19$m=65536,t=3,p=4$") for h in hashes)
+    assert len(hashes) == 3
+    assert all(h.startswith("$argon2id$v=19$m=65536,t=3,p=4$") for h in hashes)
     raw = b"".join(p.read_bytes() for p in (ann.root / ".fmforge").rglob("*") if p.is_file())
     for secret in (PASSWORD, "another secret", "typed twice!"):
         assert secret.encode() not in raw, secret  # nowhere: ledger, projections, WAL
@@ -127,7 +127,9 @@ def test_a_login_sets_a_signed_httponly_strict_cookie_and_a_csrf_token(
     assert answer["principal"] == "user:ann"
     cookies = {c.split("=", 1)[0]: c for c in response.headers.get_list("set-cookie")}
     session = cookies["fmforge_session"]
-    assert "HttpOnly" in session and "SameSite=strict" in session and "Path=/" in session
+    assert "HttpOnly" in session
+    assert "SameSite=strict" in session
+    assert "Path=/" in session
     assert "HttpOnly" not in cookies["fmforge_csrf"]  # the page's script reads it
     assert answer["csrf_token"] in cookies["fmforge_csrf"]
     assert PASSWORD not in response.text
@@ -245,7 +247,8 @@ def test_a_new_password_or_a_disabled_principal_ends_its_sessions(
     assert login(client, password="a newer password").status_code == 200
     AccessControl(ann).update_principal("user:ann", disabled=True)
     refused = client.get("/api/runs")
-    assert refused.status_code == 401 and "disabled" in refused.json()["message"]
+    assert refused.status_code == 401
+    assert "disabled" in refused.json()["message"]
     assert login(client, password="a newer password").status_code == 401
 
 
@@ -254,7 +257,8 @@ def test_a_browser_without_a_session_is_sent_to_the_login_page(client: TestClien
     assert page.status_code == 303
     assert page.headers["location"] == "/login?next=%2Fcompare%3Fruns%3Da"
     form = client.get("/login")
-    assert form.status_code == 200 and 'type="password"' in form.text
+    assert form.status_code == 200
+    assert 'type="password"' in form.text
     assert client.get("/api/runs").status_code == 401  # the API stays 401
 
 
