@@ -350,7 +350,9 @@ def test_each_request_with_a_session_cookie_is_one_access_event(
     assert login.status_code == 200, login.text
     csrf = login.json()["csrf_token"]
     verb, url, body = _example(method, path)
-    tries = [("with CSRF", {"X-CSRF-Token": csrf}, None, "AccessGranted")]
+    tries: list[tuple[str, dict[str, str], int | None, str]] = [
+        ("with CSRF", {"X-CSRF-Token": csrf}, None, "AccessGranted")
+    ]
     if verb in UNSAFE:
         tries.insert(0, ("without CSRF", {}, 403, "AccessDenied"))
     try:
