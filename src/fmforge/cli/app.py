@@ -13,7 +13,19 @@ import typer
 from rich.table import Table
 
 from fmforge import __version__
-from fmforge.cli import access, audit, data, events, label, model, remote, runs, serve, train
+from fmforge.cli import (
+    access,
+    audit,
+    data,
+    events,
+    label,
+    login,
+    model,
+    remote,
+    runs,
+    serve,
+    train,
+)  # fmt: skip
 from fmforge.cli.context import FmforgeGroup, console, open_repository, store_option, text
 from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
@@ -40,6 +52,9 @@ app.add_typer(remote.app, name="remote")
 app.add_typer(runs.app, name="runs")
 app.add_typer(serve.app, name="deployment")
 app.command("serve")(serve.serve)
+app.command("login")(login.login)
+app.command("logout")(login.logout)
+app.command("whoami")(login.whoami)
 app.command("push")(remote.push)
 app.command("pull")(remote.pull)
 app.command("clone")(remote.clone_)
