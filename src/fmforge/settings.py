@@ -202,8 +202,15 @@ SETTINGS: tuple[Setting, ...] = (
         "audit.export_dir",
         "FMFORGE_AUDIT_EXPORT_DIR",
         "",
-        "A directory every checkpoint is also written to (<size>.checkpoint and "
-        "latest.checkpoint); empty for none.",
+        "A directory, or s3://BUCKET/PREFIX (endpoint: objects.s3_endpoint_url), every "
+        "checkpoint is also written to (<size>.checkpoint and latest.checkpoint); empty for none.",
+    ),
+    Setting(
+        "audit.export_retain_days",
+        "FMFORGE_AUDIT_EXPORT_RETAIN_DAYS",
+        0,
+        "Days an S3 export's numbered checkpoints are kept under compliance-mode object lock "
+        "(the bucket must have object lock on); 0 for none.",
     ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}

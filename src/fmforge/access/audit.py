@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from fmforge.access import events as ev
 from fmforge.access import targets
+from fmforge.access.checkpoint_s3 import sink_for
 from fmforge.access.checkpoints import (
     Checkpoint,
     CheckpointSink,
-    DirectorySink,
     SigningKey,
     VerifierKey,
     export_checkpoint,
@@ -163,7 +163,7 @@ class Checkpointer:
         self.every_seconds = every_seconds or float(settings["audit.checkpoint_every_s"])
         if sinks is None:
             export = str(settings["audit.export_dir"])
-            sinks = [DirectorySink(Path(export))] if export else []
+            sinks = [sink_for(export, settings)] if export else []
         self.sinks = sinks
         self.tree = LedgerTree(repo.ledger, repo.path / "merkle")
         self._last = _last_recorded(repo)

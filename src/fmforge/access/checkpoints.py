@@ -14,8 +14,8 @@ form Go's ``golang.org/x/mod/sumdb/note`` reads: ``PRIVATE+KEY+NAME+KEYID+BASE64
 signing key, a file of mode 0600) and ``NAME+KEYID+BASE64`` (the verifier key, public).
 
 A checkpoint is exported as files (``<size>.checkpoint`` and ``latest.checkpoint``) through a
-``CheckpointSink``: a directory here; an S3 bucket with object lock or a git remote implement
-the same one-method protocol.
+``CheckpointSink``: a directory here; an S3 bucket (with object lock, optionally) in
+``fmforge.access.checkpoint_s3``; a git remote would implement the same one-method protocol.
 """
 
 from __future__ import annotations

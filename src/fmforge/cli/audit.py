@@ -19,7 +19,8 @@ from fmforge.access.audit import (
     signing_key_path,
     verify_history,
 )
-from fmforge.access.checkpoints import Checkpoint, DirectorySink, VerifierKey
+from fmforge.access.checkpoint_s3 import sink_for
+from fmforge.access.checkpoints import Checkpoint, VerifierKey
 from fmforge.cli.access import principal_name
 from fmforge.cli.context import FmforgeGroup, console, open_repository
 from fmforge.errors import UsageError
@@ -72,15 +73,17 @@ def _verifiers(repo: Repository, keys: list[str] | None) -> list[VerifierKey]:
 def checkpoint(
     ctx: typer.Context,
     export: Annotated[
-        Path | None,
-        typer.Option(help="Also write it to this directory (besides audit.export_dir)."),
+        str | None,
+        typer.Option(
+            help="Also write it to this directory or s3://BUCKET/PREFIX (besides audit.export_dir)."
+        ),
     ] = None,
 ) -> None:
     """Sign a checkpoint of the ledger now (creating the signing key on first use)."""
     with open_repository(ctx) as repo:
         checkpointer = Checkpointer(repo)
         if export is not None:
-            checkpointer.sinks.append(DirectorySink(export))
+            checkpointer.sinks.append(sink_for(export, repo.settings))
         signed = checkpointer.checkpoint("manual")
         key_path = signing_key_path(repo)
         verifier = checkpointer.key.verifier.encode()
