@@ -97,7 +97,8 @@ class AccessControl:
     # ---- the state in force -------------------------------------------------------------
 
     def state(self) -> AccessState:
-        """The access-control state in force (what ``repo.view(AccessView)`` reads too)."""
+        """The access-control state in force (what ``repo.view(AccessView)`` reads too,
+        passwords aside: only this state has their hashes)."""
         return self.authorizer().state
 
     def authorizer(self) -> Authorizer:

@@ -282,7 +282,8 @@ def test_in_a_browser_the_dashboard_asks_for_a_password_then_shows_the_runs(
     ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page()
+            context = browser.new_context()
+            page = context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(url + "/")
@@ -300,6 +301,15 @@ def test_in_a_browser_the_dashboard_asks_for_a_password_then_shows_the_runs(
             cookies = {c["name"]: c for c in page.context.cookies()}
             assert cookies["fmforge_session"]["httpOnly"] is True
             assert cookies["fmforge_session"]["sameSite"] == "Strict"
+            # log out (a POST with the CSRF token): back to the login page, and the runs
+            # page sends there again
+            page.click("#logout")
+            page.wait_for_selector("form#login")
+            assert "fmforge_session" not in {c["name"] for c in page.context.cookies()}
+            again = context.new_page()  # the same browser's cookies
+            again.goto(url + "/compare")
+            again.wait_for_selector("form#login")
+            assert "/login?next=%2Fcompare" in again.url
             assert errors == []
         finally:
             browser.close()

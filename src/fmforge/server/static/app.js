@@ -418,6 +418,22 @@ async function comparePage() {
   document.body.dataset.ready = "1";
 }
 
+// Logged in with a password (the CSRF cookie is there): a "log out" button in the header.
+function setupLogout() {
+  const header = document.querySelector("header");
+  if (!header || !csrfToken()) return;
+  const button = el("button", { id: "logout", type: "button", class: "logout" }, "log out");
+  button.addEventListener("click", async () => {
+    await fetch("/logout", {
+      method: "POST", headers: {"Content-Type": "application/json", "X-CSRF-Token": csrfToken()},
+      body: "{}", credentials: "same-origin",
+    });
+    location.assign("/login");
+  });
+  header.append(button);
+}
+
 setupControls();
+setupLogout();
 const PAGES = { runs: runsPage, run: runPage, compare: comparePage };
 PAGES[document.body.dataset.page]().catch(showError);
