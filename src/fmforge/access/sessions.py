@@ -4,9 +4,10 @@ the failed-login limit.
 - **The cookie** (``fmforge_session``: HttpOnly, SameSite=Strict, Path=/, Secure over HTTPS)
   is ``base64url(principal|session id|expiry|password seq).base64url(HMAC-SHA256)`` under the
   server secret. Checking it is one HMAC, no argon2 and no lookup; it ends at its expiry, at
-  ``POST /logout`` (the server keeps the session ids logged out until they expire: a
-  restart forgets them, the expiry still ends them), when the password changes (the seq of
-  the ``PasswordSet`` it was opened under is in it) and when the principal is disabled.
+  ``POST /logout`` (its recorded event names the session: ``Gate.logged_out`` reads them
+  from the ledger, so a logout holds across restarts and server processes), when the
+  password changes (the seq of the ``PasswordSet`` it was opened under is in it) and when the
+  principal is disabled.
 - **The secret** is 32 random bytes in ``.fmforge/keys/session.key``, created with mode 0600
   on first use and refused when others may read it. Deleting it ends every session.
 - **CSRF.** A request authenticated by the cookie that changes anything (POST, PUT, PATCH,
@@ -16,7 +17,7 @@ the failed-login limit.
   Requests with a token (Bearer, Basic) carry no ambient credential and need none.
 - **Failed logins** are limited per principal and client address: ``FAILURES`` within
   ``WINDOW_S`` seconds, then 429 with ``Retry-After`` until the oldest leaves the window,
-  without checking the password.
+  without checking the password. The counts are each server process's own, in memory.
 """
 
 from __future__ import annotations
@@ -86,8 +87,6 @@ class Sessions:
     def __init__(self, secret: bytes, lifetime_s: float = LIFETIME_S) -> None:
         self._secret = secret
         self.lifetime_s = lifetime_s
-        self._ended: dict[str, float] = {}  # session id -> expiry, after a logout
-        self._lock = threading.Lock()
 
     def _mac(self, what: bytes) -> bytes:
         return hmac.new(self._secret, what, hashlib.sha256).digest()
@@ -122,19 +121,12 @@ class Sessions:
         except ValueError:
             return None
         moment = time.time() if now is None else now
-        if moment >= session.expires or session.session_id in self._ended:
+        if moment >= session.expires:
             return None
         return session
 
     def csrf_ok(self, session: Session, header: str | None) -> bool:
         return header is not None and hmac.compare_digest(header, self.csrf(session.session_id))
-
-    def end(self, session: Session) -> None:
-        """Log ``session`` out (until its expiry, while the server runs)."""
-        with self._lock:
-            now = time.time()
-            self._ended = {k: v for k, v in self._ended.items() if v > now}
-            self._ended[session.session_id] = session.expires
 
 
 class FailedLogins:

@@ -174,16 +174,6 @@ def session_of(scope: Scope, sessions: Sessions) -> tuple[Session | None, bool]:
     return session, csrf
 
 
-def end_session(scope: Scope) -> bool:
-    """End the session of a request made with the cookie (``POST /logout``)."""
-    found = scope.get(SESSION_KEY)
-    if found is None:
-        return False
-    sessions, session = found
-    sessions.end(session)
-    return True
-
-
 def wants_page(scope: Scope) -> bool:
     """Whether a request is a browser's navigation to a page (not the JSON API's)."""
     accept = Headers(scope=scope).get("accept", "")

@@ -212,6 +212,23 @@ def test_a_change_with_the_cookie_needs_the_csrf_token(ann: Repository, client: 
     assert client.get("/api/runs").status_code == 401
 
 
+def test_sessions_and_logouts_hold_across_a_restart(ann: Repository) -> None:
+    with TestClient(create_app(ann.root), base_url="http://127.0.0.1") as first:
+        kept = login(first).cookies["fmforge_session"]
+        first.cookies.clear()
+        ended = login(first).cookies["fmforge_session"]
+        csrf = first.cookies["fmforge_csrf"]
+        assert first.post("/logout", headers={**JSON, "X-CSRF-Token": csrf}).status_code == 200
+    with TestClient(create_app(ann.root), base_url="http://127.0.0.1") as second:
+        second.cookies.set("fmforge_session", kept)  # the secret is kept in .fmforge/keys
+        assert second.get("/api/whoami").json()["principal"] == "user:ann"
+        second.cookies.clear()
+        second.cookies.set("fmforge_session", ended)  # its logout is on the record
+        refused = second.get("/api/runs")
+        assert refused.status_code == 401
+        assert "logged out" in refused.json()["message"]
+
+
 def _flip(cookie: str, payload: bool) -> str:
     data, mac = cookie.split(".")
     if payload:  # another principal, with the signature of the old payload
