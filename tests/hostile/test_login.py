@@ -121,6 +121,23 @@ def test_an_unknown_user_or_a_garbage_cookie_is_one_denial_and_nothing_else(
     assert snapshot(repo.root).files == before.files
 
 
+@pytest.mark.parametrize(
+    "header",
+    [b"\xe9\xe9", b"x" * 5000, b""],
+    ids=["latin-1", "huge", "empty"],
+)
+def test_a_bad_csrf_header_is_one_denial(
+    repo: Repository, client: TestClient, header: bytes
+) -> None:
+    assert client.post("/login", json={"user": "ann", "password": PASSWORD}).status_code == 200
+    seq = repo.ledger.head().seq
+    sent = [(b"content-type", b"application/json"), (b"x-csrf-token", header)]
+    response = client.post("/logout", headers=sent)
+    http_refused(response, 403, "X-CSRF-Token")
+    data = _one_denial(repo.root, seq)
+    assert (data["principal"], data["reason"]) == ("user:ann", "csrf")
+
+
 PASSWD = [
     (["user:ann", "--password-stdin"], "\n", "empty line"),
     (["user:ann", "--password-stdin"], "short\n", "at least 8 characters"),

@@ -126,7 +126,10 @@ class Sessions:
         return session
 
     def csrf_ok(self, session: Session, header: str | None) -> bool:
-        return header is not None and hmac.compare_digest(header, self.csrf(session.session_id))
+        if header is None:
+            return False
+        expected = self.csrf(session.session_id).encode()
+        return hmac.compare_digest(header.encode("utf-8", "replace"), expected)
 
 
 class FailedLogins:
