@@ -4,6 +4,10 @@ denied, yields exactly one access event (``AccessGranted`` / ``AccessDenied``); 
 (library, CLI, HTTP, unauthenticated, expired and out-of-scope tokens) is listed by
 ``audit denied``.
 
+The HTTP walk covers the dashboard's sessions too: each route requested with a session cookie
+is one event, and a change without its CSRF token one denial; the login page is answered
+without credentials and records nothing; each password login is one event.
+
 The library walk is in two parts: an inventory (each exported callable that takes a
 repository is mediated, or named in ``EXEMPT`` with the reason) and calls (each mediated
 export called on real data, once denied and once allowed). The HTTP walk takes the routes from
