@@ -51,6 +51,7 @@ from fmforge.repository import Repository, acting_as
 from fmforge.server.errors import error_response
 from fmforge.server.login import (
     SESSION_KEY,
+    from_script,
     login_redirect,
     password_login,
     session_of,
@@ -174,8 +175,8 @@ class PrincipalMiddleware:
         response = self.render(error)
         if isinstance(error, Unauthenticated) and self.dashboard and wants_page(scope):
             response = login_redirect(scope)  # a browser: to the login page, and back
-        elif isinstance(error, Unauthenticated):
-            response.headers["WWW-Authenticate"] = REALM
+        elif isinstance(error, Unauthenticated) and not (self.dashboard and from_script(scope)):
+            response.headers["WWW-Authenticate"] = REALM  # (a page's script: no Basic dialog)
         response.headers["X-Request-Id"] = request_id
         await response(scope, receive, send)
 

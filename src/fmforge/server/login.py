@@ -180,6 +180,13 @@ def wants_page(scope: Scope) -> bool:
     return scope["method"] == "GET" and "text/html" in accept
 
 
+def from_script(scope: Scope) -> bool:
+    """Whether a request is a page's ``fetch`` (a browser's ``Sec-Fetch-Dest: empty``): its
+    401 carries no Basic challenge, which would open the browser's password dialog over the
+    page's own way to the login page."""
+    return Headers(scope=scope).get("sec-fetch-dest") == "empty"
+
+
 def login_redirect(scope: Scope) -> Response:
     target = scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
     return RedirectResponse("/login?next=" + quote(target, safe=""), status_code=303)

@@ -276,7 +276,12 @@ def test_a_browser_without_a_session_is_sent_to_the_login_page(client: TestClien
     form = client.get("/login")
     assert form.status_code == 200
     assert 'type="password"' in form.text
-    assert client.get("/api/runs").status_code == 401  # the API stays 401
+    api = client.get("/api/runs")
+    assert api.status_code == 401  # the API stays 401, with a Basic challenge for clients
+    assert api.headers["WWW-Authenticate"].startswith("Basic")
+    script = client.get("/api/runs", headers={"Sec-Fetch-Dest": "empty"})
+    assert script.status_code == 401  # a page's fetch: no challenge (no browser dialog)
+    assert "WWW-Authenticate" not in script.headers
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
