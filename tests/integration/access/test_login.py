@@ -323,6 +323,15 @@ def test_in_a_browser_the_dashboard_asks_for_a_password_then_shows_the_runs(
             cookies = {c["name"]: c for c in page.context.cookies()}
             assert cookies["fmforge_session"]["httpOnly"] is True
             assert cookies["fmforge_session"]["sameSite"] == "Strict"
+            # the session ends (a new password): the page's next fetch sends it to log in
+            AccessControl(ann).set_password("user:ann", "a newer password")
+            page.evaluate("api('/api/runs').catch(() => null)")
+            page.wait_for_selector("form#login")
+            assert "/login?next=%2F" in page.url
+            page.fill("#user", "ann")
+            page.fill("#password", "a newer password")
+            page.click("button[type=submit]")
+            page.wait_for_selector("#runs[data-ready]")
             # log out (a POST with the CSRF token): back to the login page, and the runs
             # page sends there again
             page.click("#logout")
