@@ -194,7 +194,8 @@ def _access_event(rng: random.Random, name: str, data: dict[str, Any]) -> str:
     def hexes(n: int) -> str:
         return "".join(rng.choice(_HEX) for _ in range(n))
 
-    who = ["user:u1", "service:ci"] if name == "TokenIssued" else ["user:u1", "group:g1"]
+    users = name in ("TokenIssued", "PasswordSet")
+    who = ["user:u1", "service:ci"] if users else ["user:u1", "group:g1"]
     fields: dict[str, Any] = {
         "principal": rng.choice(who),
         "attributes": {"pii_cleared": rng.random() < 0.5, "purposes": ["research"]},
@@ -214,11 +215,15 @@ def _access_event(rng: random.Random, name: str, data: dict[str, Any]) -> str:
         data["root"] = base64.b64encode(rng.randbytes(32)).decode()
     if name in ("AccessGranted", "AccessDenied"):
         fields["token_id"] = rng.choice([None, "tok_" + hexes(16)])
+    if name == "PasswordSet":
+        salt, digest = (base64.b64encode(rng.randbytes(n)).decode().rstrip("=") for n in (16, 32))
+        fields["hash"] = f"$argon2id$v=19$m=65536,t=3,p=4${salt}${digest}"
     data.update({k: v for k, v in fields.items() if k in data})
     streams = {
         "TokenIssued": access.TOKENS, "TokenRevoked": access.TOKENS,
         "GrantAdded": access.GRANTS, "GrantRevoked": access.GRANTS, "PolicySet": access.POLICY,
         "CheckpointSigned": access.CHECKPOINTS, "SubjectKeyCreated": access.SUBJECTS,
+        "PasswordSet": access.PASSWORDS,
         "SubjectForgotten": access.SUBJECTS,
     }  # fmt: skip
     if name in ("AccessGranted", "AccessDenied"):

@@ -220,6 +220,12 @@ def _token(data: Mapping[str, Any]) -> None:
     parse_scopes(data["scopes"])
 
 
+def _password(data: Mapping[str, Any]) -> None:
+    from fmforge.access.principals import check_principal
+
+    check_principal(data["principal"], ("user", "service"))
+
+
 def _policy(data: Mapping[str, Any]) -> None:
     from fmforge.access.policy import policy_from_json
     from fmforge.errors import InvalidPolicy
@@ -251,11 +257,7 @@ GroupMemberAdded = EventType("GroupMemberAdded", GroupMemberAddedData, check=_ME
 GroupMemberRemoved = EventType("GroupMemberRemoved", GroupMemberRemovedData, check=_MEMBER)
 TokenIssued = EventType("TokenIssued", TokenIssuedData, check=_checked(_token, TOKENS))
 TokenRevoked = EventType("TokenRevoked", TokenRevokedData, check=_on(TOKENS))
-PasswordSet = EventType(
-    "PasswordSet",
-    PasswordSetData,
-    check=_checked(_principal_fields("principal"), PASSWORDS),
-)
+PasswordSet = EventType("PasswordSet", PasswordSetData, check=_checked(_password, PASSWORDS))
 GrantAdded = EventType("GrantAdded", GrantAddedData, check=_checked(_grant, GRANTS))
 GrantRevoked = EventType("GrantRevoked", GrantRevokedData, check=_on(GRANTS))
 PolicySet = EventType("PolicySet", PolicySetData, check=_checked(_policy, POLICY))
