@@ -110,14 +110,18 @@ def user_add(
 
 @user_app.command("ls")
 def user_ls(ctx: typer.Context) -> None:
-    """Every principal, one per line: name, groups, attributes (JSON), disabled or not."""
+    """Every principal, one per line: name, groups, attributes (JSON), whether it has a
+    dashboard password, disabled or not."""
     with open_repository(ctx) as repo:
         state = AccessControl(repo).state()
     for name in sorted(state.principals):
         p = state.principals[name]
         groups = ",".join(sorted(p.groups)) or "-"
         attrs = orjson.dumps(dict(p.attributes), option=orjson.OPT_SORT_KEYS).decode()
-        console.print(f"{name}  groups={groups}  {attrs}{'  disabled' if p.disabled else ''}")
+        password = "  password" if name in state.passwords else ""
+        console.print(
+            f"{name}  groups={groups}  {attrs}{password}{'  disabled' if p.disabled else ''}"
+        )
 
 
 @app.command("member")

@@ -109,6 +109,8 @@ def test_passwd_records_an_argon2id_hash_never_the_password(ann: Repository) -> 
     assert mismatch.exit_code != 0
     short = fm(ann.root, "access", "passwd", "ann", "--password-stdin", input="short\n", ok=False)
     assert "at least 8 characters" in short.stderr
+    listed = fm(ann.root, "access", "user", "ls").stdout
+    assert "user:ann  groups=-  {}  password" in listed
     hashes = [e.data["hash"] for e in ann.ledger.read_all(1) if e.type == "PasswordSet"]
     assert len(hashes) == 3
     assert all(h.startswith("$argon2id$v=19$m=65536,t=3,p=4$") for h in hashes)
