@@ -56,7 +56,8 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   └── ExperimentExists        an MLflow experiment of that name exists already
     ├── TrainingError
     │   ├── InvalidSpec             a finetune or eval request that cannot run (names the option)
-    │   └── TrainingFailed          a training process (a torchrun worker) failed
+    │   ├── TrainingFailed          a training process (a torchrun worker) failed
+    │   └── FisherNotFound          no diagonal Fisher is recorded for that commit
     ├── RequestError
     │   ├── InvalidRequest          a malformed HTTP request (body, field, parameter)
     │   ├── EndpointNotFound        no such route
@@ -470,6 +471,12 @@ class TrainingFailed(TrainingError):
     """A training process failed outside fmforge's checks (a torchrun worker died)."""
 
     http_status = 500
+
+
+class FisherNotFound(TrainingError):
+    """No diagonal Fisher is recorded for that commit (``fmforge fisher`` computes one)."""
+
+    http_status = 404
 
 
 class RequestError(FmforgeError):

@@ -16,6 +16,7 @@ from fmforge.data import events as data_events
 from fmforge.ledger.registry import DIGEST_PATTERN, Domain, EventRegistry, EventType
 from fmforge.models import events as model_events
 from fmforge.tracking import events as tracking_events
+from fmforge.training import events as training_events
 
 Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
 
@@ -47,6 +48,7 @@ REGISTRY = EventRegistry(
         data_events.DOMAIN,
         tracking_events.DOMAIN,
         access_events.DOMAIN,
+        training_events.DOMAIN,
     ]
 )
 """What ``Repository`` validates every write against."""

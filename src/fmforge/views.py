@@ -10,6 +10,7 @@ from fmforge.access.views import AccessHistoryView, AccessLogView, AccessView
 from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.evaluations import ModelEvaluations
+from fmforge.models.fishers import ModelFishers
 from fmforge.models.refs import ModelRefs
 from fmforge.tracking.views import ExperimentsView, RunsView
 
@@ -84,6 +85,7 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     ObjectRefs,
     ModelRefs,
     ModelEvaluations,
+    ModelFishers,
     DatasetsView,
     DatasetWork,
     SynthWork,

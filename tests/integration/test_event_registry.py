@@ -171,6 +171,9 @@ def valid_event(rng: random.Random, event_type: EventType[Any]) -> tuple[str, Ne
             stream = "run/" + run
     elif domain.name == "access":
         stream = _access_event(rng, event_type.name, data)
+    elif domain.name == "training":
+        key = "search" if "search" in data else "selection"
+        stream = f"{key}/{data[key]}"
     else:
         stream = "objects/pruned" if event_type.name == "ObjectsPruned" else "repository"
     return stream, event_type(data)

@@ -1,33 +1,25 @@
 """Trainable masks for ``--method sparse``: which entries of each weight a finetune may change.
 
-The seam FishMask plugs into: ``finetune(repo, spec, masks={name: bool tensor})`` trains only
-the True entries (the head, newly initialised, is trained in full; a body weight without a mask
-is frozen). Names are the task model's parameter names (``bert.encoder.layer.0...``) or the base
-model's (``encoder.layer.0...``, the registry's tensor names).
+``finetune(repo, spec, masks={name: bool tensor})`` trains only the True entries (the head,
+newly initialised, is trained in full; a body weight without a mask is frozen). Names are the
+task model's parameter names (``bert.encoder.layer.0...``) or the base model's
+(``encoder.layer.0...``, the registry's tensor names).
 
-Without masks, ``--keep`` of the body's entries are chosen by a placeholder score: the squared
-gradients summed over the first batches of the first epoch (at most ``SCORE_BATCHES``, in eval
-mode, so no random number is drawn), the top entries taken across all weights at once. That is
-the empirical Fisher of whole batches, not the per-example diagonal Fisher FishMask uses.
+Without masks, FishMask chooses them (``fmforge.training.fisher``): the ``--keep`` share of the
+body's entries with the largest diagonal Fisher of the base on the training rows.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import blake3
 import torch
 
 from fmforge.errors import InvalidSpec
 from fmforge.training.modeling import MASK_FILE, MASK_PREFIX, unwrap
-
-if TYPE_CHECKING:
-    from fmforge.training.loop import Loop
-
-SCORE_BATCHES = 8
 
 
 def in_head(name: str, head: tuple[str, ...]) -> bool:
@@ -59,37 +51,6 @@ def resolve_masks(
     for name, parameter in params.items():
         if name not in out and not in_head(name, head):
             parameter.requires_grad_(False)
-    return out
-
-
-def gradient_masks(loop: Loop, keep: float) -> dict[str, torch.Tensor]:
-    """The placeholder: the top ``keep`` share of body entries by summed squared gradient."""
-    body = [(n, p) for n, p in loop.params if not in_head(n, loop.head)]
-    if not body:
-        raise InvalidSpec("--method sparse: the model has no body weights to choose from")
-    scores = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in body}
-    loop.module.eval()
-    try:
-        order = loop.order(0)
-        size = loop.spec.batch_size
-        for index in range(min(SCORE_BATCHES, loop.per_epoch)):
-            loss, _ = loop.loss(order[index * size : (index + 1) * size])
-            loss.backward()  # type: ignore[no-untyped-call]
-            for name, parameter in body:
-                if parameter.grad is not None:
-                    scores[name] += parameter.grad.detach().float() ** 2
-            loop.optimizer.zero_grad(set_to_none=True)
-    finally:
-        loop.module.train()
-    flat = torch.cat([s.flatten() for s in scores.values()])
-    k = max(1, min(flat.numel(), math.ceil(keep * flat.numel())))
-    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
-    chosen[torch.topk(flat, k, sorted=False).indices] = True
-    out, offset = {}, 0
-    for name, parameter in body:
-        n = parameter.numel()
-        out[name] = chosen[offset : offset + n].view(parameter.shape).clone()
-        offset += n
     return out
 
 
