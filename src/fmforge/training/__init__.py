@@ -3,8 +3,9 @@
 ``finetune(repo, FinetuneSpec(...))`` trains (LoRA, full, or a FishMask sparse update) on a
 dataset version's weak or gold labels and commits checkpoints and the result; ``evaluate``
 records a commit's score on a split; ``replay`` re-runs a recorded CPU finetune and compares the
-bits; ``compute_fisher``/``load_fisher`` store and read a commit's diagonal Fisher; ``search``
-is ``finetune --auto`` (budgeted, pruned hyperparameter search); ``select_model`` ranks
+bits; ``compute_fisher``/``load_fisher`` store and read a commit's diagonal Fisher;
+``fmforge.training.search.search`` is ``finetune --auto`` (budgeted, pruned hyperparameter
+search; the module shares the name, so the function is not exported here); ``select_model`` ranks
 candidate models for a task by LogME, cross-checked by a linear probe.
 Needs the ``training`` extra (transformers, peft) and torch; names load on first use, so
 importing this package (for ``FinetuneSpec``) does not import torch.
@@ -30,7 +31,6 @@ _WHERE = {
     "finetune": "fmforge.training.finetuning",
     "load_fisher": "fmforge.training.fisher",
     "replay": "fmforge.training.replays",
-    "search": "fmforge.training.search",
     "select_model": "fmforge.training.selection",
 }
 
@@ -49,7 +49,6 @@ __all__ = [
     "finetune",
     "load_fisher",
     "replay",
-    "search",
     "select_model",
 ]
 
@@ -59,7 +58,7 @@ if TYPE_CHECKING:
     from fmforge.training.fisher import FisherResult, compute_fisher, load_fisher
     from fmforge.training.recording import FinetuneResult, Progress
     from fmforge.training.replays import ReplayReport, replay
-    from fmforge.training.search import SearchResult, SearchSpec, search
+    from fmforge.training.search import SearchResult, SearchSpec
     from fmforge.training.selection import Selection, select_model
     from fmforge.training.spec import FinetuneSpec
 
