@@ -3,6 +3,7 @@ seam, committed as sparse deltas on the base, pushed as a small upload)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,21 @@ def test_fishmask_commits_sparse_deltas_on_the_base_and_pushes_small(
     assert load_run(repo, again.run).config["mask"]["fisher"]["computed"] is False
     assert len(repo.view(ModelFishers).of_commit(base.commit)) == 1
     assert replay(repo, result.run).identical
+
+
+def test_fmforge_fisher_on_the_command_line(spam_repo: Repository) -> None:
+    from tests.clirunner import fm
+
+    code, output = fm(spam_repo.root, "fisher", "tiny", "--data", "spam:train", "--task",
+                      "classification", "--examples", "4", "--json")  # fmt: skip
+    assert code == 0, output
+    found = json.loads(output)
+    assert (found["examples"], found["kind"], found["dataset"]) == (4, "empirical", "spam@v2:train")
+    record = spam_repo.view(ModelFishers).fisher(found["commit"])
+    assert record is not None
+    assert found["object"] == record.object
+    code, output = fm(spam_repo.root, "fisher", "tiny", "--data", "spam", "--task",
+                      "classification", "--examples", "4", "--kind", "true")  # fmt: skip
+    assert code == 0, output
+    assert output.startswith("Fisher of tiny@")
+    assert "(4 examples, true, 39 tensors)" in output

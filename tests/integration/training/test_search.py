@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from fmforge.models import ModelRefs
 from fmforge.repository import Repository
@@ -21,7 +22,7 @@ def spec(**changes: object) -> FinetuneSpec:
     return FinetuneSpec.parse(values)
 
 
-def events(repo: Repository, search_id: str) -> list[tuple[str, dict[str, object]]]:
+def events(repo: Repository, search_id: str) -> list[tuple[str, dict[str, Any]]]:
     return [(e.type, dict(e.data)) for e in repo.ledger.read_stream(f"search/{search_id}")]
 
 
@@ -64,7 +65,8 @@ def test_a_search_runs_its_trials_as_runs_prunes_and_tags_the_best(spam_repo: Re
     assert started["pruner"] == {"kind": "asha", "eta": 3, "min_steps": 2}
     assert started["space"]["r"] == {"choices": [4, 8]}
     assert finished["tag"] == f"auto/{result.search}/best"
-    assert finished["best"]["trial"] == best.number  # type: ignore[index]
+    assert isinstance(finished["best"], dict)
+    assert finished["best"]["trial"] == best.number
     assert repo.verify().view_differences == ()
 
 
