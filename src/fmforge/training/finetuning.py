@@ -43,9 +43,8 @@ from fmforge.repository import Repository
 from fmforge.tracking import start_run
 from fmforge.training import resume as resuming
 from fmforge.training.data import load_training_data
-from fmforge.training.fisher import fishmask
 from fmforge.training.loop import Loop, World
-from fmforge.training.masks import resolve_masks, saved_masks
+from fmforge.training.masks import fishmask, resolve_masks, saved_masks
 from fmforge.training.modeling import Job, build_model, load_tokenizer
 from fmforge.training.recording import (
     RESULT_TAG,

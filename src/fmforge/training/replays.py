@@ -31,9 +31,8 @@ from fmforge.repository import Repository
 from fmforge.tracking.reading import load_run, read_metric
 from fmforge.tracking.views import RunsView
 from fmforge.training.finetuning import determinism, prepare
-from fmforge.training.fisher import fishmask
 from fmforge.training.loop import Loop, Position
-from fmforge.training.masks import masks_digest, resolve_masks, saved_masks
+from fmforge.training.masks import fishmask, masks_digest, resolve_masks, saved_masks
 from fmforge.training.modeling import build_model, save_model, weights_file
 from fmforge.training.recording import RESULT_TAG
 from fmforge.training.resume import recorded_spec
