@@ -104,7 +104,7 @@ def auto_row(repo: Repository, quick: bool) -> Row:
     states = [t.state for t in found.trials]
     return Row(
         f"--auto on a small task (MiniLM LoRA on {data}, valid accuracy; space lr 1e-4..1e-2 x "
-        f"r 4|16; grid {len(grid)} points, {grid_seconds:.0f} s; search {len(found.trials)} "
+        f"r 4 or 16; grid {len(grid)} points, {grid_seconds:.0f} s; search {len(found.trials)} "
         f"trials: {states.count('complete')} complete, {states.count('pruned')} pruned, "
         f"{search_seconds:.0f} s)",
         f"{value:.1f} with {found.steps} steps", f"grid {grid_best:.1f} with {grid_steps} steps",
