@@ -44,6 +44,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/access.py
 	$(BIN)/python benchmarks/lf_synth.py
 	$(BIN)/python benchmarks/finetune.py
+	$(BIN)/python benchmarks/scale_data.py
+	$(BIN)/python benchmarks/serving.py --cpu-time
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

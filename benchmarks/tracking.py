@@ -8,12 +8,21 @@ buffered in a list and written with one ``executemany`` per run in a durable WAL
 (synchronous=FULL), per value. Where installed, the same workload through the peers: TensorBoard's
 ``SummaryWriter`` (torch.utils.tensorboard), MLflow with its SQLite store (``pip install mlflow``,
 or mlflow-skinny plus sqlalchemy and alembic) and Aim (``pip install aim``); the slow ones log
-fewer steps, since the figure is a cost per value.
+fewer steps, since the figure is a cost per value. A peer that cannot run here (not installed,
+or installed without what it needs, as mlflow-skinny without its SQLite store) is skipped
+with a note in the table.
+
+MLflow over HTTP: the same MLflow client code (``mlflow.log_metrics`` once per step, one
+``log-batch`` request each) logging through ``fmforge ui`` and through a stock
+``mlflow server`` (SQLite store) on this machine, both started as separate processes; the
+figure is the client's wall time per logged value, end to end (until ``end_run`` returns).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import sqlite3
@@ -81,6 +90,9 @@ def peers(directory: Path, logged: list[dict[str, float]]) -> dict[str, tuple[fl
             in_loop, total = measure(directory / name.split()[0], logged[:steps])
         except ImportError as error:
             out[name] = f"not installed ({error.name})"
+            continue
+        except Exception as error:  # installed, but cannot run here (e.g. mlflow-skinny)
+            out[name] = f"cannot run here: {type(error).__name__}: {str(error)[:120]}"
             continue
         values = steps * len(METRICS)
         out[name] = (in_loop / values, total / values)
@@ -236,6 +248,91 @@ def runs_table(directory: Path, runs: int = 1000, metrics: int = 50) -> dict[str
     return {key: seconds * 1000 for key, seconds in best.items()}
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(command: list[str], url: str, log: Path) -> Any:
+    """Start a server process; return it once ``url`` answers (or raise with its log)."""
+    import subprocess
+    import urllib.request
+
+    handle = log.open("wb")
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(log.read_text()[-300:].strip() or "did not start") from None
+            time.sleep(0.25)
+
+
+def _log_over_http(url: str, logged: list[dict[str, float]], name: str) -> float:
+    """Seconds per value for the MLflow client logging ``logged`` to the server at ``url``."""
+    import logging
+
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(url)
+    mlflow.set_experiment(name)
+    for warm in range(2):  # connection, first-request costs: not timed
+        with mlflow.start_run():
+            mlflow.log_metrics(logged[warm], step=warm)
+    began = time.perf_counter()
+    with mlflow.start_run():
+        for step, values in enumerate(logged):
+            mlflow.log_metrics(values, step=step)
+    return (time.perf_counter() - began) / (len(logged) * len(METRICS))
+
+
+def mlflow_over_http(directory: Path, logged: list[dict[str, float]]) -> dict[str, float] | str:
+    """Per-value seconds of the MLflow client through `fmforge ui` and through a stock
+    `mlflow server`, or why it could not be measured."""
+    try:
+        import mlflow
+        import mlflow.server.handlers  # noqa: F401  (absent or broken in mlflow-skinny)
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
+    except ImportError as error:
+        return f"skipped: the `mlflow` package is not installed ({error.name})"
+    from fmforge.repository import Repository
+
+    repo_dir = directory / "over-http"
+    repo_dir.mkdir()
+    Repository.init(repo_dir).close()
+    out: dict[str, float] = {}
+    servers = {
+        "fmforge": [sys.executable, "-m", "fmforge", "--store", str(repo_dir), "ui", "--port"],
+        "mlflow": [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                   f"sqlite:///{directory / 'mlflow-http.db'}", "--artifacts-destination",
+                   str(directory / "mlflow-artifacts"), "--host", "127.0.0.1", "--workers", "1",
+                   "--port"],
+    }  # fmt: skip
+    for name, command in servers.items():
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        health = url + ("/" if name == "fmforge" else "/health")
+        try:
+            process = _serve([*command, str(port)], health, directory / f"{name}.log")
+        except RuntimeError as error:
+            return f"skipped: `{name}` server did not start ({error})"
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # MLflow prints "View run ..."
+                out[name] = _log_over_http(url, logged, f"bench-{name}")
+        finally:
+            process.terminate()
+            process.wait(30)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -247,6 +344,7 @@ def main() -> None:
         figures = ours(Path(tmp), runs, logged)
         table = runs_table(Path(tmp))
         others = peers(Path(tmp), logged)
+        over_http = mlflow_over_http(Path(tmp), logged[: 300 if args.quick else 1000])
     ref_us = reference * 1e6
     rows = [
         Row("in-loop cost per logged value", f"{figures['in_loop'] * 1e6:.2f} us",
@@ -277,6 +375,15 @@ def main() -> None:
         rows.append(Row(f"peer: {name}, in-loop / end-to-end per value",
                         f"{in_loop * 1e6:.1f} us / {total * 1e6:.1f} us",
                         f"{ref_us:.2f} us raw SQLite", in_loop / reference, "", None))  # fmt: skip
+    if isinstance(over_http, str):
+        rows.append(Row("MLflow client over HTTP: fmforge ui vs mlflow server, per value",
+                        over_http, "", None, "<= 1.0x", None))  # fmt: skip
+    else:
+        ratio = over_http["fmforge"] / over_http["mlflow"]
+        rows.append(Row("MLflow client over HTTP: fmforge ui vs mlflow server, per value",
+                        f"{over_http['fmforge'] * 1e6:.1f} us",
+                        f"{over_http['mlflow'] * 1e6:.1f} us mlflow server (SQLite)", ratio,
+                        "<= 1.0x", ratio <= 1.0))  # fmt: skip
     print_table(f"Metric logging ({runs} runs x {steps} steps x {len(METRICS)} metrics)", rows)
 
 

@@ -2,7 +2,8 @@
 
 Every fact is an event in a hash-chained ledger; large payloads live in a content-addressed
 object store; every other view is a projection rebuilt from the ledger. The names here are the
-entry points a user reaches for first; each domain package (``fmforge.models``,
+entry points a user reaches for first (``init``, ``log`` and ``finish``: W&B's one-liner for
+scripts, ``fmforge.tracking.quick``); each domain package (``fmforge.models``,
 ``fmforge.data``, ``fmforge.tracking``, ``fmforge.ledger``, ...) exports the rest. They load on
 first use, so ``import fmforge`` stays quick.
 """
@@ -23,6 +24,9 @@ _WHERE = {
     "checkout": "fmforge.models",
     "commit_model": "fmforge.models",
     "commit_tensors": "fmforge.models",
+    "finish": "fmforge.tracking.quick",
+    "init": "fmforge.tracking.quick",
+    "log": "fmforge.tracking.quick",
     "iter_tensors": "fmforge.models",
     "load_state_dict": "fmforge.models",
     "open_model": "fmforge.models",
@@ -40,8 +44,11 @@ __all__ = [
     "checkout",
     "commit_model",
     "commit_tensors",
+    "finish",
+    "init",
     "iter_tensors",
     "load_state_dict",
+    "log",
     "open_model",
     "read_table",
     "start_run",
@@ -61,6 +68,7 @@ if TYPE_CHECKING:
     )
     from fmforge.repository import Repository, acting_as
     from fmforge.tracking import start_run
+    from fmforge.tracking.quick import finish, init, log
 
 
 def __getattr__(name: str) -> Any:

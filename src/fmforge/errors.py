@@ -32,7 +32,10 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── RefNotFound             a branch, tag, commit or REF expression that resolves to nothing
     │   ├── InvalidModelSource      a PATH to commit that is not a model file or directory
     │   ├── BranchConflict          the branch moved while committing (.branch, .model)
-    │   └── BranchDiverged          a commit or move would drop the branch's history (.dropped)
+    │   ├── BranchDiverged          a commit or move would drop the branch's history (.dropped)
+    │   ├── InvalidMerge            a merge or rebase that cannot be done as specified
+    │   ├── ModelExists             a registered model of that name exists already
+    │   └── AliasNotFound           no alias of that name on a registered model
     ├── RemoteError
     │   ├── RemoteNotFound          no remote of that name is configured
     │   ├── NonFastForward          a push or pull would drop the other side's commits
@@ -53,11 +56,19 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   ├── InvalidMetric           a logged value or step that cannot be recorded
     │   ├── QueryError              a runs query that does not parse or names nothing
     │   ├── ExperimentNotFound      no MLflow experiment with that id or name
-    │   └── ExperimentExists        an MLflow experiment of that name exists already
+    │   ├── ExperimentExists        an MLflow experiment of that name exists already
+    │   ├── ParamChanged            a param logged again with another value (MLflow refuses it)
+    │   └── RunNotActive            a change to a deleted run, or to a run of a deleted experiment
     ├── TrainingError
     │   ├── InvalidSpec             a finetune or eval request that cannot run (names the option)
     │   ├── TrainingFailed          a training process (a torchrun worker) failed
     │   └── FisherNotFound          no diagonal Fisher is recorded for that commit
+    ├── ServingError
+    │   ├── AdapterIncompatible     an adapter for another base, or one the served slots cannot hold
+    │   ├── PromptTooLong           a prompt (with max_tokens) over the served context (.limit)
+    │   ├── Overloaded              the request queues are full: 429 with Retry-After (.retry_after)
+    │   ├── QueueTimeout            a request waited in the queue past its timeout
+    │   └── DeploymentNotFound      no deployment of that name
     ├── RequestError
     │   ├── InvalidRequest          a malformed HTTP request (body, field, parameter)
     │   ├── EndpointNotFound        no such route
@@ -339,6 +350,24 @@ class BranchDiverged(ModelError):
         self.dropped = dropped
 
 
+class InvalidMerge(ModelError):
+    """A merge or rebase that cannot be done as specified (an unknown method, adapters on
+    different bases, mismatched shapes or vocabularies, weights that do not match the inputs);
+    nothing was recorded."""
+
+
+class ModelExists(ModelError):
+    """A registered model of that name exists already; nothing was recorded."""
+
+    http_status = 409
+
+
+class AliasNotFound(ModelError):
+    """No alias of that name on a registered model (MLflow answers INVALID_PARAMETER_VALUE)."""
+
+    http_status = 404
+
+
 class RemoteError(FmforgeError):
     """A push, pull or clone that cannot proceed."""
 
@@ -455,8 +484,21 @@ class ExperimentExists(TrackingError):
     http_status = 409
 
 
+class ParamChanged(TrackingError):
+    """A param logged again with a different value: params are fixed once logged, as in
+    MLflow; nothing was recorded."""
+
+
+class RunNotActive(TrackingError):
+    """A change to a deleted run (or one in a deleted experiment); restore it first."""
+
+
 class TrainingError(FmforgeError):
     """Family of finetuning and evaluation errors."""
+
+
+class ServingError(FmforgeError):
+    """Family of errors of a serving deployment (``fmforge serve``)."""
 
     http_status = 400
 
@@ -475,6 +517,46 @@ class TrainingFailed(TrainingError):
 
 class FisherNotFound(TrainingError):
     """No diagonal Fisher is recorded for that commit (``fmforge fisher`` computes one)."""
+
+    http_status = 404
+
+
+class AdapterIncompatible(ServingError):
+    """An adapter whose recorded base is not the served base, or that the served slots cannot
+    hold (a rank over the maximum, a module outside the LoRA targets, an unsupported kind)."""
+
+    def __init__(self, adapter: str, detail: str) -> None:
+        super().__init__(f"adapter {adapter}: {detail}")
+        self.adapter = adapter
+        self.detail = detail
+
+
+class PromptTooLong(ServingError):
+    """A prompt whose tokens, with the tokens asked for, are over the served context."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class Overloaded(ServingError):
+    """The request queues are full; retry after ``retry_after`` seconds (HTTP 429)."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueueTimeout(ServingError):
+    """A request waited in the queue longer than its timeout; nothing was generated."""
+
+    http_status = 503
+
+
+class DeploymentNotFound(ServingError):
+    """No deployment of that name was ever started."""
 
     http_status = 404
 

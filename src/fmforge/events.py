@@ -15,6 +15,7 @@ from fmforge.access import events as access_events
 from fmforge.data import events as data_events
 from fmforge.ledger.registry import DIGEST_PATTERN, Domain, EventRegistry, EventType
 from fmforge.models import events as model_events
+from fmforge.serving import events as serving_events
 from fmforge.tracking import events as tracking_events
 from fmforge.training import events as training_events
 
@@ -49,6 +50,7 @@ REGISTRY = EventRegistry(
         tracking_events.DOMAIN,
         access_events.DOMAIN,
         training_events.DOMAIN,
+        serving_events.DOMAIN,
     ]
 )
 """What ``Repository`` validates every write against."""

@@ -108,6 +108,14 @@ SETTINGS: tuple[Setting, ...] = (
         "limits, and metrics).",
     ),
     Setting(
+        "server.max_artifact_bytes",
+        "FMFORGE_SERVER_MAX_ARTIFACT_BYTES",
+        10 * 1024**3,
+        "Largest artifact file an MLflow client may upload through `fmforge ui`'s artifact "
+        "proxy (PUT /api/2.0/mlflow-artifacts/artifacts/...); a larger one is refused (413). "
+        "It is streamed to disk, never held in memory.",
+    ),
+    Setting(
         "server.max_key_chars",
         "FMFORGE_SERVER_MAX_KEY_CHARS",
         250,

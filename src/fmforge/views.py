@@ -11,8 +11,14 @@ from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.evaluations import ModelEvaluations
 from fmforge.models.fishers import ModelFishers
+from fmforge.models.measurements import ModelMeasurements
 from fmforge.models.refs import ModelRefs
-from fmforge.tracking.views import ExperimentsView, RunsView
+from fmforge.models.registered import RegisteredModelsView
+from fmforge.serving.views import DeploymentsView
+from fmforge.tracking.artifacts import ArtifactsView
+from fmforge.tracking.experiments import ExperimentsView
+from fmforge.tracking.logged_models import LoggedModelsView
+from fmforge.tracking.views import RunsView
 
 
 class PrunedObjects(Projection[set[str]]):
@@ -86,13 +92,18 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     ModelRefs,
     ModelEvaluations,
     ModelFishers,
+    ModelMeasurements,
     DatasetsView,
     DatasetWork,
     SynthWork,
     RunsView,
     ExperimentsView,
+    ArtifactsView,
+    LoggedModelsView,
+    RegisteredModelsView,
     AccessView,
     AccessLogView,
     AccessHistoryView,
+    DeploymentsView,
 )
 """Every projection, in the order verify rebuilds them."""

@@ -120,3 +120,24 @@ def http_refused(
     if contains is not None:
         assert contains.lower() in line.lower(), f"{contains!r} not in {line!r}"
     return body
+
+
+def openai_refused(
+    response: Any, status: int | None = None, contains: str | None = None
+) -> dict[str, Any]:
+    """A 4xx answer in OpenAI's error object ``{"error": {"message", "type", "param",
+    "code"}}`` (the serving app's shape)."""
+    code = response.status_code
+    assert 400 <= code < 500, f"HTTP {code}: {response.text[:500]}"
+    if status is not None:
+        assert code == status, f"HTTP {code}, expected {status}: {response.text[:500]}"
+    body = json.loads(response.text)
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["code"], str), error
+    assert isinstance(error["type"], str), error
+    line = one_line(error["message"])
+    if contains is not None:
+        assert contains.lower() in line.lower(), f"{contains!r} not in {line!r}"
+    return error

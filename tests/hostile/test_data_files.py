@@ -58,6 +58,22 @@ def _many_good_then_bad() -> bytes:
     return b"text,n\n" + good.encode() + b"caf\xe9,500\n" + b"after,501\n"
 
 
+def _far(last: bytes, rows: int = 80_000) -> bytes:
+    """A CSV past the first 1 MiB block and a JSON Lines batch, then ``last``."""
+    return b"text,n\n" + "".join(f"row {i},{i}\n" for i in range(rows)).encode() + last
+
+
+def _far_jsonl(last: bytes, rows: int = 70_000) -> bytes:
+    return "".join(f'{{"n": {i}}}\n' for i in range(rows)).encode() + last
+
+
+def _late_parquet_nul() -> bytes:
+    table = pa.table({"t": [f"t{i}" if i != 150_000 else "a\0b" for i in range(160_000)]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=10_000)
+    return bytes(sink.getvalue().to_pybytes())
+
+
 def _invalid_utf8_parquet() -> bytes:
     broken = pa.array([b"ok", b"\xff\xfe"], pa.binary()).cast(pa.string(), safe=False)
     return _parquet(pa.table({"text": broken}))
@@ -152,6 +168,17 @@ BAD = [
         "--encoding applies to CSV and JSON Lines",
         args=("--encoding", "latin-1"),
     ),
+    # problems past the first block or batch of a big file (read a block at a time)
+    Bad("csv_far_invalid_utf8", {"d.csv": _far(b"caf\xe9,1\n")}, "line 80002, column 'text'"),
+    Bad("csv_far_ragged", {"d.csv": _far(b"a,1,2\n")}, "line 80002 has 3 fields"),
+    Bad("csv_far_nul", {"d.csv": _far(b"x\x00,1\n")}, "line 80002, column 'text' (character 2)"),
+    Bad(
+        "jsonl_far_mixed_kinds",
+        {"d.jsonl": _far_jsonl(b'{"n": "x"}\n')},
+        "line 70001, column 'n': a string where line 1 has an integer",
+    ),
+    Bad("jsonl_far_malformed", {"d.jsonl": _far_jsonl(b'{"n": 1\n')}, "line 70001, character 8"),
+    Bad("parquet_far_nul", {"d.parquet": _late_parquet_nul()}, "row 150001, column 't': a NUL"),
     # NUL
     Bad("csv_nul_byte", {"d.csv": b"a,b\nx\x00y,2\n"}, "line 2, column 'a' (character 2): a NUL"),
     Bad("jsonl_raw_nul_byte", {"d.jsonl": b'{"a": "x\x00"}\n'}, "line 1, character 9: a NUL"),
@@ -296,7 +323,7 @@ BAD = [
     Bad(
         "parquet_duplicate_columns",
         {"d.parquet": _parquet(pa.Table.from_arrays([pa.array([1]), pa.array([2])], ["a", "a"]))},
-        "not a readable Parquet file (Multiple matches for FieldRef.Name(a)",
+        "the column name 'a' appears twice (columns 1 and 2)",
     ),
     Bad(
         "parquet_invalid_utf8",

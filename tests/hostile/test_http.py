@@ -24,6 +24,7 @@ from fmforge.server.app import create_app
 from tests.hostile.harness import http_refused, unchanged
 
 M = "/api/2.0/mlflow"
+A = "/api/2.0/mlflow-artifacts"
 JSON = {"Content-Type": "application/json"}
 BIG = 10**30
 
@@ -421,14 +422,14 @@ CASES = [
         "POST",
         f"{M}/runs/search",
         {"filter": "1=1; DROP x"},
-        contains="unknown field",
+        contains="cannot read it at '; DROP x'",
     ),
     Case(
         "search-filter-deep",
         "POST",
         f"{M}/runs/search",
         {"filter": "(" * 5000 + "x"},
-        contains="deeper",
+        contains="expected a name",
     ),
     Case(
         "search-filter-not-string",
@@ -467,11 +468,137 @@ CASES = [
         contains="'metric_key' is required",
     ),
     Case("mlflow-unknown-route", "GET", f"{M}/nope", status=404, error_code="ENDPOINT_NOT_FOUND"),
+    # ---- artifacts, the registry, search (issue 16) ---------------------------------------
+    Case(
+        "artifact-dot-dot",
+        "PUT",
+        f"{A}/artifacts/0/{{run}}/artifacts/a/%2e%2e/%2e%2e/x",
+        b"x",
+        headers={"Content-Type": "text/plain"},
+        contains="'..'",
+    ),
+    Case(
+        "artifact-backslash",
+        "PUT",
+        f"{A}/artifacts/0/{{run}}/artifacts/a%5Cb",
+        b"x",
+        headers={"Content-Type": "text/plain"},
+        contains="backslash",
+    ),
+    Case(
+        "artifact-unknown-run",
+        "PUT",
+        f"{A}/artifacts/0/nope/artifacts/x",
+        b"x",
+        headers={},
+        status=404,
+        contains="nope",
+    ),
+    Case(
+        "artifact-outside-a-run",
+        "PUT",
+        f"{A}/artifacts/0/x",
+        b"x",
+        headers={},
+        contains="not inside a run",
+    ),
+    Case(
+        "artifact-missing",
+        "GET",
+        f"{A}/artifacts/0/{{run}}/artifacts/none.txt",
+        status=404,
+        contains="none.txt",
+        error_code="RESOURCE_DOES_NOT_EXIST",
+    ),
+    Case(
+        "artifact-listing-escapes",
+        "GET",
+        f"{M}/artifacts/list?run_id={{run}}&path=../x",
+        contains="'..'",
+    ),
+    Case(
+        "search-or",
+        "POST",
+        f"{M}/runs/search",
+        {"filter": "params.a = '1' OR 1 = 1"},
+        contains="expected AND",
+    ),
+    Case(
+        "search-order-sideways",
+        "POST",
+        f"{M}/runs/search",
+        {"order_by": ["metrics.x SIDEWAYS"]},
+        contains="ASC or DESC",
+    ),
+    Case(
+        "search-forged-page-token",
+        "POST",
+        f"{M}/runs/search",
+        {"page_token": "zzz"},
+        contains="page_token",
+    ),
+    Case(
+        "search-metric-against-text",
+        "POST",
+        f"{M}/runs/search",
+        {"filter": "metrics.loss > 'x'"},
+        contains="numbers",
+    ),
+    Case(
+        "experiment-rename-onto-another",
+        "POST",
+        f"{M}/experiments/update",
+        {"experiment_id": "0", "new_name": "taken"},
+        status=409,
+        error_code="RESOURCE_ALREADY_EXISTS",
+    ),
+    Case(
+        "experiment-delete-default",
+        "POST",
+        f"{M}/experiments/delete",
+        {"experiment_id": "0"},
+        contains="Default",
+    ),
+    Case(
+        "registered-model-bad-name",
+        "POST",
+        f"{M}/registered-models/create",
+        {"name": "../escape"},
+        contains="name",
+    ),
+    Case(
+        "model-version-foreign-source",
+        "POST",
+        f"{M}/model-versions/create",
+        {"name": "m", "source": "s3://bucket/model"},
+        contains="not a run's",
+    ),
+    Case(
+        "model-version-empty-source",
+        "POST",
+        f"{M}/model-versions/create",
+        {"name": "m", "source": "runs:/{run}/nothing-here"},
+        contains="holds no files",
+    ),
+    Case(
+        "registry-search-injection",
+        "GET",
+        f"{M}/registered-models/search?filter=name%20%3D%20'x'%3B%20DROP",
+        contains="cannot read",
+    ),
+    Case(
+        "delete-tag-never-set",
+        "POST",
+        f"{M}/runs/delete-tag",
+        {"run_id": "{run}", "key": "k"},
+        status=404,
+        contains="'k'",
+    ),
     Case(
         "mlflow-unsupported-route",
         "POST",
-        f"{M}/runs/delete",
-        {"run_id": "{run}"},
+        f"{M}/model-versions/transition-stage",
+        {"name": "m", "version": "1", "stage": "Staging"},
         status=404,
         error_code="ENDPOINT_NOT_FOUND",
     ),
@@ -615,6 +742,35 @@ def test_a_refused_step_loses_nothing_of_the_run(api: Api) -> None:
     assert [(m["step"], m["value"]) for m in history.json()["metrics"]] == [(0, 1.0)]
     acc = client.get(f"{M}/metrics/get-history", params={"run_id": api.run, "metric_key": "acc"})
     assert [m["step"] for m in acc.json()["metrics"]] == [2**63 - 1]
+
+
+def test_a_param_is_never_changed(api: Api) -> None:
+    """MLflow keeps params fixed: the same value again is fine, another is refused."""
+    client = api.client
+    body = {"run_id": api.run, "key": "lr", "value": "0.01"}
+    assert client.post(f"{M}/runs/log-parameter", json=body).status_code == 200
+    assert client.post(f"{M}/runs/log-parameter", json=body).status_code == 200
+    with unchanged(api.root):
+        answer = client.post(f"{M}/runs/log-parameter", json={**body, "value": "0.02"})
+        http_refused(answer, 400, "cannot change to '0.02'")
+        batch_body = {"run_id": api.run, "params": [{"key": "wd", "value": "1"},
+                                                    {"key": "wd", "value": "2"}]}  # fmt: skip
+        http_refused(client.post(f"{M}/runs/log-batch", json=batch_body), 400, "'wd'")
+
+
+def test_a_deleted_run_takes_nothing_until_restored(api: Api) -> None:
+    client = api.client
+    assert client.post(f"{M}/runs/delete", json={"run_id": api.run}).status_code == 200
+    with unchanged(api.root):
+        for path, body in (
+            ("runs/log-metric", metric(run_id=api.run)),
+            ("runs/delete-tag", {"run_id": api.run, "key": "x"}),
+        ):
+            http_refused(client.post(f"{M}/{path}", json=body), 400, "deleted")
+        upload = client.put(f"{A}/artifacts/0/{api.run}/artifacts/x.txt", content=b"x")
+        http_refused(upload, 400, "deleted")
+    assert client.post(f"{M}/runs/restore", json={"run_id": api.run}).status_code == 200
+    assert client.post(f"{M}/runs/log-metric", json=metric(run_id=api.run)).status_code == 200
 
 
 # ---- over the wire, to a real `fmforge ui` -------------------------------------------------

@@ -174,6 +174,9 @@ def valid_event(rng: random.Random, event_type: EventType[Any]) -> tuple[str, Ne
     elif domain.name == "training":
         key = "search" if "search" in data else "selection"
         stream = f"{key}/{data[key]}"
+    elif domain.name == "serving":
+        data["deployment"] = rng.choice(["prod", "team/canary"])
+        stream = "deployment/" + data["deployment"]
     else:
         stream = "objects/pruned" if event_type.name == "ObjectsPruned" else "repository"
     return stream, event_type(data)

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from fmforge import __version__
-from fmforge.cli import access, audit, data, events, label, model, remote, runs, train
+from fmforge.cli import access, audit, data, events, label, model, remote, runs, serve, train
 from fmforge.cli.context import FmforgeGroup, console, open_repository, store_option, text
 from fmforge.cli.events import read_jsonl
 from fmforge.demo import run_demo
@@ -38,6 +38,8 @@ app.add_typer(label.app, name="label")
 app.add_typer(model.app, name="model")
 app.add_typer(remote.app, name="remote")
 app.add_typer(runs.app, name="runs")
+app.add_typer(serve.app, name="deployment")
+app.command("serve")(serve.serve)
 app.command("push")(remote.push)
 app.command("pull")(remote.pull)
 app.command("clone")(remote.clone_)

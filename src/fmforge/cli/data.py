@@ -15,6 +15,7 @@ from fmforge.data import (
     dataset_log,
     diff_datasets,
     export_table,
+    head,
     list_datasets,
     read_table,
     resolve,
@@ -120,7 +121,7 @@ def show(
         table = (
             where(repo, version.ref, condition)
             if condition is not None
-            else read_table(repo, version.ref)
+            else head(repo, version.ref, max(rows, 0))
         )
     console.print(text((version.ref, "bold"), f"  {version.id}"))
     matching = f" ({table.num_rows:,} match)" if condition is not None else ""

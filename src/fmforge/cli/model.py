@@ -10,6 +10,7 @@ import orjson
 import typer
 from rich.table import Table
 
+from fmforge.cli import merge as merge_commands
 from fmforge.cli.context import FmforgeGroup, console, open_repository, text
 from fmforge.errors import UsageError
 from fmforge.models import (
@@ -175,11 +176,20 @@ def diff(
         str | None, typer.Option(help="Only tensors whose names match this glob.")
     ] = None,
     show_all: Annotated[bool, typer.Option("--all", help="List unchanged tensors too.")] = False,
+    rank: Annotated[
+        bool,
+        typer.Option(
+            "--rank",
+            help="Also the rank of each matrix's delta (99% of its energy): an "
+            "eigendecomposition per matrix, the slow part of a diff.",
+        ),
+    ] = False,
 ) -> None:
     """Per tensor: changed / added / removed, L2 and relative change, max |delta|, fraction of
-    entries changed, cosine, rank of the delta; then a summary per layer."""
+    entries changed, cosine (and with --rank the rank of the delta); then a summary per
+    layer."""
     with open_repository(ctx) as repo:
-        report = diff_models(repo, old, new, tensors=tensors)
+        report = diff_models(repo, old, new, tensors=tensors, rank=rank)
     if as_json:
         typer.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
         return
@@ -364,3 +374,6 @@ def ls(ctx: typer.Context) -> None:
                 str(len(index.all_commits(model))),
             )
     console.print(table)
+
+
+merge_commands.register(app)

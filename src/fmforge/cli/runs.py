@@ -47,6 +47,31 @@ def sparkline(columns: Columns) -> str:
     return "".join(cells.get(c, " ") for c in range(first, last_column + 1))
 
 
+def _user_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Key-value tags less MLflow's bookkeeping (``mlflow.*``: source, user, parent)."""
+    return {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
+
+
+def _tag_text(tags: dict[str, str], limit: int = 40) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in sorted(_user_tags(tags).items()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _parents_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each child run right after its parent (when both are listed)."""
+    ids = {r["id"] for r in rows}
+    children: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["parent"] in ids:
+            children.setdefault(row["parent"], []).append(row)
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if row["parent"] not in ids:
+            out.append(row)
+            out.extend(children.get(row["id"], []))
+    return out
+
+
 def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")
 
@@ -73,7 +98,8 @@ def ls(
     every: Annotated[bool, typer.Option("--all", help="Show every run (no -n).")] = False,
 ) -> None:
     """Runs, newest first (a page of 20: -n N, --all), filtered by a query over config,
-    metrics, status, tags, datasets."""
+    metrics, status, tags, datasets. The id column is each id's tail, which `runs show` and
+    `runs compare` accept as it is (--json gives whole ids); child runs follow their parent."""
     with open_repository(ctx) as repo:
         rows = repo.view(RunsView).rows(where, project=project, limit=None if every else count + 1)
     more = not every and len(rows) > count
@@ -83,13 +109,20 @@ def ls(
             typer.echo(orjson.dumps(row))
         return
     names = metric or sorted({m for r in rows for m in r["metrics"]})[:3]
+    tagged = any(_user_tags(r["tag_values"]) for r in rows)
     table = Table(
-        "id", "name", "project", "status", "started", *(f"{n} (last)" for n in names), "anomalies"
-    )
-    for row in rows:
+        "id", "name", "project", "status", "started", *(f"{n} (last)" for n in names),
+        "anomalies", *(["tags"] if tagged else []),
+    )  # fmt: skip
+    table.columns[0].no_wrap = True  # the id's tail: `runs show` and `compare` take it whole
+    shown = {r["id"] for r in rows}
+    for row in _parents_first(rows):
+        child = row["parent"] in shown
         table.add_row(
-            row["id"][-12:], row["name"], row["project"], row["status"], _when(row["started"]),
-            *(_num(row["metrics"].get(n, {}).get("last")) for n in names), str(row["anomalies"]),
+            row["id"][-12:], ("↳ " if child else "") + row["name"], row["project"], row["status"],
+            _when(row["started"]), *(_num(row["metrics"].get(n, {}).get("last")) for n in names),
+            str(row["anomalies"]),
+            *([_tag_text(row["tag_values"])] if tagged else []),
         )  # fmt: skip
     console.print(table)
     if more:
@@ -114,16 +147,26 @@ def show(
     if code:
         dirty = " + uncommitted changes" if code.get("dirty") else ""
         console.print(f"code    {code.get('git_commit') or 'not in git'}{dirty}", markup=False)
-    if record.environment:
+    if record.environment:  # a remote MLflow client's says less: its source, its host
+        env = record.environment
+        python = f"python  {env['python']} on " if env.get("python") else "host    "
         console.print(
-            f"python  {record.environment['python']} on {record.environment['host']}; "
-            f"command {' '.join(record.environment['command'])}",
+            f"{python}{env.get('host', '?')}; command {' '.join(env.get('command', [])) or '?'}",
             markup=False,
         )
     console.print(
         f"data    {', '.join(record.datasets) or '-'}; base model {record.base_model or '-'}",
         markup=False,
     )
+    if record.parent or record.children:
+        family = f"parent  {record.parent}" if record.parent else ""
+        if record.children:
+            family += ("; " if family else "") + f"children {', '.join(record.children)}"
+        console.print(family, markup=False)
+    tags = _user_tags(record.tag_values)
+    if tags:
+        console.print(f"tags    {', '.join(f'{k}={v}' for k, v in sorted(tags.items()))}",
+                      markup=False)  # fmt: skip
     if record.config:
         console.print(text(("config", "bold")))
         for key, value in sorted(flatten(record.config).items()):
@@ -147,6 +190,18 @@ def show(
     for checkpoint in record.checkpoints:
         where = f"{checkpoint['model']}@{checkpoint['commit'][:12]}"
         console.print(f"checkpoint step {checkpoint['step']}: {where}", markup=False)
+    if record.evals:
+        table = Table("evaluation step", "dataset", "results")
+        for evaluation in record.evals:
+            results = ", ".join(f"{k}={_num(v)}" for k, v in sorted(evaluation["metrics"].items()))
+            table.add_row(str(evaluation["step"]), evaluation.get("dataset") or "-", results)
+        console.print(table)
+    if record.inputs:
+        for item in record.inputs:
+            for dataset in item["datasets"]:
+                version = f" = {dataset['version']}" if dataset.get("version") else ""
+                console.print(f"input   {dataset['name']}{version} ({dataset['source_type']})",
+                              markup=False)  # fmt: skip
 
 
 @app.command("report")

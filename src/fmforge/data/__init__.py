@@ -1,6 +1,6 @@
 """Versioned datasets: tables in the object store, versions as events, lineage by row id."""
 
-from fmforge.data.tables import DatasetDiff, diff_datasets, export_table, query, where
+from fmforge.data.tables import DatasetDiff, diff_datasets, export_table, head, query, where
 from fmforge.data.versions import (
     AddResult,
     add_dataset,
@@ -22,6 +22,7 @@ __all__ = [
     "dataset_log",
     "diff_datasets",
     "export_table",
+    "head",
     "list_datasets",
     "merge_datasets",
     "query",

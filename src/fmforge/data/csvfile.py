@@ -14,7 +14,9 @@ A column is then typed by the narrowest type that gives back every value as writ
 - ``bool`` when every value is ``true`` or ``false``;
 - else text, exactly as written: dates, ``NA``, ``01234`` and numbers no type holds stay text.
 
-Nulls do not count against a type. ``type_columns`` works on the text of several files at once,
+Nulls do not count against a type. The file is read a block at a time (``csv_text_batches``)
+and typed by ``TextTyping``, which keeps per column only what every value seen so far allows:
+one pass decides the types, a second applies them. The typing of several files can be shared,
 so that a folder of CSVs is typed as one table.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ from fmforge.errors import InvalidDataSource
 
 MAX_COLUMNS = 10_000
 RECORD_BYTES = 16 << 20  # records up to this long are read (Arrow's block: up to twice is)
+FIRST_BLOCK = 1 << 20  # the block read first: a file with longer records is read again
 _INTEGER = r"^(?:0|-?[1-9][0-9]*)$"
 _NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?$"
 _TEXT_TYPES = {f"f{i}": pa.string() for i in range(MAX_COLUMNS + 1)}
@@ -59,6 +63,29 @@ def _locate(line: int, character: int, line_text: str, record_start: bool, first
 
 def read_csv_text(path: Path, encoding: str | None = None) -> pa.Table:
     """The records of a CSV file, every column text (``type_columns`` types them)."""
+    parts = list(csv_text_batches(path, encoding))
+    return pa.concat_tables(parts)
+
+
+def csv_text_batches(path: Path, encoding: str | None = None) -> Iterator[pa.Table]:
+    """The records of a CSV file a block at a time (memory bounded by the block), every column
+    text, named by the header; refused as soon as a problem is read. Blocks of ``FIRST_BLOCK``
+    bytes are read first; a record too long for them has the file read again in blocks of
+    ``RECORD_BYTES``, from where it was."""
+    given = 0
+    try:
+        for table in _blocks(path, encoding, FIRST_BLOCK, 0):
+            given += table.num_rows
+            yield table
+    except _Straddles:
+        yield from _blocks(path, encoding, RECORD_BYTES, given)
+
+
+class _Straddles(Exception):
+    """A record longer than the block (only raised for blocks shorter than RECORD_BYTES)."""
+
+
+def _blocks(path: Path, encoding: str | None, block: int, skip: int) -> Iterator[pa.Table]:
     bad: list[Any] = []
 
     def refuse(row: Any) -> str:
@@ -67,12 +94,13 @@ def read_csv_text(path: Path, encoding: str | None = None) -> pa.Table:
 
     with path.open("rb") as raw:
         stream = DecodedStream(path, raw, encoding, _locate)
+        names: list[str] | None = None
         try:
-            table = pacsv.read_csv(
+            reader = pacsv.open_csv(
                 stream,
                 read_options=pacsv.ReadOptions(
                     use_threads=False,  # serial: a refused row knows its number
-                    block_size=RECORD_BYTES,
+                    block_size=block,
                     autogenerate_column_names=True,  # the header is read as text, like the rest
                 ),
                 parse_options=pacsv.ParseOptions(
@@ -85,14 +113,23 @@ def read_csv_text(path: Path, encoding: str | None = None) -> pa.Table:
                     null_values=[""],
                 ),
             )
+            if len(reader.schema) > MAX_COLUMNS:
+                raise InvalidDataSource(f"{path}: more than {MAX_COLUMNS:,} columns")
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                if names is None:
+                    first = table.slice(0, 1).to_pylist()[0].values()
+                    names = ["" if name is None else str(name) for name in first]
+                    _check_header(path, names)
+                    table = table.slice(1)
+                if skip:
+                    dropped = min(skip, table.num_rows)
+                    table, skip = table.slice(dropped), skip - dropped
+                yield table.rename_columns(names)
         except pa.ArrowInvalid as error:
+            if block < RECORD_BYTES and not bad and "straddl" in str(error):
+                raise _Straddles from None
             raise _malformed(path, encoding, error, bad) from None
-    if table.num_columns > MAX_COLUMNS:
-        raise InvalidDataSource(f"{path}: more than {MAX_COLUMNS:,} columns")
-    first = table.slice(0, 1).to_pylist()[0].values()
-    names = ["" if name is None else str(name) for name in first]
-    _check_header(path, names)
-    return table.slice(1).rename_columns(names)
 
 
 def _check_header(path: Path, names: list[str]) -> None:
@@ -153,26 +190,72 @@ def _record_line(path: Path, encoding: str | None, record: int) -> int | None:
 
 def type_columns(table: pa.Table) -> pa.Table:
     """Each text column as the narrowest type that gives back every value as written."""
-    return pa.table({name: _typed(table.column(name)) for name in table.column_names})
+    typings = {name: TextTyping() for name in table.column_names}
+    for name, typing in typings.items():
+        typing.update(table.column(name))
+    columns = [typings[name].apply(table.column(name)) for name in typings]
+    return pa.Table.from_arrays(columns, names=list(typings))  # pa.table would import pandas
 
 
-def _typed(values: pa.ChunkedArray) -> pa.ChunkedArray:
-    present = pc.drop_null(values)
-    if len(present) == 0:
-        return values
-    if pc.all(pc.match_substring_regex(present, _INTEGER)).as_py():
-        try:
-            return pc.cast(values, pa.int64())
-        except pa.ArrowInvalid:
-            pass  # beyond 64 bits: perhaps exact as a float, else text
-    if pc.all(pc.match_substring_regex(present, _NUMBER)).as_py() and _floats_exact(present):
-        return pc.cast(values, pa.float64())
-    if pc.all(pc.is_in(present, pa.array(["true", "false"]))).as_py():
-        return pc.equal(values, "true")
-    return values
+class TextTyping:
+    """What every value of one text column seen so far allows, fed a block at a time: the
+    column's type is then the narrowest that gives back each of them as written."""
+
+    def __init__(self) -> None:
+        self.present = False  # a value that is not null
+        self.integers = True  # every value an integer written plainly...
+        self.fits = True  # ...within 64 bits
+        self.numbers = True  # every value a JSON-style number a float64 holds as written
+        self.booleans = True  # every value true or false
+        self.bounds: tuple[int, int] | None = None  # of the integers, while they fit
+
+    def update(self, values: pa.ChunkedArray | pa.Array) -> None:
+        present = pc.drop_null(values)
+        if len(present) == 0:
+            return
+        self.present = True
+        if self.integers and pc.all(pc.match_substring_regex(present, _INTEGER)).as_py():
+            if self.fits:
+                try:
+                    bounds = pc.min_max(pc.cast(present, pa.int64())).as_py()
+                except pa.ArrowInvalid:
+                    self.fits = False  # beyond 64 bits: perhaps exact as a float, else text
+                else:
+                    low, high = bounds["min"], bounds["max"]
+                    if self.bounds is not None:
+                        low, high = min(low, self.bounds[0]), max(high, self.bounds[1])
+                    self.bounds = (low, high)
+        else:
+            self.integers = False
+        self.numbers = (
+            self.numbers
+            and pc.all(pc.match_substring_regex(present, _NUMBER)).as_py()
+            and _floats_exact(present)
+        )
+        self.booleans = self.booleans and bool(
+            pc.all(pc.is_in(present, pa.array(["true", "false"]))).as_py()
+        )
+
+    def type(self) -> pa.DataType:
+        if not self.present:
+            return pa.string()
+        if self.integers and self.fits:
+            return pa.int64()
+        if self.numbers:
+            return pa.float64()
+        if self.booleans:
+            return pa.bool_()
+        return pa.string()
+
+    def apply(self, values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+        """``values`` (text) as ``type()``."""
+        kind = self.type()
+        if kind == pa.bool_():
+            return pc.equal(values, "true")
+        return values if kind == pa.string() else pc.cast(values, kind)
 
 
-def _floats_exact(numbers: pa.ChunkedArray) -> bool:
+def _floats_exact(numbers: pa.ChunkedArray | pa.Array) -> bool:
     """Whether every number (JSON syntax) is held by a float64 as written. Short numbers without
     an exponent are (15 digits or fewer); the others are checked one by one."""
     long = pc.or_(

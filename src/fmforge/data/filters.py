@@ -38,6 +38,10 @@ table, no recursive CTE), checked the same way.
 The second wall: every statement runs on an in-memory DuckDB with external access off (no
 file, no network, no ``ATTACH``/``COPY``/``INSTALL``/``LOAD``), extension autoloading off,
 Python replacement scans off, and its configuration locked, so ``SET`` cannot undo any of it.
+The tables it reads are Arrow tables registered by this module; DuckDB opens no file.
+
+A checked filter's parse tree (``select_stored``) also tells which stored chunks could hold
+a matching row (:mod:`fmforge.data.pushdown`); only those are read and handed to ``select``.
 """
 
 from __future__ import annotations
@@ -152,7 +156,7 @@ def select(
     ``source`` and ``relation`` name the option and the dataset in error messages."""
     connection = connect()
     try:
-        sql = _checked_filter(connection, condition, table.column_names, source, relation)
+        sql, _ = _checked_filter(connection, condition, table.column_names, source, relation)
         connection.register(TABLE, table)
         return _run(connection, sql, source)
     finally:
@@ -168,7 +172,7 @@ def mask(
         position = "_" + position
     connection = connect()
     try:
-        sql = _checked_filter(connection, condition, table.column_names, source, relation)
+        sql, _ = _checked_filter(connection, condition, table.column_names, source, relation)
         numbered = table.append_column(position, pa.array(range(table.num_rows), pa.int64()))
         connection.register(TABLE, numbered)
         hits = set(_run(connection, sql, source).column(position).to_pylist())
@@ -188,7 +192,28 @@ def check_filter(
     (over ``columns``, when given); else :class:`InvalidFilter` naming what was found."""
     connection = connect()
     try:
-        return _checked_filter(connection, condition, columns, source, relation)
+        return _checked_filter(connection, condition, columns, source, relation)[0]
+    finally:
+        connection.close()
+
+
+def select_stored(
+    condition: str,
+    columns: Sequence[str],
+    read: Callable[[dict[str, Any]], pa.Table],
+    *,
+    source: str = "--where",
+    relation: str = "the dataset",
+) -> pa.Table:
+    """The rows for which the filter ``condition`` holds, of the table ``read`` gives when
+    handed the filter's parse tree (its WHERE clause, as ``json_serialize_sql`` gives it) once
+    the filter is found to be one allowed expression over ``columns``: ``read`` may leave out
+    rows the tree shows cannot match (:mod:`fmforge.data.pushdown`)."""
+    connection = connect()
+    try:
+        sql, tree = _checked_filter(connection, condition, columns, source, relation)
+        connection.register(TABLE, read(tree))
+        return _run(connection, sql, source)
     finally:
         connection.close()
 
@@ -268,7 +293,9 @@ def _checked_filter(
     columns: Sequence[str] | None,
     source: str,
     relation: str,
-) -> str:
+) -> tuple[str, dict[str, Any]]:
+    """(the statement that runs ``condition``, the parse tree of its WHERE clause)."""
+
     def refused(found: str) -> InvalidFilter:
         return InvalidFilter(
             f"{source}: only one expression over the columns of {relation}; found {found}"
@@ -304,7 +331,7 @@ def _checked_filter(
         differ = [_CLAUSES.get(k, k) for k in shape if node.get(k) != shape[k]]
         raise refused(", ".join(dict.fromkeys(differ)) or "more than an expression")
     _Checker(source, refused, columns, relation, query=False).visit(where)
-    return sql
+    return sql, _strip(where)
 
 
 def _scan(text: str) -> str | None:

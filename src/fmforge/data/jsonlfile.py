@@ -199,9 +199,24 @@ def _lines(path: Path, encoding: str | None) -> Iterator[tuple[int, str]]:
 
 
 def read_jsonl(path: Path, encoding: str | None = None) -> pa.Table:
+    """A JSON Lines file's rows, exactly, or the file refused."""
+    parts = list(jsonl_batches(path, encoding))
+    schema = unify(path, [part.schema for part in parts])
+    return pa.concat_tables([conform(part, schema) for part in parts])
+
+
+def jsonl_batches(
+    path: Path, encoding: str | None = None, batch_rows: int = 65536, *, checked: bool = False
+) -> Iterator[pa.Table]:
+    """The records of a JSON Lines file, ``batch_rows`` at a time, each batch typed by its own
+    values (``unify`` gives the file's types, ``conform`` a batch to them); refused as soon as
+    a problem is read. Memory is bounded by the batch. ``checked``: the file was read through
+    once already without a refusal, so the values need no second check."""
     columns: dict[str, list[Any]] = {}
-    lines = array("q")  # the line of each record
+    lines = array("q")  # the line of each record in the batch
     checker = _Checker()
+    records = 0
+    named = False
     for number, line in _lines(path, encoding):
         checker.line = number
         try:
@@ -218,7 +233,8 @@ def read_jsonl(path: Path, encoding: str | None = None) -> pa.Table:
                     if key == ROW_ID:
                         raise _Refused(f"the column name {ROW_ID!r} is reserved for row ids")
                     column = columns[key] = [None] * rows
-                checker.check(value, (key,))
+                if not checked:
+                    checker.check(value, (key,))
                 column.append(value)
         except json.JSONDecodeError as problem:
             raise InvalidDataSource(
@@ -234,11 +250,55 @@ def read_jsonl(path: Path, encoding: str | None = None) -> pa.Table:
             if len(column) == rows:
                 column.append(None)
         lines.append(number)
-    if not lines:
+        records += 1
+        if len(lines) == batch_rows:
+            named = named or bool(columns)
+            yield _table(path, columns, lines)
+            columns = {name: [] for name in columns}
+            lines = array("q")
+    if not records:
         raise InvalidDataSource(f"{path}: no records")
-    if not columns:
+    if not (named or columns):
         raise InvalidDataSource(f"{path}: no columns (every record is {{}})")
-    return pa.table({name: _array(path, name, values, lines) for name, values in columns.items()})
+    if lines:
+        yield _table(path, columns, lines)
+
+
+def _table(path: Path, columns: dict[str, list[Any]], lines: array[int]) -> pa.Table:
+    if not columns:  # records of {} so far: a placeholder keeps their count
+        return pa.Table.from_arrays([pa.nulls(len(lines))], names=[ROW_ID])
+    arrays = [_array(path, name, values, lines) for name, values in columns.items()]
+    return pa.Table.from_arrays(arrays, names=list(columns))  # pa.table would import pandas
+
+
+def unify(path: Path, schemas: list[pa.Schema]) -> pa.Schema:
+    """The types of a file's columns, from those of its batches (a column of integers in one
+    batch and of fractions in another holds floats, the checker having made sure they are
+    exact; objects hold every key any batch gave them)."""
+    schemas = [pa.schema([f for f in schema if f.name != ROW_ID]) for schema in schemas]
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else "types differ"
+        raise InvalidDataSource(f"{path}: the lines give a column two types ({text})") from None
+    for field in schema:
+        if _has_empty_struct(field.type):
+            raise InvalidDataSource(
+                f"{path}: column {field.name!r} holds objects without keys ({{}}) only; there is "
+                "nothing to store"
+            )
+    return schema
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` (a batch) with ``schema``'s columns, in its order and of its types."""
+    columns = [
+        table.column(field.name)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, pa.null())
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, names=schema.names).cast(schema)
 
 
 def _array(path: Path, name: str, values: list[Any], lines: array[int]) -> pa.Array:
@@ -257,11 +317,6 @@ def _array(path: Path, name: str, values: list[Any], lines: array[int]) -> pa.Ar
             f"{path}: line {lines[low - 1]}, column {name!r}: its value does not fit the type "
             "the lines before gave the column"
         ) from None
-    if _has_empty_struct(built.type):
-        raise InvalidDataSource(
-            f"{path}: column {name!r} holds objects without keys ({{}}) only; there is nothing "
-            "to store"
-        )
     return built
 
 

@@ -12,16 +12,14 @@ versions that held them then say so when read, instead of giving the rows back.
 
 from __future__ import annotations
 
-import bisect
 import io
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from fmforge.data.events import RowsForgotten
-from fmforge.data.storage import ROW_ID, load_manifest
+from fmforge.data.storage import ROW_ID, RowLocator, load_manifest, manifest_ids
 from fmforge.data.versions import (
     STREAM_PREFIX,
     AddResult,
@@ -33,7 +31,6 @@ from fmforge.data.versions import (
 )
 from fmforge.data.views import DatasetVersion, DatasetWork
 from fmforge.errors import DataError, DatasetNotFound, InvalidName, ObjectNotFound
-from fmforge.objects import ObjectStore
 from fmforge.repository import Repository
 
 
@@ -52,27 +49,10 @@ def _versions_in_order(repo: Repository) -> list[DatasetVersion]:
     return out
 
 
-@lru_cache(maxsize=1024)
-def _chunk_ids(objects: ObjectStore, digest: str) -> frozenset[str]:
-    table = pq.read_table(io.BytesIO(objects.get(digest)), columns=[ROW_ID])
-    return frozenset(table.column(ROW_ID).to_pylist())
-
-
-def _chunk_holding(manifest: dict[str, Any], row_id: str) -> str | None:
-    """The chunk whose id range would hold ``row_id`` (chunks are sorted by their first id)."""
-    firsts = [c["first"] for c in manifest["chunks"]]
-    index = bisect.bisect_right(firsts, row_id) - 1
-    return manifest["chunks"][index]["digest"] if index >= 0 else None
-
-
 def holds(repo: Repository, version: DatasetVersion, row_id: str) -> bool:
-    digest = _chunk_holding(load_manifest(repo.objects, version.manifest), row_id)
-    if digest is None:
-        return False
-    try:
-        return row_id in _chunk_ids(repo.objects, digest)
-    except ObjectNotFound:  # an erased chunk: it held forgotten rows, which no longer count
-        return False
+    """Whether ``version`` holds the row ``row_id`` (its chunk not erased)."""
+    locator = RowLocator(repo.objects, [row_id])
+    return row_id in locator.held(load_manifest(repo.objects, version.manifest))
 
 
 def trace(repo: Repository, row_id: str) -> Trace:
@@ -83,6 +63,7 @@ def trace(repo: Repository, row_id: str) -> Trace:
         row_id = _complete(repo, versions, row_id)
     result = Trace([row_id])
     aliases = {row_id}
+    locator = RowLocator(repo.objects, aliases)
     used: dict[str, str] = {}  # version id -> ref
     for version in versions:
         kind = version.transformation.get("kind", "")
@@ -93,8 +74,11 @@ def trace(repo: Repository, row_id: str) -> Trace:
                 if change["row_id"] in aliases and change["new_row_id"]:
                     aliases.add(change["new_row_id"])
                     result.row_ids.append(change["new_row_id"])
+        if set(locator.ids) != aliases:
+            locator = RowLocator(repo.objects, aliases)
+        held = locator.held(load_manifest(repo.objects, version.manifest))
         for alias in sorted(aliases):
-            if holds(repo, version, alias):
+            if alias in held:
                 result.versions.append(
                     {"ref": version.ref, "id": version.id, "row_id": alias, "made_by": kind}
                 )
@@ -108,7 +92,10 @@ def _complete(repo: Repository, versions: list[DatasetVersion], prefix: str) -> 
     if len(prefix) < 8:
         raise DataError(f"give at least 8 characters of the row id, not {prefix!r}")
     for version in reversed(versions):
-        ids = read_table(repo, version.ref, with_ids=True).column(ROW_ID).to_pylist()
+        try:
+            ids = manifest_ids(repo.objects, load_manifest(repo.objects, version.manifest))
+        except ObjectNotFound:  # chunks erased when rows were forgotten
+            continue
         hits = {i for i in ids if i.startswith(prefix)}
         if len(hits) == 1:
             return str(hits.pop())
@@ -164,6 +151,8 @@ def forget(
     forgotten = set(doomed.column(ROW_ID).to_pylist())
     if not forgotten:
         raise DataError(f"no row of {latest.ref} matches {condition!r}: nothing forgotten")
+    # The same records under their earlier ids (before a cleaning rewrote them) go too.
+    earlier = _earlier_ids(repo, forgotten)
     table = read_table(repo, latest.ref, with_ids=True)
     keep = [i not in forgotten for i in table.column(ROW_ID).to_pylist()]
     kept = table.filter(keep)
@@ -172,30 +161,32 @@ def forget(
         transformation={"kind": "forget", "source": latest.id, "rows": len(forgotten),
                         "reason": reason},
         message=f"forget {len(forgotten)} rows: {reason}", parents=(latest.id,),
+        avoid=forgotten | earlier,
     )  # fmt: skip
     removed = len(forgotten)
-    # The same records under their earlier ids (before a cleaning rewrote them) go too.
-    forgotten |= _earlier_ids(repo, forgotten)
-    # Which stored chunks hold the rows, and which of those a live version still needs.
+    forgotten |= earlier
+    # Every stored chunk holding one of the rows goes, unless a live version (the newest of
+    # some dataset) uses that chunk: then the rows in it stay, and are counted as still live.
     live = {v.id for v in list_datasets(repo)}
-    tainted: set[str] = set()
+    locator = RowLocator(repo.objects, forgotten)
+    tainted: dict[str, set[str]] = {}
     needed: set[str] = set()
-    still_live = set()
+    still_live: set[str] = set()
     used: dict[str, str] = {}
     for version in _versions_in_order(repo):
         manifest = load_manifest(repo.objects, version.manifest)
-        for row_id in forgotten:
-            digest = _chunk_holding(manifest, row_id)
-            if digest and repo.objects.has(digest) and row_id in _chunk_ids(repo.objects, digest):
-                tainted.add(digest)
-                used[version.id] = version.ref
-                if version.id in live:
-                    needed.add(digest)
-                    still_live.add(row_id)
+        tainted.update(locator.chunks(manifest))
+        held = locator.held(manifest)
+        if held:
+            used[version.id] = version.ref
+        if version.id in live:
+            needed.update(c["digest"] for c in manifest["chunks"])
+            still_live.update(held)
+    for digest in needed.intersection(tainted):
+        still_live.update(tainted[digest])
     trace_result = Trace(sorted(forgotten))
     _downstream(repo, used, trace_result)
-    erased = repo.erase(tainted - needed, f"forgotten rows of {latest.dataset}: {reason}")
-    _chunk_ids.cache_clear()
+    erased = repo.erase(set(tainted) - needed, f"forgotten rows of {latest.dataset}: {reason}")
     repo.record(
         STREAM_PREFIX + latest.dataset,
         RowsForgotten(

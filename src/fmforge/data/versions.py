@@ -10,6 +10,8 @@ prefix of 4 or more characters).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,14 +21,10 @@ import pyarrow as pa
 
 from fmforge.data.events import DatasetVersionCommitted
 from fmforge.data.names import validate_dataset_name
-from fmforge.data.sources import read_source, text_encoding
-from fmforge.data.storage import (
-    load_manifest,
-    load_table,
-    row_ids,
-    store_table,
-)
+from fmforge.data.sources import Source, text_encoding
+from fmforge.data.storage import StoredTable, load_manifest, load_table
 from fmforge.data.views import DatasetsView, DatasetVersion
+from fmforge.data.writer import TableWriter
 from fmforge.errors import (
     DataError,
     DatasetConflict,
@@ -126,11 +124,26 @@ def confirm(repo: Repository, target: str, version: DatasetVersion) -> None:
 def read_table(repo: Repository, target: str, *, with_ids: bool = False) -> pa.Table:
     """The table of ``NAME[@REF]`` in its own row order (``_row_id`` first when asked), the
     view's resolution confirmed against the ledger first."""
+    version, manifest = open_version(repo, target)
+    with reading(repo, version, manifest):
+        table = load_table(repo.objects, manifest, with_ids=True)
+    if with_ids:
+        return table.select(["_row_id", *table.column_names[:-1]])
+    return table.drop_columns(["_row_id"])
+
+
+def open_version(repo: Repository, target: str) -> tuple[DatasetVersion, dict[str, Any]]:
+    """The version ``NAME[@REF]`` names (confirmed against the ledger) and its manifest."""
     version = resolve(repo, target)
     confirm(repo, target, version)
-    manifest = load_manifest(repo.objects, version.manifest)
+    return version, load_manifest(repo.objects, version.manifest)
+
+
+@contextmanager
+def reading(repo: Repository, version: DatasetVersion, manifest: dict[str, Any]) -> Iterator[None]:
+    """Reading ``version``'s chunks: one erased when its rows were forgotten is said so."""
     try:
-        table = load_table(repo.objects, manifest, with_ids=True)
+        yield
     except ObjectNotFound:
         erased = repo.pruned_objects().intersection(c["digest"] for c in manifest["chunks"])
         if not erased:
@@ -139,9 +152,6 @@ def read_table(repo: Repository, target: str, *, with_ids: bool = False) -> pa.T
             f"{version.ref} held rows that were later forgotten: {len(erased)} of its chunks "
             "were erased on purpose (see `fmforge data log`); read a newer version"
         ) from None
-    if with_ids:
-        return table.select(["_row_id", *table.column_names[:-1]])
-    return table.drop_columns(["_row_id"])
 
 
 def add_dataset(
@@ -159,7 +169,7 @@ def add_dataset(
     the text files' encoding when it is not UTF-8 (UTF-16/32 with a byte-order mark are found);
     each text file's is recorded with its path, size and digest."""
     validate_dataset_name(name)
-    table = read_source(source, encoding)
+    reader = Source(source, encoding)  # reads the files through: any refusal happens here
     files = sorted(source.rglob("*")) if source.is_dir() else [source]
     sources = []
     for f in files:
@@ -173,11 +183,16 @@ def add_dataset(
             if read_as is not None:
                 entry["encoding"] = read_as
             sources.append(entry)
-    return commit_table(
-        repo, name, table, row_ids(table),
+    return _commit(
+        repo, name, reader.schema, lambda writer: _fill(writer, reader),
         transformation={"kind": "add", "sources": sources},
         message=message or f"add {source.name}", allow_schema_change=allow_schema_change,
     )  # fmt: skip
+
+
+def _fill(writer: TableWriter, reader: Source) -> None:
+    for batch in reader.batches():
+        writer.add(batch)
 
 
 def _file_digest(path: Path) -> str:
@@ -192,33 +207,96 @@ def commit_table(
     repo: Repository,
     name: str,
     table: pa.Table,
-    ids: list[str],
+    ids: Sequence[str],
     *,
     transformation: dict[str, Any],
     message: str,
     allow_schema_change: bool = False,
     parents: tuple[str, ...] | None = None,
     extra_refs: tuple[str, ...] = (),
+    avoid: Collection[str] = (),
 ) -> AddResult:
     """Record ``table`` (rows identified by ``ids``) as the next version of ``name``; its parent
     is the newest version unless ``parents`` says otherwise. ``extra_refs``: other objects the
-    version's event points at (e.g. a cleaning's changes)."""
+    version's event points at (e.g. a cleaning's changes). The table is written against its
+    parents (rows they hold are shared, not stored again); ``avoid``: ids of rows being
+    forgotten, whose chunks the new version must not share."""
+    return _commit(
+        repo, name, table.schema, lambda writer: writer.add_table(table, ids),
+        transformation=transformation, message=message,
+        allow_schema_change=allow_schema_change, parents=parents, extra_refs=extra_refs,
+        avoid=avoid,
+    )  # fmt: skip
+
+
+def _commit(
+    repo: Repository,
+    name: str,
+    schema: pa.Schema,
+    fill: Callable[[TableWriter], None],
+    *,
+    transformation: dict[str, Any],
+    message: str,
+    allow_schema_change: bool = False,
+    parents: tuple[str, ...] | None = None,
+    extra_refs: tuple[str, ...] = (),
+    avoid: Collection[str] = (),
+) -> AddResult:
     stream = STREAM_PREFIX + name
     expected = repo.ledger.stream_version(stream)
     try:
         previous: DatasetVersion | None = dataset_log(repo, name)[0]
     except DatasetNotFound:
         previous = None
-    added = _check_schema(name, previous, table.schema, allow_schema_change)
-    stored = store_table(repo.objects, table, ids)
+    added = _check_schema(name, previous, schema, allow_schema_change)
+    parents = parents if parents is not None else ((previous.id,) if previous else ())
+    writer = TableWriter(repo.objects, schema, bases=_bases(repo, parents), avoid=avoid)
+    fill(writer)
+    stored = writer.finish()
     if previous is not None and previous.manifest == stored.manifest:
         return AddResult(previous, created=False)
+    return _record(
+        repo, name, stored, previous, parents, expected,
+        transformation=transformation, message=message, extra_refs=extra_refs, added=added,
+    )  # fmt: skip
+
+
+def _bases(repo: Repository, parents: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(manifest digest, manifest) of each parent version whose chunks are all still there."""
+    index = repo.view(DatasetsView)
+    pruned: set[str] | None = None
+    out = []
+    for parent in parents:
+        version = index.by_id(parent)
+        if version is None:
+            continue
+        manifest = load_manifest(repo.objects, version.manifest)
+        if pruned is None:
+            pruned = repo.pruned_objects()
+        if not pruned.intersection(c["digest"] for c in manifest["chunks"]):
+            out.append((version.manifest, manifest))
+    return out
+
+
+def _record(
+    repo: Repository,
+    name: str,
+    stored: StoredTable,
+    previous: DatasetVersion | None,
+    parents: tuple[str, ...],
+    expected: int,
+    *,
+    transformation: dict[str, Any],
+    message: str,
+    extra_refs: tuple[str, ...],
+    added: list[str],
+) -> AddResult:
+    stream = STREAM_PREFIX + name
     number = previous.number + 1 if previous else 1
-    parents = parents if parents is not None else ((previous.id,) if previous else ())
     version_id = blake3.blake3(
         f"{name}\0{number}\0{stored.manifest}\0{','.join(parents)}".encode()
     ).hexdigest()
-    columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
+    columns = [{"name": f.name, "type": str(f.type)} for f in stored.schema]
     data = {
         "dataset": name, "number": number, "version": version_id, "parents": list(parents),
         "manifest": stored.manifest, "rows": stored.rows, "columns": columns,

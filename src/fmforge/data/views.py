@@ -69,6 +69,13 @@ class DatasetIndex:
         )
         return [_version(r) for r in rows]
 
+    def by_id(self, version_id: str) -> DatasetVersion | None:
+        """The version with this id, if any."""
+        row = self.db.execute(
+            "SELECT * FROM dataset_versions WHERE version_id = ?", (version_id,)
+        ).fetchone()
+        return None if row is None else _version(row)
+
     def newest(self) -> list[DatasetVersion]:
         """The newest version of every dataset, by name."""
         rows = self.db.execute(

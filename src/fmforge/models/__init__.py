@@ -12,9 +12,10 @@ from fmforge.models.checkout import (
     load_state_dict,
     open_model,
 )
-from fmforge.models.commits import commit_model, commit_tensors
+from fmforge.models.commits import commit_model
 from fmforge.models.diff import ModelDiff, diff_models
 from fmforge.models.refs import CommitInfo, ModelRefs, RefIndex
+from fmforge.models.tensorcommit import KnownTensor, commit_tensors
 from fmforge.models.writer import CommitResult
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "CommitInfo",
     "CommitReader",
     "CommitResult",
+    "KnownTensor",
     "LazyStateDict",
     "ModelDiff",
     "ModelRefs",

@@ -403,6 +403,12 @@ def open_model(target: str, *, repo: Repository | None = None) -> Path:
     The copy lives in ``.fmforge/checkouts/<commit>``. It is written in a temporary directory
     beside it, with a marker written last, and renamed into place: a copy without the marker
     (left by an older fmforge) counts as absent, and a failure leaves nothing behind.
+
+    A PEFT adapter committed with a registered base (``base=``, or a
+    ``base_model_name_or_path`` naming one) is the one file that differs from the commit: its
+    ``adapter_config.json`` names the base's own ``open_model`` directory, so
+    ``AutoPeftModel.from_pretrained(open_model("lora@main"))`` loads offline (the committed
+    config often names a hub id that cannot be reached). ``checkout`` writes the commit as it is.
     """
     if repo is None:
         with Repository.open() as opened:
@@ -416,6 +422,7 @@ def open_model(target: str, *, repo: Repository | None = None) -> Path:
     staging = _staging_dir(directory, inside=False)
     try:
         _write_files(reader, staging, None)
+        _name_the_base(repo, reader, staging)
         (staging / _MARKER).write_text(reader.commit + "\n")
         shutil.rmtree(directory, ignore_errors=True)  # a copy without its marker
         try:
@@ -429,3 +436,18 @@ def open_model(target: str, *, repo: Repository | None = None) -> Path:
 
 
 _MARKER = ".fmforge-complete"
+
+
+def _name_the_base(repo: Repository, reader: CommitReader, root: Path) -> None:
+    """Point an adapter's ``base_model_name_or_path`` at its registered base's checkout."""
+    config = root / "adapter_config.json"
+    if not reader.info.base or not config.is_file():
+        return
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return  # not a config PEFT could read either: left as committed
+    if not isinstance(parsed, dict):
+        return
+    parsed["base_model_name_or_path"] = str(open_model(reader.info.base, repo=repo))
+    config.write_text(json.dumps(parsed, indent=2) + "\n", encoding="utf-8")

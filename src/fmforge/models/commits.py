@@ -27,16 +27,14 @@ without a temporary directory.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import blake3
-import numpy as np
 import orjson
 from threadpoolctl import threadpool_limits
 
@@ -45,7 +43,6 @@ from fmforge.errors import (
     BranchDiverged,
     InvalidModelSource,
     InvalidName,
-    InvalidTensor,
     ModelNotFound,
     RefNotFound,
     StreamVersionConflict,
@@ -60,8 +57,7 @@ from fmforge.models.refs import STREAM_PREFIX, ModelRefs, RefIndex, split_model_
 from fmforge.models.sources import ParentFiles, remember
 from fmforge.models.writer import CommitResult, TensorWriter, parent_tensors
 from fmforge.repository import Repository
-from fmforge.tensors.codec import TensorSpec
-from fmforge.tensors.layout import open_tensors, parse_header
+from fmforge.tensors.layout import open_tensors
 
 MANIFEST_FORMAT = 1
 DEFAULT_BRANCH = "main"
@@ -72,12 +68,17 @@ def _adapter_info(path: Path) -> dict[str, Any] | None:
     config = path / "adapter_config.json" if path.is_dir() else None
     if config is None or not config.is_file():
         return None
+    return adapter_record(config.read_bytes(), str(config))
+
+
+def adapter_record(content: bytes, where: str) -> dict[str, Any]:
+    """What a manifest keeps of a PEFT ``adapter_config.json`` (the file itself is a blob)."""
     try:
-        parsed = orjson.loads(config.read_bytes())
+        parsed = orjson.loads(content)
     except orjson.JSONDecodeError as exc:
-        raise InvalidModelSource(f"{config}: not valid JSON: {exc}") from None
+        raise InvalidModelSource(f"{where}: not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
-        raise InvalidModelSource(f"{config}: expected a JSON object")
+        raise InvalidModelSource(f"{where}: expected a JSON object")
     return {
         "peft_type": parsed.get("peft_type"),
         "base_model_name_or_path": parsed.get("base_model_name_or_path"),
@@ -125,7 +126,7 @@ def _plan(
             )
         return _Plan((), None, version)
     if parents is not None:
-        resolved = tuple(dict.fromkeys(index.resolve(name, p) for p in parents))
+        resolved = tuple(dict.fromkeys(_resolve_parent(index, name, p) for p in parents))
     elif head is not None:
         resolved = (head,)
     else:
@@ -146,6 +147,20 @@ def _plan(
                 f"; commit with --parent {branch}, or --force to rewrite the branch (recorded)",
             )  # fmt: skip
     return _Plan(resolved, head, version, forked, dropped)
+
+
+def _resolve_parent(index: RefIndex, name: str, parent: str) -> str:
+    """A REF of model ``name``, or the full id of a commit of any model (a merge or a rebase
+    descends from other models' commits: an adapter's base, the inputs of a merge)."""
+    if _FULL_ID.fullmatch(parent):
+        try:
+            return index.commit(parent).commit
+        except RefNotFound:
+            pass
+    return index.resolve(name, parent)
+
+
+_FULL_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def commit_model(
@@ -222,120 +237,6 @@ def commit_model(
     _record_commit(repo, name, message, plan, manifest, writer, result, adapts, provenance)
     remember(repo, result.commit, [p for _, p in sources if p.suffix == ".safetensors"])
     return result
-
-
-def commit_tensors(
-    repo: Repository,
-    name: str,
-    tensors: Mapping[str, Any],
-    *,
-    parents: Iterable[str] | None = None,
-    message: str,
-    provenance: Mapping[str, Any] | None = None,
-    branch: str = DEFAULT_BRANCH,
-    base: str | None = None,
-    path: str = "model.safetensors",
-    metadata: Mapping[str, str] | None = None,
-    force: bool = False,
-    orphan: bool = False,
-) -> CommitResult:
-    """Commit ``tensors`` (name -> torch tensor or numpy array) as one safetensors file at
-    ``path``, without writing it anywhere first; branch semantics as ``commit_model``.
-
-    ``parents``: REFs (default: the branch's head, or ``main``'s for a new branch); an
-    unchanged tensor costs nothing and a changed one is stored as a delta against the first
-    parent's tensor of the same name. ``provenance``: what produced these tensors (a run, a
-    merge and its inputs), recorded with the commit.
-    """
-    validate_model_name(name)
-    index = repo.view(ModelRefs)
-    plan = _plan(repo, index, name, branch, parents, expected_head=None, force=force, orphan=orphan)
-    entries = sorted((key, _tensor_bytes(key, value)) for key, value in tensors.items())
-    header = safetensors_header([(key, spec, len(data)) for key, (spec, data) in entries], metadata)
-    layout = parse_header(header, path)
-    parent_id = plan.parents[0] if plan.parents else None
-    result = CommitResult(name, "", branch, plan.parents)
-    with (
-        threadpool_limits(limits=1, user_api="blas"),
-        ParentFiles(repo, None) as parent_files,
-        TensorWriter(
-            repo, index, parent_tensors(repo, index, parent_id), parent_files, result, None
-        ) as writer,
-    ):
-        header_digest, created = repo.objects.put_new(header)
-        writer.added(header_digest, len(header), created)
-        views = [data for _, (_, data) in entries]
-        digests = writer.hash_all(views)
-        for (key, (spec, data)), digest in zip(entries, digests, strict=True):
-            writer.add(path, key, data, spec, digest)
-        writer.finish()
-    size = 8 + len(header) + layout.data_size
-    result.raw_bytes = size
-    by_name = dict(zip([k for k, _ in entries], digests, strict=True))
-    files = [{
-        "path": path, "kind": "safetensors", "header": header_digest, "size": size,
-        "tensors": [[e.name, by_name[e.name]] for e in layout.entries],
-    }]  # fmt: skip
-    manifest = {"format": MANIFEST_FORMAT, "files": files, "stored": writer.stored}
-    adapts = _resolve_base(index, base, None)
-    _record_commit(repo, name, message, plan, manifest, writer, result, adapts, provenance)
-    return result
-
-
-_NUMPY_DTYPES = {
-    "float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
-    "int16": "I16", "int8": "I8", "uint8": "U8", "uint16": "U16", "uint32": "U32",
-    "uint64": "U64", "bool": "BOOL",
-}  # fmt: skip
-_TORCH_DTYPES = {
-    **_NUMPY_DTYPES, "bfloat16": "BF16", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
-}  # fmt: skip
-
-
-def _tensor_bytes(name: str, value: Any) -> tuple[TensorSpec, memoryview]:
-    """(spec, little-endian bytes) of a torch tensor or numpy array, without a copy when it
-    is contiguous already."""
-    if not isinstance(name, str) or not name:
-        raise InvalidTensor(f"tensor names are non-empty strings, got {name!r}")
-    if isinstance(value, np.ndarray):
-        dtype = _NUMPY_DTYPES.get(value.dtype.name)
-        if dtype is None or value.dtype.byteorder == ">":
-            raise InvalidTensor(f"tensor {name!r}: unsupported numpy dtype {value.dtype}")
-        array = np.ascontiguousarray(value)
-        return TensorSpec(dtype, tuple(array.shape)), array.reshape(-1).view(np.uint8).data
-    torch_dtype = str(getattr(value, "dtype", "")).removeprefix("torch.")
-    if torch_dtype not in _TORCH_DTYPES or not hasattr(value, "detach"):
-        raise InvalidTensor(
-            f"tensor {name!r}: expected a torch tensor or numpy array, got {type(value).__name__}"
-        )
-    import torch
-
-    flat = value.detach().to("cpu").contiguous().reshape(-1)
-    data: np.ndarray[Any, Any] = (
-        flat.view(torch.uint8).numpy() if flat.numel() else np.zeros(0, np.uint8)
-    )
-    return TensorSpec(_TORCH_DTYPES[torch_dtype], tuple(value.shape)), data.data
-
-
-def safetensors_header(
-    tensors: Iterable[tuple[str, TensorSpec, int]], metadata: Mapping[str, str] | None = None
-) -> bytes:
-    """A safetensors header for (name, spec, nbytes) in this buffer order, padded with spaces
-    to a multiple of 8 bytes as the reference writer does."""
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    offset = 0
-    for name, spec, nbytes in tensors:
-        end = offset + nbytes
-        header[name] = {
-            "dtype": spec.dtype,
-            "shape": list(spec.shape),
-            "data_offsets": [offset, end],
-        }
-        offset += nbytes
-    text = json.dumps(header, separators=(",", ":")).encode()
-    return text + b" " * (-(len(text) + len(struct.pack("<Q", 0))) % 8)
 
 
 def _record_commit(

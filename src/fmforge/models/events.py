@@ -3,6 +3,14 @@
 A commit and the branch move it causes are one append guarded by the stream version. Branches
 move only by events: created, moved (a commit, reset, push, pull or a forced rewrite naming the
 commits it drops), deleted. Tags are created once and never move.
+
+MLflow's model registry is this registry: ``ModelRegistered`` makes a model a registered model
+(its description and tags), each ``ModelVersionCreated`` numbers a commit as version N (what
+was registered, from which run or logged model), ``ModelTagsSet``/``ModelDescribed`` annotate
+the model or one version, ``ModelVersionDeleted``/``ModelUnregistered`` hide them from MLflow
+clients (the commits stay), ``ModelRenamed`` gives the model another name for MLflow clients.
+An alias (``champion``) is a branch ``alias/<name>``: it moves (``BranchMoved``) where tags
+never do.
 """
 
 from __future__ import annotations
@@ -91,6 +99,54 @@ class FisherComputedData(TypedDict):
     seed: NotRequired[Count]  # of the examples' order (and a new head's initialisation)
 
 
+Tags = dict[str, str]
+Version = Annotated[int, Ge(1)]
+
+
+class ModelRegisteredData(TypedDict):
+    model: Name
+    description: str
+    tags: Tags
+
+
+class ModelUnregisteredData(TypedDict):
+    model: Name
+
+
+class ModelRenamedData(TypedDict):
+    model: Name
+    name: Name  # the name MLflow clients see from now on
+
+
+class ModelTagsSetData(TypedDict):
+    model: Name
+    version: Version | None  # None: the registered model's own tags
+    tags: Tags
+    deleted: list[str]
+
+
+class ModelDescribedData(TypedDict):
+    model: Name
+    version: Version | None
+    description: str
+
+
+class ModelVersionCreatedData(TypedDict):
+    model: Name
+    version: Version
+    commit: Digest
+    source: str  # the URI the client registered (models:/m-..., runs:/..., ...)
+    run: str | None
+    logged_model: str | None
+    tags: Tags
+    description: str
+
+
+class ModelVersionDeletedData(TypedDict):
+    model: Name
+    version: Version
+
+
 def _no_self_parent(stream: str, data: Mapping[str, Any]) -> str | None:
     if data["commit"] in data["parents"]:
         return "a commit cannot be its own parent"
@@ -116,6 +172,13 @@ BranchDeleted = EventType("BranchDeleted", BranchDeletedData)
 TagCreated = EventType("TagCreated", TagCreatedData)
 CommitEvaluated = EventType("CommitEvaluated", CommitEvaluatedData)
 FisherComputed = EventType("FisherComputed", FisherComputedData)
+ModelRegistered = EventType("ModelRegistered", ModelRegisteredData)
+ModelUnregistered = EventType("ModelUnregistered", ModelUnregisteredData)
+ModelRenamed = EventType("ModelRenamed", ModelRenamedData)
+ModelTagsSet = EventType("ModelTagsSet", ModelTagsSetData)
+ModelDescribed = EventType("ModelDescribed", ModelDescribedData)
+ModelVersionCreated = EventType("ModelVersionCreated", ModelVersionCreatedData)
+ModelVersionDeleted = EventType("ModelVersionDeleted", ModelVersionDeletedData)
 
 DOMAIN = Domain(
     "model",
@@ -128,9 +191,16 @@ DOMAIN = Domain(
         TagCreated,
         CommitEvaluated,
         FisherComputed,
+        ModelRegistered,
+        ModelUnregistered,
+        ModelRenamed,
+        ModelTagsSet,
+        ModelDescribed,
+        ModelVersionCreated,
+        ModelVersionDeleted,
     ),
     writer="`fmforge model commit/branch/tag/reset/merge/rebase`, `fmforge eval`, "
     "`fmforge fisher`, "
-    "push and pull",
+    "push and pull, `fmforge ui`'s MLflow model registry",
     check=_same_model,
 )

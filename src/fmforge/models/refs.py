@@ -195,6 +195,15 @@ class RefIndex:
             current = info.parents[0] if info.parents else None
         return out
 
+    def branch_log(self, model: str, branch: str) -> list[tuple[str, str, int]]:
+        """(commit, time, seq) of every position ``branch`` took, newest first."""
+        rows = self.db.execute(
+            "SELECT commit_id, time, seq FROM model_branch_log WHERE model = ? AND branch = ? "
+            "ORDER BY seq DESC",
+            (model, branch),
+        )
+        return [(str(c), str(t), int(s)) for c, t, s in rows]
+
     def default_branch(self, model: str) -> str | None:
         """``main`` if the model has it, else its oldest branch still standing."""
         branches = self.branches(model)

@@ -28,7 +28,7 @@ from fmforge.repository import DIRNAME, Repository
 from fmforge.server import errors
 from fmforge.server.guards import Limits, RequestGuard, allowed_hosts
 from fmforge.server.identity import PrincipalMiddleware
-from fmforge.server.routers import mlflow, models, pages, runs
+from fmforge.server.routers import mlflow, mlflow_artifacts, mlflow_registry, models, pages, runs
 from fmforge.server.state import ServerState
 from fmforge.settings import load_settings
 from fmforge.tracking.heartbeat import record_lost_heartbeats
@@ -55,8 +55,9 @@ def create_app(
     # No /docs or /redoc: their pages load scripts from a CDN; /openapi.json stays.
     app = FastAPI(title="fmforge", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.fmforge = state
-    for module in (pages, runs, models, mlflow):
+    for module in (pages, runs, models, mlflow, mlflow_registry, mlflow_artifacts):
         app.include_router(module.router)
+    app.include_router(mlflow_artifacts.tracking_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(PrincipalMiddleware)
     app.add_middleware(RequestGuard, hosts=allowed_hosts(settings, bind_host), limits=state.limits)
@@ -66,7 +67,8 @@ def create_app(
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Open the repository while the server runs; end the runs MLflow clients left open."""
+    """Open the repository while the server runs. At the end, the runs MLflow clients log to
+    are flushed and let go, not ended: a client goes on logging after a restart."""
     state: ServerState = app.state.fmforge
     state.repo = Repository.open(state.root)
     watcher = asyncio.create_task(_watch_heartbeats(state))
@@ -74,7 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         watcher.cancel()
-        state.mlflow.finish_all()
+        state.mlflow.detach_all()
         state.repo.close()
 
 
@@ -83,6 +85,10 @@ async def _watch_heartbeats(state: ServerState) -> None:
     while True:
         await asyncio.sleep(every_s)
         try:
-            record_lost_heartbeats(state.repo, timeout_s=state.heartbeat_timeout_s)
+            await asyncio.to_thread(
+                record_lost_heartbeats, state.repo, timeout_s=state.heartbeat_timeout_s
+            )
+            # A run no client used for as long: let it go (it stays open; a call takes it up).
+            await asyncio.to_thread(state.mlflow.detach_idle, state.heartbeat_timeout_s)
         except FmforgeError as error:  # e.g. a busy database: the next round tries again
             logger.warning("heartbeat watch: %s", error)

@@ -1,7 +1,7 @@
 """The server's one error shape, and the one place errors become HTTP answers.
 
-Every route, the dashboard's JSON as much as MLflow's API, answers an error as MLflow's body
-plus fmforge's stable code::
+Every route of ``fmforge ui``, the dashboard's JSON as much as MLflow's API, answers an error as
+MLflow's body plus fmforge's stable code::
 
     {"error_code": "INVALID_PARAMETER_VALUE", "message": "one line", "code": "invalid_request"}
 
@@ -10,14 +10,23 @@ MLflow's ``databricks_pb2.ErrorCode`` that the official client turns into an
 ``MlflowException``. Requests FastAPI refuses itself (a missing query parameter, an unknown
 route) are translated into the same tree first, and anything unexpected is a 500 in the same
 shape whose message names no more than the exception's type; the traceback goes to the log.
+
+The serving app (``fmforge serve``) answers OpenAI's error object instead, which the official
+clients turn into their exceptions (``install_openai``)::
+
+    {"error": {"message": "one line", "type": "invalid_request_error", "param": "model",
+               "code": "model_not_found"}}
+
+with ``Retry-After`` on a 429 (``Overloaded``) and on a 503 that can be retried.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,11 +34,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fmforge.errors import (
+    AliasNotFound,
     EndpointNotFound,
     ExperimentExists,
     FmforgeError,
     InvalidRequest,
     MethodNotAllowed,
+    ModelExists,
+    Overloaded,
     PayloadTooLarge,
     RepositoryExists,
 )
@@ -41,6 +53,8 @@ MLFLOW_CODE_BY_CLASS: dict[type[FmforgeError], str] = {
     EndpointNotFound: "ENDPOINT_NOT_FOUND",  # MethodNotAllowed too
     ExperimentExists: "RESOURCE_ALREADY_EXISTS",
     RepositoryExists: "RESOURCE_ALREADY_EXISTS",
+    ModelExists: "RESOURCE_ALREADY_EXISTS",
+    AliasNotFound: "INVALID_PARAMETER_VALUE",  # what MLflow's own server answers
 }
 MLFLOW_CODE_BY_STATUS: dict[int, str] = {
     400: "INVALID_PARAMETER_VALUE",
@@ -125,6 +139,10 @@ def invalid_request(errors: Sequence[Any]) -> InvalidRequest:
     first = errors[0]
     kind = str(first.get("type", ""))
     loc = list(first.get("loc", ()))
+    if kind == "json_invalid":
+        where = f" at character {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+        detail = (first.get("ctx") or {}).get("error", "")
+        return InvalidRequest(f"the request body is not valid JSON{where}: {detail}".rstrip(": "))
     if loc and loc[0] in ("query", "path", "header", "cookie"):
         subject = f"{loc[0]} parameter {field_path(loc[1:])!r}"
     else:
@@ -182,12 +200,102 @@ def install(app: FastAPI) -> None:
     app.add_middleware(CatchUnexpected)  # added last: the outermost of ours
 
 
+# ---- the serving app's shape: OpenAI's error object ---------------------------------------
+
+OPENAI_TYPES: dict[int, str] = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_body(error: FmforgeError, param: str | None = None) -> dict[str, Any]:
+    status = error.http_status
+    kind = OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {
+        "error": {
+            "message": one_line(str(error)),
+            "type": kind,
+            "param": param if param is not None else getattr(error, "param", None),
+            "code": error.code,
+        }
+    }
+
+
+def openai_error_response(error: FmforgeError, param: str | None = None) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if isinstance(error, Overloaded):
+        headers["Retry-After"] = str(error.retry_after)
+    elif error.http_status == 503:
+        headers["Retry-After"] = "1"
+    if isinstance(error, MethodNotAllowed) and error.allow:
+        headers["Allow"] = error.allow
+    return JSONResponse(
+        openai_error_body(error, param), status_code=error.http_status, headers=headers or None
+    )
+
+
+async def _openai_fmforge_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FmforgeError)
+    return openai_error_response(exc)
+
+
+async def _openai_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = exc.errors()
+    loc = [p for p in (problems[0].get("loc", ()) if problems else ()) if p != "body"]
+    param = field_path(loc) if loc and isinstance(loc[0], str) else None
+    return openai_error_response(invalid_request(problems), param)
+
+
+async def _openai_http_error(request: Request, exc: Exception) -> JSONResponse:
+    response = await _http_error(request, exc)
+    body = orjson.loads(bytes(response.body))
+    error_class = {404: EndpointNotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}.get(
+        response.status_code, InvalidRequest
+    )
+    error = error_class(body["message"])
+    if isinstance(error, MethodNotAllowed):
+        error.allow = response.headers.get("Allow", "")
+    return openai_error_response(error)
+
+
+def _openai_internal(exc: Exception) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": f"internal error ({type(exc).__name__}); the server's log has details",
+            "type": "server_error",
+            "param": None,
+            "code": INTERNAL_CODE,
+        }
+    }
+
+
+def install_openai(app: FastAPI) -> None:
+    """Route every error of ``app`` through OpenAI's error object."""
+    app.add_exception_handler(FmforgeError, _openai_fmforge_error)
+    app.add_exception_handler(RequestValidationError, _openai_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _openai_http_error)
+    app.add_middleware(CatchUnexpected, body=_openai_internal)
+
+
+def _mlflow_internal(exc: Exception) -> dict[str, Any]:
+    return {
+        "error_code": "INTERNAL_ERROR",
+        "message": f"internal error ({type(exc).__name__}); the server's log has details",
+        "code": INTERNAL_CODE,
+    }
+
+
 class CatchUnexpected:
     """Any exception no handler knew: logged with its traceback, answered as a 500 in the
     shape (when nothing of the answer was sent yet)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, body: Callable[[Exception], dict[str, Any]] = _mlflow_internal
+    ) -> None:
         self.app = app
+        self.body = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -207,9 +315,4 @@ class CatchUnexpected:
             logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
             if started:
                 raise
-            body = {
-                "error_code": "INTERNAL_ERROR",
-                "message": f"internal error ({type(exc).__name__}); the server's log has details",
-                "code": INTERNAL_CODE,
-            }
-            await JSONResponse(body, status_code=500)(scope, receive, send)
+            await JSONResponse(self.body(exc), status_code=500)(scope, receive, send)

@@ -7,9 +7,12 @@
   (else ``Referer``) is another site than the Host it was sent to is refused, and so is one
   that is not ``application/json``: a browser sends JSON cross-site only after a preflight,
   which this server never grants, so a form or ``text/plain`` post cannot record anything.
-  MLflow's client sends JSON with no Origin and passes.
-- **Size.** A body over ``server.max_body_bytes`` is refused (413) from its Content-Length, or
-  while it is read when it comes in chunks.
+  MLflow's client sends JSON with no Origin and passes. (PUT, PATCH and DELETE need no JSON
+  check: a browser sends them cross-site only after a preflight; MLflow uploads artifacts
+  with PUT and the file's own type.)
+- **Size.** A body over ``server.max_body_bytes`` (an artifact upload: over
+  ``server.max_artifact_bytes``) is refused (413) from its Content-Length, or while it is
+  read when it comes in chunks.
 
 Field sizes (a param value, an experiment name) are checked where the body is parsed
 (``mlflow_schemas``), against the same ``Limits``.
@@ -18,17 +21,26 @@ Field sizes (a param value, an experiment name) are checked where the body is pa
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fmforge.errors import ConfigError, InvalidRequest, PayloadTooLarge, RequestRefused
+from fmforge.errors import (
+    ConfigError,
+    FmforgeError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestRefused,
+)
 from fmforge.server.errors import error_response, show
 from fmforge.settings import Settings
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+ARTIFACT_UPLOADS = "/api/2.0/mlflow-artifacts/artifacts/"  # PUTs of files: their own limit
 WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
@@ -37,6 +49,7 @@ class Limits:
     """Request limits, each the setting ``server.<field name>`` (defaults there)."""
 
     max_body_bytes: int
+    max_artifact_bytes: int
     max_key_chars: int
     max_param_value_chars: int
     max_tag_value_chars: int
@@ -106,21 +119,33 @@ def same_site(source: str, host: str) -> bool:
 class RequestGuard:
     """Pure ASGI middleware: the Host, cross-site and size checks above."""
 
-    def __init__(self, app: ASGIApp, *, hosts: frozenset[str] | None, limits: Limits) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hosts: frozenset[str] | None,
+        limits: Limits,
+        render: Callable[[FmforgeError], Response] = error_response,
+    ) -> None:
         self.app = app
         self.hosts = hosts
         self.limits = limits
+        self.render = render  # the app's error shape
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope["method"] == "PUT" and scope["path"].startswith(ARTIFACT_UPLOADS)
+        limit, setting = (
+            (self.limits.max_artifact_bytes, "server.max_artifact_bytes") if upload
+            else (self.limits.max_body_bytes, "server.max_body_bytes")
+        )  # fmt: skip
         try:
-            self.check(scope["method"], Headers(scope=scope))
+            self.check(scope["method"], Headers(scope=scope), limit, setting)
         except (RequestRefused, InvalidRequest, PayloadTooLarge) as refused:
-            await error_response(refused)(scope, receive, send)
+            await self.render(refused)(scope, receive, send)
             return
-        limit = self.limits.max_body_bytes
         received = 0
 
         async def limited_receive() -> Message:
@@ -130,13 +155,20 @@ class RequestGuard:
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise PayloadTooLarge(
-                        f"the request body is over {limit} bytes (setting server.max_body_bytes)"
+                        f"the request body is over {limit} bytes (setting {setting})"
                     )
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def check(self, method: str, headers: Headers) -> None:
+    def check(
+        self,
+        method: str,
+        headers: Headers,
+        limit: int | None = None,
+        setting: str = "server.max_body_bytes",
+    ) -> None:
+        limit = self.limits.max_body_bytes if limit is None else limit
         host = headers.get("host")
         if host is None:
             raise RequestRefused("the request has no Host header")
@@ -154,7 +186,11 @@ class RequestGuard:
                     f"may not change anything on {show(host)}"
                 )
             content_type = headers.get("content-type", "")
-            if content_type.split(";")[0].strip().lower() != "application/json":
+            # Only a POST can be sent cross-site without a preflight (which this server never
+            # grants): a PUT, PATCH or DELETE never comes from a foreign page's form.
+            if method == "POST" and content_type.split(";")[0].strip().lower() != (
+                "application/json"
+            ):
                 got = show(content_type) if content_type else "none"
                 raise RequestRefused(f"{method} needs Content-Type: application/json, got {got}")
         length = headers.get("content-length")
@@ -162,9 +198,8 @@ class RequestGuard:
             digits = length.strip()
             if not digits.isdigit():
                 raise InvalidRequest(f"Content-Length {show(length)} is not a number")
-            if len(digits) > 18 or int(digits) > self.limits.max_body_bytes:
+            if len(digits) > 18 or int(digits) > limit:
                 raise PayloadTooLarge(
                     f"the request body has {digits if len(digits) <= 18 else 'more than 10**18'} "
-                    f"bytes; the limit is "
-                    f"{self.limits.max_body_bytes} (setting server.max_body_bytes)"
+                    f"bytes; the limit is {limit} (setting {setting})"
                 )

@@ -17,7 +17,14 @@ import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from fmforge.errors import InvalidRequest
@@ -100,7 +107,7 @@ def _within(limits: Limits, field: str, value: str | None, limit: str) -> None:
 class Body(BaseModel):
     """A request body: JSON null is an absent field; unknown fields are ignored."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -208,13 +215,223 @@ class SearchRuns(Body):
     max_results: Int64 = 1000
     order_by: list[Text] = []
     page_token: Text | None = None
-    run_view_type: Text | None = None
+    run_view_type: Text | Int64 | None = None
 
     def check(self, limits: Limits) -> None:
-        if not 1 <= self.max_results <= 50_000:
-            raise InvalidRequest(
-                f"field 'max_results' must be between 1 and 50000, got {self.max_results}"
-            )
+        _max_results(self.max_results)
+
+
+def _max_results(value: int, most: int = 50_000) -> None:
+    if not 1 <= value <= most:
+        raise InvalidRequest(f"field 'max_results' must be between 1 and {most}, got {value}")
+
+
+class SearchExperiments(Body):
+    filter: Text | None = None
+    max_results: Int64 = 1000
+    order_by: list[Text] = []
+    page_token: Text | None = None
+    view_type: Text | Int64 | None = None
+
+    def check(self, limits: Limits) -> None:
+        _max_results(self.max_results)
+
+
+class ExperimentId(Body):
+    experiment_id: Text
+
+
+class UpdateExperiment(ExperimentId):
+    new_name: Text
+
+    def check(self, limits: Limits) -> None:
+        if not self.new_name.strip():
+            raise InvalidRequest("field 'new_name' must not be empty: an experiment needs a name")
+        _within(limits, "new_name", self.new_name, "max_experiment_name_chars")
+
+
+class SetExperimentTag(ExperimentId):
+    key: Key
+    value: Text
+
+    def check(self, limits: Limits) -> None:
+        _within(limits, "key", self.key, "max_key_chars")
+        _within(limits, "value", self.value, "max_tag_value_chars")
+
+
+class DeleteExperimentTag(ExperimentId):
+    key: Key
+
+
+class RunId(Body):
+    run_id: Text
+
+
+class DeleteTag(RunId):
+    key: Key
+
+
+class Dataset(Body):
+    name: Text
+    digest: Text
+    source_type: Text = ""
+    source: Text = ""
+    schema_: Text | None = Field(default=None, alias="schema")
+    profile: Text | None = None
+
+    @property
+    def schema(self) -> str | None:  # type: ignore[override]
+        return self.schema_
+
+
+class DatasetInput(Body):
+    tags: list[Tag] = []
+    dataset: Dataset
+
+
+class ModelRef(Body):
+    model_id: Text
+    step: Int64 | None = None
+
+
+class LogInputs(RunId):
+    datasets: list[DatasetInput] = []
+    models: list[ModelRef] = []
+
+
+class LogOutputs(RunId):
+    models: list[ModelRef] = []
+
+
+# ---- logged models and the model registry ---------------------------------------------------
+
+
+class CreateLoggedModel(Body):
+    experiment_id: Text
+    name: Text = "model"
+    model_type: Text | None = None
+    source_run_id: Text | None = None
+    params: list[Param] = []
+    tags: list[Tag] = []
+
+    def check(self, limits: Limits) -> None:
+        _within(limits, "name", self.name, "max_experiment_name_chars")
+        _check_batch(limits, "params", self.params, "max_params_tags_per_batch")
+        _check_batch(limits, "tags", self.tags, "max_params_tags_per_batch")
+
+
+class FinalizeLoggedModel(Body):
+    status: Text
+
+
+class LoggedModelTags(Body):
+    tags: list[Tag] = []
+
+    def check(self, limits: Limits) -> None:
+        _check_batch(limits, "tags", self.tags, "max_params_tags_per_batch")
+
+
+class LoggedModelParams(Body):
+    params: list[Param] = []
+
+    def check(self, limits: Limits) -> None:
+        _check_batch(limits, "params", self.params, "max_params_tags_per_batch")
+
+
+class SearchLoggedModels(Body):
+    experiment_ids: list[Text] = []
+    filter: Text | None = None
+    max_results: Int64 = 100
+    order_by: list[dict[str, Any]] = []
+    page_token: Text | None = None
+
+    def check(self, limits: Limits) -> None:
+        _max_results(self.max_results)
+
+
+class RegisteredName(Body):
+    name: Text
+
+
+class CreateRegisteredModel(RegisteredName):
+    tags: list[Tag] = []
+    description: Text = ""
+
+    def check(self, limits: Limits) -> None:
+        _within(limits, "description", self.description, "max_tag_value_chars")
+        _check_batch(limits, "tags", self.tags, "max_params_tags_per_batch")
+
+
+class RenameRegisteredModel(RegisteredName):
+    new_name: Text
+
+
+class DescribeRegisteredModel(RegisteredName):
+    description: Text = ""
+
+    def check(self, limits: Limits) -> None:
+        _within(limits, "description", self.description, "max_tag_value_chars")
+
+
+class RegisteredModelTag(RegisteredName):
+    key: Key
+    value: Text = ""
+
+    def check(self, limits: Limits) -> None:
+        _within(limits, "key", self.key, "max_key_chars")
+        _within(limits, "value", self.value, "max_tag_value_chars")
+
+
+class Alias(RegisteredName):
+    alias: Text
+    version: Text = ""
+
+
+class CreateModelVersion(RegisteredName):
+    source: Text
+    run_id: Text | None = None
+    tags: list[Tag] = []
+    run_link: Text | None = None
+    description: Text = ""
+    model_id: Text | None = None
+
+    def check(self, limits: Limits) -> None:
+        _within(limits, "description", self.description, "max_tag_value_chars")
+        _check_batch(limits, "tags", self.tags, "max_params_tags_per_batch")
+
+
+class VersionRef(RegisteredName):
+    version: Text
+
+
+class DescribeVersion(VersionRef):
+    description: Text = ""
+
+    def check(self, limits: Limits) -> None:
+        _within(limits, "description", self.description, "max_tag_value_chars")
+
+
+class VersionTag(VersionRef):
+    key: Key
+    value: Text = ""
+
+    def check(self, limits: Limits) -> None:
+        _within(limits, "key", self.key, "max_key_chars")
+        _within(limits, "value", self.value, "max_tag_value_chars")
+
+
+class SearchRegistry(Body):
+    filter: Text | None = None
+    max_results: Int64 = 100
+    order_by: list[Text] = []
+    page_token: Text | None = None
+
+    def check(self, limits: Limits) -> None:
+        _max_results(self.max_results)
+
+
+class LatestVersions(RegisteredName):
+    stages: list[Text] = []
 
 
 def _check_batch(limits: Limits, field: str, items: list[Any], limit: str) -> None:

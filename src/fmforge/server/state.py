@@ -1,6 +1,6 @@
 """What the routes share: the repository (opened when the server starts), the request limits,
-the heartbeat timeout and MLflow's open runs; a route asks for it as a ``ServerState`` (the
-``State`` dependency) instead of closing over it."""
+the heartbeat timeout, MLflow's open runs and its registry; a route asks for it as a
+``ServerState`` (the ``State`` dependency) instead of closing over it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from fmforge.errors import BackendUnavailable
 from fmforge.repository import Repository
 from fmforge.server.guards import Limits
+from fmforge.server.mlflow_registry import MlflowRegistry
 from fmforge.server.mlflow_store import MlflowStore
 
 
@@ -21,7 +22,10 @@ class ServerState:
         self._repo: Repository | None = None  # set when the server starts
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.limits = limits
-        self.mlflow = MlflowStore(lambda: self.repo)
+        self.mlflow = MlflowStore(lambda: self.repo, heartbeat_timeout_s)
+        self.mlflow_registry = MlflowRegistry(
+            lambda: self.repo, lambda experiment_id: self.mlflow.experiment(experiment_id)
+        )
 
     @property
     def repo(self) -> Repository:

@@ -18,6 +18,7 @@ from fmforge.tracking.reading import (
     dataset_usage,
     load_run,
     read_metric,
+    runs_frame,
 )
 from fmforge.tracking.runs import AnomalyAction, Run, RunStopped, start_run
 
@@ -38,5 +39,6 @@ __all__ = [
     "default_detectors",
     "load_run",
     "read_metric",
+    "runs_frame",
     "start_run",
 ]

@@ -39,6 +39,7 @@ class Detector:
 
     metrics: tuple[str, ...] = ("*",)
     name: str = "detector"
+    uses_times = False  # True: ``check`` takes ``times=`` (seconds since the epoch)
 
     def watches(self, metric: str) -> bool:
         return any(fnmatch.fnmatchcase(metric, p) for p in self.metrics)
@@ -160,14 +161,59 @@ class GradientExplosion(_Rolling):
 
 @dataclass
 class ThroughputCollapse(_Rolling):
-    """Throughput below ``fraction`` of its trailing median for ``patience`` values in a row
-    (one slow step, a pause for garbage collection or a checkpoint, is not a collapse)."""
+    """Throughput below ``fraction`` of its trailing median, sustained: for at least
+    ``sustain_s`` seconds of wall time and ``patience`` values in a row. A slow stretch of a
+    few steps (garbage collection, a checkpoint, another process taking the CPU) is not a
+    collapse, however many steps it spans; a data loader that stalls for minutes is. Without
+    the values' times (``check`` called without ``times``) only ``patience`` counts."""
 
     metrics: tuple[str, ...] = ("*per_second*", "*throughput*")
     name: str = "throughput_collapse"
     fraction: float = 0.3
     patience: int = 5
+    sustain_s: float = 20.0
     learn_outliers: bool = False  # a collapse does not become the new normal
+    uses_times = True
+    _since: dict[str, float] = field(default_factory=dict)  # when the current drop began
+    _reported: set[str] = field(default_factory=set)
+
+    def check(
+        self,
+        metric: str,
+        steps: np.ndarray[Any, Any],
+        values: np.ndarray[Any, Any],
+        times: np.ndarray[Any, Any] | None = None,
+    ) -> list[Anomaly]:
+        if times is None:
+            return super().check(metric, steps, values)
+        found = []
+        history = self._history.setdefault(metric, deque(maxlen=self.window))
+        streak = self._streak.get(metric, 0)
+        for step, value, at in zip(steps.tolist(), values.tolist(), times.tolist(), strict=True):
+            if not math.isfinite(value):
+                continue
+            evidence = None
+            if len(history) >= self.warmup:
+                evidence = self._judge(value, np.fromiter(history, float))
+            if evidence is None:
+                streak = 0
+                self._since.pop(metric, None)
+                self._reported.discard(metric)
+                history.append(value)
+                continue
+            streak += 1
+            began = self._since.setdefault(metric, at)
+            lasted = at - began
+            if (
+                streak >= self.patience
+                and lasted >= self.sustain_s
+                and metric not in (self._reported)
+            ):
+                self._reported.add(metric)
+                evidence += f", for {lasted:.0f} s"
+                found.append(self._anomaly(metric, int(step), value, self.severity, evidence))
+        self._streak[metric] = streak
+        return found
 
     def _judge(self, value: float, window: np.ndarray[Any, Any]) -> str | None:
         median = float(np.median(window))

@@ -358,37 +358,61 @@ def _decoded(objects: ObjectStore, digest: str) -> list[tuple[str, int, Array]]:
     return decode(objects.get(digest))  # most flushes close nothing: one shared object
 
 
-def apply_pyramid(
-    db: sqlite3.Connection,
-    objects: ObjectStore | None,
-    run_id: str,
-    data: dict[str, Any],
-    span: int,
+SeriesKey = tuple[str, str]  # (run id, metric)
+SeriesValues = tuple[Any, ...]  # (frontier, legacy, step_min, step_max, span)
+
+
+def pyramid_entries(
+    objects: ObjectStore | None, run_id: str, data: dict[str, Any]
+) -> tuple[bool, list[tuple[str, int, Array]]]:
+    """(legacy, summaries) of one ``MetricsLogged`` event: legacy when it names no readable
+    pyramid object (its metrics are then read from the chunks)."""
+    if "pyramid" not in data:
+        return True, []
+    try:
+        assert objects is not None
+        return False, _decoded(objects, data["pyramid"])
+    except (ObjectNotFound, CorruptObject, ValueError) as exc:
+        logger.warning("run %s: pyramid %s unreadable (%s); charts read its chunks",
+                       run_id, data["pyramid"], exc)  # fmt: skip
+        return True, []
+
+
+def series_values(
+    run_id: str, data: dict[str, Any], legacy: bool, span: int
+) -> list[tuple[SeriesKey, SeriesValues]]:
+    """What one event says of each metric's series (see ``merge_series``)."""
+    return [
+        ((run_id, name), (None if legacy else summary["last_step"], int(legacy),
+                          summary.get("step_min"), summary.get("step_max"), span))
+        for name, summary in data["metrics"].items()
+        if summary["count"]
+    ]  # fmt: skip
+
+
+def merge_series(older: SeriesValues, newer: SeriesValues) -> SeriesValues:
+    """Two events' values of one series as one: upserting the result equals upserting both in
+    order (``_SERIES_UPSERT``: the newest frontier, legacy counts added, an unknown extent
+    stays unknown, the widest span)."""
+    frontier = newer[0] if newer[0] is not None else older[0]
+    low = None if older[2] is None or newer[2] is None else min(older[2], newer[2])
+    high = None if older[3] is None or newer[3] is None else max(older[3], newer[3])
+    return frontier, older[1] + newer[1], low, high, max(older[4], newer[4])
+
+
+def upsert_series(db: sqlite3.Connection, rows: dict[SeriesKey, SeriesValues]) -> None:
+    db.executemany(_SERIES_UPSERT, [(*key, *values) for key, values in rows.items()])
+
+
+def apply_blocks(
+    db: sqlite3.Connection, run_id: str, entries: list[tuple[str, int, Array]]
 ) -> None:
-    """Index one ``MetricsLogged`` event: its metrics' extents and frontiers, and the
-    summaries of its pyramid object (without one: its metrics read from the chunks)."""
-    entries: list[tuple[str, int, Array]] = []
-    legacy = "pyramid" not in data
-    if not legacy:
-        try:
-            assert objects is not None
-            entries = _decoded(objects, data["pyramid"])
-        except (ObjectNotFound, CorruptObject, ValueError) as exc:
-            logger.warning("run %s: pyramid %s unreadable (%s); charts read its chunks",
-                           run_id, data["pyramid"], exc)  # fmt: skip
-            legacy = True
-    for name, summary in data["metrics"].items():
-        if not summary["count"]:
-            continue
-        db.execute(
-            _SERIES_UPSERT,
-            (run_id, name, None if legacy else summary["last_step"], int(legacy),
-             summary.get("step_min"), summary.get("step_max"), span),
-        )  # fmt: skip
-    if entries:
-        # Busy with a statement (OperationalError): it was registered before and is in use.
-        with contextlib.suppress(sqlite3.OperationalError):
-            db.create_function("fmforge_merge_blocks", 2, _merge_blobs, deterministic=True)
+    """Merge one event's block summaries into ``metric_blocks`` (its series exist)."""
+    if not entries:
+        return
+    # Busy with a statement (OperationalError): it was registered before and is in use.
+    with contextlib.suppress(sqlite3.OperationalError):
+        db.create_function("fmforge_merge_blocks", 2, _merge_blobs, deterministic=True)
     for name, k0, rows in entries:
         (series,) = db.execute(
             "SELECT series FROM metric_series WHERE run_id = ? AND metric = ?", (run_id, name)
@@ -400,6 +424,20 @@ def apply_pyramid(
             [(series, level, block, packed[i * size : (i + 1) * size]) for i, (level, block)
              in enumerate(zip(rows["level"].tolist(), rows["block"].tolist(), strict=True))],
         )  # fmt: skip
+
+
+def apply_pyramid(
+    db: sqlite3.Connection,
+    objects: ObjectStore | None,
+    run_id: str,
+    data: dict[str, Any],
+    span: int,
+) -> None:
+    """Index one ``MetricsLogged`` event: its metrics' extents and frontiers, and the
+    summaries of its pyramid object (without one: its metrics read from the chunks)."""
+    legacy, entries = pyramid_entries(objects, run_id, data)
+    upsert_series(db, dict(series_values(run_id, data, legacy, span)))
+    apply_blocks(db, run_id, entries)
 
 
 @dataclass(frozen=True)

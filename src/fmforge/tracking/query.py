@@ -7,7 +7,9 @@
     OP      := = | != | < | <= | > | >= | ~ (contains; for tags and datasets: has an element)
     VALUE   := a number, a 'quoted' or "quoted" string, or a bare word
 
-A comparison with a missing field is false. Parsed into a predicate; never evaluated as code.
+A comparison with a missing field is false; a string value that spells a number (an MLflow
+param, ``"0.01"``) compares with a number as that number. Parsed into a predicate; never
+evaluated as code.
 A metric that no run of the selection has is a typo, not a missing field: ``RunsIndex.rows``
 refuses it, naming the closest metric names (``parse_query`` gives the fields a query names).
 """
@@ -149,6 +151,10 @@ def parse_query(text: str) -> tuple[Predicate, list[str]]:
     return predicate, fields
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _compare(name: str, op: str, expected: Any) -> Predicate:
     def check(run: dict[str, Any]) -> bool:
         actual = field_value(run, name)
@@ -158,6 +164,11 @@ def _compare(name: str, op: str, expected: Any) -> Predicate:
             if isinstance(actual, list):
                 return any(str(expected) in str(item) for item in actual)
             return str(expected) in str(actual)
+        if isinstance(actual, str) and _is_number(expected):
+            try:  # MLflow params are strings: "0.01" compares as the number it spells
+                actual = float(actual)
+            except ValueError:
+                return op == "!="
         try:
             return bool(_OPS[op](actual, expected))
         except TypeError:  # a number against a word: not a match, not an error

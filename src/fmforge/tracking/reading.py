@@ -31,6 +31,7 @@ __all__ = [
     "read_metric",
     "read_metric_with_times",
     "run_summary",
+    "runs_frame",
 ]
 
 
@@ -67,3 +68,32 @@ def read_metric_with_times(
     index.run(run_id)  # RunNotFound for an unknown run
     chunks = (repo.objects.get(c.digest) for c in index.chunks(run_id, metric=name))
     return read_series(chunks, name, with_times=True)
+
+
+def runs_frame(
+    where: str | None = None, *, project: str | None = None, repo: Repository | None = None
+) -> Any:
+    """The runs a query selects as a pandas DataFrame, newest first, as ``mlflow.search_runs``
+    gives them: ``run_id``, ``name``, ``project``, ``status``, ``start_time`` (UTC),
+    ``duration_s``, ``parent``, then ``metrics.<name>`` (the last value), ``params.<key>``
+    (the config, flattened) and ``tags.<key>``. Needs pandas."""
+    import pandas as pd
+
+    from fmforge.tracking.environment import flatten
+
+    if repo is None:
+        with Repository.open() as opened:
+            return runs_frame(where, project=project, repo=opened)
+    rows = []
+    for run in repo.view(RunsView).rows(where, project=project):
+        row: dict[str, Any] = {
+            "run_id": run["id"], "name": run["name"], "project": run["project"],
+            "status": run["status"], "start_time": pd.Timestamp(run["started"], unit="s", tz="UTC"),
+            "duration_s": run["duration_s"], "parent": run["parent"],
+        }  # fmt: skip
+        row.update({f"metrics.{k}": v["last"] for k, v in sorted(run["metrics"].items())})
+        row.update({f"params.{k}": v for k, v in sorted(flatten(run["config"]).items())})
+        row.update({f"tags.{k}": v for k, v in sorted(run["tag_values"].items())})
+        rows.append(row)
+    columns = ["run_id", "name", "project", "status", "start_time", "duration_s", "parent"]
+    return pd.DataFrame(rows, columns=None if rows else columns)

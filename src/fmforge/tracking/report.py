@@ -84,6 +84,16 @@ def write_report(repo: Repository, run_id: str, out: str | os.PathLike[str]) -> 
         f"{html.escape(a['evidence'])}</li>"
         for a in record.anomalies
     )
+    evaluations = "".join(
+        f"<tr><td>{e['step']}</td><td>{html.escape(str(e.get('dataset') or '-'))}</td><td>"
+        + html.escape(", ".join(f"{k}={v}" for k, v in sorted(e["metrics"].items())))
+        + "</td></tr>"
+        for e in record.evals
+    )
+    tags = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
+        for k, v in sorted(record.tag_values.items())
+    )
     charts = "".join(
         _chart(name, metric_columns(repo, run_id, name, _W - 2 * _PAD), record)
         for name in sorted(record.summary)
@@ -108,6 +118,9 @@ def write_report(repo: Repository, run_id: str, out: str | os.PathLike[str]) -> 
 <p>{html.escape(lineage)}</p>
 <h2>Config</h2><table>{rows}</table>
 <h2>Metrics</h2><table>{head}{summary}</table>
+<h2>Evaluations</h2><table><tr><th>step</th><th>dataset</th><th>results</th></tr>{evaluations}
+</table>
+<h2>Tags</h2><table>{tags}</table>
 <h2>Anomalies</h2><ul>{anomalies or "<li>none</li>"}</ul>
 <h2>Curves</h2>{charts}
 </body></html>

@@ -28,7 +28,16 @@ from fmforge.ledger import Event, Projection, handles
 from fmforge.ledger.projections import create_statements
 from fmforge.tracking.environment import flatten
 from fmforge.tracking.pyramid import SCHEMA as PYRAMID_SCHEMA
-from fmforge.tracking.pyramid import apply_pyramid
+from fmforge.tracking.pyramid import (
+    SeriesKey,
+    SeriesValues,
+    apply_blocks,
+    apply_pyramid,
+    merge_series,
+    pyramid_entries,
+    series_values,
+    upsert_series,
+)
 from fmforge.tracking.query import metric_of, parse_query
 
 HEARTBEAT_S = 30.0
@@ -42,8 +51,9 @@ CREATE TABLE runs (
     datasets TEXT NOT NULL, tags TEXT NOT NULL, config TEXT NOT NULL, anomalies INTEGER NOT NULL,
     checkpoints INTEGER NOT NULL, metrics TEXT NOT NULL, lost_at REAL,
     config_shown TEXT NOT NULL, environment TEXT NOT NULL, tag_values TEXT NOT NULL,
-    end_time REAL
+    end_time REAL, experiment TEXT, lifecycle TEXT NOT NULL DEFAULT 'active', parent TEXT
 );
+CREATE INDEX runs_by_parent ON runs (parent);
 CREATE INDEX runs_by_start ON runs (started);
 CREATE INDEX runs_by_name ON runs (project, name);
 CREATE TABLE run_items (
@@ -61,7 +71,10 @@ _ITEM_KINDS = {
     "CheckpointLogged": "checkpoint",
     "EvalLogged": "eval",
     "SampleLogged": "sample",
+    "InputsLogged": "input",
+    "OutputsLogged": "output",
 }
+PARENT_TAG = "mlflow.parentRunId"
 
 
 @dataclass
@@ -87,6 +100,12 @@ class RunRecord:
     chunks: list[str] = field(default_factory=list)
     tag_values: dict[str, str] = field(default_factory=dict)  # key-value tags (set_tags)
     end_time: float | None = None
+    experiment: str | None = None  # the MLflow experiment id it was started in, if one
+    lifecycle: str = "active"  # or "deleted" (MLflow's delete_run; history stays)
+    parent: str | None = None  # the parent run's id (the tag mlflow.parentRunId)
+    children: list[str] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -134,7 +153,7 @@ def _dumps(value: Any) -> str:
 
 class RunsView(Projection["RunsIndex"]):
     name = "runs"
-    version = 6
+    version = 7
     tables = ("runs", "run_items", "run_chunks", "metric_series", "metric_blocks")
 
     def create_tables(self, db: sqlite3.Connection) -> None:
@@ -156,12 +175,12 @@ class RunsView(Projection["RunsIndex"]):
     def started(self, db: sqlite3.Connection, event: Event) -> None:
         d = event.data
         db.execute(
-            "INSERT OR IGNORE INTO runs VALUES "
-            "(?, ?, ?, 'running', ?, ?, NULL, ?, ?, ?, ?, 0, 0, '{}', NULL, ?, '{}', '{}', NULL)",
+            "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, 'running', ?, ?, NULL, ?, ?, ?, ?, 0, 0, "
+            "'{}', NULL, ?, '{}', '{}', NULL, ?, 'active', NULL)",
             (
                 d["run"], d["project"], d["name"], d["started"], epoch_seconds(event.time),
                 d["base_model"], _dumps(d["datasets"]), _dumps(d.get("tags", [])),
-                _dumps(d["config_flat"]), _dumps(d["config"]),
+                _dumps(d["config_flat"]), _dumps(d["config"]), d.get("experiment"),
             ),
         )  # fmt: skip
 
@@ -197,13 +216,50 @@ class RunsView(Projection["RunsIndex"]):
             return
         (text,) = row
         merged = {**json.loads(text), **event.data["tags"]}
-        db.execute("UPDATE runs SET tag_values = ? WHERE run_id = ?", (_dumps(merged), run_id))
+        db.execute(
+            "UPDATE runs SET tag_values = ?, parent = ? WHERE run_id = ?",
+            (_dumps(merged), merged.get(PARENT_TAG), run_id),
+        )
+
+    @handles("TagsDeleted")
+    def tags_deleted(self, db: sqlite3.Connection, event: Event) -> None:
+        run_id = self._seen(db, event)
+        row = db.execute("SELECT tag_values FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return
+        tags = json.loads(row[0])
+        for key in event.data["keys"]:
+            tags.pop(key, None)
+        db.execute(
+            "UPDATE runs SET tag_values = ?, parent = ? WHERE run_id = ?",
+            (_dumps(tags), tags.get(PARENT_TAG), run_id),
+        )
+
+    @handles("RunResumed")
+    def resumed(self, db: sqlite3.Connection, event: Event) -> None:
+        run_id = self._seen(db, event)
+        db.execute(
+            "UPDATE runs SET status = 'running', duration_s = NULL, end_time = NULL "
+            "WHERE run_id = ?",
+            (run_id,),
+        )
+
+    @handles("RunDeleted", "RunRestored")
+    def lifecycle(self, db: sqlite3.Connection, event: Event) -> None:
+        stage = "deleted" if event.type == "RunDeleted" else "active"
+        run_id = event.stream.removeprefix("run/")
+        db.execute("UPDATE runs SET lifecycle = ? WHERE run_id = ?", (stage, run_id))
+
+    @handles("ArtifactLogged", "ArtifactDeleted")
+    def artifact(self, db: sqlite3.Connection, event: Event) -> None:
+        if event.stream.startswith("run/"):
+            self._seen(db, event)  # the files themselves: ``tracking.artifacts``
 
     @handles("RunHeartbeat")
     def alive(self, db: sqlite3.Connection, event: Event) -> None:
         self._seen(db, event)
 
-    @handles("SampleLogged", "EvalLogged")
+    @handles("SampleLogged", "EvalLogged", "InputsLogged", "OutputsLogged")
     def item(self, db: sqlite3.Connection, event: Event) -> None:
         run_id = self._seen(db, event)
         db.execute(
@@ -218,6 +274,8 @@ class RunsView(Projection["RunsIndex"]):
         summaries: dict[str, dict[str, Any]] = {}
         seen: dict[str, str] = {}  # the newest event time per run (ISO times sort as text)
         chunks: list[tuple[Any, ...]] = []
+        series: dict[SeriesKey, SeriesValues] = {}
+        blocks: list[tuple[str, list[Any]]] = []
 
         def flush() -> None:
             for run_id, summary in summaries.items():
@@ -226,9 +284,14 @@ class RunsView(Projection["RunsIndex"]):
                     (_dumps(summary), epoch_seconds(seen[run_id]), run_id),
                 )
             db.executemany("INSERT INTO run_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", chunks)
+            upsert_series(db, series)
+            for run_id, entries in blocks:  # in order: a block's merges follow its events
+                apply_blocks(db, run_id, entries)
             summaries.clear()
             seen.clear()
             chunks.clear()
+            series.clear()
+            blocks.clear()
 
         for event in events:
             if event.type != "MetricsLogged":
@@ -249,7 +312,12 @@ class RunsView(Projection["RunsIndex"]):
                 seen[run_id] = when
             row = _chunk_row(run_id, event)
             chunks.append(row)
-            apply_pyramid(db, self.objects, run_id, event.data, _span(row))
+            legacy, entries = pyramid_entries(self.objects, run_id, event.data)
+            for key, values in series_values(run_id, event.data, legacy, _span(row)):
+                before = series.get(key)
+                series[key] = values if before is None else merge_series(before, values)
+            if entries:
+                blocks.append((run_id, entries))
         flush()
 
     @handles("MetricsLogged")
@@ -342,11 +410,12 @@ SELECT '[' || coalesce(group_concat(row, ','), '') || ']' FROM (SELECT
     || ',"started":' || {_real("started")} || ',"duration_s":' || {_real("duration_s")}
     || ',"base_model":' || json_quote(base_model) || ',"datasets":' || datasets
     || ',"tags":' || tags || ',"config":' || config || ',"metrics":' || metrics
-    || ',"anomalies":' || anomalies || ',"checkpoints":' || checkpoints || '}}' AS row
-    FROM runs /*where*/ ORDER BY started DESC)
+    || ',"anomalies":' || anomalies || ',"checkpoints":' || checkpoints
+    || ',"tag_values":' || tag_values || ',"parent":' || json_quote(parent) || '}}' AS row
+    FROM runs WHERE lifecycle = 'active' /*where*/ ORDER BY started DESC)
 """
 
-_JSON_COLUMNS = frozenset({"datasets", "tags", "config", "metrics"})
+_JSON_COLUMNS = frozenset({"datasets", "tags", "config", "metrics", "tag_values"})
 
 
 def _check_metrics(fields: list[str], runs: list[dict[str, Any]], project: str | None) -> None:
@@ -415,7 +484,7 @@ class RunsIndex:
         if where:
             rows = self.rows(where, project=project, heartbeat_timeout_s=heartbeat_timeout_s)
             return json.dumps(rows)
-        query = _TABLE_JSON.replace("/*where*/", "WHERE project = ?3" if project else "")
+        query = _TABLE_JSON.replace("/*where*/", "AND project = ?3" if project else "")
         params = (time.time(), heartbeat_timeout_s, *([project] if project else []))
         (text,) = self.db.execute(query, params).fetchone()
         return str(text)
@@ -427,29 +496,33 @@ class RunsIndex:
         now = time.time()
         query = (
             "SELECT run_id, project, name, status, started, last_seen, duration_s, base_model, "
-            "datasets, tags, config, anomalies, checkpoints, metrics FROM runs"
-            + (" WHERE project = ?" if project else "")
+            "datasets, tags, config, anomalies, checkpoints, metrics, tag_values, parent FROM runs"
+            " WHERE lifecycle = 'active'"
+            + (" AND project = ?" if project else "")
             + " ORDER BY started DESC"
             + (f" LIMIT {int(limit)}" if limit is not None else "")
         )
         for row in self.db.execute(query, (project,) if project else ()):
             (run_id, proj, name, status, started, last_seen, duration, base_model, datasets,
-             tags, config, anomalies, checkpoints, metrics) = row  # fmt: skip
+             tags, config, anomalies, checkpoints, metrics, tag_values, parent) = row  # fmt: skip
             if status == "running" and now - last_seen > timeout:
                 status = "crashed"
             yield {
                 "id": run_id, "project": proj, "name": name, "status": status,
                 "started": started, "duration_s": duration, "base_model": base_model,
                 "datasets": datasets, "tags": tags, "config": config, "metrics": metrics,
-                "anomalies": anomalies, "checkpoints": checkpoints,
+                "anomalies": anomalies, "checkpoints": checkpoints, "tag_values": tag_values,
+                "parent": parent,
             }  # fmt: skip
 
     def resolve(self, id_or_name: str) -> str:
-        """A run id from an id, a unique id prefix (4+ characters) or a unique run name."""
+        """A run id from an id, a unique id prefix or suffix (4+ characters: ids printed short
+        are their tails) or a unique run name."""
+        part = id_or_name.replace("%", "").replace("_", "")
         rows = self.db.execute(
             "SELECT run_id FROM runs WHERE run_id = ? OR name = ? OR (length(?) >= 4 AND "
-            "run_id LIKE ? || '%')",
-            (id_or_name, id_or_name, id_or_name, id_or_name.replace("%", "").replace("_", "")),
+            "(run_id LIKE ? || '%' OR run_id LIKE '%' || ?))",
+            (id_or_name, id_or_name, part, part, part),
         ).fetchall()
         if not rows:
             names = [r[0] for r in self.db.execute("SELECT DISTINCT name FROM runs")]
@@ -472,23 +545,28 @@ class RunsIndex:
         """Everything the events of run ``run_id`` say."""
         row = self.db.execute(
             "SELECT project, name, status, started, last_seen, duration_s, base_model, "
-            "datasets, config_shown, metrics, environment, tag_values, end_time "
-            "FROM runs WHERE run_id = ?",
+            "datasets, config_shown, metrics, environment, tag_values, end_time, experiment, "
+            "lifecycle, parent FROM runs WHERE run_id = ?",
             (run_id,),
         ).fetchone()
         if row is None:
             raise RunNotFound(f"no run {run_id!r}")
         (project, name, status, started, last_seen, duration, base_model, datasets, config,
-         metrics, environment, tag_values, end_time) = row  # fmt: skip
+         metrics, environment, tag_values, end_time, experiment, lifecycle,
+         parent) = row  # fmt: skip
         if status == "running" and time.time() - last_seen > heartbeat_timeout_s:
             status = "crashed"
         record = RunRecord(
             run_id, project, name, json.loads(config), status, started, last_seen, duration,
             json.loads(environment), json.loads(datasets), base_model, json.loads(metrics),
-            tag_values=json.loads(tag_values), end_time=end_time,
+            tag_values=json.loads(tag_values), end_time=end_time, experiment=experiment,
+            lifecycle=lifecycle, parent=parent,
         )  # fmt: skip
+        record.children = [r for (r,) in self.db.execute(
+            "SELECT run_id FROM runs WHERE parent = ? ORDER BY started", (run_id,))]  # fmt: skip
         lists = {"anomaly": record.anomalies, "checkpoint": record.checkpoints,
-                 "eval": record.evals, "sample": record.samples}  # fmt: skip
+                 "eval": record.evals, "sample": record.samples, "input": record.inputs,
+                 "output": record.outputs}  # fmt: skip
         for kind, data in self.db.execute(
             "SELECT kind, data FROM run_items WHERE run_id = ? ORDER BY seq", (run_id,)
         ):
@@ -540,32 +618,3 @@ class RunsIndex:
             out.append({"id": run_id, "name": name, "datasets": json.loads(used),
                         "checkpoints": checkpoints})  # fmt: skip
         return out
-
-
-class ExperimentsView(Projection[dict[str, str]]):
-    """Experiments (MLflow's name for projects): id -> name, ``0`` being ``Default``."""
-
-    name = "experiments"
-    tables = ("experiments",)
-
-    def create_tables(self, db: sqlite3.Connection) -> None:
-        db.execute(
-            "CREATE TABLE experiments (experiment_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
-            "seq INTEGER NOT NULL)"
-        )
-
-    def read(self, db: sqlite3.Connection) -> dict[str, str]:
-        found = {"0": "Default"}
-        for experiment_id, name in db.execute(
-            "SELECT experiment_id, name FROM experiments ORDER BY seq"
-        ):
-            found[experiment_id] = name
-        return found
-
-    @handles("ExperimentCreated")
-    def created(self, db: sqlite3.Connection, event: Event) -> None:
-        d = event.data
-        db.execute(
-            "INSERT OR REPLACE INTO experiments VALUES (?, ?, ?)",
-            (d["experiment_id"], d["name"], event.seq),
-        )

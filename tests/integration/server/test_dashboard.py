@@ -8,6 +8,7 @@ colour, and the anomaly marks' red, must be there in pixels.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import shutil
@@ -147,4 +148,82 @@ def test_dashboard_renders_runs_charts_anomalies_checkpoints_and_compare(
     assert pixels_near(shot, BLUE) > 200
     assert pixels_near(shot, ORANGE) > 200
     page.screenshot(path=str(repo.root / "compare.png"), full_page=True)
+    assert errors == []
+
+
+def tick_value(label: str) -> float:
+    """A tick label's number: ``200k`` is 200,000, ``3.0e-4`` is 0.0003."""
+    units = {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    if label and label[-1] in units:
+        return float(label[:-1]) * units[label[-1]]
+    return float(label)
+
+
+def ink_columns(png: bytes, columns: int = 3) -> int:
+    """Dark (text) pixels in the leftmost ``columns`` of an image: where a y-axis label that
+    does not fit its axis is cut off."""
+    from PIL import Image
+
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("L")).astype(int)
+    return int((image[:, :columns] < 128).sum())
+
+
+@pytest.mark.browser
+def test_axis_labels_fit_and_the_chart_controls_tags_artifacts_and_evaluations(
+    repo: Repository, server: str, browser: Any, tmp_path: Any
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello artifacts\n")
+    with start_run("axes", repo=repo, name="constants", system_interval=None, detectors=[],
+                   flush_interval=0.05) as run:  # fmt: skip
+        for step in range(400):
+            run.log({"samples_per_second": 200_000.0, "lr": 3e-4,
+                     "loss": 2.0 / (step + 1) + 0.01 * math.sin(step)}, step=step)  # fmt: skip
+        run.set_tags({"team": "nlp"})
+        run.log_eval({"accuracy": 0.91}, step=400, dataset="dev")
+        run.log_artifact(notes)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{server}/runs/{run.id}")
+    page.wait_for_selector("#metrics .chart[data-metric='lr'][data-ready='1'] canvas")
+    page.wait_for_selector("#metrics .chart[data-metric='samples_per_second'][data-ready='1']")
+
+    # A large and a tiny constant: every tick label distinct, the value itself among them,
+    # and nothing cut off at the canvas's left edge (in the screenshot).
+    for metric, value in (("samples_per_second", 200_000.0), ("lr", 3e-4)):
+        chart = page.locator(f"#metrics .chart[data-metric='{metric}']")
+        labels = json.loads(chart.get_attribute("data-yticks") or "[]")
+        numbers = [tick_value(label) for label in labels]
+        assert len(labels) >= 3, labels
+        assert len(set(numbers)) == len(numbers), labels  # no two ticks print the same
+        assert min(numbers) <= value <= max(numbers), labels
+        assert metric != "samples_per_second" or "200k" in labels, labels
+        shot = chart.locator("canvas").screenshot()
+        assert ink_columns(shot) == 0, f"{metric}: a tick label is cut off ({labels})"
+    page.screenshot(path=str(repo.root / "axes.png"), full_page=True)
+
+    # Smoothing redraws; a log scale and a time axis build the charts again.
+    loss = page.locator("#metrics .chart[data-metric='loss']")
+    page.locator("#smoothing").fill("0.9")
+    page.wait_for_function(
+        "document.querySelector(\".chart[data-metric='loss']\").dataset.smoothing === '0.9'"
+    )
+    page.locator("#logscale").check()
+    page.wait_for_selector(".chart[data-metric='loss'][data-log='true'][data-ready='1']")
+    page.select_option("#xaxis", "time")
+    page.wait_for_selector(".chart[data-metric='loss'][data-axis='time'][data-ready='1']")
+    assert int(loss.get_attribute("data-points") or "0") > 0
+    assert pixels_near(loss.screenshot(), BLUE) > 100, "no curve on the time axis"
+
+    # Tags, evaluations and artifacts are on the page; an artifact downloads.
+    assert "team=nlp" in page.locator("#overview").inner_text()
+    assert "accuracy=0.91" in page.locator("#evals").inner_text()
+    link = page.locator("#artifacts a")
+    assert link.inner_text() == "notes.txt"
+    answer = page.request.get(server + (link.get_attribute("href") or ""))
+    assert answer.text() == "hello artifacts\n"
+    page.goto(server + "/")
+    page.wait_for_selector("#runs[data-ready]")
+    assert "team=nlp" in page.locator("#runs").inner_text()
     assert errors == []

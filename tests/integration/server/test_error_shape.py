@@ -24,6 +24,7 @@ from fmforge.server.app import create_app
 from fmforge.server.errors import MLFLOW_CODE_BY_CLASS, MLFLOW_CODE_BY_STATUS, mlflow_error_code
 
 M = "/api/2.0/mlflow"
+A = "/api/2.0/mlflow-artifacts"
 JSON = {"Content-Type": "application/json"}
 SHAPE = {"error_code", "message", "code"}
 
@@ -53,6 +54,86 @@ BAD: dict[tuple[str, str], tuple[str, str, bytes | None, int] | None] = {
     ("POST", f"{M}/runs/log-parameter"): ("POST", f"{M}/runs/log-parameter", b"{}", 400),
     ("POST", f"{M}/runs/set-tag"): ("POST", f"{M}/runs/set-tag", b'{"run_id": "nope"}', 400),
     ("POST", f"{M}/runs/search"): ("POST", f"{M}/runs/search", b'{"filter": "x >"}', 400),
+    ("POST", f"{M}/runs/delete"): ("POST", f"{M}/runs/delete", b'{"run_id": "nope"}', 404),
+    ("POST", f"{M}/runs/restore"): ("POST", f"{M}/runs/restore", b"{}", 400),
+    ("POST", f"{M}/runs/delete-tag"): ("POST", f"{M}/runs/delete-tag", b'{"run_id": "x"}', 400),
+    ("POST", f"{M}/runs/log-inputs"): ("POST", f"{M}/runs/log-inputs", b'{"run_id": "x"}', 404),
+    ("POST", f"{M}/runs/outputs"): ("POST", f"{M}/runs/outputs", b'{"models": 1}', 400),
+    ("GET", f"{M}/experiments/search"): (
+        "GET", f"{M}/experiments/search?max_results=0", None, 400),
+    ("POST", f"{M}/experiments/search"): (
+        "POST", f"{M}/experiments/search", b'{"filter": "name ="}', 400),
+    ("POST", f"{M}/experiments/update"): (
+        "POST", f"{M}/experiments/update", b'{"experiment_id": "9", "new_name": "x"}', 404),
+    ("POST", f"{M}/experiments/delete"): ("POST", f"{M}/experiments/delete", b"{}", 400),
+    ("POST", f"{M}/experiments/restore"): (
+        "POST", f"{M}/experiments/restore", b'{"experiment_id": "9"}', 404),
+    ("POST", f"{M}/experiments/set-experiment-tag"): (
+        "POST", f"{M}/experiments/set-experiment-tag", b'{"experiment_id": "0"}', 400),
+    ("POST", f"{M}/experiments/delete-experiment-tag"): (
+        "POST", f"{M}/experiments/delete-experiment-tag",
+        b'{"experiment_id": "0", "key": "nope"}', 404),
+    ("GET", f"{M}/artifacts/list"): ("GET", f"{M}/artifacts/list?run_id=nope", None, 404),
+    ("PUT", f"{A}/artifacts/{{path:path}}"): ("PUT", f"{A}/artifacts/0/nope/artifacts/x", b"", 404),
+    ("GET", f"{A}/artifacts/{{path:path}}"): ("GET", f"{A}/artifacts/0/r/artifacts/x", None, 404),
+    ("DELETE", f"{A}/artifacts/{{path:path}}"): ("DELETE", f"{A}/artifacts/x", None, 400),
+    ("GET", f"{A}/artifacts"): (
+        "GET", f"{A}/artifacts?path=model-commits/{'0' * 64}", None, 404),
+    ("POST", f"{M}/logged-models"): ("POST", f"{M}/logged-models", b'{"experiment_id": "9"}', 404),
+    ("POST", f"{M}/logged-models/search"): (
+        "POST", f"{M}/logged-models/search", b'{"max_results": 0}', 400),
+    ("GET", f"{M}/logged-models/{{model_id}}"): ("GET", f"{M}/logged-models/m-1", None, 404),
+    ("PATCH", f"{M}/logged-models/{{model_id}}"): (
+        "PATCH", f"{M}/logged-models/m-1", b'{"status": 2}', 400),
+    ("DELETE", f"{M}/logged-models/{{model_id}}"): (
+        "DELETE", f"{M}/logged-models/m-1", None, 404),
+    ("PATCH", f"{M}/logged-models/{{model_id}}/tags"): (
+        "PATCH", f"{M}/logged-models/m-1/tags", b'{"tags": [{"key": 1}]}', 400),
+    ("DELETE", f"{M}/logged-models/{{model_id}}/tags/{{key:path}}"): (
+        "DELETE", f"{M}/logged-models/m-1/tags/k", None, 404),
+    ("POST", f"{M}/logged-models/{{model_id}}/params"): (
+        "POST", f"{M}/logged-models/m-1/params", b"{}", 404),
+    ("POST", f"{M}/registered-models/create"): (
+        "POST", f"{M}/registered-models/create", b'{"name": "a b"}', 400),
+    ("GET", f"{M}/registered-models/get"): ("GET", f"{M}/registered-models/get?name=x", None, 404),
+    ("POST", f"{M}/registered-models/rename"): (
+        "POST", f"{M}/registered-models/rename", b'{"name": "x", "new_name": "y"}', 404),
+    ("PATCH", f"{M}/registered-models/update"): (
+        "PATCH", f"{M}/registered-models/update", b"{}", 400),
+    ("DELETE", f"{M}/registered-models/delete"): (
+        "DELETE", f"{M}/registered-models/delete", b'{"name": "x"}', 404),
+    ("POST", f"{M}/registered-models/set-tag"): (
+        "POST", f"{M}/registered-models/set-tag", b'{"name": "x", "key": "k"}', 404),
+    ("DELETE", f"{M}/registered-models/delete-tag"): (
+        "DELETE", f"{M}/registered-models/delete-tag", b'{"name": "x"}', 400),
+    ("GET", f"{M}/registered-models/search"): (
+        "GET", f"{M}/registered-models/search?filter=name%20%3D", None, 400),
+    ("GET", f"{M}/registered-models/get-latest-versions"): (
+        "GET", f"{M}/registered-models/get-latest-versions?name=x", None, 404),
+    ("POST", f"{M}/registered-models/get-latest-versions"): (
+        "POST", f"{M}/registered-models/get-latest-versions", b"{}", 400),
+    ("POST", f"{M}/registered-models/alias"): (
+        "POST", f"{M}/registered-models/alias", b'{"name": "x", "alias": "a"}', 404),
+    ("DELETE", f"{M}/registered-models/alias"): (
+        "DELETE", f"{M}/registered-models/alias", b'{"name": "x", "alias": "a"}', 404),
+    ("GET", f"{M}/registered-models/alias"): (
+        "GET", f"{M}/registered-models/alias?name=x", None, 400),
+    ("POST", f"{M}/model-versions/create"): (
+        "POST", f"{M}/model-versions/create", b'{"name": "x", "source": "s3://b"}', 400),
+    ("GET", f"{M}/model-versions/get"): (
+        "GET", f"{M}/model-versions/get?name=x&version=1", None, 404),
+    ("PATCH", f"{M}/model-versions/update"): (
+        "PATCH", f"{M}/model-versions/update", b'{"name": "x"}', 400),
+    ("DELETE", f"{M}/model-versions/delete"): (
+        "DELETE", f"{M}/model-versions/delete", b'{"name": "x", "version": "1"}', 404),
+    ("POST", f"{M}/model-versions/set-tag"): (
+        "POST", f"{M}/model-versions/set-tag", b'{"name": "x", "version": "1", "key": "k"}', 404),
+    ("DELETE", f"{M}/model-versions/delete-tag"): (
+        "DELETE", f"{M}/model-versions/delete-tag", b'{"name": "x", "version": "1"}', 400),
+    ("GET", f"{M}/model-versions/search"): (
+        "GET", f"{M}/model-versions/search?max_results=x", None, 400),
+    ("GET", f"{M}/model-versions/get-download-uri"): (
+        "GET", f"{M}/model-versions/get-download-uri?name=x&version=1", None, 404),
     ("GET", "/static"): ("GET", "/static/nope.js", None, 404),  # the mount
 }  # fmt: skip
 
@@ -98,9 +179,10 @@ def test_a_bad_request_answers_the_shape(client: TestClient, method: str, path: 
     if bad is not None:
         verb, url, body, status = bad
         assert_shape(client.request(verb, url, content=body, headers=JSON), status)
-    # and a method the route does not answer
-    other = "PUT" if method == "GET" else "GET"
-    url = path.replace("{", "").replace("}", "")  # any value for each path parameter
+    # and a method the route's path does not answer
+    answered = {m for m, p in ROUTES if p == path}
+    other = next(m for m in ("PUT", "GET", "POST", "PATCH", "DELETE") if m not in answered)
+    url = path.replace("{", "").replace("}", "").replace(":path", "")  # any value for each
     if path == "/static":
         url = "/static/app.js"
     body = assert_shape(client.request(other, url, content=b"{}", headers=JSON), 405)

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tests.clirunner import fm
 
 from fmforge.repository import Repository
 from fmforge.tracking import load_run, read_metric
@@ -96,12 +97,13 @@ _BAD_CALLS = textwrap.dedent(
     refused("INVALID_PARAMETER_VALUE", lambda: client.set_tag(run, "a|b", "v"), "'key'")
     refused("INVALID_PARAMETER_VALUE", lambda: client.create_experiment("x" * 600), "500")
     refused("RESOURCE_DOES_NOT_EXIST", lambda: client.log_metric("no-such-run", "loss", 1.0))
-    refused("ENDPOINT_NOT_FOUND", lambda: client.delete_run(run))
+    client.log_param(run, "lr", "0.01")
+    refused("RESOURCE_DOES_NOT_EXIST", lambda: client.delete_run("no-such-run"), "no-such-run")
+    refused("INVALID_PARAMETER_VALUE", lambda: client.log_param(run, "lr", "0.02"), "lr")
 
     # The normal flow goes on as if nothing happened.
     for step in range(5):
         client.log_metric(run, "loss", 1.0 / (step + 1), step=step)
-    client.log_param(run, "lr", "0.01")
     client.set_terminated(run)
     history = client.get_metric_history(run, "loss")
     assert [m.step for m in history] == list(range(5)), history
@@ -126,3 +128,43 @@ def test_the_official_client_gets_mlflows_error_codes(
     assert record.config == {"lr": "0.01"}
     _steps, values = read_metric(repo, run_id, "loss")
     assert values.tolist() == [1.0 / (s + 1) for s in range(5)]
+
+
+def test_native_projects_are_experiments_and_inputs_name_dataset_versions(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A project fmforge runs use appears to MLflow clients as an experiment (nothing is
+    written to show it); a logged input that names an fmforge dataset version records it."""
+    from fastapi.testclient import TestClient
+
+    from fmforge.data import add_dataset
+    from fmforge.server.app import create_app
+    from fmforge.tracking import start_run
+
+    with start_run("native", repo=repo, config={"lr": 0.1}, system_interval=None) as run:
+        run.log({"loss": 0.5}, step=0)
+    (tmp_path / "comments.jsonl").write_text('{"text": "hi", "label": 1}\n')
+    add_dataset(repo, "comments", tmp_path / "comments.jsonl")
+    before = repo.ledger.count()
+    m = "/api/2.0/mlflow"
+    with TestClient(create_app(repo.root), base_url="http://127.0.0.1") as client:
+        found = client.get(f"{m}/experiments/get-by-name", params={"experiment_name": "native"})
+        assert found.status_code == 200, found.text
+        experiment = found.json()["experiment"]["experiment_id"]
+        assert repo.ledger.count() == before  # shown, not recorded
+        runs = client.post(f"{m}/runs/search", json={"experiment_ids": [experiment]}).json()
+        assert [r["info"]["run_id"] for r in runs["runs"]] == [run.id]
+        assert runs["runs"][0]["data"]["params"] == [{"key": "lr", "value": "0.1"}]
+        dataset = {"name": "comments@v1", "digest": "d1", "source_type": "local", "source": "x"}
+        made = client.post(f"{m}/runs/create", json={"experiment_id": experiment}).json()
+        mlflow_run = made["run"]["info"]["run_id"]
+        answer = client.post(f"{m}/runs/log-inputs", json={
+            "run_id": mlflow_run, "datasets": [{"dataset": dataset, "tags": [
+                {"key": "mlflow.data.context", "value": "training"}]}]})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+    (item,) = load_run(repo, mlflow_run).inputs
+    assert item["datasets"][0]["version"] == "comments@v1"
+    assert item["datasets"][0]["tags"] == {"mlflow.data.context": "training"}
+    code, out = fm(repo.root, "runs", "show", mlflow_run)  # a remote client's environment
+    assert code == 0, out
+    assert "input   comments@v1 = comments@v1 (local)" in out

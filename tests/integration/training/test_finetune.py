@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from fmforge.data import read_table
-from fmforge.models import ModelRefs, load_state_dict, open_model
+from fmforge.models import CommitReader, ModelRefs, load_state_dict, open_model
 from fmforge.models.evaluations import ModelEvaluations
 from fmforge.repository import Repository
 from fmforge.tracking import load_run
@@ -57,10 +57,15 @@ def test_a_lora_finetune_is_a_run_whose_adapter_loads_back_with_the_same_logits(
     loaded = peft.PeftModel.from_pretrained(base, open_model(result.commit_ref, repo=repo))
     tokenizer = transformers.AutoTokenizer.from_pretrained(open_model("tiny", repo=repo))
     assert torch.equal(logits(loaded, tokenizer), logits(result.trained, tokenizer))
+    # committed naming the registered base; a checkout names the base's checkout (offline)
+    reader = CommitReader(repo, result.commit_ref)
+    (entry,) = [e for e in reader.manifest["files"] if e["path"] == "adapter_config.json"]
+    committed = json.loads(repo.objects.get(entry["object"]))
+    assert committed["base_model_name_or_path"] == f"tiny@{base_commit}"
     adapter_config = json.loads(
         (open_model(result.commit_ref, repo=repo) / "adapter_config.json").read_text()
     )
-    assert adapter_config["base_model_name_or_path"] == f"tiny@{base_commit}"
+    assert adapter_config["base_model_name_or_path"] == str(open_model("tiny", repo=repo))
 
     # The run: config with the resolved spec, data and base versions, the rows used.
     record = load_run(repo, result.run)

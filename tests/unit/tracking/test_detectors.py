@@ -88,3 +88,20 @@ def test_detectors_watch_only_their_metrics() -> None:
     assert not LossSpike().watches("accuracy")
     assert GradientExplosion().watches("grad_norm")
     assert LossSpike(metrics=("accuracy",)).watches("accuracy")
+
+
+def test_a_throughput_collapse_must_last_in_wall_time() -> None:
+    """CPU noise (a slow stretch of many fast steps) is not a collapse; a stall for minutes is."""
+    values = clean_curves()["samples_per_second"]
+    times = np.arange(values.size) * 0.01  # 100 steps a second
+    values[2000:2100] = 50.0  # 100 slow steps: one second of another process on the CPU
+    values[6000:9000] = 50.0  # 30 seconds of a stalled data loader
+    detector = ThroughputCollapse()
+    found = []
+    steps = np.arange(values.size)
+    for start in range(0, values.size, 977):
+        part = slice(start, start + 977)
+        found += detector.check("samples_per_second", steps[part], values[part], times=times[part])
+    assert [a.step for a in found] == [6000 + 2000]  # 20 s into the stall, once
+    assert "for 20 s" in found[0].evidence
+    assert detector.uses_times

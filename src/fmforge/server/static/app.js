@@ -44,6 +44,13 @@ function fmtDuration(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
+function fmtBytes(size) {
+  if (size < 1024) return `${size} B`;
+  if (size < 1024 ** 2) return `${(size / 1024).toFixed(1)} KiB`;
+  if (size < 1024 ** 3) return `${(size / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(size / 1024 ** 3).toFixed(1)} GiB`;
+}
+
 function fillTable(table, header, rows) {
   table.replaceChildren(el("tr", {}, ...header.map((h) => el("th", {}, h))));
   for (const row of rows) {
@@ -58,8 +65,79 @@ function showError(error) {
 
 // ---- charts ------------------------------------------------------------------------------
 
+// What every chart of the page shows, from the toolbar: EMA smoothing (0: raw), a log y scale,
+// and the x axis (steps, or wall time).
+const VIEW = { smoothing: 0, log: false, axis: "step" };
+const CHARTS = [];
+
+function setupControls() {
+  const bar = document.getElementById("chart-controls");
+  if (!bar) return;
+  const smoothing = bar.querySelector("#smoothing");
+  const shown = bar.querySelector("#smoothing-value");
+  smoothing.addEventListener("input", () => {
+    VIEW.smoothing = Number(smoothing.value);
+    shown.textContent = VIEW.smoothing.toFixed(2);
+    for (const chart of CHARTS) chart.redraw();
+  });
+  bar.querySelector("#logscale").addEventListener("change", (event) => {
+    VIEW.log = event.target.checked;
+    for (const chart of CHARTS) chart.rebuild();
+  });
+  bar.querySelector("#xaxis").addEventListener("change", (event) => {
+    VIEW.axis = event.target.value;
+    for (const chart of CHARTS) chart.rebuild();
+  });
+}
+
+// Exponential moving average over the points drawn (W&B's smoothing), gaps kept as gaps.
+function smooth(values, weight) {
+  if (!weight) return values;
+  let last = null;
+  return values.map((v) => {
+    if (v === null || !Number.isFinite(v)) return v;
+    last = last === null ? v : last * weight + (1 - weight) * v;
+    return last;
+  });
+}
+
+// Tick labels that tell neighbours apart: 200k, 1.5M for large values, 0.0003 or 3.0e-4 for
+// tiny ones, as many digits as the spacing of the ticks needs (uPlot's default rounds them away).
+function tickLabel(value, step, largest) {
+  if (value === null || !Number.isFinite(value)) return "";
+  if (value === 0) return "0";
+  const spacing = Math.abs(step) || Math.abs(value);
+  if (largest >= 1e4 && largest < 1e16) {
+    const [unit, suffix] = largest >= 1e12 ? [1e12, "T"] : largest >= 1e9 ? [1e9, "G"] : largest >= 1e6 ? [1e6, "M"] : [1e3, "k"];
+    const decimals = Math.min(6, Math.max(0, Math.ceil(-Math.log10(spacing / unit) - 1e-9)));
+    return `${(value / unit).toFixed(decimals)}${suffix}`;
+  }
+  if (largest < 1e-3 || largest >= 1e16) {
+    const digits = Math.min(6, Math.max(1, Math.ceil(Math.log10(largest / spacing) + 1e-9) + 1));
+    return value.toExponential(digits - 1);
+  }
+  const decimals = Math.min(10, Math.max(0, Math.ceil(-Math.log10(spacing) - 1e-9)));
+  return value.toFixed(decimals);
+}
+
+function tickLabels(splits) {
+  const finite = splits.filter((v) => v !== null && Number.isFinite(v));
+  const largest = Math.max(...finite.map(Math.abs), 0);
+  const step = finite.length > 1 ? Math.min(...finite.slice(1).map((v, i) => Math.abs(v - finite[i]))) : 0;
+  return splits.map((v) => tickLabel(v, step, largest));
+}
+
+// The y axis as wide as its longest label (uPlot's fixed 50 px clips "200,000").
+const MEASURE = document.createElement("canvas").getContext("2d");
+function axisSize(u, values) {
+  MEASURE.font = "12px system-ui, -apple-system, sans-serif"; // uPlot's axis font
+  const widest = Math.max(0, ...(values || []).map((v) => MEASURE.measureText(String(v)).width));
+  return Math.ceil(widest) + 10 + 5 + 8; // the label, the tick, the gap, a margin
+}
+
 // One chart of `metric` for one or more runs. Each run's curve is fetched at the chart's pixel
-// width (min/max per column, so spikes stay); zooming fetches the visible range again.
+// width (min/max per column, so spikes stay); zooming fetches the visible range again. The
+// toolbar's smoothing redraws it; its log scale and x axis build it again.
 function metricChart(parent, metric, runs, marks = {}) {
   const box = el("div", { class: "chart", "data-metric": metric });
   const title = el("div", { class: "title" }, metric);
@@ -68,11 +146,13 @@ function metricChart(parent, metric, runs, marks = {}) {
   parent.append(box);
   const width = Math.max(300, box.clientWidth - 14);
   let plot = null;
+  let raw = null; // the data as fetched (before smoothing)
 
   async function load(start, end) {
-    const range = start === undefined ? "" : `&start=${Math.floor(start)}&end=${Math.ceil(end)}`;
+    const range = start === undefined ? ""
+      : VIEW.axis === "step" ? `&start=${Math.floor(start)}&end=${Math.ceil(end)}` : `&start=${start}&end=${end}`;
     const parts = await Promise.all(runs.map((run) =>
-      api(`/api/runs/${run.id}/series?metric=${encodeURIComponent(metric)}&width=${width}${range}`)));
+      api(`/api/runs/${run.id}/series?metric=${encodeURIComponent(metric)}&width=${width}&axis=${VIEW.axis}${range}`)));
     const xs = [...new Set(parts.flatMap((p) => p.steps))].sort((a, b) => a - b);
     const position = new Map(xs.map((x, i) => [x, i]));
     const data = [xs];
@@ -83,8 +163,17 @@ function metricChart(parent, metric, runs, marks = {}) {
     }
     const points = parts.reduce((n, p) => n + p.steps.length, 0);
     box.dataset.points = String(points);
-    hint.textContent = start === undefined ? `${points} points drawn` : `steps ${Math.floor(start)}-${Math.ceil(end)}, ${points} points drawn`;
+    const unit = VIEW.axis === "time" ? "time" : "steps";
+    hint.textContent = start === undefined ? `${points} points drawn`
+      : `${unit} ${VIEW.axis === "time" ? fmtTime(start) : Math.floor(start)}-${VIEW.axis === "time" ? fmtTime(end) : Math.ceil(end)}, ${points} points drawn`;
     return data;
+  }
+
+  function shown(data) {
+    return [data[0], ...data.slice(1).map((ys) => {
+      const smoothed = smooth(ys, VIEW.smoothing);
+      return VIEW.log ? smoothed.map((v) => (v !== null && v > 0 ? v : null)) : smoothed;
+    })];
   }
 
   function drawMarks(u) {
@@ -94,21 +183,23 @@ function metricChart(parent, metric, runs, marks = {}) {
     ctx.beginPath();
     ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
     ctx.clip();
-    ctx.setLineDash([4, 4]);
-    ctx.strokeStyle = "#888";
-    ctx.lineWidth = 1;
-    for (const checkpoint of marks.checkpoints || []) {
-      if (checkpoint.step < x0 || checkpoint.step > x1) continue;
-      const x = u.valToPos(checkpoint.step, "x", true);
-      ctx.beginPath();
-      ctx.moveTo(x, u.bbox.top);
-      ctx.lineTo(x, u.bbox.top + u.bbox.height);
-      ctx.stroke();
+    if (VIEW.axis === "step") {
+      ctx.setLineDash([4, 4]);
+      ctx.strokeStyle = "#888";
+      ctx.lineWidth = 1;
+      for (const checkpoint of marks.checkpoints || []) {
+        if (checkpoint.step < x0 || checkpoint.step > x1) continue;
+        const x = u.valToPos(checkpoint.step, "x", true);
+        ctx.beginPath();
+        ctx.moveTo(x, u.bbox.top);
+        ctx.lineTo(x, u.bbox.top + u.bbox.height);
+        ctx.stroke();
+      }
+      ctx.setLineDash([]);
     }
-    ctx.setLineDash([]);
     ctx.fillStyle = ANOMALY;
     let drawn = 0;
-    for (const anomaly of marks.anomalies || []) {
+    for (const anomaly of VIEW.axis === "step" ? marks.anomalies || [] : []) {
       if (anomaly.metric !== metric || anomaly.step < x0 || anomaly.step > x1) continue;
       const value = Number(anomaly.value);
       const onCurve = Number.isFinite(value) && value >= u.scales.y.min && value <= u.scales.y.max;
@@ -124,17 +215,24 @@ function metricChart(parent, metric, runs, marks = {}) {
 
   async function zoom(start, end) {
     try {
-      plot.setData(await load(start, end));
+      raw = await load(start, end);
+      plot.setData(shown(raw));
     } catch (error) { hint.textContent = String(error.message || error); }
   }
 
-  load().then((data) => {
+  function build() {
+    const yValues = (u, splits) => {
+      const labels = tickLabels(splits);
+      box.dataset.yticks = JSON.stringify(labels);
+      return labels;
+    };
     const options = {
       width, height: 210,
-      scales: { x: { time: false } },
+      scales: { x: { time: VIEW.axis === "time" }, y: VIEW.log ? { distr: 3 } : {} },
+      axes: [{}, { values: yValues, size: axisSize }],
       legend: { show: runs.length > 1 },
       cursor: { drag: { x: true, y: false, setScale: false } },
-      series: [{ label: "step" }, ...runs.map((run, i) => ({
+      series: [{ label: VIEW.axis }, ...runs.map((run, i) => ({
         label: run.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false },
       }))],
       hooks: {
@@ -148,10 +246,24 @@ function metricChart(parent, metric, runs, marks = {}) {
         }],
       },
     };
-    plot = new uPlot(options, data, box);
+    if (plot) plot.destroy();
+    plot = new uPlot(options, shown(raw), box);
     plot.over.addEventListener("dblclick", () => zoom());
     box.dataset.ready = "1";
-  }).catch((error) => { hint.textContent = String(error.message || error); box.dataset.ready = "error"; });
+    box.dataset.axis = VIEW.axis;
+    box.dataset.log = String(VIEW.log);
+  }
+
+  async function rebuild() {
+    box.dataset.ready = "0";
+    try {
+      raw = await load();
+      build();
+    } catch (error) { hint.textContent = String(error.message || error); box.dataset.ready = "error"; }
+  }
+
+  CHARTS.push({ rebuild, redraw: () => { if (plot && raw) { plot.setData(shown(raw)); box.dataset.smoothing = String(VIEW.smoothing); } } });
+  rebuild();
 }
 
 function metricNames(summary) {
@@ -176,15 +288,17 @@ async function runsPage() {
   });
   const runs = await api(`/api/runs${where ? `?where=${encodeURIComponent(where)}` : ""}`);
   const shown = [...new Set(runs.flatMap((r) => Object.keys(r.metrics)))].filter((n) => !n.startsWith("system/")).sort().slice(0, 6);
-  fillTable(table, ["", "run", "project", "status", "started", "duration", "anomalies", "checkpoints", ...shown.map((m) => `${m} (last)`)],
+  const userTags = (run) => Object.entries(run.tag_values || {}).filter(([k]) => !k.startsWith("mlflow.")).map(([k, v]) => `${k}=${v}`).join(", ");
+  fillTable(table, ["", "run", "project", "status", "started", "duration", "anomalies", "checkpoints", "tags", ...shown.map((m) => `${m} (last)`)],
     runs.map((run) => [
       el("td", {}, el("input", { type: "checkbox", value: run.id })),
-      el("td", {}, el("a", { href: `/runs/${run.id}` }, run.name)),
+      el("td", {}, run.parent ? "↳ " : "", el("a", { href: `/runs/${run.id}` }, run.name)),
       run.project,
       el("td", { class: `status-${run.status}` }, run.status),
       fmtTime(run.started), fmtDuration(run.duration_s),
       el("td", { class: run.anomalies ? "num bad" : "num" }, run.anomalies),
       el("td", { class: "num" }, run.checkpoints),
+      el("td", { class: "tags" }, userTags(run)),
       ...shown.map((m) => el("td", { class: "num" }, run.metrics[m] ? fmt(run.metrics[m].last) : "")),
     ]));
   table.dataset.ready = "1";
@@ -203,6 +317,8 @@ async function runPage() {
     ["status", el("span", { class: `status-${run.status}` }, run.status)],
     ["started", fmtTime(run.started)], ["duration", fmtDuration(run.duration_s)],
     ["tags", Object.entries(run.tag_values).map(([k, v]) => `${k}=${v}`).join(", ")],
+    ["parent", run.parent ? el("a", { href: `/runs/${run.parent}` }, run.parent) : ""],
+    ["children", el("span", {}, ...run.children.flatMap((c, i) => [i ? ", " : "", el("a", { href: `/runs/${c}` }, c)]))],
   ].map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))));
   fillTable(document.getElementById("lineage"), ["what", "value"], [
     ["base model", run.base_model || ""], ["datasets", run.datasets.join(", ")],
@@ -232,6 +348,8 @@ async function runPage() {
       el("td", {}, el("a", { href: `#changes-${c.commit}`, class: "changes", onclick: () => weightChanges(c) }, "weight change per layer"))]));
   fillTable(document.getElementById("evals"), ["step", "dataset", "metrics"],
     run.evals.map((e) => [e.step, e.dataset || "", Object.entries(e.metrics).map(([k, v]) => `${k}=${fmt(v)}`).join(", ")]));
+  fillTable(document.getElementById("artifacts"), ["file", "size"],
+    run.artifacts.map((a) => [el("td", {}, el("a", { href: a.url }, a.path)), el("td", { class: "num" }, fmtBytes(a.size))]));
   fillTable(document.getElementById("samples"), ["step", "inputs", "outputs"],
     run.samples.map((s) => [s.step, el("td", {}, el("pre", {}, fmt(s.inputs))), el("td", {}, el("pre", {}, fmt(s.outputs)))]));
   document.body.dataset.ready = "1";
@@ -285,5 +403,6 @@ async function comparePage() {
   document.body.dataset.ready = "1";
 }
 
+setupControls();
 const PAGES = { runs: runsPage, run: runPage, compare: comparePage };
 PAGES[document.body.dataset.page]().catch(showError);

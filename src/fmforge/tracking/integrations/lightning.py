@@ -1,12 +1,15 @@
 """A PyTorch Lightning logger that records the Trainer's run into fmforge.
 
+    from fmforge.integrations import FmforgeLogger
     trainer = lightning.Trainer(logger=FmforgeLogger("sentiment", base_model="minilm@main"))
 
-The run starts when Lightning first uses the logger (on the rank-zero process only);
-``log_hyperparams`` become the run's params, ``log_metrics`` its metrics at the Trainer's step,
-and with ``log_model=True`` every checkpoint the ``ModelCheckpoint`` callback saves is committed
-to the model registry (its ``state_dict``, on branch ``runs/<run id>``). ``finalize`` ends the
-run as finished or failed; a later ``fit`` or ``test`` with the same logger starts a new run.
+The run's id is chosen when the logger is made, so ``logger.version`` (which Lightning reads to
+name folders) never starts a run; the run starts when Lightning first logs (on the rank-zero
+process only). ``log_hyperparams`` become the run's params, ``log_metrics`` its metrics at the
+Trainer's step, and with ``log_model=True`` every checkpoint the ``ModelCheckpoint`` callback
+saves is committed to the model registry (its ``state_dict``, on branch ``runs/<run id>``).
+``finalize`` ends the run as finished or failed; a later ``validate``, ``test`` or ``fit`` with
+the same logger takes the same run up again (``fit`` then ``validate`` is one run).
 Built on the ``lightning`` package (``lightning.pytorch``).
 """
 
@@ -22,6 +25,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
+from fmforge.ledger.events import new_event_id
 from fmforge.repository import Repository
 from fmforge.tracking.environment import flatten
 from fmforge.tracking.runs import Run
@@ -44,6 +48,8 @@ class FmforgeLogger(Logger):
         self._model = model
         self._run_options = run_options
         self._run: Run | None = None
+        self._id = new_event_id()  # the run's id, known before it starts
+        self._started = False  # whether the run was recorded (then later uses resume it)
         self._committed: set[int] = set()  # training steps
 
     @property
@@ -52,18 +58,24 @@ class FmforgeLogger(Logger):
 
     @property
     def version(self) -> str:
-        return str(self.experiment.id)
+        """The run's id (no run is started to answer it)."""
+        return self._id
 
     @property
     @rank_zero_experiment
     def experiment(self) -> Run:
-        """The fmforge run (started on first use)."""
+        """The fmforge run (started on first use; taken up again after ``finalize``)."""
         if self._run is None:
             owns = self._repo is None
-            self._run = Run(
-                self._repo or Repository.open(), self.project, owns_repo=owns,
-                **self._run_options,
-            )  # fmt: skip
+            repo = self._repo or Repository.open()
+            if self._started:
+                options = {k: v for k, v in self._run_options.items() if k in _RESUME_OPTIONS}
+                self._run = Run.resume(repo, self._id, owns_repo=owns, **options)
+            else:
+                self._run = Run(
+                    repo, self.project, owns_repo=owns, run_id=self._id, **self._run_options
+                )
+                self._started = True
         return self._run
 
     @rank_zero_only
@@ -111,6 +123,10 @@ class FmforgeLogger(Logger):
         else:
             self._run.finish("failed", f"Lightning finished with status {status!r}")
         self._run = None
+
+
+_RESUME_OPTIONS = ("flush_interval", "max_buffer_bytes", "detectors", "on_anomaly",
+                   "system_interval", "heartbeat")  # fmt: skip
 
 
 def _plain(value: Any) -> bool:

@@ -1,0 +1,1 @@
+"""One module per merge method; ``merging.registry`` lists them."""
