@@ -19,6 +19,7 @@ from fmforge.ledger import Event, NewEvent, Projection, handles
 from fmforge.models import demo as model_demo
 from fmforge.repository import Repository
 from fmforge.tracking import demo as runs_demo
+from fmforge.training import demo as training_demo
 
 
 @dataclass
@@ -204,6 +205,19 @@ STEPS: list[DemoStep] = [
         _data(data_demo.synthesize_lfs),
     ),
     DemoStep("Trace one comment through every version", _data(data_demo.trace_comment)),
+    DemoStep(
+        "Finetune MiniLM with LoRA on the weakly labelled comments",
+        _models(training_demo.finetune_spam),
+    ),
+    DemoStep("Finetune a second task: which video", _models(training_demo.finetune_video)),
+    DemoStep(
+        "Merge the two adapters with TIES: conflict report, accuracy per task",
+        _models(training_demo.merge_adapters),
+    ),
+    DemoStep("Select a base for a new dataset (LogME)", _models(training_demo.select_base)),
+    DemoStep(
+        "Rebase the spam finetune onto a modified MiniLM", _models(training_demo.rebase_finetune)
+    ),
 ]
 
 

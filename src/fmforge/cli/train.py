@@ -191,7 +191,10 @@ def eval_(
     text_column: Annotated[
         str | None, typer.Option(help="The text column (default: the one trained on).")
     ] = None,
-    label_column: Annotated[str, typer.Option(help="The gold label column.")] = "label",
+    label_column: Annotated[
+        str | None,
+        typer.Option(help="The gold label column (default: the one trained on, else label)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per forward pass.")] = 32,
     as_json: Annotated[bool, typer.Option("--json", help="The evaluation as JSON.")] = False,
 ) -> None:

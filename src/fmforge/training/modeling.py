@@ -191,8 +191,8 @@ def save_model(
         (directory / "README.md").unlink(missing_ok=True)  # PEFT's model card template
     task = {
         "task": spec.task, "classes": list(job.classes) if job.classes else None,
-        "text_column": spec.text_column, "max_length": job.max_length, "base": job.base,
-        "method": spec.method,
+        "text_column": spec.text_column, "label_column": spec.label_column,
+        "max_length": job.max_length, "base": job.base, "method": spec.method,
     }  # fmt: skip
     (directory / TASK_FILE).write_text(json.dumps(task, indent=2) + "\n")
     if masks:

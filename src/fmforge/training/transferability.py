@@ -72,6 +72,8 @@ def maximum_evidence(
         if mm <= 0 or residual <= 0 or n - gamma <= 0:
             break
         new_alpha, new_beta = gamma / mm, (n - gamma) / residual
+        if not (0 < new_alpha < math.inf and 0 < new_beta < math.inf):
+            break  # a degenerate step (features that separate nothing): keep the last point
         before, after = alpha / beta, new_alpha / new_beta
         alpha, beta = new_alpha, new_beta
         if abs(after - before) <= TOLERANCE * before:
