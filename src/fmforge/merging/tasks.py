@@ -29,6 +29,7 @@ from fmforge.merging.adapters import base_name
 from fmforge.merging.auto import DENSITIES, LAMBDAS, AutoResult, search
 from fmforge.merging.base import MergeResult, MergeSpec
 from fmforge.merging.planning import merged_tensors, run_merge
+from fmforge.merging.registry import get_method
 from fmforge.models import CommitReader, load_state_dict, open_model
 from fmforge.models.evaluations import ModelEvaluations
 from fmforge.repository import Repository
@@ -191,6 +192,9 @@ def auto_merge(
     splits, then commit the best merge with the search's summary in its provenance."""
     if spec.output != "full":
         raise InvalidMerge("--auto scores full merges: drop --as-adapter")
+    method = get_method(spec.method)
+    if "lambda" not in method.parameters:
+        raise InvalidMerge(f"--auto chooses λ, and method {method.name} has none")
     tasks = tasks_of(repo, spec, dev)
     scorer = TaskScorer(repo, tasks)
     found = search(

@@ -108,7 +108,8 @@ def merge_adapters(repo: Repository, scratch: Path, facts: dict[str, Any]) -> li
         return ["the two finetunes are missing: skipped"]
     from fmforge.merging.base import MergeSpec
     from fmforge.merging.conflicts import most_conflicted
-    from fmforge.merging.tasks import Task, auto_merge, evaluate_merge
+    from fmforge.merging.tasks import Task, TaskScorer, auto_merge
+    from fmforge.models import load_state_dict
 
     spec = MergeSpec.build("ties", [facts["spam_adapter"], facts["video_adapter"]])
     result, found = auto_merge(
@@ -131,10 +132,10 @@ def merge_adapters(repo: Repository, scratch: Path, facts: dict[str, Any]) -> li
         Task("spam", facts["spam_adapter"], facts["labelled"], "test"),
         Task("video", facts["video_adapter"], facts["labelled"], "test"),
     ]
-    merged = evaluate_merge(repo, result.target, tasks)
-    from fmforge.merging.tasks import TaskScorer
-
-    single = TaskScorer(repo, tasks).single()
+    scorer = TaskScorer(repo, tasks)  # each finetune and its test rows, loaded once
+    single = scorer.single()
+    with load_state_dict(result.target, repo=repo) as state:
+        merged = scorer.score({n: state[n] for n in state})
     for task, dev in zip(tasks, found.single, strict=True):  # the inputs' order
         share = merged[task.name] / single[task.name] if single[task.name] else float("nan")
         lines.append(
