@@ -11,7 +11,6 @@ from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.evaluations import ModelEvaluations
 from fmforge.models.fishers import ModelFishers
-from fmforge.models.measurements import ModelMeasurements
 from fmforge.models.refs import ModelRefs
 from fmforge.models.registered import RegisteredModelsView
 from fmforge.serving.views import DeploymentsView
@@ -92,7 +91,6 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     ModelRefs,
     ModelEvaluations,
     ModelFishers,
-    ModelMeasurements,
     DatasetsView,
     DatasetWork,
     SynthWork,
