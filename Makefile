@@ -46,6 +46,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/finetune.py
 	$(BIN)/python benchmarks/scale_data.py
 	$(BIN)/python benchmarks/serving.py --cpu-time
+	$(BIN)/python benchmarks/merge.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,13 @@ server for that run) and warm, and zoomed (``start=100&end=200``); ``/api/runs``
 while 5 chart requests of the 10,000-chunk run are in flight; ``fmforge runs show``
 (in-process, start-up excluded); ``fmforge runs ls -n 20`` over 100 to 5,000 runs beside
 ``--all``. Memory is the peak Python allocation of the same call in-process (tracemalloc).
+
+Section ``ledger``: ledgers of 10,000 and 1,000,000 events (runs logging a chunk per event,
+each chunk a real object, recorded through ``Repository.record``). Figures, in-process (CLI
+start-up excluded), median of 3 after one call that brings the views up to date: ``fmforge log
+--since`` a time after the newest event (returns nothing), and ``fmforge gc --dry-run``.
+Baseline, measured in the same run: decoding every event of the same ledger (what both
+answers cost before the seq-by-time bisection and the live-references projection).
 """
 
 from __future__ import annotations
@@ -355,7 +362,91 @@ def runs_section(tmp: Path, quick: bool) -> list[Row]:
     return rows
 
 
-SECTIONS: dict[str, Callable[[Path, bool], list[Row]]] = {"runs": runs_section}
+# ---- ledger ------------------------------------------------------------------------------
+
+
+def busy_ledger(root: Path, events: int) -> float:
+    """A repository whose ledger holds ``events`` events: 100 runs, each logging chunks (a
+    real object every 100 events, the others refer to it too). Returns the build time."""
+    from fmforge.repository import Repository
+    from fmforge.tracking.events import MetricsLogged, RunStarted
+
+    began = time.perf_counter()
+    runs = 100
+    per_run = events // runs - 1
+    summary = {"count": 50, "last": 0.5, "min": 0.1, "max": 0.9, "non_finite": 0}
+    root.mkdir(parents=True)
+    with Repository.init(root) as repo:
+        for r in range(runs):
+            stream = f"run/r{r}"
+            repo.record(stream, RunStarted({
+                "run": f"r{r}", "project": "scale", "name": f"r{r}", "config": {},
+                "config_flat": {}, "datasets": [], "base_model": None, "seed": 0, "tags": [],
+                "started": time.time(),
+            }))  # fmt: skip
+            for start in range(0, per_run, 1000):
+                batch = []
+                for i in range(start, min(per_run, start + 1000)):
+                    if i % 100 == 0:
+                        digest = repo.objects.put(f"chunk {r} {i}".encode())
+                    step = {**summary, "last_step": i, "step_min": i, "step_max": i}
+                    payload = {"chunk": digest, "bytes": 16, "values": 50,
+                               "metrics": {"loss": step}}  # fmt: skip
+                    batch.append(MetricsLogged(payload, refs=[digest]))  # type: ignore[arg-type]
+                repo.record(stream, batch)
+    return time.perf_counter() - began
+
+
+def ledger_section(tmp: Path, quick: bool) -> list[Row]:
+    from fmforge.repository import Repository
+
+    sizes = (10_000, 100_000) if quick else (10_000, 1_000_000)
+    future = "2100-01-01T00:00:00Z"
+    since: dict[int, float] = {}
+    dry: dict[int, float] = {}
+    decode: dict[int, float] = {}
+    first_gc: dict[int, float] = {}
+    build: dict[int, float] = {}
+    for size in sizes:
+        root = tmp / f"ledger-{size}"
+        build[size] = busy_ledger(root, size)
+        gc_call = cli(root, "gc", "--dry-run")
+        first_gc[size] = gc_call()  # brings the live-references view up to date
+        since[size] = median_of(3, cli(root, "log", "--since", future))
+        dry[size] = median_of(3, gc_call)
+
+        def read_everything(root: Path = root) -> None:
+            with Repository.open(root) as repo:
+                for _ in repo.ledger.read_all(1):
+                    pass
+
+        decode[size] = median_of(1, lambda: timed(read_everything))
+    small, large = sizes
+    rows = []
+    for label, figures in (("`log --since` (after the newest event: nothing)", since),
+                           ("`gc --dry-run`", dry)):  # fmt: skip
+        ratio = figures[large] / figures[small]
+        rows.append(Row(
+            f"{label}, {large:,} events vs {small:,} (in-process)",
+            f"{figures[large] * 1000:.0f} ms vs {figures[small] * 1000:.0f} ms",
+            f"{decode[large] * 1000:.0f} ms decoding every event, {large:,}",
+            ratio, "<= 2x", ratio <= 2,
+        ))  # fmt: skip
+    print_table("Scale: ledger (`benchmarks/scale.py ledger`)", rows)
+    print("\n| events | build | `log --since` | `gc --dry-run` (first, catching the view up) "
+          "| decoding every event |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for size in sizes:
+        print(f"| {size:,} | {build[size]:.1f} s | {since[size] * 1000:.0f} ms | "
+              f"{dry[size] * 1000:.0f} ms ({first_gc[size]:.1f} s) | "
+              f"{decode[size] * 1000:.0f} ms |")  # fmt: skip
+    return rows
+
+
+SECTIONS: dict[str, Callable[[Path, bool], list[Row]]] = {
+    "runs": runs_section,
+    "ledger": ledger_section,
+}
 
 
 def main() -> None:

@@ -132,9 +132,15 @@ def minilm_path() -> Path:
 
 
 def write_classifier(
-    out: Path, *, seed: int, labels: Sequence[str] = ("neg", "neu", "pos"), rank: int = 4
+    out: Path,
+    *,
+    seed: int,
+    labels: Sequence[str] = ("neg", "neu", "pos"),
+    rank: int = 4,
+    pooler: bool = False,
 ) -> Path:
-    """A MiniLM sequence-classification adapter: LoRA on query/value, the head kept whole."""
+    """A MiniLM sequence-classification adapter: LoRA on query/value, the head kept whole
+    (and the pooler, retrained, when ``pooler``: as ``fmforge.training`` saves them)."""
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
@@ -144,6 +150,7 @@ def write_classifier(
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=2 * rank,
         target_modules=["query", "value"], lora_dropout=0.0,
+        modules_to_save=["pooler"] if pooler else None,
     )  # fmt: skip
     peft_model = get_peft_model(model, config)
     _randomize_lora(peft_model, seed, 0.2)
@@ -152,6 +159,8 @@ def write_classifier(
         for name, param in peft_model.named_parameters():
             if "classifier" in name and "modules_to_save" in name:
                 param.copy_(torch.randn(param.shape, generator=g) * 0.5)
+            elif "pooler" in name and "modules_to_save" in name:
+                param.add_(torch.randn(param.shape, generator=g) * 0.05)
     peft_model.save_pretrained(out)
     labels_config = {"id2label": {str(i): name for i, name in enumerate(labels)}}
     (out / "config.json").write_text(json.dumps(labels_config))

@@ -18,6 +18,7 @@ from fmforge.errors import StreamVersionConflict
 from fmforge.ledger import Event, NewEvent, Projection, handles
 from fmforge.models import demo as model_demo
 from fmforge.repository import Repository
+from fmforge.serving import demo as serving_demo
 from fmforge.tracking import demo as runs_demo
 from fmforge.training import demo as training_demo
 
@@ -217,6 +218,14 @@ STEPS: list[DemoStep] = [
     DemoStep("Select a base for a new dataset (LogME)", _models(training_demo.select_base)),
     DemoStep(
         "Rebase the spam finetune onto a modified MiniLM", _models(training_demo.rebase_finetune)
+    ),
+    DemoStep(
+        "Adapters to serve: MiniLM classifiers and a tiny Llama with two LoRAs",
+        _models(serving_demo.prepare_adapters),
+    ),
+    DemoStep(
+        "Serve them (fmforge serve): mixed openai requests, a branch moved mid-stream, metrics",
+        _models(serving_demo.serve_and_move),
     ),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,14 @@ def test_fmforge_demo_runs_every_step(tmp_path: Path) -> None:
     assert "LogME and the probe agree with Kendall tau" in result.stdout
     assert "minilm-spam@rebased " in result.stdout
     assert "re-evaluated on comments@v3:valid: accuracy" in result.stdout
+    served = re.search(r"(\d+) requests through the openai client: .*; (\d+) failed", result.stdout)
+    assert served is not None, "the serving chapter reports its requests"
+    assert int(served[1]) > 50
+    assert served[2] == "0"
+    moved = re.search(r"(\d+) started after it: .*?(\d+) by v2", result.stdout)
+    assert moved is not None
+    assert int(moved[2]) > 0  # the move reached new requests
+    assert "stopped; deployment/tiny-llama in the ledger: 1 DeploymentStarted" in result.stdout
     assert "demo finished" in result.stdout
     assert list(tmp_path.iterdir()) == [], "the default demo cleans up after itself"
 

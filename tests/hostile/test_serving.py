@@ -5,6 +5,7 @@ else (a good request right after every bad one)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,10 @@ def test_a_full_queue_answers_429_with_retry_after(
     with TestClient(create_serving_app(dep), base_url="http://127.0.0.1") as client:
         long = GenerationParams(max_tokens=250, temperature=0, ignore_eos=True)
         running = submit(dep, "good", [[5, 6]], params=long)  # holds the one batch row
+        assert dep.engine is not None
+        deadline = time.monotonic() + 30
+        while dep.engine.scheduler.waiting and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the engine has admitted it (a busy machine is slow to)
         waiting = submit(dep, "good", [[5, 6]])  # fills the queue
         answer = client.post("/v1/completions", json=completion())
         error = openai_refused(answer, 429, "waiting")

@@ -50,12 +50,14 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pyarrow as pa
 
 from fmforge.errors import InvalidFilter
+
+if TYPE_CHECKING:  # imported where used: 34 MB that a repository opened to log runs never needs
+    import duckdb
 
 TABLE = "data"
 
@@ -146,6 +148,8 @@ _TOO_DEEP = "nested too deeply (write it with fewer levels of parentheses, calls
 def connect() -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB that reads no file, loads no extension, sees no Python variable and
     cannot be reconfigured: the wall behind the checks."""
+    import duckdb
+
     return duckdb.connect(config=dict(_CONFIG))
 
 
@@ -239,6 +243,8 @@ def check_query(sql: str, *, source: str = "query") -> None:
 
 
 def _run(connection: duckdb.DuckDBPyConnection, sql: str, source: str) -> pa.Table:
+    import duckdb
+
     try:
         return connection.execute(sql).to_arrow_table()
     except duckdb.Error as error:
@@ -337,6 +343,8 @@ def _checked_filter(
 def _scan(text: str) -> str | None:
     """What the tokens alone show a filter is not (for a clear message; the parse tree is the
     check): a ``;`` or a reserved word that begins or joins queries."""
+    import duckdb
+
     tokens = duckdb.tokenize(text)
     for index, (offset, kind) in enumerate(tokens):
         if kind == duckdb.token_type.operator and text[offset] == ";":
@@ -354,6 +362,8 @@ def _scan(text: str) -> str | None:
 
 
 def _check_query(connection: duckdb.DuckDBPyConnection, sql: str, source: str) -> None:
+    import duckdb
+
     def refused(found: str) -> InvalidFilter:
         return InvalidFilter(f"{source}: only one SELECT reading {TABLE}; found {found}")
 

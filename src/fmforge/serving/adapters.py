@@ -9,7 +9,8 @@ to another commit can never serve stale weights.
 
 ``load`` turns the tensors into ``AdapterWeights``: per target module, ``A`` (rank x in) and
 ``B`` (out x rank) with PEFT's scaling folded into ``B``; and the classification head of a
-sequence-classification adapter (PEFT's ``modules_to_save``: ``classifier`` or ``score``).
+sequence-classification adapter (PEFT's ``modules_to_save``: ``classifier`` or ``score``), and
+the BERT pooler's dense layer when the adapter retrained it (as ``fmforge.training`` does).
 Anything the batched layers cannot compute exactly (DoRA, LoRA on embeddings, fan-in-fan-out
 layers, a trained bias, a whole replaced module) is refused by name.
 """
@@ -67,6 +68,7 @@ class AdapterWeights:
     modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
     head: tuple[torch.Tensor, torch.Tensor | None] | None = None
     labels: list[str] = field(default_factory=list)
+    pooler: tuple[torch.Tensor, torch.Tensor] | None = None  # a retrained BERT pooler's dense
 
     @property
     def rank(self) -> int:
@@ -77,6 +79,8 @@ class AdapterWeights:
         total = sum(a.nbytes + b.nbytes for a, b in self.modules.values())
         if self.head is not None:
             total += self.head[0].nbytes + (self.head[1].nbytes if self.head[1] is not None else 0)
+        if self.pooler is not None:
+            total += self.pooler[0].nbytes + self.pooler[1].nbytes
         return total
 
     def to(self, device: Any, dtype: Any, *, pin: bool = False) -> AdapterWeights:
@@ -88,6 +92,8 @@ class AdapterWeights:
         parts: list[torch.Tensor] = [t for pair in self.modules.values() for t in pair]
         if self.head is not None:
             parts += [t for t in self.head if t is not None]
+        if self.pooler is not None:
+            parts += list(self.pooler)
         total = sum(t.numel() for t in parts)
         buffer = torch.empty(total, dtype=dtype, device=device, pin_memory=pin)
         views: list[torch.Tensor] = []
@@ -102,12 +108,14 @@ class AdapterWeights:
         head = None
         if self.head is not None:
             head = (next(it), next(it) if self.head[1] is not None else None)
-        return AdapterWeights(self.content, modules, head, list(self.labels))
+        pooler = (next(it), next(it)) if self.pooler is not None else None
+        return AdapterWeights(self.content, modules, head, list(self.labels), pooler)
 
 
 def _manifest_config(reader: CommitReader) -> dict[str, Any] | None:
     """``adapter_config.json``, with ``id2label`` from a ``config.json`` beside it (where a
-    classification adapter keeps its label names) when it has none."""
+    classification adapter keeps its label names) when it has none, else from the class names
+    of ``fmforge_task.json`` (where ``fmforge.training`` records them)."""
     blobs = {
         Path(e["path"]).name: e["object"] for e in reader.manifest["files"] if e["kind"] == "blob"
     }
@@ -117,13 +125,22 @@ def _manifest_config(reader: CommitReader) -> dict[str, Any] | None:
     if not isinstance(parsed, dict):
         return None
     if "id2label" not in parsed and "config.json" in blobs:
-        try:
-            extra = orjson.loads(reader.repo.objects.get(blobs["config.json"]))
-        except orjson.JSONDecodeError:
-            extra = None
+        extra = _json_blob(reader, blobs["config.json"])
         if isinstance(extra, dict) and isinstance(extra.get("id2label"), dict):
             parsed["id2label"] = extra["id2label"]
+    if "id2label" not in parsed and "fmforge_task.json" in blobs:
+        task = _json_blob(reader, blobs["fmforge_task.json"])
+        classes = task.get("classes") if isinstance(task, dict) else None
+        if isinstance(classes, list):
+            parsed["id2label"] = {str(i): str(name) for i, name in enumerate(classes)}
     return parsed
+
+
+def _json_blob(reader: CommitReader, digest: str) -> Any:
+    try:
+        return orjson.loads(reader.repo.objects.get(digest))
+    except orjson.JSONDecodeError:
+        return None
 
 
 def describe(repo: Repository, model: str, commit: str) -> AdapterSpec:
@@ -200,6 +217,7 @@ def parse(
     """PEFT's tensor names and config -> ``AdapterWeights`` over the served ``modules``."""
     lora: dict[str, dict[str, torch.Tensor]] = {}
     head: dict[str, torch.Tensor] = {}
+    pooler: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
         name = key.removeprefix(PEFT_PREFIX).replace(".modules_to_save.default", "")
         name = name.replace(".modules_to_save", "")
@@ -212,6 +230,9 @@ def parse(
         owner, _, param = name.rpartition(".")
         if owner.split(".")[-1] in HEAD_NAMES and param in ("weight", "bias"):
             head[param] = tensor
+            continue
+        if owner.endswith("pooler.dense") and param in ("weight", "bias"):
+            pooler[param] = tensor  # fmforge.training retrains the pooler with the head
             continue
         raise AdapterIncompatible(
             label, f"tensor {key!r} replaces part of the model (modules_to_save): merge it instead"
@@ -242,6 +263,10 @@ def parse(
             raise AdapterIncompatible(label, "its classification head has no weight")
         weights.head = (head["weight"].contiguous(), head.get("bias"))
         weights.labels = labels_of(config, int(head["weight"].shape[0]))
+    if pooler:
+        if set(pooler) != {"weight", "bias"} or pooler["weight"].dim() != 2:
+            raise AdapterIncompatible(label, "its pooler lacks a weight or a bias")
+        weights.pooler = (pooler["weight"].contiguous(), pooler["bias"].contiguous())
     return weights
 
 
@@ -278,6 +303,9 @@ def save_file(path: Path, weights: AdapterWeights) -> int:
         tensors["head::weight"] = weights.head[0].detach().cpu().contiguous()
         if weights.head[1] is not None:
             tensors["head::bias"] = weights.head[1].detach().cpu().contiguous()
+    if weights.pooler is not None:
+        tensors["pooler::weight"] = weights.pooler[0].detach().cpu().contiguous()
+        tensors["pooler::bias"] = weights.pooler[1].detach().cpu().contiguous()
     tmp = path.with_name(f".{path.name}.tmp")
     write(
         tensors,
@@ -293,12 +321,15 @@ def load_file(path: Path) -> AdapterWeights:
 
     modules: dict[str, dict[str, torch.Tensor]] = {}
     head: dict[str, torch.Tensor] = {}
+    pooler: dict[str, torch.Tensor] = {}
     with safe_open(str(path), "pt") as handle:
         meta = handle.metadata() or {}
         for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
             kind, _, module = key.partition("::")
             if kind == "head":
                 head[module] = handle.get_tensor(key)
+            elif kind == "pooler":
+                pooler[module] = handle.get_tensor(key)
             else:
                 modules.setdefault(module, {})[kind] = handle.get_tensor(key)
     weights = AdapterWeights(
@@ -307,4 +338,6 @@ def load_file(path: Path) -> AdapterWeights:
     if head:
         weights.head = (head["weight"], head.get("bias"))
         weights.labels = json.loads(meta.get("labels", "[]"))
+    if pooler:
+        weights.pooler = (pooler["weight"], pooler["bias"])
     return weights

@@ -85,6 +85,7 @@ class LoRASlots:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         head: tuple[int, int] | None = None,
+        pooler: int | None = None,
     ) -> None:
         self.targets = dict(targets)
         self.count = count
@@ -102,13 +103,20 @@ class LoRASlots:
         }
         self.head_dims = head
         self.slot_bytes = self.bytes_per_slot(
-            self.targets, max_rank, torch.empty((), dtype=dtype).element_size(), head
+            self.targets, max_rank, torch.empty((), dtype=dtype).element_size(), head, pooler
         )
         self.head_w = self.head_b = None
         if head is not None:
             hidden, labels = head
             self.head_w = torch.zeros(n, labels, hidden, device=device, dtype=dtype)
             self.head_b = torch.zeros(n, labels, device=device, dtype=dtype)
+        # A retrained pooler (dense + tanh on the first token) per slot; False: the base's.
+        self.pooler_dims = pooler
+        self.pool_w = self.pool_b = None
+        if pooler is not None:
+            self.pool_w = torch.zeros(n, pooler, pooler, device=device, dtype=dtype)
+            self.pool_b = torch.zeros(n, pooler, device=device, dtype=dtype)
+        self.pooled_own = [False] * n
         self.labels: list[list[str]] = [[] for _ in range(n)]
         self.context = LoRAContext()
 
@@ -118,10 +126,13 @@ class LoRASlots:
         max_rank: int,
         itemsize: int,
         head: tuple[int, int] | None = None,
+        pooler: int | None = None,
     ) -> int:
         total = sum(max_rank * (fin + fout) for fin, fout in targets.values())
         if head is not None:
             total += head[1] * (head[0] + 1)
+        if pooler is not None:
+            total += pooler * (pooler + 1)
         return total * itemsize
 
     def write(self, slot: int, weights: AdapterWeights) -> None:
@@ -146,14 +157,32 @@ class LoRASlots:
                 self.head_w[slot, : weight.shape[0]].copy_(weight, non_blocking=True)
                 if bias is not None:
                     self.head_b[slot, : bias.shape[0]].copy_(bias, non_blocking=True)
+        self.pooled_own[slot] = weights.pooler is not None
+        if weights.pooler is not None:
+            if self.pool_w is None or self.pool_b is None:
+                raise ValueError("these slots hold no poolers")
+            self.pool_w[slot].copy_(weights.pooler[0], non_blocking=True)
+            self.pool_b[slot].copy_(weights.pooler[1], non_blocking=True)
         self.labels[slot] = list(weights.labels)
         self.context.changed()
 
-    def classify(self, pooled: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
-        """Logits of each row under its slot's head: (batch, max_labels)."""
+    def classify(
+        self, pooled: torch.Tensor, slots: Sequence[int], first: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits of each row under its slot's head: (batch, max_labels). ``first``: each
+        row's first-token hidden state, which rows whose adapter retrained the pooler pool
+        through their own (``tanh(W h + b)``, as BERT's pooler)."""
         if self.head_w is None or self.head_b is None:
             raise ValueError("these slots hold no classification heads")
         index = torch.tensor(list(slots), dtype=torch.long, device=pooled.device)
+        own = [i for i, s in enumerate(slots) if self.pooled_own[s]]
+        if own and first is not None and self.pool_w is not None and self.pool_b is not None:
+            rows = torch.tensor(own, dtype=torch.long, device=pooled.device)
+            which = index.index_select(0, rows)
+            weight = self.pool_w.index_select(0, which)  # (rows, hidden, hidden)
+            dense = torch.bmm(weight, first.index_select(0, rows).unsqueeze(-1)).squeeze(-1)
+            pooled = pooled.clone()
+            pooled[rows] = torch.tanh(dense + self.pool_b.index_select(0, which))
         weight = self.head_w.index_select(0, index)  # (batch, labels, hidden)
         bias = self.head_b.index_select(0, index)
         return torch.bmm(weight, pooled.unsqueeze(-1)).squeeze(-1) + bias

@@ -285,7 +285,9 @@ class Engine:
         embeddings = torch.nn.functional.normalize(means.float(), dim=-1)
         logits = None
         if any(w.kind == "classify" for w in works):
-            logits = self.slots.classify(pooled if pooled is not None else means, slots).float()
+            logits = self.slots.classify(
+                pooled if pooled is not None else means, slots, hidden[:, 0]
+            ).float()
         start = 0
         for work in works:
             count = len(work.inputs)

@@ -107,6 +107,12 @@ def target_suffixes(specs: Sequence[AdapterSpec], given: Sequence[str] | None) -
     return sorted(found) or None
 
 
+def _has_pooler(model: torch.nn.Module) -> bool:
+    """A BERT-like pooler: ``pooler.dense`` of the hidden size, then tanh."""
+    dense = getattr(getattr(model, "pooler", None), "dense", None)
+    return isinstance(dense, torch.nn.Linear)
+
+
 def build_engine(
     base: LoadedBase,
     config: ServingConfig,
@@ -123,12 +129,14 @@ def build_engine(
             f"no linear layer of the base matches the LoRA targets {config.lora_targets}"
         )
     head = (base.hidden_size, config.max_labels) if base.kind == "encoder" else None
+    pooler = base.hidden_size if head is not None and _has_pooler(base.model) else None
     itemsize = torch.empty((), dtype=base.dtype).element_size()
-    per_slot = LoRASlots.bytes_per_slot(targets, config.max_rank, itemsize, head)
+    per_slot = LoRASlots.bytes_per_slot(targets, config.max_rank, itemsize, head, pooler)
     count = max(1, min(4096, config.device_cache_bytes // per_slot))
     slots = LoRASlots(
-        targets, count, config.max_rank, device=base.device, dtype=base.dtype, head=head
-    )
+        targets, count, config.max_rank, device=base.device, dtype=base.dtype, head=head,
+        pooler=pooler,
+    )  # fmt: skip
     inject(base.model, slots)
     pin = base.device.type == "cuda"
 
@@ -145,6 +153,15 @@ def build_engine(
 
             raise AdapterIncompatible(
                 weights.content[:12], f"has over {config.max_labels} labels (--max-labels)"
+            )
+        if weights.pooler is not None and (
+            pooler is None or tuple(weights.pooler[0].shape) != (pooler, pooler)
+        ):
+            from fmforge.errors import AdapterIncompatible
+
+            raise AdapterIncompatible(
+                weights.content[:12],
+                "retrains a pooler this base does not have (or of another size)",
             )
         return weights.to("cpu", base.dtype, pin=pin)
 

@@ -57,5 +57,7 @@ def classifier_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ..
     root = tmp_path_factory.mktemp("classifiers")
     return (
         write_classifier(root / "sentiment", seed=1),
-        write_classifier(root / "topic", seed=2, labels=("sport", "tech", "art", "food")),
+        write_classifier(
+            root / "topic", seed=2, labels=("sport", "tech", "art", "food"), pooler=True
+        ),  # its own pooler, as fmforge.training retrains it
     )

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from fmforge.data import read_table
-from fmforge.models import CommitReader, ModelRefs, load_state_dict, open_model
+from fmforge.models import ModelRefs, checkout, load_state_dict, open_model
 from fmforge.models.evaluations import ModelEvaluations
 from fmforge.repository import Repository
 from fmforge.tracking import load_run
@@ -57,15 +57,15 @@ def test_a_lora_finetune_is_a_run_whose_adapter_loads_back_with_the_same_logits(
     loaded = peft.PeftModel.from_pretrained(base, open_model(result.commit_ref, repo=repo))
     tokenizer = transformers.AutoTokenizer.from_pretrained(open_model("tiny", repo=repo))
     assert torch.equal(logits(loaded, tokenizer), logits(result.trained, tokenizer))
-    # committed naming the registered base; a checkout names the base's checkout (offline)
-    reader = CommitReader(repo, result.commit_ref)
-    (entry,) = [e for e in reader.manifest["files"] if e["path"] == "adapter_config.json"]
-    committed = json.loads(repo.objects.get(entry["object"]))
-    assert committed["base_model_name_or_path"] == f"tiny@{base_commit}"
-    adapter_config = json.loads(
+    # As committed, the adapter names its base by registry reference; open_model's copy names
+    # that base's local checkout, so PEFT loads it offline.
+    committed = checkout(repo, result.commit_ref, repo.root / "adapter-as-committed")
+    adapter_config = json.loads((committed.directory / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == f"tiny@{base_commit}"
+    opened = json.loads(
         (open_model(result.commit_ref, repo=repo) / "adapter_config.json").read_text()
     )
-    assert adapter_config["base_model_name_or_path"] == str(open_model("tiny", repo=repo))
+    assert opened["base_model_name_or_path"] == str(open_model(f"tiny@{base_commit}", repo=repo))
 
     # The run: config with the resolved spec, data and base versions, the rows used.
     record = load_run(repo, result.run)
@@ -140,13 +140,14 @@ def _changed(repo: Repository, old: str, new: str) -> dict[str, tuple[int, int]]
 
 def test_sparse_trains_only_the_kept_share_of_the_body(spam_repo: Repository) -> None:
     result = finetune(spam_repo, spec(method="sparse", keep="2%", epochs=1))
-    changed = _changed(spam_repo, "tiny", result.commit_ref)  # the pooler is under the mask
-    moved = sum(c for c, _ in changed.values())
-    total = sum(n for _, n in changed.values())
+    changed = _changed(spam_repo, "tiny", result.commit_ref)
+    body = {k: v for k, v in changed.items() if ".pooler." not in k}
+    moved = sum(c for c, _ in body.values())
+    total = sum(n for _, n in body.values())
     assert 0 < moved <= 0.02 * total + 1
     mask = load_run(spam_repo, result.run).config["mask"]
     assert mask["trainable"] == moved
-    assert mask["source"] == "fisher"  # FishMask: see test_fisher.py
+    assert mask["source"].startswith("gradient")
 
 
 def test_given_masks_train_only_their_true_entries(spam_repo: Repository) -> None:
