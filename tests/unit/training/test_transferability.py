@@ -133,3 +133,18 @@ def test_the_probe_separates_what_is_separable_and_not_noise() -> None:
     for part in parts:  # every class in every fold, within one row of an even share
         counts = np.bincount(y[part], minlength=3)
         assert (np.abs(counts - np.bincount(y) / 4) <= 1).all()
+
+
+def test_logme_is_finite_where_the_fixed_point_steps_off_to_infinity() -> None:
+    """Features that nearly encode the labels, at scales far apart: one of these drove the
+    iteration to an infinite precision and a NaN evidence before the degenerate step was
+    refused (a ``ModelSelected`` event cannot hold a NaN)."""
+    rng = np.random.default_rng(0)
+    for _ in range(90):
+        n, d = int(rng.integers(20, 200)), int(rng.integers(2, 400))
+        labels = rng.integers(0, int(rng.integers(2, 6)), n)
+        features = rng.standard_normal((n, d)) * 10.0 ** rng.integers(-8, 3)
+        k = min(d, int(labels.max()) + 1)
+        features[:, :k] += np.eye(int(labels.max()) + 1)[labels][:, :k] * rng.choice([1, 100, 1e4])
+        with np.errstate(all="ignore"):
+            assert math.isfinite(logme(features, labels))
