@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fmforge.access import demo as access_demo
 from fmforge.data import demo as data_demo
 from fmforge.errors import StreamVersionConflict
 from fmforge.ledger import Event, NewEvent, Projection, handles
@@ -227,6 +228,14 @@ STEPS: list[DemoStep] = [
         "Serve them (fmforge serve): mixed openai requests, a branch moved mid-stream, metrics",
         _models(serving_demo.serve_and_move),
     ),
+    DemoStep("Access control: two users and a service principal", _data(access_demo.principals)),
+    DemoStep(
+        "A dataset with personal data, encrypted per author", _data(access_demo.tagged_dataset)
+    ),
+    DemoStep("A denied read, a masked read, a cleared read", _data(access_demo.reads)),
+    DemoStep("A non-commercial licence refuses commercial use", _data(access_demo.licence)),
+    DemoStep("Audit: who read, what was denied, a signed checkpoint", _data(access_demo.audit)),
+    DemoStep("Erase an author by crypto-shredding, then verify", _data(access_demo.erasure)),
 ]
 
 

@@ -152,6 +152,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Most params, and most tags, one MLflow log-batch request may carry (MLflow's own limit).",
     ),
     Setting(
+        "access.enabled",
+        "FMFORGE_ACCESS_ENABLED",
+        False,
+        "Access control on: every public entry point and HTTP route is decided and recorded "
+        "(AccessGranted / AccessDenied), and requests authenticate with a token. Off by default "
+        "(a single user's embedded repository: nothing is decided, a read appends nothing); "
+        "also on whenever a policy is in force (`fmforge access policy set`) unless the policy "
+        "says enabled: false.",
+    ),
+    Setting(
         "access.key_file",
         "FMFORGE_ACCESS_KEY_FILE",
         "",
@@ -202,9 +212,20 @@ STORE_ENV = "FMFORGE_STORE"
 """Names the repository directory (the one holding ``.fmforge/``); not a config-file setting."""
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
+             "false": False, "0": False, "no": False, "off": False, "": False}  # fmt: skip
+
+
 def _coerce(setting: Setting, value: Any, source: str) -> Any:
     kind = setting.kind
     try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            word = str(value).strip().lower()
+            if word in _BOOLEANS:
+                return _BOOLEANS[word]
+            raise ValueError(word)
         if kind is float:
             return float(value)
         if kind is int:
@@ -272,7 +293,7 @@ def render_config_toml(values: Mapping[str, Any]) -> str:
     tables: dict[str, list[str]] = {}
     for name, value in values.items():
         table, _, key = name.rpartition(".")
-        literal = json.dumps(value) if isinstance(value, str) else repr(value)
+        literal = json.dumps(value) if isinstance(value, str | bool) else repr(value)
         tables.setdefault(table, []).append(f"{key} = {literal}")
     parts = []
     # Top-level keys must come before the first [table] header.

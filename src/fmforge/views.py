@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from fmforge.access.facts import AccessFactsView
 from fmforge.access.views import AccessHistoryView, AccessLogView, AccessView
 from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
@@ -102,6 +103,7 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     AccessView,
     AccessLogView,
     AccessHistoryView,
+    AccessFactsView,
     DeploymentsView,
 )
 """Every projection, in the order verify rebuilds them."""

@@ -45,6 +45,12 @@ def test_fmforge_demo_runs_every_step(tmp_path: Path) -> None:
     assert moved is not None
     assert int(moved[2]) > 0  # the move reached new requests
     assert "stopped; deployment/tiny-llama in the ledger: 1 DeploymentStarted" in result.stdout
+    assert "service:ci reads people: denied (no_grant)" in result.stdout
+    assert "user:alice reads it: author '***'" in result.stdout
+    assert "use spam-people: refused (forbid:licence)" in result.stdout
+    assert "standalone verify_proof.py (no fmforge): ok: event" in result.stdout
+    assert "places holding the name: 0" in result.stdout
+    assert "still verifies, extended to" in result.stdout
     assert "demo finished" in result.stdout
     assert list(tmp_path.iterdir()) == [], "the default demo cleans up after itself"
 

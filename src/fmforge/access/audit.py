@@ -17,12 +17,14 @@ inclusion and consistency proofs against them.
 from __future__ import annotations
 
 import base64
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmforge.access import events as ev
+from fmforge.access import targets
 from fmforge.access.checkpoints import (
     Checkpoint,
     CheckpointSink,
@@ -33,6 +35,7 @@ from fmforge.access.checkpoints import (
     load_signing_key,
     write_secret,
 )
+from fmforge.access.mediation import mediated
 from fmforge.access.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from fmforge.access.views import AccessHistoryView
 from fmforge.errors import ConfigError, ProofFailed, UsageError
@@ -226,8 +229,12 @@ def _checkpoint_loop(
     root: str, every_events: int, every_seconds: float, poll_s: float, ready: Any, stop: Any
 ) -> None:
     """A background process's life: sign each checkpoint as it falls due; when stopped,
-    sign what is due and end."""
+    sign what is due and end. It runs at the lowest priority (nice 19): a checkpoint may come a
+    little later, the writers' appends should not wait for its hashing on a busy machine."""
     from fmforge.repository import Repository
+
+    if hasattr(os, "nice"):
+        os.nice(19)
 
     with Repository.open(root) as repo:
         checkpointer = Checkpointer(repo, every_events=every_events, every_seconds=every_seconds)
@@ -298,6 +305,7 @@ class InclusionProof:
         }
 
 
+@mediated("audit.read", targets.fixed("audit"))
 def prove_inclusion(
     repo: Repository, seq: int, checkpoint: Checkpoint | None = None
 ) -> InclusionProof:
@@ -334,6 +342,7 @@ class HistoryReport:
     proof: tuple[bytes, ...]
 
 
+@mediated("audit.read", targets.fixed("audit"))
 def verify_history(
     repo: Repository, old: Checkpoint, new: Checkpoint | None = None
 ) -> HistoryReport:

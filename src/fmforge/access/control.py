@@ -16,14 +16,17 @@ and mistakes are prevented; the enforcement boundary is the server.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fmforge.access import events as ev
+from fmforge.access import targets
 from fmforge.access.authorizer import NO_CONTEXT, Authorizer, Context, Decision
-from fmforge.access.policy import ACTIONS, PolicySpec
+from fmforge.access.mediation import mediated
+from fmforge.access.policy import ACTIONS, ROLES, PolicySpec
 from fmforge.access.principals import ANONYMOUS, check_attributes, check_principal
 from fmforge.access.resources import compile_patterns, parse_resource
 from fmforge.access.shredding import RepositoryKey, SubjectKeys
@@ -47,6 +50,27 @@ if TYPE_CHECKING:
     from fmforge.repository import Repository
 
 
+_POLICY = targets.fixed("policy")
+_AUDIT = targets.fixed("audit")
+
+
+def _on_pattern(pattern: str) -> list[tuple[str, str]]:
+    """``grant`` on the resource a grant names, or ``policy.manage`` for a wildcard one."""
+    try:
+        return [("grant", parse_resource(pattern).text)]
+    except InvalidPolicy:
+        return [("policy.manage", "policy")]
+
+
+def _granted(repo: Repository, args: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return _on_pattern(args["resource"])
+
+
+def _revoked(repo: Repository, args: Mapping[str, Any]) -> list[tuple[str, str]]:
+    found = args["self"].state().grants.get(args["grant_id"])
+    return _on_pattern(found.resource) if found else [("policy.manage", "policy")]
+
+
 @dataclass(frozen=True)
 class IssuedToken:
     """A new token: ``token`` is shown once and never stored."""
@@ -68,6 +92,7 @@ class AccessControl:
         self._facts: dict[str, tuple[Mapping[str, Any] | None, tuple[str, ...] | None]] = {}
         self._subject_keys: SubjectKeys | None = None
         self._builder = StateBuilder()
+        self._lock = threading.RLock()
 
     # ---- the state in force -------------------------------------------------------------
 
@@ -78,17 +103,18 @@ class AccessControl:
     def authorizer(self) -> Authorizer:
         """The compiled state, recompiled only when access-control changes were recorded
         since (folded in from the history view, not re-read whole)."""
-        changes = self.repo.view(AccessHistoryView).changes(self._builder.seq)
-        current = self._authorizer
-        if current is None or changes:
-            for seq, kind, data in changes:
-                self._builder.apply(seq, kind, data)
-            state = self._builder.state()
-            current = self._authorizer = Authorizer(state)
-            self._tokens = TokenIndex(state.tokens.values())
-            for resource, (attributes, sources) in self._facts.items():
-                current.set_facts(resource, attributes, sources)
-        return current
+        with self._lock:  # a server's threads share it
+            changes = self.repo.view(AccessHistoryView).changes(self._builder.seq)
+            current = self._authorizer
+            if current is None or changes:
+                for seq, kind, data in changes:
+                    self._builder.apply(seq, kind, data)
+                state = self._builder.state()
+                current = self._authorizer = Authorizer(state)
+                self._tokens = TokenIndex(state.tokens.values())
+                for resource, (attributes, sources) in self._facts.items():
+                    current.set_facts(resource, attributes, sources)
+            return current
 
     def set_facts(
         self,
@@ -107,6 +133,7 @@ class AccessControl:
         """The state in force just after event ``seq`` (its changes replayed)."""
         return self.repo.view(AccessHistoryView).state_at(seq)
 
+    @mediated("audit.read", _AUDIT, repo="self")
     def could(
         self, action: str, resource: str, *, at_seq: int | None = None, purpose: str | None = None
     ) -> list[Decision]:
@@ -128,6 +155,7 @@ class AccessControl:
         if self.checkpointer is not None:
             self.checkpointer.after_policy_change()
 
+    @mediated("policy.manage", _POLICY, repo="self")
     def add_principal(self, principal: str, attributes: Mapping[str, Any] | None = None) -> None:
         """Create a principal with no access."""
         check_principal(principal)
@@ -142,6 +170,7 @@ class AccessControl:
         )
         self._changed()
 
+    @mediated("policy.manage", _POLICY, repo="self")
     def update_principal(
         self,
         principal: str,
@@ -161,6 +190,7 @@ class AccessControl:
         )  # fmt: skip
         self._changed()
 
+    @mediated("policy.manage", _POLICY, repo="self")
     def add_member(self, group: str, member: str) -> None:
         check_principal(group, ("group",))
         self._principal(group)
@@ -168,6 +198,7 @@ class AccessControl:
         self.repo.record(ev.PRINCIPALS, ev.GroupMemberAdded({"group": group, "member": member}))
         self._changed()
 
+    @mediated("policy.manage", _POLICY, repo="self")
     def remove_member(self, group: str, member: str) -> None:
         if group not in self._principal(member).groups:
             raise InvalidPolicy(f"{member} is not a member of {group}")
@@ -181,6 +212,7 @@ class AccessControl:
             raise InvalidPolicy(f"no principal {principal} (add it first)")
         return found
 
+    @mediated("policy.manage", _POLICY, repo="self")
     def issue_token(
         self,
         principal: str,
@@ -213,6 +245,7 @@ class AccessControl:
         self._changed()
         return IssuedToken(token_id, token, principal, expires)
 
+    @mediated("policy.manage", _POLICY, repo="self")
     def revoke_token(self, token_id: str, reason: str = "") -> None:
         token = self.state().tokens.get(token_id)
         if token is None:
@@ -222,6 +255,7 @@ class AccessControl:
         self.repo.record(ev.TOKENS, ev.TokenRevoked({"token_id": token_id, "reason": reason}))
         self._changed()
 
+    @mediated("grant", _granted, repo="self")
     def grant(
         self,
         principal: str,
@@ -253,17 +287,21 @@ class AccessControl:
         self._changed()
         return grant_id
 
+    @mediated("grant", _revoked, repo="self")
     def revoke_grant(self, grant_id: str, reason: str = "") -> None:
         if grant_id not in self.state().grants:
             raise InvalidPolicy(f"no grant {grant_id}")
         self.repo.record(ev.GRANTS, ev.GrantRevoked({"grant_id": grant_id, "reason": reason}))
         self._changed()
 
+    @mediated("policy.manage", _POLICY, repo="self")
     def set_policy(self, policy: PolicySpec, source: str = "") -> str:
         """Put ``policy`` in force; returns its digest (nothing recorded when unchanged)."""
         digest = policy.digest()
         if digest == self.state().policy_digest:
             return digest
+        if policy.enabled and not self.admins():
+            self.bootstrap()  # whoever turns access control on is not locked out by it
         self.repo.record(
             ev.POLICY,
             ev.PolicySet({"policy": policy.to_json(), "digest": digest, "source": source}),
@@ -271,12 +309,64 @@ class AccessControl:
         self._changed()
         return digest
 
+    def admins(self) -> list[str]:
+        """Principals holding a grant of ``policy.manage`` on everything."""
+        return sorted(
+            g.principal
+            for g in self.state().grants.values()
+            if "policy.manage" in g.actions and g.resource == "**"
+        )
+
+    def bootstrap(self, admin: str | None = None, *, token: bool = False) -> IssuedToken | None:
+        """The first admin: ``admin`` (default: the configured user, ``user:<user.name>``)
+        created if need be and granted ``admin`` on ``**``, with a token when asked (shown
+        once). Only while no one is admin: afterwards admins grant."""
+        if self.admins():
+            raise InvalidPolicy(
+                f"access control has admins already ({', '.join(self.admins())}): they grant"
+            )
+        user = str(self.repo.user)
+        name = admin or (user if user.split(":", 1)[0] in ("user", "service") else f"user:{user}")
+        check_principal(name, ("user", "service"))
+        if name not in self.state().principals:
+            self.repo.record(
+                ev.PRINCIPALS, ev.PrincipalCreated({"principal": name, "attributes": {}})
+            )
+        grant_id = "grant_" + secrets.token_hex(8)
+        self.repo.record(
+            ev.GRANTS,
+            ev.GrantAdded({
+                "grant_id": grant_id, "principal": name, "resource": "**",
+                "actions": sorted(ROLES["admin"]), "role": "admin",
+            }),
+        )  # fmt: skip
+        issued = None
+        if token:
+            value, token_id = new_token(), new_token_id()
+            self.repo.record(
+                ev.TOKENS,
+                ev.TokenIssued({
+                    "token_id": token_id, "principal": name, "sha256": token_hash(value),
+                    "scopes": [s.to_json() for s in UNRESTRICTED],  # type: ignore[misc]
+                    "expires": None, "note": "the first admin's",
+                }),
+            )  # fmt: skip
+            issued = IssuedToken(token_id, value, name, None)
+        self._changed()
+        return issued
+
     # ---- authentication and decisions ---------------------------------------------------
 
     def authenticate(self, token: str | None, now: float | None = None) -> TokenRecord:
         self.authorizer()
         assert self._tokens is not None
         return self._tokens.authenticate(token, now)
+
+    def token_record(self, token: str) -> TokenRecord | None:
+        """The record of ``token`` whatever its state (expired, revoked), if it was issued."""
+        self.authorizer()
+        assert self._tokens is not None
+        return self._tokens.by_hash.get(token_hash(token))
 
     def decide(
         self,
@@ -345,6 +435,8 @@ class AccessControl:
         request_id: str | None,
         via: str,
         objects: Sequence[str],
+        *,
+        also: Sequence[str] = (),
     ) -> None:
         data: dict[str, Any] = {
             "principal": decision.principal, "action": decision.action,
@@ -354,6 +446,8 @@ class AccessControl:
         }  # fmt: skip
         if objects:
             data["objects"] = list(objects)
+        if also:
+            data["also"] = list(also)
         kind = ev.AccessGranted if decision.allowed else ev.AccessDenied
         root = parse_resource(decision.resource).root
         self.repo.record(ev.log_stream(root), kind(data))  # type: ignore[arg-type]
@@ -384,17 +478,18 @@ class AccessControl:
             )
         return key_id
 
-    def forget_subject(self, subject: str, reason: str) -> str:
-        """Record ``SubjectForgotten`` (with the pseudonym, never the id), then destroy the
+    def forget_subject(self, subject: str, reason: str, *, flagged: Sequence[str] = ()) -> str:
+        """Record ``SubjectForgotten`` (with the pseudonym, never the id, and the resources
+        derived from the subject's data, ``flagged`` as needing unlearning), then destroy the
         subject's key: everything encrypted under it is unreadable from then on. Running it
         again after a crash finishes the destruction."""
         keys = self.subject_keys()
         key_id = keys.key_id(subject)
         pseudonym = keys.master.pseudonym(subject)
-        self.repo.record(
-            ev.SUBJECTS,
-            ev.SubjectForgotten({"key_id": key_id, "pseudonym": pseudonym, "reason": reason}),
-        )
+        data: dict[str, Any] = {"key_id": key_id, "pseudonym": pseudonym, "reason": reason}
+        if flagged:
+            data["flagged"] = list(flagged)
+        self.repo.record(ev.SUBJECTS, ev.SubjectForgotten(data))  # type: ignore[arg-type]
         keys.destroy(key_id)
         return key_id
 

@@ -104,6 +104,7 @@ class AccessDecisionData(TypedDict):
     request_id: str | None
     masked: list[str]  # columns released masked
     via: NotRequired[str]  # library | cli | http
+    also: NotRequired[list[str]]  # "ACTION RESOURCE" of the other resources the request needed
     objects: NotRequired[list[str]]  # digests released (one event per request, not per chunk)
 
 
@@ -125,6 +126,7 @@ class SubjectForgottenData(TypedDict):
     key_id: KeyId
     pseudonym: Sha256
     reason: Text
+    flagged: NotRequired[list[Name]]  # resources derived from the subject's data: needs_unlearning
 
 
 def _on(*streams: str) -> Callable[[str, Mapping[str, Any]], str | None]:

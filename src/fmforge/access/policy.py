@@ -8,6 +8,7 @@ request is allowed when some grant or ``permit`` rule matches it and **no** ``fo
 A policy file::
 
     version: 1
+    enabled: true           # access control on (the default once a policy is in force)
     compliance:
       pii: mask             # mask | deny | off: a pii column without clearance
       licence: true         # a licence excluding the purpose refuses use/export (+ lineage)
@@ -203,6 +204,7 @@ class PolicySpec(BaseModel):
     model_config = _SPEC
 
     version: Literal[1] = 1
+    enabled: bool = True  # a policy in force turns access control on, unless it says false
     compliance: Compliance = Compliance()
     licences: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     resources: dict[str, ResourceAttributes] = Field(default_factory=dict)

@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ class SubjectKeys:
             "CREATE TABLE IF NOT EXISTS destroyed_keys (key_id TEXT PRIMARY KEY, at REAL NOT NULL)"
         )
         self._keys: dict[str, AESGCM] = {}
+        self.lock = threading.RLock()  # one connection, shared by a server's threads
 
     def close(self) -> None:
         self.db.close()
@@ -128,25 +130,62 @@ class SubjectKeys:
         """The subject's key id, creating the key if it has none: (key_id, created). A
         subject whose key was destroyed gets no new one under the same id (their old
         ciphertexts stay unreadable): ``SubjectErased``."""
-        key_id = self.key_id(subject)
-        if self._destroyed(key_id):
-            raise SubjectErased(key_id)
-        wrapped = self.master.wrap(secrets.token_bytes(KEY_BYTES), key_id)
-        cursor = self.db.execute(
-            "INSERT OR IGNORE INTO subject_keys VALUES (?, ?)", (key_id, wrapped)
-        )
-        return key_id, cursor.rowcount == 1
+        ids, created = self.create_many([subject])
+        return ids[subject], bool(created)
 
-    def _destroyed(self, key_id: str) -> bool:
-        row = self.db.execute("SELECT 1 FROM destroyed_keys WHERE key_id = ?", (key_id,))
-        return row.fetchone() is not None
+    def create_many(self, subjects: list[str]) -> tuple[dict[str, str], list[str]]:
+        """Keys for many subjects in one transaction: (subject -> key id, the key ids created
+        now). A subject whose key was destroyed raises ``SubjectErased``, nothing created."""
+        ids = {subject: self.key_id(subject) for subject in subjects}
+        wanted = sorted(set(ids.values()))
+        with self.lock:
+            gone = self.destroyed(wanted)
+            if gone:
+                raise SubjectErased(sorted(gone)[0])
+            created: list[str] = []
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for key_id in wanted:
+                    wrapped = self.master.wrap(secrets.token_bytes(KEY_BYTES), key_id)
+                    cursor = self.db.execute(
+                        "INSERT OR IGNORE INTO subject_keys VALUES (?, ?)", (key_id, wrapped)
+                    )
+                    if cursor.rowcount == 1:
+                        created.append(key_id)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        return ids, created
+
+    def destroyed(self, key_ids: list[str] | None = None) -> set[str]:
+        """The key ids among ``key_ids`` (default: all) whose keys were destroyed (by this
+        process or another); copies this process holds of them are dropped."""
+        with self.lock:
+            if key_ids is None:
+                out = {r[0] for r in self.db.execute("SELECT key_id FROM destroyed_keys")}
+            else:
+                out = set()
+                for start in range(0, len(key_ids), 500):
+                    part = key_ids[start : start + 500]
+                    marks = ",".join("?" * len(part))
+                    out.update(
+                        r[0]
+                        for r in self.db.execute(
+                            f"SELECT key_id FROM destroyed_keys WHERE key_id IN ({marks})", part
+                        )
+                    )
+            for key_id in out:
+                self._keys.pop(key_id, None)
+        return out
 
     def _cipher(self, key_id: str) -> AESGCM:
         cipher = self._keys.get(key_id)
         if cipher is None:
-            row = self.db.execute(
-                "SELECT wrapped FROM subject_keys WHERE key_id = ?", (key_id,)
-            ).fetchone()
+            with self.lock:
+                row = self.db.execute(
+                    "SELECT wrapped FROM subject_keys WHERE key_id = ?", (key_id,)
+                ).fetchone()
             if row is None:
                 raise SubjectErased(key_id)
             cipher = self._keys[key_id] = AESGCM(self.master.unwrap(bytes(row[0]), key_id))
@@ -156,18 +195,21 @@ class SubjectKeys:
         """Destroy a subject's key (and every copy this process holds); True if it existed."""
         import time
 
-        self._keys.pop(key_id, None)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            gone = self.db.execute("DELETE FROM subject_keys WHERE key_id = ?", (key_id,)).rowcount
-            self.db.execute(
-                "INSERT OR IGNORE INTO destroyed_keys VALUES (?, ?)", (key_id, time.time())
-            )
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-        self.db.execute("VACUUM")
+        with self.lock:
+            self._keys.pop(key_id, None)
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                gone = self.db.execute(
+                    "DELETE FROM subject_keys WHERE key_id = ?", (key_id,)
+                ).rowcount
+                self.db.execute(
+                    "INSERT OR IGNORE INTO destroyed_keys VALUES (?, ?)", (key_id, time.time())
+                )
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            self.db.execute("VACUUM")
         return gone == 1
 
     # ---- bytes, cells and event payloads --------------------------------------------------

@@ -57,6 +57,31 @@ def _attributes(pairs: list[str]) -> dict[str, object]:
     return out
 
 
+@app.command("init")
+def init(
+    ctx: typer.Context,
+    admin: Annotated[
+        str | None,
+        typer.Option(help="The first admin (default: you, user:<user.name>)."),
+    ] = None,
+) -> None:
+    """Turn access control on: the first admin (granted admin on everything) and their token,
+    printed once, then the default policy in force. Only while no one is admin."""
+    from fmforge.access.policy import PolicySpec
+
+    with open_repository(ctx) as repo:
+        control = AccessControl(repo)
+        issued = control.bootstrap(principal_name(admin) if admin else None, token=True)
+        assert issued is not None
+        if not control.state().policy_digest:
+            control.set_policy(PolicySpec(), "fmforge access init")
+    console.print(issued.token)
+    err_console.print(
+        f"access control is on; {issued.principal} is admin. Its token {issued.token_id} is "
+        "shown once: store it now (FMFORGE_TOKEN, or MLFLOW_TRACKING_TOKEN for MLflow clients)"
+    )
+
+
 @user_app.command("add")
 def user_add(
     ctx: typer.Context,

@@ -11,6 +11,7 @@ import orjson
 import typer
 from rich.table import Table
 
+from fmforge.access import queries
 from fmforge.access.audit import (
     Checkpointer,
     prove_inclusion,
@@ -19,8 +20,6 @@ from fmforge.access.audit import (
     verify_history,
 )
 from fmforge.access.checkpoints import Checkpoint, DirectorySink, VerifierKey
-from fmforge.access.control import AccessControl
-from fmforge.access.views import AccessLogView
 from fmforge.cli.access import principal_name
 from fmforge.cli.context import FmforgeGroup, console, open_repository
 from fmforge.errors import UsageError
@@ -164,7 +163,7 @@ def who_read(
     start = _epoch(since, "--since", 0.0)
     end = _epoch(until, "--until", float("inf"))
     with open_repository(ctx) as repo:
-        readers = repo.view(AccessLogView).who_read(resource, start, end)
+        readers = queries.who_read(repo, resource, start, end)
     table = Table("principal", "reads", "first (UTC)", "last (UTC)")
     for r in readers:
         table.add_row(r.principal, str(r.reads), _when(r.first), _when(r.last))
@@ -185,7 +184,7 @@ def denied(
     end = _epoch(until, "--until", float("inf"))
     who = principal_name(actor) if actor and actor != "anonymous" else actor
     with open_repository(ctx) as repo:
-        records = repo.view(AccessLogView).denied(who, start, end, limit)
+        records = queries.denied(repo, who, start, end, limit)
     table = Table("seq", "time (UTC)", "principal", "action", "resource", "reason")
     for r in records:
         table.add_row(str(r.seq), _when(r.time), r.principal, r.action, r.resource, r.reason)
@@ -202,13 +201,9 @@ def could_read(
     purpose: Annotated[str | None, typer.Option(help="The purpose of the request.")] = None,
 ) -> None:
     """Who could do ACTION on RESOURCE (now, or --at a past time): the policy replayed."""
+    moment = _epoch(at, "--at", 0.0) if at is not None else None
     with open_repository(ctx) as repo:
-        seq = None
-        if at is not None:
-            moment = datetime.fromtimestamp(_epoch(at, "--at", 0.0), UTC)
-            iso = moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
-            seq = repo.ledger.first_seq_at(iso) - 1
-        decisions = AccessControl(repo).could(action, resource, at_seq=seq, purpose=purpose)
+        decisions = queries.could_read(repo, resource, at=moment, action=action, purpose=purpose)
     allowed = [d for d in decisions if d.allowed]
     for d in allowed:
         masked = f" (masked: {', '.join(d.masked)})" if d.masked else ""

@@ -22,6 +22,7 @@ try:  # typer 0.2x vendors click; older typers use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
+from fmforge.access.mediation import via
 from fmforge.errors import FmforgeError
 from fmforge.repository import Repository
 
@@ -44,7 +45,8 @@ class FmforgeGroup(typer.core.TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with via("cli"):  # access events say the calls came through the CLI
+                return super().invoke(ctx)
         except FmforgeError as exc:
             err_console.print(f"fmforge: error: {_one_line(str(exc))}", markup=False)
             raise typer.Exit(1) from None

@@ -14,10 +14,9 @@ from fmforge.data import (
     add_dataset,
     dataset_log,
     diff_datasets,
-    export_table,
+    export_dataset,
     head,
     list_datasets,
-    read_table,
     resolve,
     where,
 )
@@ -176,8 +175,8 @@ def export(
     """Write a version to a file, rows in their order."""
     with open_repository(ctx) as repo:
         version = resolve(repo, target)
-        export_table(read_table(repo, target), output)  # confirmed against the ledger
-    console.print(f"wrote {version.rows:,} rows of {version.ref} to {output}")
+        written = export_dataset(repo, version.ref, output)  # confirmed against the ledger
+    console.print(f"wrote {written:,} rows of {version.ref} to {output}")
 
 
 @app.command("clean")
@@ -294,18 +293,74 @@ def trace_(
             console.print(f"  model {m['model']}@{m['commit'][:12]} from run {m['run'][-12:]}")
 
 
+@app.command("tag")
+def tag(
+    ctx: typer.Context,
+    name: str,
+    licence: Annotated[
+        str | None, typer.Option(help="Its licence, e.g. CC-BY-NC-4.0 (non-commercial).")
+    ] = None,
+    pii: Annotated[
+        list[str] | None,
+        typer.Option("--pii", metavar="COLUMN", help="A column of personal data (repeatable)."),
+    ] = None,
+    subject_id: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COLUMN",
+            help="The column naming each row's data subject: personal data is then stored "
+            "encrypted per subject, so `data forget --subject` can erase it.",
+        ),
+    ] = None,
+    consent: Annotated[
+        list[str] | None,
+        typer.Option(metavar="PURPOSE", help="A purpose the subjects consented to (repeatable)."),
+    ] = None,
+    pii_mode: Annotated[
+        str | None, typer.Option(help="mask (default) or deny: a read without read_pii.")
+    ] = None,
+) -> None:
+    """Declare what NAME is: licence, personal-data columns, subject id, consent (checked by
+    access control at each access). Without options, print what it declares."""
+    from fmforge.data.subjects import dataset_tags, tag_dataset
+
+    given: dict[str, object] = {}
+    for key, value in (("licence", licence), ("pii", pii), ("subject_id", subject_id),
+                       ("consent", consent), ("pii_mode", pii_mode)):  # fmt: skip
+        if value is not None:
+            given[key] = value
+    with open_repository(ctx) as repo:
+        tags = tag_dataset(repo, name, **given) if given else dataset_tags(repo, name)  # type: ignore[arg-type]
+    console.print(orjson.dumps(tags.to_json()).decode(), markup=False, highlight=False)
+
+
 @app.command("forget")
 def forget_(
     ctx: typer.Context,
-    name: str,
+    name: Annotated[str | None, typer.Argument(help="The dataset (with --where).")] = None,
     condition: Annotated[
-        str, typer.Option("--where", help=f"A filter: the rows to forget ({_FILTER}).")
-    ],
-    reason: Annotated[str, typer.Option(help="Why: recorded with the forgetting.")],
+        str | None, typer.Option("--where", help=f"A filter: the rows to forget ({_FILTER}).")
+    ] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(
+            help="Erase this data subject from every dataset by destroying their key (datasets "
+            "tagged with --subject-id)."
+        ),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why: recorded with the forgetting.")] = "",
 ) -> None:
-    """Commit NAME without the matching rows and erase them from the store."""
+    """Commit NAME without the rows matching --where and erase them from the store; or, with
+    --subject, erase a data subject everywhere (crypto-shredding)."""
     from fmforge.data.lineage import forget
 
+    if subject is not None:
+        if name is not None or condition is not None:
+            raise UsageError("--subject erases a subject everywhere: give no NAME or --where")
+        _forget_subject(ctx, subject, reason)
+        return
+    if name is None or condition is None:
+        raise UsageError("give NAME and --where CONDITION (or --subject ID)")
     with open_repository(ctx) as repo:
         done = forget(repo, name, condition, reason=reason)
     v = done.result.version
@@ -325,6 +380,20 @@ def forget_(
         )
     for run in done.runs:
         console.print(f"run {run['name']} used {run['dataset']}", highlight=False)
+
+
+def _forget_subject(ctx: typer.Context, subject: str, reason: str) -> None:
+    from fmforge.data.subjects import forget_subject
+
+    with open_repository(ctx) as repo:
+        done = forget_subject(repo, subject, reason=reason)
+    console.print(
+        f"subject {done.pseudonym[:16]} forgotten: key {done.key_id} destroyed in "
+        f"{done.seconds:.3f} s; their rows are gone from every read",
+        highlight=False,
+    )
+    for resource in done.flagged:
+        console.print(f"needs unlearning: {resource}", markup=False, highlight=False)
 
 
 @app.command("issues")

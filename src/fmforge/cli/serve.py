@@ -77,6 +77,13 @@ def serve(
     ] = 2.0,
     max_prompt_tokens: Annotated[int | None, typer.Option(help="Longest prompt accepted.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option(
+            help="What the models are used for (commercial, research, ...): licences "
+            "and consent are checked for it when access control is on."
+        ),
+    ] = None,
 ) -> None:
     """Serve BASE@REF and its adapters over an OpenAI-compatible API (/v1/completions,
     /v1/chat/completions, /v1/embeddings, /v1/classify, /v1/models, /health, /metrics)."""
@@ -103,7 +110,7 @@ def serve(
         disk_cache_bytes=parse_bytes(disk_cache, "--disk-cache"),
         max_queued=max_queued, max_queued_per_adapter=max_queued_per_adapter,
         queue_timeout_s=queue_timeout, cycle_time_s=cycle_time,
-        max_prompt_tokens=max_prompt_tokens, threads=threads,
+        max_prompt_tokens=max_prompt_tokens, threads=threads, purpose=purpose,
     )  # fmt: skip
     deployment = Deployment(root, base, adapter or [], config)
     deployment.start()  # errors (a missing base, an incompatible adapter) end the command here

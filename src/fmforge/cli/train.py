@@ -13,6 +13,7 @@ import orjson
 import typer
 from rich.table import Table
 
+from fmforge.access.mediation import purpose as using_for
 from fmforge.cli.context import console, open_repository
 from fmforge.cli.specs import spec_options
 from fmforge.errors import UsageError
@@ -20,6 +21,11 @@ from fmforge.training.search import SearchSpec
 from fmforge.training.spec import FinetuneSpec, option
 
 EXECUTION_OPTIONS = ("auto", "nproc", "resume", "no_resume", "name", "as_json")
+
+_PURPOSE = (
+    "What the model and data are used for (commercial, research, ...): licences and consent "
+    "are checked for it when access control is on."
+)
 
 
 @spec_options(SearchSpec, into="search_values")
@@ -52,6 +58,7 @@ def finetune(
     ] = False,
     name: Annotated[str | None, typer.Option(help="The run's name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The result as JSON.")] = False,
+    purpose: Annotated[str | None, typer.Option(help=_PURPOSE)] = None,
 ) -> None:
     """Finetune a registered model on a dataset version (LoRA, full or sparse), tracked as a
     run: checkpoints are commits on runs/RUN of the base model, the result a commit evaluated on
@@ -80,10 +87,11 @@ def finetune(
         else:
             spec = FinetuneSpec.parse(spec_values)
         printer = None if as_json or nproc > 1 else _progress
-        result = run_finetune(
-            repo, spec, resume=resume or (None if no_resume else "auto"), nproc=nproc,
-            name=name, callback=printer,
-        )  # fmt: skip
+        with using_for(purpose):
+            result = run_finetune(
+                repo, spec, resume=resume or (None if no_resume else "auto"), nproc=nproc,
+                name=name, callback=printer,
+            )  # fmt: skip
     if as_json:
         typer.echo(orjson.dumps(result.to_json()))
         return
@@ -197,6 +205,7 @@ def eval_(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per forward pass.")] = 32,
     as_json: Annotated[bool, typer.Option("--json", help="The evaluation as JSON.")] = False,
+    purpose: Annotated[str | None, typer.Option(help=_PURPOSE)] = None,
 ) -> None:
     """Evaluate a model commit on a dataset split; recorded on the commit (`CommitEvaluated`),
     shown by `model show` and `model log`."""
@@ -206,7 +215,7 @@ def eval_(
     metrics = [part.strip() for item in metric or [] for part in item.split(",") if part.strip()]
     if task is not None and task not in ("classification", "causal-lm"):
         raise UsageError(f"--task {task}: use classification or causal-lm")
-    with open_repository(ctx) as repo:
+    with open_repository(ctx) as repo, using_for(purpose):
         result = evaluate(
             repo, target, reference, split=split or None, metrics=metrics or None, task=task,
             text_column=text_column, label_column=label_column, batch_size=batch_size,

@@ -1,6 +1,14 @@
 """Versioned datasets: tables in the object store, versions as events, lineage by row id."""
 
-from fmforge.data.tables import DatasetDiff, diff_datasets, export_table, head, query, where
+from fmforge.data.tables import (
+    DatasetDiff,
+    diff_datasets,
+    export_dataset,
+    export_table,
+    head,
+    query,
+    where,
+)
 from fmforge.data.versions import (
     AddResult,
     add_dataset,
@@ -21,6 +29,7 @@ __all__ = [
     "commit_table",
     "dataset_log",
     "diff_datasets",
+    "export_dataset",
     "export_table",
     "head",
     "list_datasets",

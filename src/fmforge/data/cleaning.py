@@ -35,6 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.data import rulespec
 from fmforge.data.filters import check_filter, mask
 from fmforge.data.minhash import near_duplicate_groups
@@ -397,6 +399,7 @@ class CleaningPlan:
     changes: pa.Table  # row_id, rule, action, new_row_id
 
 
+@mediated("clean", targets.dataset())
 def plan_cleaning(
     repo: Repository,
     target: str,
@@ -478,6 +481,7 @@ def _rewrite(
     return pa.table({**data, ROW_ID: pa.array(ids, pa.string())}).select(table.column_names)
 
 
+@mediated("clean", targets.dataset())
 def apply_cleaning(
     repo: Repository, target: str, rules: Sequence[Rule], *, message: str | None = None
 ) -> tuple[CleaningPlan, AddResult]:

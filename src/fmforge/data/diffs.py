@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from fmforge.access import targets
+from fmforge.access.cells import present
+from fmforge.access.mediation import mediated
 from fmforge.data.rowids import DigestIndex, id_digests
 from fmforge.data.storage import ROW_ID, Layout, layout, manifest_schema, read_rows
 from fmforge.data.storage_v1 import compress_runs
@@ -90,6 +93,15 @@ def _among(digests: np.ndarray, others: np.ndarray) -> np.ndarray:
     return DigestIndex(others).lookup(digests) >= 0
 
 
+def _diff_needs(repo: Repository, args: Any) -> list[tuple[str, str]]:
+    old, new = args["old"], args["new"]
+    if "@" not in new:
+        new = f"{old.partition('@')[0]}@{new}"
+    return [("read", targets.dataset_resource(repo, old)),
+            ("read", targets.dataset_resource(repo, new))]  # fmt: skip
+
+
+@mediated("read", _diff_needs)
 def diff_datasets(
     repo: Repository, old: str, new: str, *, key: str | None = None, examples: int = 3
 ) -> DatasetDiff:
@@ -115,8 +127,10 @@ def diff_datasets(
         )  # fmt: skip
         if key is None:
             removed, added = removed[:examples], added[:examples]
-        old_rows = a.rows(removed).drop_columns([ROW_ID]).to_pylist()
-        new_rows = b.rows(added).drop_columns([ROW_ID]).to_pylist()
+        old_rows = present(repo, a_version.dataset, a.rows(removed))
+        new_rows = present(repo, b_version.dataset, b.rows(added))
+        old_rows = old_rows.drop_columns([ROW_ID]).to_pylist()
+        new_rows = new_rows.drop_columns([ROW_ID]).to_pylist()
     if key is not None:
         for side, name in ((a, a_version.ref), (b, b_version.ref)):
             if key not in side.columns:

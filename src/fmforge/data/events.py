@@ -1,9 +1,10 @@
 """The dataset domain's events, on streams ``dataset/<name>``.
 
 ``DatasetVersionCommitted`` records each version (its manifest, parents and the transformation
-that made it); the others record the work done on versions: cleaning verdicts, label-issue
-queues and verdicts, label matrices, manual labels, forgotten rows, synthesized labeling
-functions and their reviews, and cached embeddings of a version's texts.
+that made it); ``DatasetTagged`` what the dataset declares (licence, personal-data columns, the
+subject id column, consent); the others record the work done on versions: cleaning verdicts,
+label-issue queues and verdicts, label matrices, manual labels, forgotten rows, synthesized
+labeling functions and their reviews, and cached embeddings of a version's texts.
 """
 
 from __future__ import annotations
@@ -142,7 +143,21 @@ class LabelingFunctionReviewedData(TypedDict):
     note: Text
 
 
+class DatasetTaggedData(TypedDict):
+    """What a dataset declares about itself, whole (the newest ``DatasetTagged`` is in force):
+    access control decides with it at the moment of access (``fmforge.access.compliance``)
+    and a ``subject_id`` makes its ``pii`` cells stored encrypted per subject."""
+
+    dataset: str
+    licence: Annotated[str, StringConstraints(max_length=200)] | None  # e.g. CC-BY-NC-4.0
+    pii: list[Annotated[str, StringConstraints(min_length=1, max_length=1000)]]  # columns
+    subject_id: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None
+    consent: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] | None
+    pii_mode: Annotated[str, StringConstraints(pattern=r"^(mask|deny)$")] | None
+
+
 DatasetVersionCommitted = EventType("DatasetVersionCommitted", DatasetVersionCommittedData)
+DatasetTagged = EventType("DatasetTagged", DatasetTaggedData)
 
 
 def _one_rule(stream: str, data: Mapping[str, Any]) -> str | None:
@@ -174,6 +189,7 @@ DOMAIN = Domain(
     streams=("dataset/",),
     types=(
         DatasetVersionCommitted,
+        DatasetTagged,
         CleaningReviewed,
         LabelIssuesFound,
         LabelIssueReviewed,

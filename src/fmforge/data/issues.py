@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.data.events import LabelIssueReviewed, LabelIssuesFound
 from fmforge.data.versions import STREAM_PREFIX, read_table, resolve
 from fmforge.data.views import DatasetWork
@@ -72,6 +74,7 @@ def out_of_sample_probabilities(
     )
 
 
+@mediated("label", targets.dataset())
 def find_issues(
     repo: Repository,
     target: str,
@@ -120,6 +123,7 @@ def find_issues(
     return issues
 
 
+@mediated("read", targets.dataset())
 def issue_queue(repo: Repository, target: str) -> list[Issue]:
     """The last recorded queue of ``target``'s dataset, with every standing verdict."""
     version = resolve(repo, target)
@@ -139,6 +143,7 @@ def issue_queue(repo: Repository, target: str) -> list[Issue]:
     ]  # fmt: skip
 
 
+@mediated("label", targets.dataset())
 def review_issue(repo: Repository, target: str, row: str, verdict: str, label: Any = None) -> Issue:
     """Record a verdict on the queued row whose id starts with ``row``: ``relabel`` (with the
     right label) or ``keep`` (the given label is right)."""

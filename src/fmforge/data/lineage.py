@@ -18,6 +18,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.data.events import RowsForgotten
 from fmforge.data.storage import ROW_ID, RowLocator, load_manifest, manifest_ids
 from fmforge.data.versions import (
@@ -55,6 +57,7 @@ def holds(repo: Repository, version: DatasetVersion, row_id: str) -> bool:
     return row_id in locator.held(load_manifest(repo.objects, version.manifest))
 
 
+@mediated("read_meta", targets.fixed("dataset"))
 def trace(repo: Repository, row_id: str) -> Trace:
     """Every version, run and model commit that holds or used the record ``row_id`` (a full
     id, or a prefix of 8 or more characters found in some version)."""
@@ -137,6 +140,7 @@ class Forgotten:
     models: list[dict[str, Any]]
 
 
+@mediated("forget", targets.dataset_name())
 def forget(
     repo: Repository, name: str, condition: str, *, reason: str, source: str = "--where"
 ) -> Forgotten:

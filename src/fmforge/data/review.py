@@ -14,6 +14,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.data.events import CleaningReviewed
 from fmforge.data.storage import ROW_ID
 from fmforge.data.versions import STREAM_PREFIX, dataset_log, read_table, resolve
@@ -48,6 +50,7 @@ def cleaning_version(repo: Repository, target: str) -> DatasetVersion:
     )
 
 
+@mediated("read", targets.dataset())
 def flagged(repo: Repository, target: str) -> list[Flag]:
     """Every row the cleaning behind ``target`` dropped or rewrote, with its verdict."""
     version = cleaning_version(repo, target)
@@ -73,6 +76,7 @@ def flagged(repo: Repository, target: str) -> list[Flag]:
     return out
 
 
+@mediated("clean", targets.dataset())
 def review(repo: Repository, target: str, row: str, verdict: str, *, note: str = "") -> Flag:
     """Record ``verdict`` (accept or override) on the flagged row whose id starts with ``row``."""
     if verdict not in VERDICTS:

@@ -18,6 +18,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from fmforge.access import targets
+from fmforge.access.cells import present
+from fmforge.access.mediation import mediated
 from fmforge.data.diffs import DatasetDiff, diff_datasets
 from fmforge.data.filters import run_query, select_stored
 from fmforge.data.pushdown import ChunkFilter
@@ -26,17 +29,30 @@ from fmforge.data.versions import open_version, read_table, reading
 from fmforge.errors import InvalidDataSource
 from fmforge.repository import Repository
 
-__all__ = ["DatasetDiff", "diff_datasets", "export_table", "head", "query", "where"]
+__all__ = [
+    "DatasetDiff",
+    "diff_datasets",
+    "export_dataset",
+    "export_table",
+    "head",
+    "query",
+    "where",
+]
 
 
+@mediated("read", targets.dataset())
 def query(repo: Repository, target: str, sql: str) -> pa.Table:
     """Run ``sql``, one ``SELECT`` reading only the version ``target`` as the table ``data``
     (with its ``_row_id`` column), e.g. ``SELECT label, count(*) FROM data GROUP BY label``.
     Anything else (another statement, a file, a table function) is refused: see
-    :mod:`fmforge.data.filters`."""
-    return run_query(read_table(repo, target, with_ids=True), sql, source=f"query on {target}")
+    :mod:`fmforge.data.filters`. It sees the version as the caller may (masked columns
+    masked)."""
+    version, _ = open_version(repo, target)
+    table = present(repo, version.dataset, read_table(repo, target, with_ids=True))
+    return run_query(table, sql, source=f"query on {target}")
 
 
+@mediated("read", targets.dataset())
 def where(repo: Repository, target: str, condition: str, *, source: str = "--where") -> pa.Table:
     """The rows of ``target`` (with ``_row_id``) for which the filter ``condition``, one SQL
     expression over its columns, holds (:mod:`fmforge.data.filters` gives the grammar). Only
@@ -53,18 +69,31 @@ def where(repo: Repository, target: str, condition: str, *, source: str = "--whe
                 [chunk_filter.may_match(c.get("stats"), c["rows"]) for c in shape.chunks], bool
             )
             runs = shape.runs[keep[shape.runs[:, 0]]] if len(shape.runs) else shape.runs
-            return read_rows(repo.objects, manifest, shape, runs).select(columns)
+            rows = read_rows(repo.objects, manifest, shape, runs).select(columns)
+            return present(repo, version.dataset, rows)
 
     return select_stored(condition, columns, read, source=source, relation=target)
 
 
+@mediated("read", targets.dataset())
 def head(repo: Repository, target: str, rows: int) -> pa.Table:
     """The first ``rows`` rows of ``target``: only the chunks holding them are read."""
     version, manifest = open_version(repo, target)
     with reading(repo, version, manifest):
         shape = layout(repo.objects, manifest)
         table = read_rows(repo.objects, manifest, shape, shape.head(rows))
-    return table.drop_columns([ROW_ID])
+    return present(repo, version.dataset, table).drop_columns([ROW_ID])
+
+
+@mediated("export", targets.dataset())
+def export_dataset(repo: Repository, target: str, path: Path) -> int:
+    """Write the version ``NAME[@REF]`` to ``path`` (``export_table``), as the caller may see
+    it; the rows written."""
+    version, _ = open_version(repo, target)
+    rows = read_table(repo, target, with_ids=True)  # inside this call: as stored
+    table = present(repo, version.dataset, rows).drop_columns([ROW_ID])
+    export_table(table, path)
+    return int(table.num_rows)
 
 
 def export_table(table: pa.Table, path: Path) -> None:

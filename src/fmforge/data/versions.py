@@ -19,6 +19,9 @@ from typing import Any
 import blake3
 import pyarrow as pa
 
+from fmforge.access import targets
+from fmforge.access.cells import present, sealer
+from fmforge.access.mediation import Need, mediated
 from fmforge.data.events import DatasetVersionCommitted
 from fmforge.data.names import validate_dataset_name
 from fmforge.data.sources import Source, text_encoding
@@ -49,6 +52,7 @@ class AddResult:
     added_columns: list[str] = field(default_factory=list)
 
 
+@mediated("read_meta", targets.dataset_name())
 def dataset_log(repo: Repository, name: str) -> list[DatasetVersion]:
     """Every version of ``name``, newest first."""
     view = repo.view(DatasetsView)
@@ -59,11 +63,13 @@ def dataset_log(repo: Repository, name: str) -> list[DatasetVersion]:
     return versions
 
 
+@mediated("list", targets.fixed("dataset"))
 def list_datasets(repo: Repository) -> list[DatasetVersion]:
     """The newest version of every dataset."""
     return repo.view(DatasetsView).newest()
 
 
+@mediated("read_meta", targets.dataset())
 def resolve(repo: Repository, target: str) -> DatasetVersion:
     """The version a ``NAME[@REF]`` names."""
     name = target.partition("@")[0]
@@ -121,12 +127,14 @@ def confirm(repo: Repository, target: str, version: DatasetVersion) -> None:
         )
 
 
+@mediated("read", targets.dataset())
 def read_table(repo: Repository, target: str, *, with_ids: bool = False) -> pa.Table:
     """The table of ``NAME[@REF]`` in its own row order (``_row_id`` first when asked), the
-    view's resolution confirmed against the ledger first."""
+    view's resolution confirmed against the ledger first; as the caller may see it
+    (``fmforge.access.cells.present``: masked, decrypted, forgotten subjects dropped)."""
     version, manifest = open_version(repo, target)
     with reading(repo, version, manifest):
-        table = load_table(repo.objects, manifest, with_ids=True)
+        table = present(repo, version.dataset, load_table(repo.objects, manifest, with_ids=True))
     if with_ids:
         return table.select(["_row_id", *table.column_names[:-1]])
     return table.drop_columns(["_row_id"])
@@ -154,6 +162,7 @@ def reading(repo: Repository, version: DatasetVersion, manifest: dict[str, Any])
         ) from None
 
 
+@mediated("write", targets.dataset_name())
 def add_dataset(
     repo: Repository,
     name: str,
@@ -203,6 +212,7 @@ def _file_digest(path: Path) -> str:
     return str(hasher.hexdigest())
 
 
+@mediated("write", targets.dataset_name())
 def commit_table(
     repo: Repository,
     name: str,
@@ -251,10 +261,15 @@ def _commit(
     added = _check_schema(name, previous, schema, allow_schema_change)
     parents = parents if parents is not None else ((previous.id,) if previous else ())
     writer = TableWriter(repo.objects, schema, bases=_bases(repo, parents), avoid=avoid)
-    fill(writer)
+    sealing = sealer(repo, name, writer)  # personal data encrypted per subject, if declared
+    fill(sealing or writer)  # type: ignore[arg-type]
     stored = writer.finish()
     if previous is not None and previous.manifest == stored.manifest:
         return AddResult(previous, created=False)
+    if sealing is not None:
+        subjects = sealing.finish(repo.objects)
+        transformation = {**transformation, "subjects": subjects}
+        extra_refs = (*extra_refs, subjects)
     return _record(
         repo, name, stored, previous, parents, expected,
         transformation=transformation, message=message, extra_refs=extra_refs, added=added,
@@ -336,6 +351,14 @@ def _check_schema(
     return [c for c in now if c not in before]
 
 
+def _merge_needs(repo: Repository, args: Any) -> list[Need]:
+    return [
+        ("write", targets.dataset_name()(repo, args)),
+        *[("read", targets.dataset_resource(repo, source)) for source in args["sources"]],
+    ]
+
+
+@mediated("write", _merge_needs)
 def merge_datasets(
     repo: Repository, name: str, sources: list[str], *, message: str | None = None
 ) -> AddResult:

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fmforge.access import targets
+from fmforge.access.mediation import Need, mediated
 from fmforge.errors import InvalidMerge
 from fmforge.models.writer import CommitResult
 from fmforge.repository import Repository
@@ -146,6 +148,28 @@ class MergeResult:
         return f"{self.commit.model}@{self.commit.commit}"
 
 
+def merge_needs(repo: Repository, args: Any) -> list[Need]:
+    """What a merge touches: ``commit`` on the branch it writes (of the model named, else of
+    each model the output may go to), ``read`` on each input and the base (as resolved)."""
+    spec: MergeSpec = args["spec"]
+    branch = args.get("branch") or f"merge/{spec.method}"
+    if args.get("name"):
+        outputs = [args["name"]]
+    else:  # the base's model or the first input's, as the output turns out: both decided
+        named = [spec.base] if spec.base else []
+        outputs = list(dict.fromkeys(m.partition("@")[0] for m in [*named, spec.inputs[0].model]))
+    out: list[Need] = [("commit", targets.branch_resource(o, branch)) for o in outputs]
+    return out + merge_reads(repo, args)
+
+
+def merge_reads(repo: Repository, args: Any) -> list[Need]:
+    """``read`` on each input and the base of ``args["spec"]``."""
+    spec: MergeSpec = args["spec"]
+    sources = [i.model for i in spec.inputs] + ([spec.base] if spec.base else [])
+    return [("read", targets.model_resource(repo, s)) for s in sources]
+
+
+@mediated("commit", merge_needs)
 def merge(
     repo: Repository,
     spec: MergeSpec,

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from fmforge.access.mediation import mediated
 from fmforge.errors import InvalidMerge
 from fmforge.ledger.events import canonical_json
 from fmforge.merging.adapters import (
@@ -26,7 +27,7 @@ from fmforge.merging.adapters import (
     base_name,
     read_adapter,
 )
-from fmforge.merging.base import MergeResult, MergeSpec
+from fmforge.merging.base import MergeResult, MergeSpec, merge_reads
 from fmforge.merging.conflicts import REPORT_FORMAT, summarize
 from fmforge.merging.method import MergeMethod
 from fmforge.merging.methods.fisher import FISHER, fisher_of
@@ -306,6 +307,7 @@ def prepare(repo: Repository, spec: MergeSpec, chunk_bytes: int | None = None) -
     return Prepared(spec, method, base, inputs, engine, not_merged, fisher_missing)
 
 
+@mediated("read", merge_reads)
 def merged_tensors(repo: Repository, spec: MergeSpec) -> dict[str, torch.Tensor]:
     """The merged model in memory, nothing recorded (to score candidates, e.g. ``--auto``)."""
     prepared = prepare(repo, spec)

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from fmforge.access import targets
+from fmforge.access.mediation import Need, mediated
 from fmforge.errors import FmforgeError, InvalidMerge
 from fmforge.ledger.events import canonical_json
 from fmforge.merging.base import MergeResult, MergeSpec
@@ -58,6 +60,23 @@ class RebaseResult:
         return f"{self.commit.model}@{self.commit.commit}"
 
 
+def _rebase_needs(repo: Repository, args: Any) -> list[Need]:
+    """``commit`` on the branch the result goes to, ``read`` on what it is made from."""
+    finetune = args["finetune"]
+    name = finetune.partition("@")[0]
+    target = (
+        targets.branch_resource(name, args["branch"])
+        if args.get("branch")
+        else targets.model_resource(repo, finetune)
+    )
+    out: list[Need] = [("commit", target), ("read", targets.model_resource(repo, finetune))]
+    for source in (args["onto"], args.get("old_base")):
+        if source:
+            out.append(("read", targets.model_resource(repo, source)))
+    return out
+
+
+@mediated("commit", _rebase_needs)
 def rebase(
     repo: Repository,
     finetune: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import BranchConflict, BranchDiverged, RefNotFound, StreamVersionConflict
 from fmforge.hints import did_you_mean
 from fmforge.ledger import NewEvent
@@ -18,11 +20,13 @@ def _record(repo: Repository, model: str, event: NewEvent, version: int, name: s
         raise BranchConflict(model, name) from None
 
 
+@mediated("branch", targets.branch())
 def create_branch(repo: Repository, model: str, branch: str, ref: str = "main") -> str:
     """Create ``branch`` at the commit ``ref`` names; returns that commit id."""
     return _create_ref(repo, model, "branch", branch, ref)
 
 
+@mediated("tag", targets.tag())
 def create_tag(repo: Repository, model: str, tag: str, ref: str = "main") -> str:
     """Tag the commit ``ref`` names; tags never move."""
     return _create_ref(repo, model, "tag", tag, ref)
@@ -55,6 +59,7 @@ def _only_reachable_from(index: RefIndex, model: str, head: str, others: list[st
     return [c.commit for c in index.all_commits(model) if c.commit in mine - kept]
 
 
+@mediated("branch", targets.branch())
 def reset_branch(repo: Repository, model: str, branch: str, ref: str) -> str:
     """Point ``branch`` at the commit ``ref`` names, as ``git reset --hard`` does: a recorded
     move naming the commits the branch no longer reaches (history stays in the ledger)."""
@@ -77,6 +82,7 @@ def reset_branch(repo: Repository, model: str, branch: str, ref: str) -> str:
     return commit
 
 
+@mediated("branch", targets.branch())
 def delete_branch(repo: Repository, model: str, branch: str, *, force: bool = False) -> str:
     """Delete ``branch`` (``git branch -d``); returns where it pointed. Refused when commits
     would then be reachable from no branch or tag (gc would prune them), unless ``force``."""

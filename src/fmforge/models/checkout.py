@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import (
     InvalidModelSource,
     InvalidTensor,
@@ -107,6 +109,7 @@ class CommitReader:
                     yield item[0], item[1], TensorSpec(record.dtype, record.shape)
 
 
+@mediated("read", targets.model())
 def checkout(
     repo: Repository,
     target: str,
@@ -364,6 +367,7 @@ class LazyStateDict(Mapping[str, Any]):
         return to_torch(array, spec)
 
 
+@mediated("read", targets.model())
 def load_state_dict(
     target: str,
     *,
@@ -382,6 +386,7 @@ def load_state_dict(
     return LazyStateDict(CommitReader(repo, target), tensors, framework)
 
 
+@mediated("read", targets.model())
 def iter_tensors(
     target: str,
     *,
@@ -397,6 +402,7 @@ def iter_tensors(
             yield name, state[name]
 
 
+@mediated("read", targets.model())
 def open_model(target: str, *, repo: Repository | None = None) -> Path:
     """A directory holding ``NAME@REF``, for ``from_pretrained``; checked out once per commit.
 

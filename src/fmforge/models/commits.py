@@ -38,6 +38,8 @@ import blake3
 import orjson
 from threadpoolctl import threadpool_limits
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import (
     BranchConflict,
     BranchDiverged,
@@ -163,6 +165,7 @@ def _resolve_parent(index: RefIndex, name: str, parent: str) -> str:
 _FULL_ID = re.compile(r"[0-9a-f]{64}")
 
 
+@mediated("commit", targets.branch("name", "branch"))
 def commit_model(
     repo: Repository,
     name: str,

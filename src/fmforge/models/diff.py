@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.models.checkout import CommitReader
 from fmforge.repository import Repository
 from fmforge.tensors.codec import TensorSpec
@@ -92,6 +94,7 @@ def layer_of(name: str) -> str:
     return name.split(".", 1)[0] if "." in name else name
 
 
+@mediated("read", targets.needs(("read", targets.model("old")), ("read", targets.model("new"))))
 def diff_models(
     repo: Repository, old: str, new: str, *, tensors: str | None = None, rank: bool = True
 ) -> ModelDiff:

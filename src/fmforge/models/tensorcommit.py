@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import InvalidModelSource, InvalidTensor
 from fmforge.models.commits import (
     DEFAULT_BRANCH,
@@ -50,6 +52,7 @@ class KnownTensor:
     raw_hash: str
 
 
+@mediated("commit", targets.branch("name", "branch"))
 def commit_tensors(
     repo: Repository,
     name: str,

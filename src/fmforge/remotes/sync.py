@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import NonFastForward, RemoteError, RemoteNotFound, RepositoryExists
 from fmforge.hints import did_you_mean
 from fmforge.ledger import NewEvent
@@ -49,6 +51,7 @@ def _remotes_path(repo: Repository) -> Path:
     return repo.path / REMOTES_FILE
 
 
+@mediated("read_meta", targets.fixed("repository"))
 def list_remotes(repo: Repository) -> dict[str, Remote]:
     path = _remotes_path(repo)
     if not path.exists():
@@ -57,6 +60,7 @@ def list_remotes(repo: Repository) -> dict[str, Remote]:
     return {name: Remote(name, **entry) for name, entry in sorted(entries.items())}
 
 
+@mediated("admin", targets.fixed("repository"))
 def add_remote(repo: Repository, name: str, url: str, endpoint_url: str | None = None) -> Remote:
     validate_model_name(name)  # the same alphabet as model names
     remotes = list_remotes(repo)
@@ -71,6 +75,7 @@ def add_remote(repo: Repository, name: str, url: str, endpoint_url: str | None =
     return remotes[name]
 
 
+@mediated("admin", targets.fixed("repository"))
 def remove_remote(repo: Repository, name: str) -> None:
     remotes = list_remotes(repo)
     if name not in remotes:
@@ -196,6 +201,7 @@ def _branch_names(history: ModelHistory, branch: str | None, where: str, model: 
     return [branch] if branch is not None else sorted(history.branches)
 
 
+@mediated("export", targets.model_name("model"))
 def push(
     repo: Repository,
     remote: str,
@@ -235,6 +241,7 @@ def push(
     return result
 
 
+@mediated("commit", targets.model_name("model"))
 def pull(
     repo: Repository,
     remote: str,

@@ -4,7 +4,9 @@ MLflow's tracking API.
 The dashboard is static (``static/``: HTML, one script, uPlot vendored): no build step, nothing
 fetched from elsewhere. The routes live in ``routers/`` (one module per domain) and share a
 ``ServerState``; ``guards`` checks every request's Host, origin and size before a route runs;
-``errors`` answers every error in one JSON shape. Routes that read much (the runs JSON and
+``identity`` authenticates, decides and records it when access control is on (a background
+process signs checkpoints of the ledger meanwhile); ``errors`` answers every error in one
+JSON shape. Routes that read much (the runs JSON and
 charts, reports, MLflow's metric history) are plain ``def``s that FastAPI runs in its thread
 pool, so a slow read never stalls the event loop, where the other requests (MLflow logging
 among them) are answered; the repository is safe to share between threads (the ledger and the
@@ -17,18 +19,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from fmforge.access.audit import BackgroundCheckpointer
+from fmforge.access.mediation import enabled
 from fmforge.errors import FmforgeError
 from fmforge.repository import DIRNAME, Repository
 from fmforge.server import errors
 from fmforge.server.guards import Limits, RequestGuard, allowed_hosts
 from fmforge.server.identity import PrincipalMiddleware
-from fmforge.server.routers import mlflow, mlflow_artifacts, mlflow_registry, models, pages, runs
+from fmforge.server.routers import (
+    audit,
+    datasets,
+    mlflow,
+    mlflow_artifacts,
+    mlflow_registry,
+    models,
+    pages,
+    runs,
+)
 from fmforge.server.state import ServerState
 from fmforge.settings import load_settings
 from fmforge.tracking.heartbeat import record_lost_heartbeats
@@ -55,7 +68,7 @@ def create_app(
     # No /docs or /redoc: their pages load scripts from a CDN; /openapi.json stays.
     app = FastAPI(title="fmforge", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.fmforge = state
-    for module in (pages, runs, models, mlflow, mlflow_registry, mlflow_artifacts):
+    for module in (pages, runs, models, mlflow, mlflow_registry, mlflow_artifacts, datasets, audit):
         app.include_router(module.router)
     app.include_router(mlflow_artifacts.tracking_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -72,12 +85,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServerState = app.state.fmforge
     state.repo = Repository.open(state.root)
     watcher = asyncio.create_task(_watch_heartbeats(state))
-    try:
-        yield
-    finally:
-        watcher.cancel()
-        state.mlflow.detach_all()
-        state.repo.close()
+    with ExitStack() as stack:
+        if enabled(state.repo):  # checkpoints signed beside the requests, in their own process
+            stack.enter_context(BackgroundCheckpointer(state.repo))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            state.mlflow.detach_all()
+            state.repo.close()
 
 
 async def _watch_heartbeats(state: ServerState) -> None:

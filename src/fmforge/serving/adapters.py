@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import blake3
 import orjson
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import AdapterIncompatible
 from fmforge.models.checkout import CommitReader, LazyStateDict
 from fmforge.repository import Repository
@@ -143,6 +145,16 @@ def _json_blob(reader: CommitReader, digest: str) -> Any:
         return None
 
 
+def _commit(repo: Repository, args: Any) -> str:
+    return targets.model_resource(repo, f"{args['model']}@{args['commit']}")
+
+
+def _spec(repo: Repository, args: Any) -> str:
+    spec: AdapterSpec = args["spec"]
+    return targets.model_resource(repo, f"{spec.model}@{spec.commit}")
+
+
+@mediated("read_meta", _commit)
 def describe(repo: Repository, model: str, commit: str) -> AdapterSpec:
     """The adapter at ``model@commit``, from its manifest and config only."""
     reader = CommitReader(repo, f"{model}@{commit}")
@@ -186,6 +198,7 @@ def content_hash(tensors: Iterable[tuple[str, str]], config: Mapping[str, Any]) 
     return blake3.blake3(text.encode()).hexdigest()
 
 
+@mediated("use", _spec)
 def load(
     repo: Repository, spec: AdapterSpec, modules: Mapping[str, tuple[int, int]]
 ) -> AdapterWeights:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -417,16 +418,36 @@ async def metrics(request: Request) -> Response:
 # ---- the app ----------------------------------------------------------------------------------
 
 
+def _access_repository(deployment: Deployment, opened: list[Any]) -> Callable[[Any], Any]:
+    """The repository requests are decided in (opened on the first request, into
+    ``opened``)."""
+    lock = threading.Lock()
+
+    def repository(scope: Any) -> Any:
+        if not opened:
+            from fmforge.repository import Repository
+
+            with lock:
+                if not opened:
+                    opened.append(Repository.open(deployment.root))
+        return opened[0]
+
+    return repository
+
+
 def create_serving_app(
     deployment: Deployment, *, bind_host: str | None = None, manage: bool = True
 ) -> FastAPI:
     """The app over ``deployment``; ``manage``: start it with the app and stop it after."""
+    from fmforge.access.http import SERVING_OPEN, serving_routes
     from fmforge.repository import DIRNAME
     from fmforge.server import errors
     from fmforge.server.guards import Limits, RequestGuard, allowed_hosts
+    from fmforge.server.identity import PrincipalMiddleware
     from fmforge.settings import load_settings
 
     settings = load_settings(deployment.root / DIRNAME / "config.toml")
+    access_repos: list[Any] = []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -437,10 +458,17 @@ def create_serving_app(
         finally:
             if manage:
                 await asyncio.get_running_loop().run_in_executor(None, deployment.stop)
+            for repo in access_repos:
+                repo.close()
 
     app = FastAPI(title="fmforge serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.deployment = deployment
     app.include_router(router)
+    app.add_middleware(
+        PrincipalMiddleware, repository=_access_repository(deployment, access_repos),
+        table=serving_routes(deployment.parse_model), open_paths=frozenset(SERVING_OPEN),
+        render=openai_error_response, purpose=deployment.config.purpose,
+    )  # fmt: skip
     app.add_middleware(
         RequestGuard, hosts=allowed_hosts(settings, bind_host),
         limits=Limits.from_settings(settings), render=openai_error_response,

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fmforge.access import targets
+from fmforge.access.mediation import bind_purpose, mediated
 from fmforge.errors import AdapterIncompatible
 from fmforge.ledger import NewEvent
 from fmforge.models.checkout import open_model
@@ -81,6 +83,7 @@ class ServingConfig:
     threads: int | None = None
     loader_threads: int = 4  # adapters loaded from the registry at once
     flush_s: float = 1.0
+    purpose: str | None = None  # what the models are used for (licences are checked for it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,12 @@ class Target:
     @property
     def label(self) -> str:
         return self.id
+
+
+@mediated("use", targets.model())
+def use_base(repo: Repository, target: str) -> Path:
+    """The base model checked out, for serving: ``use`` of it, decided and recorded."""
+    return open_model(target, repo=repo)
 
 
 class Deployment:
@@ -143,6 +152,7 @@ class Deployment:
     # ---- the registry thread's repository --------------------------------------------------
 
     def _open_repo(self) -> None:
+        bind_purpose(self.config.purpose)  # this thread's loads use the models for it
         self._local.repo = Repository.open(self.root)
         with self._lock:
             self._repos.append(self._local.repo)
@@ -185,7 +195,7 @@ class Deployment:
         self._start_seq = repo.ledger.head().seq
         for (model, ref), pin in repo.view(DeploymentsView).pins(self.name).items():
             self._pins[(model, ref)] = (pin.commit, pin.seq)
-        directory = open_model(f"{self.base_model}@{self.base_commit}", repo=repo)
+        directory = use_base(repo, f"{self.base_model}@{self.base_commit}")
         self.base = load_base(directory, self.config)
         self._declared_specs = [self._resolve(repo, model, ref) for model, ref in self.declared]
 
@@ -268,6 +278,10 @@ class Deployment:
             Target(self.base_text, None) if future is None else Target(f"{m}@{r}", future.result())
             for (m, r, _), future in zip(parsed, futures, strict=True)
         ]
+
+    def parse_model(self, text: str) -> tuple[str, str, bool]:
+        """(model, ref, is the base) that a request's ``model`` names."""
+        return self._parse(text)
 
     def _parse(self, text: str) -> tuple[str, str, bool]:
         model, sep, ref = text.partition("@")

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.repository import Repository
 from fmforge.tracking.environment import flatten
 from fmforge.tracking.reading import load_run, read_metric
@@ -41,6 +43,12 @@ def first_divergence(
     return int(steps[hits[0]]) if hits.size else None
 
 
+@mediated(
+    "read",
+    lambda repo, args: (
+        [("read", targets.run()(repo, {"run_id": r})) for r in args["run_ids"]] or "run"
+    ),
+)
 def compare_runs(repo: Repository, run_ids: list[str], *, tolerance: float = 0.05) -> Comparison:
     records = [load_run(repo, run_id) for run_id in run_ids]
     configs = [flatten(r.config) for r in records]

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import RunNotFound
 from fmforge.repository import Repository
 from fmforge.tracking.chunks import read_series
@@ -25,6 +27,7 @@ __all__ = [
     "dataset_usage",
     "downsample",
     "epoch_seconds",
+    "list_runs",
     "load_run",
     "merge_summaries",
     "metric_overview",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 
+@mediated("read", targets.run())
 def load_run(
     repo: Repository, run_id: str, *, heartbeat_timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> RunRecord:
@@ -42,16 +46,31 @@ def load_run(
     return repo.view(RunsView).run(run_id, heartbeat_timeout_s=heartbeat_timeout_s)
 
 
+@mediated("read_meta", targets.fixed("run"))
 def dataset_usage(repo: Repository) -> list[dict[str, Any]]:
     """Every run that named datasets at its start, with the checkpoints it committed: what
     the dataset domain's lineage asks (see ``RunsIndex.dataset_usage``)."""
     return repo.view(RunsView).dataset_usage()
 
 
+@mediated("list", targets.fixed("run"))
+def list_runs(
+    repo: Repository,
+    where: str | None = None,
+    *,
+    project: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Every run (newest first), filtered by a runs query (``fmforge.tracking.query``): what
+    ``fmforge runs ls`` and the dashboard list."""
+    return repo.view(RunsView).rows(where, project=project, limit=limit)
+
+
 def run_summary(repo: Repository, run_id: str) -> dict[str, dict[str, Any]]:
     return load_run(repo, run_id).summary
 
 
+@mediated("read", targets.run())
 def read_metric(
     repo: Repository, run_id: str, name: str
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -70,6 +89,7 @@ def read_metric_with_times(
     return read_series(chunks, name, with_times=True)
 
 
+@mediated("list", targets.fixed("run"))
 def runs_frame(
     where: str | None = None, *, project: str | None = None, repo: Repository | None = None
 ) -> Any:

@@ -13,6 +13,8 @@ import math
 import os
 from pathlib import Path
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.repository import Repository
 from fmforge.tracking.environment import flatten
 from fmforge.tracking.overview import Columns, metric_columns, points
@@ -68,6 +70,7 @@ def _chart(name: str, columns: Columns, record: RunRecord) -> str:
     )
 
 
+@mediated("read", targets.run())
 def write_report(repo: Repository, run_id: str, out: str | os.PathLike[str]) -> Path:
     record = load_run(repo, run_id)
     rows = "".join(

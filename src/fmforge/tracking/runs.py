@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import FmforgeError, InvalidMetric, RunStopped, UsageError
 from fmforge.ledger import NewEvent
 from fmforge.ledger.events import new_event_id
@@ -600,6 +602,10 @@ class Run:
             self.repo.close()
 
 
+@mediated(
+    "write",
+    lambda repo, args: targets.run()(repo, args) if args.get("run_id") is not None else "run",
+)
 def start_run(
     project: str | None = None,
     *,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import FmforgeError
 from fmforge.repository import Repository
 from fmforge.tracking.runs import Run
@@ -18,6 +20,7 @@ def _event_directories(root: Path) -> list[Path]:
     return sorted({p.parent for p in root.rglob("events.out.tfevents.*") if p.is_file()})
 
 
+@mediated("write", targets.fixed("run"))
 def import_tensorboard(repo: Repository, root: str | Path, *, project: str) -> list[str]:
     """Runs created from every event-file directory under ``root``; returns their ids."""
     try:

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import InvalidSpec
 from fmforge.models.checkout import CommitReader, open_model
 from fmforge.models.events import CommitEvaluated
@@ -115,6 +117,7 @@ def score(
             model.train()
 
 
+@mediated("use", targets.needs(("use", targets.model("model")), ("use", targets.dataset("data"))))
 def evaluate(
     repo: Repository,
     model: str,

@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import InvalidSpec, ModelNotFound
 from fmforge.models.checkout import CommitReader, open_model
 from fmforge.models.names import validate_model_name, validate_ref_name
@@ -61,6 +63,27 @@ from fmforge.training.spec import FinetuneSpec
 __all__ = ["RESULT_TAG", "Callback", "FinetuneResult", "Progress", "finetune", "prepare", "train"]
 
 
+def _needs(repo: Repository, args: Any) -> list[tuple[str, str]]:
+    """``use`` of the data and the base (licences and consent checked for the purpose), and
+    ``commit`` to where the result goes."""
+    spec: FinetuneSpec = args["spec"]
+    out: list[tuple[str, str]] = [
+        ("use", targets.dataset_resource(repo, spec.data)),
+        ("use", targets.model_resource(repo, spec.base)),
+    ]
+    base = spec.base.partition("@")[0]
+    if spec.output:
+        model, _, branch = spec.output.partition("@")
+        out.append(("commit", targets.branch_resource(model, branch or "main")))
+    elif spec.method == "lora":
+        dataset = spec.data.partition("@")[0]
+        out.append(("commit", targets.branch_resource(f"{base}-{dataset}-lora", "main")))
+    else:
+        out.append(("commit", targets.model_resource(repo, base)))
+    return out
+
+
+@mediated("use", _needs)
 def finetune(
     repo: Repository,
     spec: FinetuneSpec,

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import InvalidSpec
 from fmforge.models.checkout import load_state_dict, open_model
 from fmforge.repository import Repository
@@ -153,6 +155,7 @@ def compare_weights(repo: Repository, target: str, path: Path) -> tuple[int, str
     return compared, None, 0.0
 
 
+@mediated("use", targets.run("run"))
 def replay(repo: Repository, run: str) -> ReplayReport:
     """Re-run finetune run ``run`` (id, prefix or name) and compare; records nothing."""
     record = load_run(repo, repo.view(RunsView).resolve(run))

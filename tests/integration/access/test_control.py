@@ -63,9 +63,13 @@ class TestChanges:
         issued = control.issue_token("user:alice", expires_in=60)
         control.revoke_grant(grant, "moved teams")
         control.update_principal("user:alice", disabled=True)
+        # Putting a policy in force turns access control on: the one doing it becomes the
+        # first admin, and each change after is decided and recorded (AccessGranted).
         assert _types(repo) == [
             "PrincipalCreated", "PrincipalCreated", "GroupMemberAdded", "GrantAdded",
-            "GrantAdded", "PolicySet", "TokenIssued", "GrantRevoked", "PrincipalUpdated",
+            "GrantAdded", "PrincipalCreated", "GrantAdded", "PolicySet",
+            "AccessGranted", "TokenIssued", "AccessGranted", "GrantRevoked",
+            "AccessGranted", "PrincipalUpdated",
         ]  # fmt: skip
         (token_event,) = repo.ledger.read_stream(ev.TOKENS)
         assert issued.token not in json.dumps(token_event.data)

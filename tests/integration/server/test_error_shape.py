@@ -135,6 +135,13 @@ BAD: dict[tuple[str, str], tuple[str, str, bytes | None, int] | None] = {
     ("GET", f"{M}/model-versions/get-download-uri"): (
         "GET", f"{M}/model-versions/get-download-uri?name=x&version=1", None, 404),
     ("GET", "/static"): ("GET", "/static/nope.js", None, 404),  # the mount
+    ("GET", "/api/datasets"): None,
+    ("GET", "/api/datasets/{target}"): ("GET", "/api/datasets/nope", None, 404),
+    ("GET", "/api/datasets/{target}/rows"): ("GET", "/api/datasets/x/rows?limit=-1", None, 400),
+    ("GET", "/api/audit/who-read"): ("GET", "/api/audit/who-read", None, 400),
+    ("GET", "/api/audit/denied"): ("GET", "/api/audit/denied?since=then", None, 400),
+    ("GET", "/api/audit/could-read"): ("GET", "/api/audit/could-read", None, 400),
+    ("GET", "/api/audit/checkpoint"): ("GET", "/api/audit/checkpoint", None, 400),
 }  # fmt: skip
 
 

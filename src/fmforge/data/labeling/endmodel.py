@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.data.labeling.embedcache import EmbeddingCache
 from fmforge.data.labeling.examples import load_examples
 from fmforge.data.labeling.selection import folds
@@ -144,6 +146,7 @@ class EndModelResult:
         return self.cv_accuracy > self.baseline_cv_accuracy
 
 
+@mediated("label", lambda repo, args: targets.dataset_resource(repo, args["spec"].target))
 def end_model(repo: Repository, spec: EndModelSpec) -> EndModelResult:
     """Train the end model on ``spec.target`` and commit its predictions (see the module)."""
     version = resolve(repo, spec.target)

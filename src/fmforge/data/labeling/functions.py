@@ -37,6 +37,8 @@ import pyarrow as pa
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.data.events import LabelMatrixBuilt
 from fmforge.data.labeling.kinds import (
     FEATURES,
@@ -366,6 +368,7 @@ class LabelMatrix:
     computed: list[str]  # LFs computed now (the others were reused)
 
 
+@mediated("label", targets.dataset())
 def apply_lfs(
     repo: Repository, target: str, lfs: Sequence[LabelingFunction], *, workers: int | None = None
 ) -> LabelMatrix:

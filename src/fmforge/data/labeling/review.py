@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.data.events import LabelingFunctionReviewed
 from fmforge.data.labeling.functions import LabelingFunction, parse_lfs
 from fmforge.data.names import validate_dataset_name
@@ -26,6 +28,7 @@ from fmforge.repository import Repository
 ACCEPTED = "accepted"  # what `--lfs` takes to mean a dataset's accepted LFs
 
 
+@mediated("read_meta", targets.dataset_name("dataset"))
 def proposals(repo: Repository, dataset: str, status: str | None = None) -> list[Proposal]:
     """The LFs proposed for ``dataset`` (pending, accepted, rejected), oldest first."""
     dataset = validate_dataset_name(dataset.partition("@")[0])
@@ -54,6 +57,7 @@ def find(repo: Repository, dataset: str, wanted: str) -> Proposal:
     )
 
 
+@mediated("label", targets.dataset_name("dataset"))
 def review(
     repo: Repository,
     dataset: str,

@@ -37,6 +37,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.data.events import LabelingFunctionProposed
 from fmforge.data.labeling.candidates import (
     GENERATORS,
@@ -143,6 +145,7 @@ def proposal_id(dataset: str, intent: str, examples: str, lf_version: str) -> st
     return blake3.blake3(key.encode()).hexdigest()[:32]
 
 
+@mediated("label", lambda repo, args: targets.dataset_resource(repo, args["spec"].target))
 def synthesize(repo: Repository, spec: SynthSpec) -> SynthResult:
     """Synthesize LFs for ``spec.target`` and propose each new one (see the module)."""
     start = time.monotonic()

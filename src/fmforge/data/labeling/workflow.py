@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.data.events import ManualLabelSet
 from fmforge.data.labeling.analysis import LFSummary
 from fmforge.data.labeling.functions import LabelMatrix
@@ -83,6 +85,7 @@ class LFReport:
     conflicts: list[str]  # examples of rows where it disagrees with another LF
 
 
+@mediated("read", lambda repo, args: targets.dataset_resource(repo, args["matrix"].version.ref))
 def analyze(
     repo: Repository, matrix: LabelMatrix, *, gold: Gold = Gold(), text: str = "text"
 ) -> tuple[list[LFReport], list[str]]:
@@ -153,6 +156,7 @@ def fit_label_model(
     return model, model.predict_proba(lf_votes)
 
 
+@mediated("label", lambda repo, args: targets.dataset_resource(repo, args["matrix"].version.ref))
 def label_version(
     repo: Repository, matrix: LabelMatrix, *, gold: Gold = Gold(), metric: str = "accuracy"
 ) -> tuple[LabelModel, AddResult]:
@@ -191,6 +195,7 @@ def label_version(
     return model, result
 
 
+@mediated("read", lambda repo, args: targets.dataset_resource(repo, args["matrix"].version.ref))
 def suggest(
     repo: Repository, matrix: LabelMatrix, n: int = 20, *, gold: Gold = Gold()
 ) -> list[tuple[str, str, float]]:
@@ -219,6 +224,7 @@ def suggest(
     return [(r[2], r[3], r[4]) for r in ranked[:n]]
 
 
+@mediated("label", targets.dataset())
 def set_label(repo: Repository, target: str, row: str, label: str, labels: list[str]) -> str:
     """Record a manual label for the row whose id starts with ``row``; returns the full id."""
     if label not in labels:

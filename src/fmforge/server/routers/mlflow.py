@@ -67,7 +67,8 @@ async def create_experiment(request: Request, state: State) -> dict[str, Any]:
     return {"experiment_id": state.mlflow.create_experiment(body.name, body.tags)}
 
 
-@router.api_route("/experiments/search", methods=["GET", "POST"])
+@router.get("/experiments/search")  # one route per method: OpenAPI ids stay unique
+@router.post("/experiments/search")
 async def search_experiments(request: Request, state: State) -> dict[str, Any]:
     if request.method == "GET":
         query: dict[str, Any] = dict(request.query_params)

@@ -167,7 +167,8 @@ def search_registered_models(request: Request, state: State) -> dict[str, Any]:
     )
 
 
-@router.api_route("/registered-models/get-latest-versions", methods=["GET", "POST"])
+@router.get("/registered-models/get-latest-versions")  # one route per method (OpenAPI ids)
+@router.post("/registered-models/get-latest-versions")
 async def get_latest_versions(request: Request, state: State) -> dict[str, Any]:
     if request.method == "GET":
         body = _query(request, LatestVersions, state)
