@@ -20,7 +20,7 @@ from fmforge.errors import UsageError
 from fmforge.training.search import SearchSpec
 from fmforge.training.spec import FinetuneSpec, option
 
-EXECUTION_OPTIONS = ("auto", "nproc", "resume", "no_resume", "name", "as_json")
+EXECUTION_OPTIONS = ("auto", "nproc", "resume", "no_resume", "name", "purpose", "as_json")
 
 _PURPOSE = (
     "What the model and data are used for (commercial, research, ...): licences and consent "
