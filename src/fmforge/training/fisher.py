@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import FisherNotFound, InvalidSpec, ModelNotFound
 from fmforge.models.checkout import CommitReader, open_model
 from fmforge.models.events import FisherComputed
@@ -188,6 +190,7 @@ def stored_names(repo: Repository, target: str) -> set[str]:
 # ---- compute, store, record -----------------------------------------------------------------
 
 
+@mediated("use", targets.needs(("use", targets.model("model")), ("use", targets.dataset("data"))))
 def compute_fisher(
     repo: Repository,
     model: str,
@@ -284,6 +287,7 @@ def read_fisher(repo: Repository, record: FisherRecord | str) -> dict[str, torch
     return load(repo.objects.get(digest))
 
 
+@mediated("read", targets.model("model"))
 def load_fisher(repo: Repository, model: str) -> dict[str, torch.Tensor]:
     """The newest Fisher recorded for the commit ``model`` (NAME@REF) names: tensor name ->
     float32 tensor, with the model's tensor names. ``FisherNotFound`` when there is none."""

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fmforge.access import targets
+from fmforge.access.mediation import mediated
 from fmforge.errors import FmforgeError, InvalidSpec, ModelNotFound
 from fmforge.models.checkout import CommitReader, open_model
 from fmforge.models.refs import ModelRefs, split_model_ref
@@ -89,6 +91,14 @@ class Selection:
         }  # fmt: skip
 
 
+def _select_needs(repo: Repository, args: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Use of the data, and of each candidate named (by default, every model it may read)."""
+    needs = [("use", targets.dataset_resource(repo, args["data"]))]
+    needs += [("use", targets.model_resource(repo, c)) for c in args.get("candidates") or ()]
+    return needs
+
+
+@mediated("use", _select_needs)
 def select_model(
     repo: Repository,
     data: str,
