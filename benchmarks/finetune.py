@@ -19,6 +19,21 @@ fit``) and committed as the next version with ``weak_label`` / ``weak_label_prob
   ``save_strategy="epoch"``; the runs alternate (ours, theirs, ours, theirs), best of each.
 - Replay: a recorded LoRA finetune (its own, shorter job) replayed by ``fmforge runs replay``'s
   function: every logged loss, checkpoint and the result compared bit for bit.
+- FishMask: the accuracy job with ``--method sparse --keep 0.5%`` (lr 1e-3) beside LoRA's test
+  accuracy; the bytes its commit stored over the base commit's raw bytes (a full copy), and
+  what a push of it sends to a directory remote that has the base.
+- ``--auto``: on a small task (the first 300 labelled train rows of YouTube, valid accuracy,
+  48 tokens, 3 epochs) the search (10 trials, lr 1e-4..1e-2 log x LoRA r 4|16, ASHA eta 3)
+  beside the full grid of the same space (6 lr x 2 r); its best objective and training steps.
+- Model selection: a fresh repository with MiniLM, MiniLM full-finetuned on another task (SMS
+  for YouTube, YouTube for SMS and Hausa), MiniLM's first 2 layers, a random 2-layer BERT; on
+  YouTube, SMS (its valid split as train) and Hausa (gold labels), each candidate fully
+  finetuned (2 epochs, lr 1e-4, 64 tokens; test accuracy) against ``select_model`` on a fifth of
+  the train rows: Kendall tau of LogME against the finetuned accuracies, the pick's distance
+  to the best, and the selection's CPU time over the base's finetune's.
+
+``--only accuracy,timing,replay,fishmask,auto,select`` runs some rows (fishmask runs the LoRA
+job it compares with when accuracy is not among them).
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._finetune_rows import auto_row, fishmask_row, selection_row
 from benchmarks._report import Row, print_table
 from fmforge.data import commit_table, read_table
 from fmforge.data.labeling import LabelModel
@@ -46,6 +62,7 @@ from fmforge.repository import Repository
 from fmforge.training import FinetuneSpec, finetune, replay
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wrench_youtube"
+PARTS = ("accuracy", "timing", "replay", "fishmask", "auto", "select")
 TARGETS = "query,key,value,dense"
 
 
@@ -192,7 +209,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="Timed runs of each side.")
+    parser.add_argument("--only", default=",".join(PARTS), help="Comma-separated rows to run.")
     args = parser.parse_args()
+    parts = {p.strip() for p in args.only.split(",") if p.strip()}
     if not DATA.is_dir():
         print(f"no WRENCH data at {DATA}")
         return
@@ -209,18 +228,25 @@ def main() -> None:
         repo, label_accuracy = labelled_repository(Path(tmp) / "repo", 400 if args.quick else None)
         with repo:
             warm_up(repo)
-            started = time.perf_counter()
-            result = finetune(repo, spec(epochs), name="accuracy")
-            ours = time.perf_counter() - started
-            accuracy = 100 * result.metrics["test_accuracy"]
-            rows.append(_shown(Row(
-                "YouTube test accuracy, MiniLM + LoRA on the label model's soft labels, no gold "
-                f"train labels ({epochs} epochs)",
-                f"{accuracy:.1f}", f"label model alone {100 * label_accuracy:.1f}", None,
-                ">= 92.0", accuracy >= 92.0,
-            )))  # fmt: skip
-            timings, baselines = [ours], []
-            for repeat in range(args.repeats):
+            if parts & {"accuracy", "timing", "fishmask"}:
+                started = time.perf_counter()
+                result = finetune(repo, spec(epochs), name="accuracy")
+                ours = time.perf_counter() - started
+                accuracy = 100 * result.metrics["test_accuracy"]
+            if "accuracy" in parts:
+                rows.append(_shown(Row(
+                    "YouTube test accuracy, MiniLM + LoRA on the label model's soft labels, no "
+                    f"gold train labels ({epochs} epochs)",
+                    f"{accuracy:.1f}", f"label model alone {100 * label_accuracy:.1f}", None,
+                    ">= 92.0", accuracy >= 92.0,
+                )))  # fmt: skip
+            if "fishmask" in parts:
+                rows.append(_shown(fishmask_row(repo, spec(epochs), accuracy, Path(tmp))))
+            if "auto" in parts:
+                rows.append(_shown(auto_row(repo, args.quick)))
+            timings: list[float] = [ours] if "timing" in parts else []
+            baselines: list[float] = []
+            for repeat in range(args.repeats if "timing" in parts else 0):
                 seconds, baseline_accuracy = trainer_baseline(
                     repo, spec(epochs), Path(tmp) / f"hf{repeat}"
                 )
@@ -229,25 +255,33 @@ def main() -> None:
                     started = time.perf_counter()
                     finetune(repo, spec(epochs), name=f"timing-{repeat}", resume=None)
                     timings.append(time.perf_counter() - started)
-            ours, baseline = min(timings), min(baselines)
-            rows.append(_shown(Row(
-                f"finetune wall time vs plain Trainer + PEFT, same job ({epochs} epochs; Trainer "
-                f"test accuracy {100 * baseline_accuracy:.1f})",
-                f"{ours:.1f} s", f"{baseline:.1f} s", ours / baseline, "<= 1.05x",
-                ours / baseline <= 1.05,
-            )))  # fmt: skip
-            short = spec(1, max_steps=24, checkpoint_steps=8, dropout=0.1, test_split=None)
-            recorded = finetune(repo, short, name="replayed", resume=None)
-            started = time.perf_counter()
-            report = replay(repo, recorded.run)
-            seconds = time.perf_counter() - started
-            rows.append(_shown(Row(
-                f"replay of a recorded CPU finetune ({report.steps} steps, "
-                f"{report.checkpoints_compared} checkpoints + result, {seconds:.0f} s)",
-                "bit-identical" if report.identical else report.summary(), "", None,
-                "bit-identical weights", report.identical,
-            )))  # fmt: skip
+            if "timing" in parts:
+                ours, baseline = min(timings), min(baselines)
+                rows.append(_shown(Row(
+                    f"finetune wall time vs plain Trainer + PEFT, same job ({epochs} epochs; "
+                    f"Trainer test accuracy {100 * baseline_accuracy:.1f})",
+                    f"{ours:.1f} s", f"{baseline:.1f} s", ours / baseline, "<= 1.05x",
+                    ours / baseline <= 1.05,
+                )))  # fmt: skip
+            if "replay" in parts:
+                rows.append(_shown(replay_row(repo)))
+    if "select" in parts:
+        rows.append(_shown(selection_row(args.quick)))
     print_table("Finetuning", rows)
+
+
+def replay_row(repo: Repository) -> Row:
+    short = spec(1, max_steps=24, checkpoint_steps=8, dropout=0.1, test_split=None)
+    recorded = finetune(repo, short, name="replayed", resume=None)
+    started = time.perf_counter()
+    report = replay(repo, recorded.run)
+    seconds = time.perf_counter() - started
+    return Row(
+        f"replay of a recorded CPU finetune ({report.steps} steps, "
+        f"{report.checkpoints_compared} checkpoints + result, {seconds:.0f} s)",
+        "bit-identical" if report.identical else report.summary(), "", None,
+        "bit-identical weights", report.identical,
+    )  # fmt: skip
 
 
 def _shown(row: Row) -> Row:

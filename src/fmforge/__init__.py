@@ -59,13 +59,16 @@ if TYPE_CHECKING:
     from fmforge.errors import FmforgeError
     from fmforge.ledger import NewEvent
     from fmforge.models import (
-        checkout,
         commit_model,
         commit_tensors,
         iter_tensors,
         load_state_dict,
         open_model,
     )
+
+    # the function, from its module: fmforge.models.checkout is also that module's name, and
+    # inside an import cycle mypy may bind the name to the module first
+    from fmforge.models.checkout import checkout
     from fmforge.repository import Repository, acting_as
     from fmforge.tracking import start_run
     from fmforge.tracking.quick import finish, init, log

@@ -21,6 +21,7 @@ from fmforge.models import demo as model_demo
 from fmforge.repository import Repository
 from fmforge.serving import demo as serving_demo
 from fmforge.tracking import demo as runs_demo
+from fmforge.training import demo as training_demo
 
 
 @dataclass
@@ -206,6 +207,19 @@ STEPS: list[DemoStep] = [
         _data(data_demo.synthesize_lfs),
     ),
     DemoStep("Trace one comment through every version", _data(data_demo.trace_comment)),
+    DemoStep(
+        "Finetune MiniLM with LoRA on the weakly labelled comments",
+        _models(training_demo.finetune_spam),
+    ),
+    DemoStep("Finetune a second task: which video", _models(training_demo.finetune_video)),
+    DemoStep(
+        "Merge the two adapters with TIES: conflict report, accuracy per task",
+        _models(training_demo.merge_adapters),
+    ),
+    DemoStep("Select a base for a new dataset (LogME)", _models(training_demo.select_base)),
+    DemoStep(
+        "Rebase the spam finetune onto a modified MiniLM", _models(training_demo.rebase_finetune)
+    ),
     DemoStep(
         "Adapters to serve: MiniLM classifiers and a tiny Llama with two LoRAs",
         _models(serving_demo.prepare_adapters),

@@ -61,7 +61,8 @@ The tree (each family is one domain; catch the root to catch them all)::
     │   └── RunNotActive            a change to a deleted run, or to a run of a deleted experiment
     ├── TrainingError
     │   ├── InvalidSpec             a finetune or eval request that cannot run (names the option)
-    │   └── TrainingFailed          a training process (a torchrun worker) failed
+    │   ├── TrainingFailed          a training process (a torchrun worker) failed
+    │   └── FisherNotFound          no diagonal Fisher is recorded for that commit
     ├── ServingError
     │   ├── AdapterIncompatible     an adapter for another base, or one the served slots cannot hold
     │   ├── PromptTooLong           a prompt (with max_tokens) over the served context (.limit)
@@ -513,6 +514,12 @@ class TrainingFailed(TrainingError):
     """A training process failed outside fmforge's checks (a torchrun worker died)."""
 
     http_status = 500
+
+
+class FisherNotFound(TrainingError):
+    """No diagonal Fisher is recorded for that commit (``fmforge fisher`` computes one)."""
+
+    http_status = 404
 
 
 class AdapterIncompatible(ServingError):

@@ -17,6 +17,7 @@ from fmforge.ledger.registry import DIGEST_PATTERN, Domain, EventRegistry, Event
 from fmforge.models import events as model_events
 from fmforge.serving import events as serving_events
 from fmforge.tracking import events as tracking_events
+from fmforge.training import events as training_events
 
 Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
 
@@ -48,6 +49,7 @@ REGISTRY = EventRegistry(
         data_events.DOMAIN,
         tracking_events.DOMAIN,
         access_events.DOMAIN,
+        training_events.DOMAIN,
         serving_events.DOMAIN,
     ]
 )

@@ -11,7 +11,7 @@ from fmforge.access.views import AccessHistoryView, AccessLogView, AccessView
 from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.evaluations import ModelEvaluations
-from fmforge.models.measurements import ModelMeasurements
+from fmforge.models.fishers import ModelFishers
 from fmforge.models.refs import ModelRefs
 from fmforge.models.registered import RegisteredModelsView
 from fmforge.serving.views import DeploymentsView
@@ -91,7 +91,7 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     ObjectRefs,
     ModelRefs,
     ModelEvaluations,
-    ModelMeasurements,
+    ModelFishers,
     DatasetsView,
     DatasetWork,
     SynthWork,

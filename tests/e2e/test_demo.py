@@ -30,6 +30,13 @@ def test_fmforge_demo_runs_every_step(tmp_path: Path) -> None:
     assert "in comments@v3 (label)" in result.stdout
     assert "(LabelingFunctionReviewed events by" in result.stdout
     assert "synthesized " in result.stdout
+    assert "-> minilm-spam@main " in result.stdout
+    assert "-> minilm-video@main " in result.stdout
+    assert "conflict report (object " in result.stdout
+    assert "spam  test accuracy: merge " in result.stdout
+    assert "LogME and the probe agree with Kendall tau" in result.stdout
+    assert "minilm-spam@rebased " in result.stdout
+    assert "re-evaluated on comments@v3:valid: accuracy" in result.stdout
     served = re.search(r"(\d+) requests through the openai client: .*; (\d+) failed", result.stdout)
     assert served is not None, "the serving chapter reports its requests"
     assert int(served[1]) > 50

@@ -211,6 +211,64 @@ CASES: dict[str, tuple[list[str], str]] = {
         ["model", "rebase", "m@a", "--onto", "m@main"],
         "m@a is already based on m@main",
     ),
+    "--dev without --auto": (
+        [*MERGE, "--method", "ties", "--base", "m@main", "m@a", "m@b", "--dev", "m@a=d@v1"],
+        "--dev is an option of --auto",
+    ),
+    "--lambdas without --auto": (
+        [*MERGE, "--method", "ties", "--base", "m@main", "m@a", "m@b", "--lambdas", "1"],
+        "--lambdas is an option of --auto",
+    ),
+    "--auto with --lambda": (
+        [*MERGE, "--method", "ties", "--base", "m@main", "m@a", "m@b", "--auto", "--lambda", "1"],
+        "--auto chooses --lambda and --density: give --lambdas/--densities",
+    ),
+    "--auto of a method without lambda": (
+        [*MERGE, "--method", "linear", "m@a", "m@b", "--auto"],
+        "--auto chooses λ, and method linear has none",
+    ),
+    "--auto writing an adapter": (
+        [*MERGE, "--method", "ties", "--base", "m@main", "m@a", "m@b", "--auto", "--as-adapter"],
+        "--auto scores full merges: drop --as-adapter",
+    ),
+    "--auto with no evaluation to choose on": (
+        [*MERGE, "--method", "ties", "--base", "m@main", "m@a", "m@b", "--auto"],
+        "m@a has no recorded classification evaluation to choose λ on: give --dev m@a=",
+    ),
+    "--dev naming no input": (
+        [
+            *MERGE,
+            "--method",
+            "ties",
+            "--base",
+            "m@main",
+            "m@a",
+            "m@b",
+            "--auto",
+            "--dev",
+            "m@c=d@v1",
+        ],
+        "--dev m@c: not an input of the merge",
+    ),
+    "--dev without a dataset": (
+        [*MERGE, "--method", "ties", "--base", "m@main", "m@a", "m@b", "--auto", "--dev", "m@a"],
+        "--dev 'm@a': expected INPUT=DATASET@REF[:SPLIT]",
+    ),
+    "--lambdas that are not numbers": (
+        [
+            *MERGE,
+            "--method",
+            "ties",
+            "--base",
+            "m@main",
+            "m@a",
+            "m@b",
+            "--auto",
+            "--lambdas",
+            "1,x",
+        ],
+        "--lambdas '1,x': expected numbers separated by commas",
+    ),
 }
 
 

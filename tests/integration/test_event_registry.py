@@ -171,6 +171,9 @@ def valid_event(rng: random.Random, event_type: EventType[Any]) -> tuple[str, Ne
             stream = "run/" + run
     elif domain.name == "access":
         stream = _access_event(rng, event_type.name, data)
+    elif domain.name == "training":
+        key = "search" if "search" in data else "selection"
+        stream = f"{key}/{data[key]}"
     elif domain.name == "serving":
         data["deployment"] = rng.choice(["prod", "team/canary"])
         stream = "deployment/" + data["deployment"]

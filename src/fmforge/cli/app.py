@@ -60,6 +60,8 @@ app.command("pull")(remote.pull)
 app.command("clone")(remote.clone_)
 app.command("finetune")(train.finetune)
 app.command("eval")(train.eval_)
+app.command("fisher")(train.fisher)
+model.app.command("select")(train.select)
 
 
 def _version(value: bool) -> None:

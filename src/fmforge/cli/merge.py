@@ -74,12 +74,40 @@ def merge_command(
     as_json: Annotated[bool, typer.Option("--json", help="The commit and the whole report.")] = (
         False
     ),
+    auto: Annotated[
+        bool,
+        typer.Option(
+            "--auto",
+            help="Choose --lambda (and --density for ties and dare_*) by the mean score on the "
+            "inputs' dev splits; report each task's score as a share of its finetune's and the "
+            "share of the gain over lambda=0 kept.",
+        ),
+    ] = False,
+    dev: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="INPUT=DATASET@REF[:SPLIT]",
+            help="--auto: the data an input is scored on (default: the split its finetune was "
+            "evaluated on, test splits aside).",
+        ),
+    ] = None,
+    lambdas: Annotated[
+        str | None, typer.Option(metavar="L,L,...", help="--auto: the lambdas tried.")
+    ] = None,
+    densities: Annotated[
+        str | None, typer.Option(metavar="D,D,...", help="--auto: the densities tried.")
+    ] = None,
 ) -> None:
     """Merge models or adapters into a new commit, and print the most conflicted tensors.
 
     Task vectors are taken from --base (adapters: their recorded base); adapters are combined
     exactly as their updates (alpha/r)·B·A, never factor by factor.
     """
+    if not auto and (dev or lambdas or densities):
+        option = "--dev" if dev else "--lambdas" if lambdas else "--densities"
+        raise InvalidMerge(f"{option} is an option of --auto")
+    if auto and (lambda_ is not None or density is not None):
+        raise InvalidMerge("--auto chooses --lambda and --density: give --lambdas/--densities")
     given: dict[str, Any] = {
         "base": base, "lambda": lambda_, "density": density, "seed": seed, "t": t,
         "normalize": normalize, "compute_dtype": compute_dtype, "rank": rank,
@@ -90,8 +118,19 @@ def merge_command(
     spec = MergeSpec.build(method, inputs, weights=_weights(weights), **parameters)
     from fmforge.merging.base import merge  # torch loads here, not for every command
 
+    found = None
     with open_repository(ctx) as repo:
-        result = merge(repo, spec, name=output, branch=branch, message=message)
+        if auto:
+            from fmforge.merging.auto import DENSITIES, LAMBDAS
+            from fmforge.merging.tasks import auto_merge
+
+            result, found = auto_merge(
+                repo, spec, dev=_dev(dev or []), name=output, branch=branch, message=message,
+                lambdas=_numbers(lambdas, "--lambdas") or LAMBDAS,
+                densities=_numbers(densities, "--densities") or DENSITIES,
+            )  # fmt: skip
+        else:
+            result = merge(repo, spec, name=output, branch=branch, message=message)
     commit = result.commit
     if as_json:
         record = {
@@ -124,17 +163,52 @@ def merge_command(
             + (f" and {len(result.not_merged) - 5} more" if len(result.not_merged) > 5 else ""),
             markup=False,
         )
+    if found is not None:
+        _auto_table(result.provenance["auto"])
     _conflict_table(result.report, top, ("norms", "min cos", "overlap", "sign conflict",
                                           "dropped"))  # fmt: skip
 
 
-def _weights(text: str | None) -> list[float] | None:
+def _auto_table(summary: dict[str, Any]) -> None:
+    density = f", density {summary['density']:g}" if summary["density"] != 1.0 else ""
+    console.print(
+        f"  --auto: lambda {summary['lambda']:g}{density} chosen of {len(summary['trials'])} "
+        f"candidates; share of single-task score {summary['mean_normalized']:.1%}, of the gain "
+        f"over lambda=0 kept {summary['mean_gain_kept']:.1%}",
+        markup=False,
+    )
+    for task in summary["tasks"]:
+        name = task["name"]
+        console.print(
+            f"    {name}  {task['metric']} {summary['scores'][name]:.4f} on {task['data']}:"
+            f"{task['split']}  (finetune {summary['single'][name]:.4f}, lambda=0 "
+            f"{summary['floor'][name]:.4f}; share {summary['normalized'][name]:.1%}, gain kept "
+            f"{summary['gain_kept'][name]:.1%})",
+            markup=False,
+        )
+
+
+def _dev(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, data = item.partition("=")
+        if not sep or not name or not data:
+            raise InvalidMerge(f"--dev {item!r}: expected INPUT=DATASET@REF[:SPLIT]")
+        out[name] = data
+    return out
+
+
+def _numbers(text: str | None, option: str) -> list[float] | None:
     if text is None:
         return None
     try:
         return [float(part) for part in text.split(",")]
     except ValueError:
-        raise InvalidMerge(f"--weights {text!r}: expected numbers separated by commas") from None
+        raise InvalidMerge(f"{option} {text!r}: expected numbers separated by commas") from None
+
+
+def _weights(text: str | None) -> list[float] | None:
+    return _numbers(text, "--weights")
 
 
 def _conflict_table(report: dict[str, Any], top: int, columns: tuple[str, ...]) -> None:

@@ -84,8 +84,11 @@ def spec_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
     return out
 
 
-def spec_options(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a command ``fn(..., spec_values: dict)`` with ``model``'s fields as options."""
+def spec_options(
+    model: type[BaseModel], into: str = "spec_values"
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command ``fn(..., spec_values: dict)`` with ``model``'s fields as options;
+    ``into`` names another parameter, so two specs can be stacked on one command."""
     fields = list(model.model_fields)
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,7 +96,7 @@ def spec_options(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Calla
         own = [
             p.replace(annotation=hints.get(p.name, p.annotation))
             for p in inspect.signature(fn).parameters.values()
-            if p.name != "spec_values"
+            if p.name != into
         ]
         clashes = set(fields) & {p.name for p in own}
         if clashes:
@@ -106,7 +109,7 @@ def spec_options(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Calla
                 value = kwargs.pop(name)
                 if value is not None and value != []:
                     values[name] = value
-            return fn(spec_values=values, **kwargs)
+            return fn(**{into: values}, **kwargs)
 
         command.__name__, command.__doc__ = fn.__name__, fn.__doc__
         command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

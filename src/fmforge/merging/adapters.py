@@ -174,7 +174,7 @@ def read_adapter(
     replaced: dict[str, str] = {}
     unmatched: list[str] = []
     for name in others:
-        found = _find(name.removeprefix(_PREFIX), base)
+        found = base_name(name.removeprefix(_PREFIX), base)
         if found is None:
             unmatched.append(name)
             continue
@@ -222,7 +222,7 @@ def _configure(
         )
 
 
-def _find(name: str, base: dict[str, TensorSpec]) -> str | None:
+def base_name(name: str, base: dict[str, TensorSpec]) -> str | None:
     """The base tensor ``name`` designates: itself, or with leading components dropped (a
     task model's ``bert.`` prefix over a bare encoder), or the one base name ending with it."""
     parts = name.split(".")
@@ -235,7 +235,7 @@ def _find(name: str, base: dict[str, TensorSpec]) -> str | None:
 
 
 def _match(path: str, what: str, base: dict[str, TensorSpec], label: str) -> str:
-    found = _find(f"{path}.{what}", base)
+    found = base_name(f"{path}.{what}", base)
     if found is None:
         raise InvalidMerge(f"{label}: module {path} has no {what} tensor in the base model")
     return found

@@ -24,6 +24,7 @@ from fmforge.merging.adapters import (
     BiasUpdate,
     LoraUpdate,
     adapter_config,
+    base_name,
     read_adapter,
 )
 from fmforge.merging.base import MergeResult, MergeSpec, merge_reads
@@ -43,6 +44,7 @@ from fmforge.merging.stream import Engine, Job, Part, Plan
 from fmforge.models import CommitReader, ModelRefs
 from fmforge.models.tensorcommit import KnownTensor, commit_tensors
 from fmforge.repository import Repository
+from fmforge.tensors.codec import TensorSpec
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _INDEX_FILES = (".safetensors.index.json", ".bin.index.json")
@@ -57,6 +59,13 @@ class Resolved:
     source: CommitTensors
     adapter: Adapter | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    # a full task model over a bare base: base tensor name -> its own name (``bert.`` prefix)
+    names: dict[str, str] = field(default_factory=dict)
+    heads: list[str] = field(default_factory=list)  # its tensors the base lacks (task heads)
+
+    def own(self, name: str) -> str:
+        """This input's name for the base's tensor ``name``."""
+        return self.names.get(name, name)
 
     @property
     def target(self) -> str:
@@ -141,6 +150,44 @@ def _check_same_tensors(reference: TensorSource, other: TensorSource, label: str
                                f"{spec.dtype}")  # fmt: skip
 
 
+def _match_task_model(base: TensorSource, found: Resolved) -> None:
+    """A full task model (``BertForSequenceClassification``: ``bert.encoder...`` and a head)
+    merged over its bare base (``encoder...``): its tensors named as the base's where the base
+    has them under the name without the task model's prefix; the rest are its task heads,
+    listed as not merged (as an adapter's are). A model with the base's own names is left as
+    it is."""
+    expected, own = base.specs(), found.source.specs()
+    if set(expected) <= set(own):
+        return
+    names, heads = {}, []
+    for name in own:
+        target = base_name(name, expected)
+        if target is None or target in names:
+            heads.append(name)
+        else:
+            names[target] = name
+    if len(names) == len(expected):
+        found.names = names
+        found.heads = heads
+
+
+class _Renamed(TensorSource):
+    """An input's tensor specs under the base's names (for the same-architecture check)."""
+
+    def __init__(self, found: Resolved) -> None:
+        self.found = found
+        self.label = found.label
+
+    def specs(self) -> dict[str, TensorSpec]:
+        specs = self.found.source.specs()
+        if not self.found.names:
+            return specs
+        return {name: specs[own] for name, own in self.found.names.items()}
+
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        return self.found.source.rows(self.found.own(name), start, stop)
+
+
 def _jobs(
     method: MergeMethod, base: Resolved | None, inputs: list[Resolved], dtype: Any
 ) -> list[Job]:
@@ -151,9 +198,10 @@ def _jobs(
         for found in inputs:
             adapter = found.adapter
             if adapter is None:
+                own = found.own(name)
                 base_hash = base.source.identity(name) if base is not None else None
-                same = base_hash is not None and found.source.identity(name) == base_hash
-                parts.append(Part("zero") if same else Part("tensor", found.source, name))
+                same = base_hash is not None and found.source.identity(own) == base_hash
+                parts.append(Part("zero") if same else Part("tensor", found.source, own))
             elif name in adapter.modules:
                 update = LoraUpdate(adapter.modules[name], found.source, dtype)
                 parts.append(Part("update", update=update))
@@ -190,9 +238,10 @@ def _fisher(repo: Repository, inputs: list[Resolved], jobs: list[Job]) -> list[s
     for job in jobs:
         if job.passthrough is not None:
             continue
-        if all(job.name in s.specs() and s.specs()[job.name].shape == job.spec.shape
-               for s in sources):  # fmt: skip
-            job.fisher = [(s, job.name) for s in sources]
+        names = [found.own(job.name) for found in inputs]
+        if all(n in s.specs() and s.specs()[n].shape == job.spec.shape
+               for s, n in zip(sources, names, strict=True)):  # fmt: skip
+            job.fisher = list(zip(sources, names, strict=True))
         else:
             missing.append(job.name)
     return missing
@@ -242,7 +291,9 @@ def prepare(repo: Repository, spec: MergeSpec, chunk_bytes: int | None = None) -
     reference = base.source if base is not None else inputs[0].source
     for found in inputs:
         if found.adapter is None and found.source is not reference:
-            _check_same_tensors(reference, found.source, found.label)
+            if base is not None:
+                _match_task_model(base.source, found)
+            _check_same_tensors(reference, _Renamed(found), found.label)
     jobs = _jobs(method, base, inputs, _DTYPES[spec.compute_dtype])
     fisher_missing = _fisher(repo, inputs, jobs) if method is FISHER else []
     labels = [f.label for f in inputs]
@@ -250,7 +301,9 @@ def prepare(repo: Repository, spec: MergeSpec, chunk_bytes: int | None = None) -
     if chunk_bytes is not None:
         plan.chunk_bytes = chunk_bytes
     engine = Engine(plan)
-    not_merged = sorted({n for f in inputs if f.adapter for n in f.adapter.unmatched})
+    not_merged = sorted(
+        {n for f in inputs for n in (f.adapter.unmatched if f.adapter else f.heads)}
+    )
     return Prepared(spec, method, base, inputs, engine, not_merged, fisher_missing)
 
 

@@ -181,7 +181,7 @@ def _rebase_adapter(
     for entry in ft.manifest["files"]:
         if entry["kind"] == "blob":
             content = repo.objects.get(entry["object"])
-            if entry["path"].rsplit("/", 1)[-1] == "adapter_config.json":
+            if entry["path"].rsplit("/", 1)[-1] in ("adapter_config.json", "fmforge_task.json"):
                 content = _with_base(content, target_new)
             files[entry["path"]] = content
     weights = [e for e in ft.manifest["files"] if e["kind"] in ("safetensors", "torch")]
@@ -199,9 +199,13 @@ def _rebase_adapter(
 
 
 def _with_base(content: bytes, target: str) -> bytes:
+    """PEFT's config, or a finetune's ``fmforge_task.json``, naming the new base."""
     config = orjson.loads(content)
     if isinstance(config, dict):
-        config["base_model_name_or_path"] = target
+        key = "base_model_name_or_path" if "base_model_name_or_path" in config else "base"
+        if key == "base" and "base" not in config:
+            return content
+        config[key] = target
         return orjson.dumps(config, option=orjson.OPT_INDENT_2)
     return content
 

@@ -29,6 +29,7 @@ Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 MoveReason = Annotated[str, StringConstraints(pattern=r"^(commit|reset|push|pull|force)$")]
 Count = Annotated[int, Ge(0)]
+FisherKind = Annotated[str, StringConstraints(pattern=r"^(empirical|true)$")]
 
 
 class ModelCommittedData(TypedDict):
@@ -89,11 +90,13 @@ class CommitEvaluatedData(TypedDict):
 class FisherComputedData(TypedDict):
     model: Name
     commit: Digest
-    dataset: str
+    dataset: str  # NAME@vN, with :SPLIT when one split was measured
     dataset_version: Digest
     object: Digest  # a safetensors object: the diagonal Fisher, same tensor names as the model
     examples: Count
     task: NotRequired[str | None]
+    kind: NotRequired[FisherKind]  # empirical (the data's labels) or true (the model's own)
+    seed: NotRequired[Count]  # of the examples' order (and a new head's initialisation)
 
 
 Tags = dict[str, str]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from fmforge.errors import CorruptTensor
 from fmforge.models.checkout import CommitReader
+from fmforge.models.fishers import ModelFishers
 from fmforge.models.refs import ModelRefs, RefIndex
 from fmforge.models.storage import StoredTensor, load_tensor
 from fmforge.models.writer import load_manifest, manifest_objects
@@ -48,8 +49,10 @@ def prunable_objects(repo: Repository, retention_s: float) -> tuple[set[str], li
     keep: set[str] = set()
     candidates: set[str] = set()
     dropped: list[str] = []
+    fishers = repo.view(ModelFishers)
     for model in index.models():
         retained = retained_commits(index, model, retention_s)
+        keep |= fishers.objects_of(retained)  # a Fisher lives as long as its commit
         for info in index.all_commits(model):
             needed = manifest_objects(info.manifest, load_manifest(repo, info.manifest))
             if info.commit in retained:
@@ -57,6 +60,7 @@ def prunable_objects(repo: Repository, retention_s: float) -> tuple[set[str], li
             else:
                 candidates |= needed
                 dropped.append(info.commit)
+    candidates |= fishers.objects_of(set(dropped))
     # an object some other event refers to (a dataset, a run) stays whatever the models say
     from fmforge.views import ObjectRefs
 

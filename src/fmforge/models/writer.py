@@ -68,6 +68,23 @@ def parent_tensors(
     return by_path
 
 
+def delta_base(
+    parents: dict[tuple[str, str], StoredTensor], relative: str, name: str
+) -> StoredTensor | None:
+    """The parent's tensor a changed tensor is encoded against: the one of the same file and
+    name, else of the same name in one file only, else of the same name with leading
+    components dropped (a task model's ``bert.encoder...`` over a base stored as
+    ``encoder...``, so a finetune's sparse update is a delta on its base). Only compression
+    depends on the choice: a base of another shape or dtype is not used."""
+    found = parents.get((relative, name)) or parents.get(("", name))
+    parts = name.split(".")
+    for start in range(1, len(parts)):
+        if found is not None:
+            break
+        found = parents.get(("", ".".join(parts[start:])))
+    return found
+
+
 def manifest_objects(manifest_digest: str, manifest: dict[str, Any]) -> set[str]:
     """Every object a commit needs: its manifest, file objects, headers, tensor encodings down
     each delta chain. What push and pull transfer, and what gc keeps for a reachable commit."""
@@ -137,7 +154,7 @@ class TensorWriter:
             self._keep(known)
             return
         self._wait_for_room(spec.nbytes)
-        base = self.parent_tensors.get((relative, name)) or self.parent_tensors.get(("", name))
+        base = delta_base(self.parent_tensors, relative, name)
         future = self.pool.submit(self._encode, name, view, spec, digest, base)
         self.pending[digest] = (future, spec.nbytes)
 

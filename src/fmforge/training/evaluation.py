@@ -127,7 +127,7 @@ def evaluate(
     metrics: Sequence[str] | None = None,
     task: str | None = None,
     text_column: str | None = None,
-    label_column: str = "label",
+    label_column: str | None = None,
     batch_size: int = 32,
     max_length: int | None = None,
     run: str | None = None,
@@ -136,7 +136,8 @@ def evaluate(
     """Score commit ``model`` (NAME@REF) on the gold rows of ``data`` (DATASET@REF, ``split``
     or every row) and record ``CommitEvaluated`` on the model's stream (unless ``record`` is
     off). Refused with ``InvalidSpec``, nothing recorded, when the model, task, metric or data
-    do not fit together."""
+    do not fit together. ``label_column``: default, the one the finetune trained on (its
+    ``fmforge_task.json``), else ``label``."""
     name, ref = split_model_ref(model)
     index = repo.view(ModelRefs)
     commit = index.resolve(name, ref)
@@ -167,7 +168,8 @@ def evaluate(
         base_dir = open_model(info.base, repo=repo)
     version, rows = gold_split(
         repo, data, split, task=task, text_column=text_column or task_info["text_column"],
-        label_column=label_column, classes=task_info.get("classes"),
+        label_column=label_column or task_info.get("label_column") or "label",
+        classes=task_info.get("classes"),
     )  # fmt: skip
     if not len(rows):
         where = f"split {split!r} of " if split else ""

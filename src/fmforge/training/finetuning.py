@@ -17,7 +17,10 @@ the base commit; ``--output`` for elsewhere), evaluated on the eval and test spl
 (``CommitEvaluated``, and run metrics ``eval_*``/``test_*`` for ``fmforge runs ls``).
 
 Seams for a search: ``callback(progress)`` after each evaluation (return True to stop: the run
-ends ``stopped`` and nothing is committed as a result); ``masks`` for ``--method sparse``;
+ends ``stopped`` and nothing is committed as a result), ``deadline`` (a ``time.monotonic()``
+past which the loop stops at the next step, the run tagged as interrupted by a budget);
+``masks`` for ``--method sparse`` (default: FishMask, the entries of largest Fisher of the base
+on the training rows, see ``fmforge.training.fisher``);
 ``resume`` (``"auto"``: a crashed run of the same spec goes on from its last checkpoint;
 ``None``: never; a run id: that one).
 """
@@ -43,7 +46,7 @@ from fmforge.tracking import start_run
 from fmforge.training import resume as resuming
 from fmforge.training.data import load_training_data
 from fmforge.training.loop import Loop, World
-from fmforge.training.masks import gradient_masks, resolve_masks, saved_masks
+from fmforge.training.masks import fishmask, resolve_masks, saved_masks
 from fmforge.training.modeling import Job, build_model, load_tokenizer
 from fmforge.training.recording import (
     RESULT_TAG,
@@ -91,12 +94,13 @@ def finetune(
     nproc: int = 1,
     name: str | None = None,
     tags: Sequence[str] = (),
+    deadline: float | None = None,
 ) -> FinetuneResult:
     """Finetune as ``spec`` says, tracked as a run; see the module docstring. ``nproc`` > 1
     runs the same job under ``torchrun`` (DDP), rank 0 alone recording."""
     if nproc > 1:
-        if masks is not None or callback is not None:
-            raise InvalidSpec("--nproc: masks and callbacks need a single process")
+        if masks is not None or callback is not None or deadline is not None:
+            raise InvalidSpec("--nproc: masks, callbacks and deadlines need a single process")
         from fmforge.training.distributed import launch
 
         if spec.threads is None:  # the cores shared out, not each rank taking them all
@@ -105,7 +109,10 @@ def finetune(
             job = prepare(repo, resolved)
             point = _resume_point(repo, job, resume)
         return launch(repo, resolved, nproc=nproc, checkpoint=point, name=name, tags=tags)
-    return train(repo, spec, resume=resume, masks=masks, callback=callback, name=name, tags=tags)
+    return train(
+        repo, spec, resume=resume, masks=masks, callback=callback, name=name, tags=tags,
+        deadline=deadline,
+    )  # fmt: skip
 
 
 def train(
@@ -119,6 +126,7 @@ def train(
     callback: Callback | None = None,
     name: str | None = None,
     tags: Sequence[str] = (),
+    deadline: float | None = None,
 ) -> FinetuneResult:
     """One process's part of a finetune (all of it, or one rank's under DDP)."""
     world = world or World()
@@ -129,26 +137,32 @@ def train(
         model, head = build_model(job)
         directory = point.directory(repo) if point is not None else None
         source = "given" if masks is not None else None
+        fisher: dict[str, Any] | None = None
         if masks is None and directory is not None:
             masks = saved_masks(directory)
             source = "checkpoint" if masks is not None else None
+            fisher = _resumed_fisher(repo, point) if masks is not None else None
         given = resolve_masks(model, head, masks) if masks is not None else None
         loop = Loop(job, model, head, world=world, masks=given, device=_device(resolved))
         if directory is not None:
             loop.restore(directory)
         elif resolved.method == "sparse" and given is None:
-            loop.set_masks(gradient_masks(loop, resolved.keep or 0.0))
-            source = "gradient magnitude (placeholder)"
+            chosen, fisher = fishmask(repo, loop, record=world.rank == 0)
+            loop.set_masks(chosen)
+        if fisher is not None:
+            source = "fisher"
         if world.rank:  # dropout differs per rank; rank 0 keeps the single-process stream
             torch.manual_seed(resolved.seed + 1009 * world.rank + loop.position.step)
             loop.run(Silent())
             return FinetuneResult("", "", None, None, None, False, job.base, 0, ())
-        config = run_config(job, loop, world, point, source)
+        config = run_config(job, loop, world, point, source, fisher)
         with start_run(
             resolved.project, repo=repo, config=config, datasets=[job.data.version.ref],
             base_model=job.base, seed=resolved.seed, name=name, tags=tags,
         ) as run:  # fmt: skip
             sink = RunSink(repo, run, job, callback, point, loop.per_epoch, loop.total)
+            sink.result_masks = fisher is None  # a FishMask is rebuilt from its Fisher
+            sink.deadline = deadline
             position = loop.run(sink)
             return finish(repo, run, job, loop, sink, position, output, point)
 
@@ -242,6 +256,16 @@ def plan_output(repo: Repository, job: Job) -> tuple[str, str | None]:
     if spec.method != "lora" and adapts is not None:
         raise InvalidSpec(f"--output {model}: that model holds adapters, not full models")
     return model, branch or None
+
+
+def _resumed_fisher(repo: Repository, point: resuming.Checkpoint | None) -> dict[str, Any] | None:
+    """The Fisher the run resumed from chose its FishMask from (None: its mask was given)."""
+    if point is None:
+        return None
+    from fmforge.tracking.reading import load_run
+
+    recorded = (load_run(repo, point.run).config.get("mask") or {}).get("fisher")
+    return dict(recorded) if isinstance(recorded, dict) else None
 
 
 def _resume_point(repo: Repository, job: Job, resume: str | None) -> resuming.Checkpoint | None:

@@ -1,19 +1,18 @@
 """Trainable masks for ``--method sparse``: which entries of each weight a finetune may change.
 
-The seam FishMask plugs into: ``finetune(repo, spec, masks={name: bool tensor})`` trains only
-the True entries (the head, newly initialised, is trained in full; a body weight without a mask
-is frozen). Names are the task model's parameter names (``bert.encoder.layer.0...``) or the base
-model's (``encoder.layer.0...``, the registry's tensor names).
+``finetune(repo, spec, masks={name: bool tensor})`` trains only the True entries (the head,
+newly initialised, is trained in full; a body weight without a mask is frozen). Names are the
+task model's parameter names (``bert.encoder.layer.0...``) or the base model's
+(``encoder.layer.0...``, the registry's tensor names).
 
-Without masks, ``--keep`` of the body's entries are chosen by a placeholder score: the squared
-gradients summed over the first batches of the first epoch (at most ``SCORE_BATCHES``, in eval
-mode, so no random number is drawn), the top entries taken across all weights at once. That is
-the empirical Fisher of whole batches, not the per-example diagonal Fisher FishMask uses.
+Without masks, FishMask chooses them (``fmforge.training.fisher``): the ``--keep`` share of the
+body's entries with the largest diagonal Fisher of the base on the training rows.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,12 +21,20 @@ import blake3
 import torch
 
 from fmforge.errors import InvalidSpec
+from fmforge.models.fishers import FisherRecord, ModelFishers
+from fmforge.repository import Repository
+from fmforge.training.fisher import (
+    FisherResult,
+    diagonal_fisher,
+    parameter_names,
+    read_fisher,
+    store_fisher,
+    stored_names,
+)
 from fmforge.training.modeling import MASK_FILE, MASK_PREFIX, unwrap
 
 if TYPE_CHECKING:
     from fmforge.training.loop import Loop
-
-SCORE_BATCHES = 8
 
 
 def in_head(name: str, head: tuple[str, ...]) -> bool:
@@ -62,37 +69,6 @@ def resolve_masks(
     return out
 
 
-def gradient_masks(loop: Loop, keep: float) -> dict[str, torch.Tensor]:
-    """The placeholder: the top ``keep`` share of body entries by summed squared gradient."""
-    body = [(n, p) for n, p in loop.params if not in_head(n, loop.head)]
-    if not body:
-        raise InvalidSpec("--method sparse: the model has no body weights to choose from")
-    scores = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in body}
-    loop.module.eval()
-    try:
-        order = loop.order(0)
-        size = loop.spec.batch_size
-        for index in range(min(SCORE_BATCHES, loop.per_epoch)):
-            loss, _ = loop.loss(order[index * size : (index + 1) * size])
-            loss.backward()  # type: ignore[no-untyped-call]
-            for name, parameter in body:
-                if parameter.grad is not None:
-                    scores[name] += parameter.grad.detach().float() ** 2
-            loop.optimizer.zero_grad(set_to_none=True)
-    finally:
-        loop.module.train()
-    flat = torch.cat([s.flatten() for s in scores.values()])
-    k = max(1, min(flat.numel(), math.ceil(keep * flat.numel())))
-    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
-    chosen[torch.topk(flat, k, sorted=False).indices] = True
-    out, offset = {}, 0
-    for name, parameter in body:
-        n = parameter.numel()
-        out[name] = chosen[offset : offset + n].view(parameter.shape).clone()
-        offset += n
-    return out
-
-
 def masks_digest(masks: Mapping[str, torch.Tensor]) -> str:
     """blake3 over the masks' names and bits, in name order."""
     hasher = blake3.blake3()
@@ -116,3 +92,93 @@ def saved_masks(directory: Path) -> dict[str, torch.Tensor] | None:
 
     saved = load_file(str(directory / MASK_FILE))
     return {k.removeprefix(MASK_PREFIX): v for k, v in saved.items()}
+
+
+# ---- FishMask -------------------------------------------------------------------------------
+
+
+def fisher_masks(
+    fisher: Mapping[str, torch.Tensor], names: Mapping[str, str], shapes: Mapping[str, Any],
+    keep: float,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """FishMask: parameter -> bool mask keeping the ``keep`` share of all the entries of these
+    parameters with the largest Fisher, chosen across all of them at once. ``names``:
+    parameter -> its tensor name in ``fisher``; ``shapes``: parameter -> shape. Ties at the
+    threshold go to the lowest positions (parameters in order), so the mask is a function of
+    the Fisher alone."""
+    flats = []
+    for param, shape in shapes.items():
+        found = fisher.get(names.get(param, param))
+        if found is None or tuple(found.shape) != tuple(shape):
+            found = torch.zeros(tuple(shape), dtype=torch.float32)
+        flats.append(found.float().reshape(-1))
+    flat = torch.cat(flats) if flats else torch.zeros(0)
+    if not flat.numel():
+        raise InvalidSpec("--method sparse: the model has no body weights to choose from")
+    k = max(1, min(flat.numel(), math.ceil(keep * flat.numel())))
+    threshold = torch.topk(flat, k, sorted=False).values.min()
+    chosen = flat > threshold
+    missing = k - int(chosen.sum())
+    if missing > 0:
+        chosen[torch.nonzero(flat == threshold).squeeze(-1)[:missing]] = True
+    out, offset = {}, 0
+    for param, shape in shapes.items():
+        n = math.prod(tuple(shape))
+        out[param] = chosen[offset : offset + n].view(tuple(shape)).clone()
+        offset += n
+    return out
+
+
+def fishmask(
+    repo: Repository, loop: Loop, *, record: bool = True, fisher_object: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """FishMask for a sparse finetune's ``loop``: (parameter -> mask over every body
+    parameter, what the run records about it). The Fisher is the one recorded as
+    ``fisher_object`` (a replay, a resumed run), else the newest recorded for the base commit
+    on the train rows of this data version and task, else computed now on the model built for
+    training (its head seeded as the spec says; ``DEFAULT_EXAMPLES`` examples, empirical) and
+    recorded (unless ``record`` is off: a rank other than 0)."""
+    job, spec = loop.job, loop.spec
+    module = unwrap(loop.module)
+    body = {n: p for n, p in loop.params if not in_head(n, loop.head)}
+    names = parameter_names(module, stored_names(repo, job.base), keep_others=False)
+    version = job.data.version
+    dataset = version.ref + (f":{spec.train_split}" if spec.train_split else "")
+    found: FisherRecord | FisherResult | None = None
+    if fisher_object is not None:
+        tensors = read_fisher(repo, fisher_object)
+        info: dict[str, Any] = {"object": fisher_object}
+    else:
+        found = _newest(repo.view(ModelFishers), job.base_commit, version.id, dataset, spec.task)
+        if found is not None:
+            tensors = read_fisher(repo, found)
+        else:
+            started = time.perf_counter()
+            tensors, used = diagonal_fisher(
+                module, loop.encoded, job.data.train.targets,
+                {p: names[p] for p in body if p in names}, task=spec.task, seed=spec.seed,
+                device=loop.device,
+            )  # fmt: skip
+            found = FisherResult(job.base_model, job.base_commit, "", dataset, version.id,
+                                 used, spec.task, "empirical", spec.seed, len(tensors),
+                                 0.0)  # fmt: skip
+            if record:
+                found = store_fisher(
+                    repo, job.base_model, job.base_commit, tensors, dataset=dataset,
+                    dataset_version=version.id, examples=used, task=spec.task,
+                    kind="empirical", seed=spec.seed, started=started,
+                )  # fmt: skip
+        info = {
+            "object": found.object, "dataset": found.dataset, "examples": found.examples,
+            "kind": found.kind, "seed": found.seed,
+            "computed": isinstance(found, FisherResult),
+        }  # fmt: skip
+    shapes = {n: tuple(p.shape) for n, p in body.items()}
+    return fisher_masks(tensors, names, shapes, spec.keep or 0.0), info
+
+
+def _newest(index: Any, commit: str, version: str, dataset: str, task: str) -> FisherRecord | None:
+    for record in reversed(index.of_commit(commit)):
+        if (record.dataset_version, record.dataset, record.task) == (version, dataset, task):
+            return record  # type: ignore[no-any-return]
+    return None

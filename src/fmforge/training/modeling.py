@@ -2,9 +2,11 @@
 adapted with ``peft``, written back as files the registry commits.
 
 Classification uses the architecture's ``...ForSequenceClassification`` (for MiniLM, a BERT body
-and a linear head on the pooled first token); the newly initialised head, and the pooler when
-the body has one (sentence encoders never trained it), are trained in full beside the LoRA
-factors (PEFT's ``modules_to_save``, stored with the adapter). A result directory holds the
+and a linear head on the pooled first token); the newly initialised head (or one of another
+size than the classes, re-initialised), and the pooler when the body has one (sentence encoders
+never trained it), are trained in full beside the LoRA factors (PEFT's ``modules_to_save``,
+stored with the adapter) or the full body. ``--method sparse`` trains the new head in full and
+the pooler like the body, under the mask. A result directory holds the
 weights (``adapter_model.safetensors`` and ``adapter_config.json`` for an adapter, whose
 ``base_model_name_or_path`` is the registered ``NAME@COMMIT``; ``model.safetensors``, config
 and tokenizer for a full model) and ``fmforge_task.json`` (task, class names, text column and
@@ -112,14 +114,15 @@ def build_model(job: Job) -> tuple[Any, tuple[str, ...]]:
     try:
         with quiet():
             model, info = task_class(spec.task).from_pretrained(
-                job.base_dir, output_loading_info=True, **kwargs
+                job.base_dir, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
             )
     except (OSError, ValueError, KeyError) as exc:
         raise InvalidSpec(
             f"--base {spec.base}: transformers cannot load it for {spec.task}: {_first_line(exc)}"
         ) from None
     model.config.pad_token_id = model.config.pad_token_id or job.tokenizer.pad_token_id
-    head = _head_modules(model, info.get("missing_keys", [])) if job.classes else ()
+    new = [*info.get("missing_keys", []), *(k for k, *_ in info.get("mismatched_keys", []))]
+    head = _head_modules(model, new, pooler=spec.method != "sparse") if job.classes else ()
     if spec.method == "lora":
         model = _lora(model, spec, head)
     else:
@@ -128,13 +131,14 @@ def build_model(job: Job) -> tuple[Any, tuple[str, ...]]:
     return model, head
 
 
-def _head_modules(model: Any, missing: list[str]) -> tuple[str, ...]:
-    """Top-level modules the checkpoint did not initialise (a new head), and the pooler."""
+def _head_modules(model: Any, missing: list[str], *, pooler: bool) -> tuple[str, ...]:
+    """Top-level modules the checkpoint did not initialise (a new head, or a head of another
+    size), and the pooler unless ``pooler`` is off (FishMask's mask covers it like the body)."""
     names = {key.split(".")[0] for key in missing}
     prefix = getattr(model, "base_model_prefix", "")
     body = getattr(model, prefix, None) if prefix else None
     names.discard(prefix)  # a body the checkpoint lacks is a broken base, not a head
-    if body is not None and getattr(body, "pooler", None) is not None:
+    if pooler and body is not None and getattr(body, "pooler", None) is not None:
         names.add("pooler")
     return tuple(sorted(names))
 
@@ -178,7 +182,7 @@ def save_model(
     with quiet():
         model.save_pretrained(directory, safe_serialization=True)
         if spec.method != "lora":
-            job.tokenizer.save_pretrained(directory)
+            _save_tokenizer(job, directory)
     if spec.method == "lora":
         config_path = directory / "adapter_config.json"
         config = json.loads(config_path.read_text())
@@ -187,8 +191,8 @@ def save_model(
         (directory / "README.md").unlink(missing_ok=True)  # PEFT's model card template
     task = {
         "task": spec.task, "classes": list(job.classes) if job.classes else None,
-        "text_column": spec.text_column, "max_length": job.max_length, "base": job.base,
-        "method": spec.method,
+        "text_column": spec.text_column, "label_column": spec.label_column,
+        "max_length": job.max_length, "base": job.base, "method": spec.method,
     }  # fmt: skip
     (directory / TASK_FILE).write_text(json.dumps(task, indent=2) + "\n")
     if masks:
@@ -198,6 +202,25 @@ def save_model(
             {MASK_PREFIX + name: mask.contiguous() for name, mask in sorted(masks.items())},
             str(directory / MASK_FILE),
         )
+
+
+def _save_tokenizer(job: Job, directory: Path) -> None:
+    """The tokenizer's files, each the base's own file where the base has one of that name
+    (the tokenizer did not change: the same bytes cost nothing to commit), else as written."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fmforge-tokenizer-") as tmp:
+        written = Path(tmp)
+        job.tokenizer.save_pretrained(written)
+        for path in sorted(written.rglob("*")):
+            if not path.is_file():
+                continue
+            relative = path.relative_to(written)
+            source = job.base_dir / relative
+            target = directory / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source if source.is_file() else path, target)
 
 
 def weights_file(directory: Path) -> Path:

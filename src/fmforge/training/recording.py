@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class FinetuneResult:
     evaluations: tuple[Evaluation, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)  # eval_accuracy, test_macro_f1...
     stopped: bool = False
+    interrupted: bool = False  # stopped by a wall-time budget (``deadline``)
     resumed_from: dict[str, Any] | None = None
     trained: Any = field(default=None, repr=False, compare=False)
     """The trained model in memory (rank 0; the PEFT model for an adapter), in eval mode."""
@@ -75,13 +77,18 @@ class FinetuneResult:
             "base": self.base, "steps": self.steps,
             "checkpoints": [list(c) for c in self.checkpoints],
             "evaluations": [e.to_json() for e in self.evaluations], "metrics": self.metrics,
-            "stopped": self.stopped,
+            "stopped": self.stopped, "interrupted": self.interrupted,
             "resumed_from": self.resumed_from,
         }  # fmt: skip
 
 
 def run_config(
-    job: Job, loop: Loop, world: World, point: resuming.Checkpoint | None, masks: str | None
+    job: Job,
+    loop: Loop,
+    world: World,
+    point: resuming.Checkpoint | None,
+    masks: str | None,
+    fisher: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     import peft
     import transformers
@@ -95,13 +102,22 @@ def run_config(
         "lora_targets": lora_targets(loop.module) if spec.method == "lora" else None,
         "head": list(loop.head), "trainable_parameters": trainable,
         "steps_planned": loop.total,
-        "mask": {**masks_summary(loop.masks), "source": masks} if loop.masks else None,
+        "mask": _mask_record(loop, masks, fisher),
         "process": {"host": socket.gethostname(), "pid": os.getpid(), "nproc": world.size},
         "resumed_from": point.record() if point else None,
         "software": {"torch": str(torch.__version__), "transformers": transformers.__version__,
                      "peft": peft.__version__},
         "deterministic": True,
     }  # fmt: skip
+
+
+def _mask_record(loop: Loop, source: str | None, fisher: dict[str, Any] | None) -> Any:
+    if not loop.masks:
+        return None
+    record = {**masks_summary(loop.masks), "source": source, "keep": loop.spec.keep}
+    if fisher is not None:
+        record["fisher"] = fisher
+    return record
 
 
 class Silent:
@@ -130,9 +146,17 @@ class RunSink:
     per_epoch: int
     steps_planned: int
     evaluates: bool = True
-    stopped: bool = False
     pruned: bool = False
+    deadline: float | None = None  # time.monotonic() past which the loop stops (a budget)
+    interrupted: bool = False  # stopped by the deadline
+    result_masks: bool = True  # whether the result commit holds the trainable mask
     checkpoints: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def stopped(self) -> bool:
+        if not self.interrupted and self.deadline is not None:
+            self.interrupted = time.monotonic() >= self.deadline
+        return self.interrupted
 
     def logged(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)
@@ -184,6 +208,11 @@ def finish(
     if sink.pruned:
         run.set_tags({"fmforge.stopped": f"by the callback at step {position.step}"})
         return FinetuneResult(model=None, commit=None, branch=None, stopped=True, **common)
+    if sink.interrupted and position.step < loop.total:
+        run.set_tags({"fmforge.stopped": f"by its wall-time budget at step {position.step}"})
+        return FinetuneResult(
+            model=None, commit=None, branch=None, stopped=True, interrupted=True, **common
+        )
     model, branch = output
     branch = branch or f"finetune/{run.name}"
     parents = None
@@ -195,7 +224,7 @@ def finish(
         "spec_digest": spec.digest(), "step": position.step,
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="fmforge-result-") as tmp:
-        save_model(loop.module, job, Path(tmp), loop.masks)
+        save_model(loop.module, job, Path(tmp), loop.masks if sink.result_masks else None)
         message = f"finetune {spec.method} of {job.base_model} on {job.data.version.ref}"
         committed = commit_model(
             repo, model, tmp, message, branch=branch, parents=parents,

@@ -2,7 +2,8 @@
 
 The inputs are what the run's config pins: the resolved spec (seed, threads included), the base
 commit and the dataset version (not the REFs, which may have moved), and the trainable mask of a
-sparse run. The replay trains in memory and records nothing. It compares, bit for bit:
+sparse run (given: read back from its commits; FishMask: rebuilt from the recorded Fisher). The
+replay trains in memory and records nothing. It compares, bit for bit:
 
 - the loss logged at every step the run logged (a resumed run logged only its own steps);
 - at each step the run committed a checkpoint, the replayed weights with the checkpoint's;
@@ -33,7 +34,7 @@ from fmforge.tracking.reading import load_run, read_metric
 from fmforge.tracking.views import RunsView
 from fmforge.training.finetuning import determinism, prepare
 from fmforge.training.loop import Loop, Position
-from fmforge.training.masks import gradient_masks, masks_digest, resolve_masks, saved_masks
+from fmforge.training.masks import fishmask, masks_digest, resolve_masks, saved_masks
 from fmforge.training.modeling import build_model, save_model, weights_file
 from fmforge.training.recording import RESULT_TAG
 from fmforge.training.resume import recorded_spec
@@ -180,12 +181,15 @@ def replay(repo: Repository, run: str) -> ReplayReport:
         if job.data.train.ids_digest != data["train"]["ids_digest"]:
             raise InvalidSpec(f"run {record.name}: its training rows no longer read the same")
         model, head = build_model(job)
-        mask_source = (config.get("mask") or {}).get("source")
-        saved = _recorded_masks(repo, mask_source, result, checkpoints)
+        mask = config.get("mask") or {}
+        saved = _recorded_masks(repo, mask.get("source"), result, checkpoints)
         given = resolve_masks(model, head, saved) if saved is not None else None
         loop = Loop(job, model, head, masks=given)
         if spec.method == "sparse" and given is None:
-            loop.set_masks(gradient_masks(loop, resolved.keep or 0.0))
+            fisher = (mask.get("fisher") or {}).get("object")
+            if not fisher:
+                raise InvalidSpec(f"run {record.name} recorded no Fisher for its mask")
+            loop.set_masks(fishmask(repo, loop, fisher_object=fisher)[0])
         if loop.masks and masks_digest(loop.masks) != config["mask"]["digest"]:
             report.notes.append("the trainable mask differs from the recorded one")
         last = max([*losses, *checkpoints, 0])
@@ -205,8 +209,8 @@ def replay(repo: Repository, run: str) -> ReplayReport:
 def _recorded_masks(
     repo: Repository, source: str | None, result: str | None, checkpoints: dict[int, str]
 ) -> dict[str, torch.Tensor] | None:
-    """A sparse run's mask as given to it (read back from its commits); None for the
-    placeholder, which the replay computes again."""
+    """A sparse run's mask as given to it (read back from its commits); None for a FishMask,
+    which the replay rebuilds from the recorded Fisher."""
     if source not in ("given", "checkpoint"):
         return None
     for target in [*(checkpoints[s] for s in sorted(checkpoints)), *([result] if result else [])]:

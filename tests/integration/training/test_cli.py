@@ -68,9 +68,11 @@ def finetune_options() -> dict[str, str]:
 
 def test_every_spec_field_is_a_documented_option_of_finetune() -> None:
     from fmforge.cli.train import EXECUTION_OPTIONS
+    from fmforge.training.search import SearchSpec
 
     options = finetune_options()
     fields = {"--" + name.replace("_", "-") for name in FinetuneSpec.model_fields}
+    fields |= {"--" + name.replace("_", "-") for name in SearchSpec.model_fields}  # --auto's
     assert fields <= set(options)
     for name in fields:
         assert options[name].strip(), name  # its help is the field's description

@@ -18,7 +18,7 @@ import torch
 
 from fmforge.errors import InvalidMerge
 from fmforge.merging.method import MergeMethod, Rows, Space
-from fmforge.models.measurements import FisherRecord, ModelMeasurements
+from fmforge.models.fishers import FisherRecord, ModelFishers
 
 if TYPE_CHECKING:
     from fmforge.merging.base import MergeSpec
@@ -50,7 +50,7 @@ FISHER = FisherWeighted()
 
 def fisher_of(repo: Repository, commit: str, label: str) -> FisherRecord:
     """The newest Fisher recorded for ``commit``; refused when there is none."""
-    found = repo.view(ModelMeasurements).fisher(commit)
+    found = repo.view(ModelFishers).fisher(commit)
     if found is None:
         raise InvalidMerge(
             f"{label}: no Fisher recorded for commit {commit[:12]} (compute one with "
