@@ -7,7 +7,7 @@ import sqlite3
 from typing import Any
 
 from fmforge.access.facts import AccessFactsView
-from fmforge.access.views import AccessHistoryView, AccessLogView, AccessView
+from fmforge.access.views import AccessHistoryView, AccessLogView, AccessView, EndedSessions
 from fmforge.data.views import DatasetsView, DatasetWork, SynthWork
 from fmforge.ledger import Event, Projection, handles
 from fmforge.models.evaluations import ModelEvaluations
@@ -104,6 +104,7 @@ VIEWS: tuple[type[Projection[Any]], ...] = (
     AccessLogView,
     AccessHistoryView,
     AccessFactsView,
+    EndedSessions,
     DeploymentsView,
 )
 """Every projection, in the order verify rebuilds them."""

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fmforge.access.authorizer import Context, Decision
-from fmforge.access.events import POLICY, log_stream
+from fmforge.access.events import POLICY
 from fmforge.access.facts import AccessFactsView
 from fmforge.access.principals import ANONYMOUS
 from fmforge.access.resources import parse_resource
@@ -176,8 +176,6 @@ class Gate:
         self._policy_on = False
         self._head = -1
         self._facts_seq = 0
-        self._logged_out: set[str] = set()  # session ids whose logout is recorded
-        self._logout_version = 0
 
     def enabled(self) -> bool:
         """Whether access control is on (see the module docstring)."""
@@ -333,19 +331,11 @@ class Gate:
         return session.principal
 
     def logged_out(self) -> set[str]:
-        """The ids of sessions whose ``POST /logout`` is recorded (``AccessGranted``, action
-        ``logout``, on ``access/log/repository``): read from the ledger, so a logout holds
-        across restarts and for every server process sharing the ledger."""
-        stream = log_stream("repository")
-        if self.repo.ledger.stream_version(stream) != self._logout_version:
-            with self._lock:
-                for event in self.repo.ledger.read_stream(stream, self._logout_version + 1):
-                    data = event.data
-                    ended = event.type == "AccessGranted" and data.get("action") == "logout"
-                    if ended and data.get("session"):
-                        self._logged_out.add(data["session"])
-                    self._logout_version = max(self._logout_version, event.version)
-        return self._logged_out
+        """The ids of sessions whose ``POST /logout`` is recorded (the ``EndedSessions``
+        view of the ledger, so a logout holds across restarts and server processes)."""
+        from fmforge.access.views import EndedSessions
+
+        return self.repo.view(EndedSessions)
 
     def record_login(
         self, decision: Decision, *, request_id: str, session: str | None = None

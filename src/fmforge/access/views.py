@@ -381,3 +381,26 @@ class AccessHistoryView(Projection[AccessHistory]):
             (d["size"], event.seq, epoch(event.time), d["origin"], d["root"], d["note"],
              d["reason"]),
         )  # fmt: skip
+
+
+class EndedSessions(Projection[set[str]]):
+    """The dashboard sessions whose ``POST /logout`` is recorded (an ``AccessGranted`` with
+    action ``logout`` naming the session): a logout holds across restarts and for every
+    server process sharing the ledger."""
+
+    name = "ended_sessions"
+    tables = ("ended_sessions",)
+
+    def create_tables(self, db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE ended_sessions (session TEXT PRIMARY KEY, seq INTEGER NOT NULL)")
+
+    def read(self, db: sqlite3.Connection) -> set[str]:
+        return {row[0] for row in db.execute("SELECT session FROM ended_sessions")}
+
+    @handles("AccessGranted")
+    def granted(self, db: sqlite3.Connection, event: Event) -> None:
+        data = event.data
+        if data.get("action") == "logout" and data.get("session"):
+            db.execute(
+                "INSERT OR IGNORE INTO ended_sessions VALUES (?, ?)", (data["session"], event.seq)
+            )

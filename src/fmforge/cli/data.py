@@ -174,8 +174,8 @@ def export(
 ) -> None:
     """Write a version to a file, rows in their order."""
     with open_repository(ctx) as repo:
+        written = export_dataset(repo, target, output)  # resolved and confirmed by the ledger
         version = resolve(repo, target)
-        written = export_dataset(repo, version.ref, output)  # confirmed against the ledger
     console.print(f"wrote {written:,} rows of {version.ref} to {output}")
 
 

@@ -38,6 +38,7 @@ from fmforge.errors import ServingError
 from fmforge.models import commit_model
 from fmforge.models.refs import ModelRefs
 from fmforge.repository import Repository
+from fmforge.serving.views import DeploymentsView
 
 LLM = "tiny-llama"
 LLM_ADAPTERS = ("tiny-lora-a", "tiny-lora-b")
@@ -504,11 +505,16 @@ _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 def _ledger_lines(repo: Repository, deployments: list[str]) -> list[str]:
+    """What the ledger says of each deployment, read through its view."""
+    index = repo.view(DeploymentsView)
     lines = []
     for name in deployments:
-        types = Counter(e.type for e in repo.ledger.read_stream(f"deployment/{name}"))
+        replicas = index.replicas(name)
+        stopped = sum(1 for r in replicas if not r.running)
+        requests = sum(r.requests or 0 for r in replicas)
+        tokens = sum(r.generated_tokens or 0 for r in replicas)
         lines.append(
-            f"stopped; deployment/{name} in the ledger: "
-            + ", ".join(f"{n} {t}" for t, n in types.items())
+            f"stopped; deployment/{name} in the ledger: {len(replicas)} replica(s) started, "
+            f"{stopped} stopped, {requests} requests and {tokens} generated tokens recorded"
         )
     return lines
