@@ -11,13 +11,7 @@ import base64
 import os
 import shutil
 import stat
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +26,7 @@ from fmforge.cli.app import app as cli
 from fmforge.repository import Repository
 from fmforge.server.app import create_app
 from fmforge.tracking import start_run
-from tests.integration.server.conftest import free_port
+from tests.integration.server.conftest import ui_process
 
 JSON = {"Content-Type": "application/json"}
 PASSWORD = "correct horse battery"
@@ -45,35 +39,6 @@ def fm(root: Path, *args: str, input: str | None = None, ok: bool = True) -> Res
         raise result.exception
     assert (result.exit_code == 0) == ok, (args, result.output)
     return result
-
-
-@contextmanager
-def serving(root: Path) -> Iterator[str]:
-    """A real `fmforge ui` process over ``root``; its URL (any answer, a 401 too, says it
-    is up)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fmforge", "--store", str(root), "ui", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/api/whoami", timeout=1).read()
-            break
-        except urllib.error.HTTPError:
-            break
-        except OSError:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            time.sleep(0.2)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stderr:
-            process.stderr.close()
 
 
 def _events(repo: Repository, after: int) -> list[Any]:
@@ -301,7 +266,7 @@ def test_in_a_browser_the_dashboard_asks_for_a_password_then_shows_the_runs(
     with start_run("cls", repo=ann, name="visible-run", system_interval=None) as run:
         run.log({"loss": 1.0}, step=0)
     with (
-        serving(ann.root) as url,
+        ui_process(ann.root) as url,
         sync_playwright() as playwright,
     ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

@@ -9,9 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +19,7 @@ from fmforge.access.policy import PolicySpec
 from fmforge.access.views import AccessLogView
 from fmforge.repository import Repository
 from fmforge.tracking import load_run, read_metric
-from tests.integration.server.conftest import free_port
+from tests.integration.server.conftest import ui_process
 
 _CLIENT = textwrap.dedent(
     """
@@ -48,31 +45,9 @@ _CLIENT = textwrap.dedent(
 
 @pytest.fixture
 def server(repo: Repository) -> Iterator[str]:
-    """A real `fmforge ui` process over the test's repository (as the server tests' fixture;
-    any answer, a 401 included, says it is up)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fmforge", "--store", str(repo.root), "ui", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/", timeout=1).read()
-            break
-        except urllib.error.HTTPError:
-            break
-        except OSError:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            time.sleep(0.2)
-    try:
+    """A real `fmforge ui` process over the test's repository."""
+    with ui_process(repo.root) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stderr:
-            process.stderr.close()
 
 
 def _client(server: str, tmp_path: Path, experiment: str, **env: str) -> list[str]:

@@ -6,8 +6,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -20,14 +23,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def server(repo: Repository, request: pytest.FixtureRequest) -> Iterator[str]:
-    """The server's URL; ``@pytest.mark.ui_args(...)`` adds options to `fmforge ui`."""
-    marker = request.node.get_closest_marker("ui_args")
-    extra = [str(a) for a in marker.args] if marker else []
+@contextmanager
+def ui_process(root: Path, *extra: str) -> Iterator[str]:
+    """A real `fmforge ui` process over ``root`` on a free port; its URL once it answers (any
+    answer, a 401 from a server with access control on included)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "fmforge", "--store", str(repo.root), "ui", "--port", str(port),
+        [sys.executable, "-m", "fmforge", "--store", str(root), "ui", "--port", str(port),
          *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -36,6 +38,8 @@ def server(repo: Repository, request: pytest.FixtureRequest) -> Iterator[str]:
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(url + "/", timeout=1).read()
+            break
+        except urllib.error.HTTPError:
             break
         except OSError:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
@@ -47,3 +51,12 @@ def server(repo: Repository, request: pytest.FixtureRequest) -> Iterator[str]:
         process.wait(timeout=30)
         if process.stderr:
             process.stderr.close()
+
+
+@pytest.fixture
+def server(repo: Repository, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The server's URL; ``@pytest.mark.ui_args(...)`` adds options to `fmforge ui`."""
+    marker = request.node.get_closest_marker("ui_args")
+    extra = [str(a) for a in marker.args] if marker else []
+    with ui_process(repo.root, *extra) as url:
+        yield url
