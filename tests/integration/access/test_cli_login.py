@@ -19,7 +19,7 @@ from fmforge.access.policy import PolicySpec
 from fmforge.cli.app import app as cli
 from fmforge.repository import Repository
 from tests.hostile.harness import cli_refused
-from tests.integration.access.test_login import serving
+from tests.integration.server.conftest import ui_process
 
 
 def fm(*args: str, input: str | None = None) -> Result:
@@ -48,7 +48,7 @@ def tokens(repo: Repository) -> dict[str, str]:
 
 @pytest.fixture
 def url(repo: Repository, tokens: dict[str, str]) -> Iterator[str]:
-    with serving(repo.root) as served:
+    with ui_process(repo.root) as served:
         yield served
 
 
@@ -100,7 +100,7 @@ def test_a_token_the_server_refuses_is_not_stored_nor_printed(
 
 def test_a_server_without_access_control_is_not_logged_in_to(tmp_path: Path, config: Path) -> None:
     (tmp_path / "open").mkdir()
-    with Repository.init(tmp_path / "open") as repo, serving(repo.root) as url:
+    with Repository.init(tmp_path / "open") as repo, ui_process(repo.root) as url:
         done = fm("login", url, "--token-stdin", input="fmf_" + "B" * 43 + "\n")
     assert done.exit_code == 1
     assert "access control off" in done.stderr
